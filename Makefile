@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates or refreshes
+# .venv (Python 3.10, pinned stack) first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+REFERENCE := reference-data
+DEMO_OUT := demo-output
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv demo test test-all lint bench reference clean
+
+venv:
+	@bash scripts/setup_venv.sh
+
+reference: venv
+	@if [ ! -f $(REFERENCE)/.complete ]; then $(VENV)/bin/tfxopt example-data $(REFERENCE); fi
+
+demo: reference
+	$(VENV)/bin/tfxopt run --model $(REFERENCE)/model --examples $(REFERENCE)/examples \
+	  --config pipelines/configs/demo.yaml --output $(DEMO_OUT)
+
+test: venv
+	$(PY) -m pytest -m "not slow" tests
+
+test-all: venv
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: reference
+	$(PY) -m benchmarks.run --reference $(REFERENCE)
+
+clean:
+	rm -rf $(DEMO_OUT) $(REFERENCE) .pytest_cache

@@ -1,0 +1,1 @@
+"""What several components share: model and Examples I/O, artifact types, config, measurements."""

@@ -1,0 +1,26 @@
+"""Shared pieces of our TFX component declarations: config exec properties and their parsing."""
+
+from __future__ import annotations
+
+from tfx.types.component_spec import ExecutionParameter
+
+from components.common.config import StrictModel
+from components.common.examples import DataConfig
+
+CONFIG_KEY = "config"
+DATA_CONFIG_KEY = "data_config"
+
+
+def json_parameter(optional: bool = False) -> ExecutionParameter:
+    """A config object travels to the executor as a JSON string (KFP-friendly, cache-friendly)."""
+    return ExecutionParameter(type=str, optional=optional)
+
+
+def config_json(config: StrictModel | dict | None, cls: type[StrictModel], where: str) -> str:
+    """Validates ``config`` (at pipeline build time) and serializes it for an exec property."""
+    parsed = config if isinstance(config, cls) else cls.parse(config, where=where)
+    return parsed.model_dump_json()
+
+
+def data_config_json(data: DataConfig | dict | None) -> str:
+    return config_json(data, DataConfig, "data")

@@ -1,0 +1,265 @@
+"""TFX ``Examples`` (gzipped TFRecords of tf.Example under ``Split-<name>/``) to tf.data and numpy.
+
+A :class:`DataConfig` names the label and which features feed which model inputs. Models the
+default mapping cannot feed may be served by a user module file exposing
+``input_fn(file_paths, batch_size, split) -> tf.data.Dataset`` of ``(features, labels)``, as the
+TFX Trainer takes a ``module_file``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pydantic
+
+from components.common.config import StrictModel
+from components.common.errors import DataError
+
+
+class DataConfig(StrictModel):
+    """How Examples feed a model."""
+
+    label_key: str = pydantic.Field(
+        "label", min_length=1, description="Feature holding the class id."
+    )
+    feature_keys: list[str] | None = pydantic.Field(
+        None,
+        description="Features fed to the model inputs, in the model's input order. "
+        "Default: every feature but the label (there must be one per model input).",
+    )
+    train_split: str = pydantic.Field("train", min_length=1)
+    eval_split: str = pydantic.Field("eval", min_length=1)
+    module_file: str | None = pydantic.Field(
+        None,
+        description="Python file with input_fn(file_paths, batch_size, split) for custom models.",
+    )
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """What the first record of a split says about one feature."""
+
+    name: str
+    kind: str  # "float", "int64" or "bytes"
+    length: int
+
+
+def split_files(examples_uri: str, split: str) -> list[str]:
+    """The record files of one split, sorted; raises DataError when there are none."""
+    import tensorflow as tf
+
+    directory = os.path.join(examples_uri, f"Split-{split}")
+    if not tf.io.gfile.isdir(directory):
+        available = []
+        if tf.io.gfile.isdir(examples_uri):
+            available = sorted(
+                d.rstrip("/")[len("Split-") :]
+                for d in tf.io.gfile.listdir(examples_uri)
+                if d.startswith("Split-")
+            )
+        raise DataError(
+            f"Examples at {examples_uri!r} have no split {split!r} (no {directory}); "
+            f"splits found: {available or 'none'}. Point to a TFX Examples directory with "
+            "Split-train/ and Split-eval/, or set data.train_split / data.eval_split."
+        )
+    files = sorted(
+        os.path.join(directory, name)
+        for name in tf.io.gfile.listdir(directory)
+        if not name.startswith(".")
+    )
+    files = [f for f in files if tf.io.gfile.stat(f).length > 0]
+    if not files:
+        raise DataError(f"split {split!r} of Examples at {examples_uri!r} is empty ({directory}).")
+    return files
+
+
+def _compression(path: str) -> str:
+    return "GZIP" if path.endswith(".gz") else ""
+
+
+def iter_serialized(files: list[str]) -> Iterator[bytes]:
+    """Yields serialized tf.Example records from record files, streaming."""
+    import tensorflow as tf
+
+    for path in files:
+        for record in tf.data.TFRecordDataset(path, compression_type=_compression(path)):
+            yield record.numpy()
+
+
+def inspect_features(files: list[str]) -> dict[str, FeatureInfo]:
+    """Reads the first record of a split and describes its features."""
+    import tensorflow as tf
+
+    first = next(iter_serialized(files), None)
+    if first is None:
+        raise DataError(f"no records in {files[0]!r} and the other files of its split.")
+    example = tf.train.Example.FromString(first)
+    infos = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        if kind is None:
+            raise DataError(f"feature {name!r} of the first example holds no values.")
+        kind_name = {"float_list": "float", "int64_list": "int64", "bytes_list": "bytes"}[kind]
+        infos[name] = FeatureInfo(name, kind_name, len(getattr(feature, kind).value))
+    return infos
+
+
+def input_specs(model) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, per-example shape) of each model input."""
+    specs = []
+    for tensor in model.inputs:
+        shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
+        specs.append((tensor.name.split(":")[0], shape))
+    return specs
+
+
+@dataclass(frozen=True)
+class FeatureMapping:
+    """Resolved mapping: which feature feeds which model input, with what shape."""
+
+    label_key: str
+    feature_keys: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    infos: dict
+
+    def parse_fn(self):
+        """A tf function turning a serialized batch into (inputs, labels)."""
+        import tensorflow as tf
+
+        dtypes = {"float": tf.float32, "int64": tf.int64}
+        spec = {
+            key: tf.io.FixedLenFeature([self.infos[key].length], dtypes[self.infos[key].kind])
+            for key in self.feature_keys
+        }
+        spec[self.label_key] = tf.io.FixedLenFeature([1], tf.int64)
+
+        def parse(serialized):
+            parsed = tf.io.parse_example(serialized, spec)
+            inputs = [
+                tf.reshape(tf.cast(parsed[key], tf.float32), [-1, *shape])
+                for key, shape in zip(self.feature_keys, self.input_shapes, strict=True)
+            ]
+            labels = tf.reshape(parsed[self.label_key], [-1])
+            return (inputs[0] if len(inputs) == 1 else tuple(inputs)), labels
+
+        return parse
+
+
+def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> FeatureMapping:
+    """Checks the Examples against the data config and the model; raises DataError naming the problem."""
+    files = split_files(examples_uri, split)
+    infos = inspect_features(files)
+    if data.label_key not in infos:
+        raise DataError(
+            f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
+            f"(features: {sorted(infos)}). Set data.label_key to the feature holding the label."
+        )
+    if infos[data.label_key].kind != "int64" or infos[data.label_key].length != 1:
+        info = infos[data.label_key]
+        raise DataError(
+            f"label {data.label_key!r} must be a single int64 class id per example, "
+            f"found {info.length} {info.kind} value(s)."
+        )
+    shapes = input_specs(model)
+    keys = data.feature_keys
+    if keys is None:
+        keys = [k for k in sorted(infos) if k != data.label_key]
+    missing = [k for k in keys if k not in infos]
+    if missing:
+        raise DataError(
+            f"data.feature_keys names {missing}, not features of the Examples (features: "
+            f"{sorted(infos)})."
+        )
+    if len(keys) != len(shapes):
+        raise DataError(
+            f"the model has {len(shapes)} input(s) {[n for n, _ in shapes]} but {len(keys)} "
+            f"feature(s) {keys} would feed them: set data.feature_keys (one per model input, in "
+            "order) or data.module_file with an input_fn."
+        )
+    for key, (input_name, shape) in zip(keys, shapes, strict=True):
+        info = infos[key]
+        if info.kind == "bytes":
+            raise DataError(
+                f"feature {key!r} holds bytes; the default input mapping feeds numeric features "
+                "only. Provide data.module_file with an input_fn."
+            )
+        if -1 in shape:
+            raise DataError(
+                f"model input {input_name!r} has an unknown dimension {shape}; the default "
+                "mapping needs a fixed input shape. Provide data.module_file with an input_fn."
+            )
+        if math.prod(shape) != info.length:
+            raise DataError(
+                f"feature {key!r} has {info.length} values per example but model input "
+                f"{input_name!r} expects shape {shape} ({math.prod(shape)} values). Check "
+                "data.feature_keys or the model."
+            )
+    return FeatureMapping(
+        data.label_key, tuple(keys), tuple(s for _, s in shapes), {k: infos[k] for k in keys}
+    )
+
+
+def _load_module_input_fn(module_file: str):
+    if not os.path.isfile(module_file):
+        raise DataError(f"data.module_file {module_file!r} does not exist.")
+    spec = importlib.util.spec_from_file_location("tfxopt_user_module", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, "input_fn", None)
+    if fn is None:
+        raise DataError(
+            f"data.module_file {module_file!r} defines no input_fn(file_paths, batch_size, split)."
+        )
+    return fn
+
+
+def make_dataset(
+    examples_uri: str,
+    split: str,
+    data: DataConfig,
+    model,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    limit: int | None = None,
+):
+    """A batched tf.data.Dataset of (inputs, labels) for ``model`` from one split, streamed from disk."""
+    import tensorflow as tf
+
+    files = split_files(examples_uri, split)
+    if data.module_file:
+        dataset = _load_module_input_fn(data.module_file)(files, batch_size, split)
+        return dataset.take(math.ceil(limit / batch_size)) if limit else dataset
+    mapping = resolve_mapping(examples_uri, split, data, model)
+    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
+    if limit:
+        dataset = dataset.take(limit)
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(mapping.parse_fn()).prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(examples_uri: str, split: str, data: DataConfig, model, limit: int | None = None):
+    """The split as numpy (inputs, labels); for small splits and calibration samples only."""
+    import numpy as np
+
+    xs, ys = [], []
+    for x, y in make_dataset(examples_uri, split, data, model, batch_size=256, limit=limit):
+        xs.append(x.numpy() if not isinstance(x, tuple) else tuple(t.numpy() for t in x))
+        ys.append(y.numpy())
+    if not ys:
+        raise DataError(f"split {split!r} of Examples at {examples_uri!r} has no examples.")
+    if isinstance(xs[0], tuple):
+        inputs = tuple(np.concatenate([b[i] for b in xs]) for i in range(len(xs[0])))
+    else:
+        inputs = np.concatenate(xs)
+    return inputs, np.concatenate(ys)
+
+
+def count_examples(examples_uri: str, split: str) -> int:
+    """Number of records in a split (streams once over it)."""
+    return sum(1 for _ in iter_serialized(split_files(examples_uri, split)))

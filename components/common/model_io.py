@@ -1,0 +1,128 @@
+"""The model artifact layout, and loading and saving tf_keras models in it.
+
+``<uri>/Format-Serving/`` holds a SavedModel written by tf_keras (loadable by TF Serving and by
+``tf_keras.models.load_model``); a TFLite flavour, when there is one, is ``<uri>/Format-TFLite/model.tflite``.
+A plain SavedModel directory (``saved_model.pb`` at its top, as a trainer exports it) is accepted as
+input too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from components.common.errors import ModelInputError
+
+SERVING_DIR = "Format-Serving"
+TFLITE_DIR = "Format-TFLite"
+TFLITE_FILE = "model.tflite"
+SAVED_MODEL_PB = "saved_model.pb"
+KERAS_METADATA_PB = "keras_metadata.pb"
+
+
+def _isdir(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.isdir(path)
+
+
+def _exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def serving_model_dir(uri: str) -> str:
+    """Returns the SavedModel directory of a model artifact or plain SavedModel path.
+
+    Raises:
+      ModelInputError: if ``uri`` holds neither layout.
+    """
+    if not _exists(uri):
+        raise ModelInputError(f"model path {uri!r} does not exist: pass a SavedModel directory.")
+    if not _isdir(uri):
+        hint = ""
+        if uri.endswith((".keras", ".h5")):
+            hint = (
+                " It looks like a single-file Keras model: load it and save it with tf_keras "
+                "(`model.save(path, save_format='tf')`)."
+            )
+        raise ModelInputError(f"model path {uri!r} is a file, not a SavedModel directory.{hint}")
+    for candidate in (os.path.join(uri, SERVING_DIR), uri):
+        if _exists(os.path.join(candidate, SAVED_MODEL_PB)):
+            return candidate
+    import tensorflow as tf
+
+    if not tf.io.gfile.listdir(uri):
+        raise ModelInputError(f"model directory {uri!r} is empty: it should hold a SavedModel.")
+    raise ModelInputError(
+        f"model directory {uri!r} holds no {SAVED_MODEL_PB} (looked in it and in {SERVING_DIR}/): "
+        "pass the directory a tf_keras `model.save(path)` wrote."
+    )
+
+
+def tflite_path(uri: str) -> str | None:
+    """The TFLite flavour of a model artifact, or None when it has none."""
+    path = os.path.join(uri, TFLITE_DIR, TFLITE_FILE)
+    return path if _exists(path) else None
+
+
+def validate_saved_model(uri: str, require_keras: bool = True) -> str:
+    """Checks that ``uri`` holds a readable (tf_keras) SavedModel, cheaply, without loading it.
+
+    Returns:
+      The SavedModel directory.
+    Raises:
+      ModelInputError: naming the path and what to do.
+    """
+    path = serving_model_dir(uri)
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_PB), "rb") as f:
+            proto.ParseFromString(f.read())
+    except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt file
+        raise ModelInputError(
+            f"{os.path.join(path, SAVED_MODEL_PB)} is not a valid SavedModel protobuf ({e}); "
+            "re-export the model."
+        ) from None
+    if not proto.meta_graphs:
+        raise ModelInputError(f"SavedModel at {path!r} has no meta graph; re-export the model.")
+    if require_keras and not _exists(os.path.join(path, KERAS_METADATA_PB)):
+        raise ModelInputError(
+            f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}). "
+            "A Keras 3 `model.export()` or a plain tf.Module cannot be optimised: build and save "
+            "the model with tf_keras (`import tf_keras; model.save(path, save_format='tf')`)."
+        )
+    return path
+
+
+def load_keras_model(uri: str):
+    """Loads the tf_keras model of an artifact (or SavedModel path) without compiling it."""
+    path = validate_saved_model(uri, require_keras=True)
+    import tf_keras
+
+    try:
+        return tf_keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001
+        raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
+
+
+def save_keras_model(model, output_uri: str) -> str:
+    """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path."""
+    path = os.path.join(output_uri, SERVING_DIR)
+    model.save(path, include_optimizer=False, save_format="tf")
+    return path
+
+
+def write_tflite(flatbuffer: bytes, output_uri: str) -> str:
+    """Writes a TFLite flatbuffer at the fixed path of the artifact and returns that path."""
+    import tensorflow as tf
+
+    directory = os.path.join(output_uri, TFLITE_DIR)
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, TFLITE_FILE)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(flatbuffer)
+    return path

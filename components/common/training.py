@@ -1,0 +1,156 @@
+"""Fine-tuning shared by the Pruner, Clusterer, Quantizer (QAT) and Distiller.
+
+Every step that trains takes a :class:`FineTuneConfig`; training runs under the
+``tf.distribute`` strategy it names, so the same component scales from one CPU to many GPUs or
+workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+import pydantic
+
+from components.common.config import StrictModel
+from components.common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class FineTuneConfig(StrictModel):
+    """Fine-tuning settings."""
+
+    epochs: int = pydantic.Field(2, ge=0, le=10_000)
+    batch_size: int = pydantic.Field(32, ge=1, le=65_536)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = pydantic.Field(1e-4, gt=0, le=10)
+    early_stopping_patience: int | None = pydantic.Field(
+        None, ge=1, description="Stop after this many epochs without eval-accuracy gain."
+    )
+    strategy: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
+    seed: int = pydantic.Field(0, ge=0)
+    max_train_examples: int | None = pydantic.Field(None, ge=1)
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy named in config."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"fine_tuning.strategy: unknown strategy {name!r}")
+
+
+def outputs_probabilities(model) -> bool:
+    """True when the model ends in a softmax (probabilities), False when it outputs logits."""
+    import tf_keras
+
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "") == "softmax":
+        return True
+    return isinstance(last, tf_keras.layers.Softmax)
+
+
+def make_optimizer(config: FineTuneConfig, learning_rate=None):
+    import tf_keras
+
+    lr = learning_rate if learning_rate is not None else config.learning_rate
+    return {
+        "adam": tf_keras.optimizers.Adam,
+        "sgd": tf_keras.optimizers.SGD,
+        "rmsprop": tf_keras.optimizers.RMSprop,
+    }[config.optimizer](lr)
+
+
+def compile_classifier(model, config: FineTuneConfig, from_logits: bool | None = None) -> None:
+    """Compiles ``model`` for sparse-label classification with the configured optimizer."""
+    import tf_keras
+
+    if from_logits is None:
+        from_logits = not outputs_probabilities(model)
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
+
+
+class _EpochLog:
+    """Logs progress per epoch and keeps the history."""
+
+    def __init__(self, name: str):
+        import tf_keras
+
+        outer = self
+
+        class Callback(tf_keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                outer.started = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                outer.history.append({"epoch": epoch + 1, **logs})
+                log.warning(
+                    "%s: epoch %d  %s  (%.1f s)",
+                    name,
+                    epoch + 1,
+                    "  ".join(f"{k}={v:.4f}" for k, v in logs.items()),
+                    time.time() - outer.started,
+                )
+
+        self.history: list[dict] = []
+        self.started = time.time()
+        self.callback = Callback()
+
+
+def fit(model, train_ds, eval_ds, config: FineTuneConfig, name: str, callbacks=()) -> dict:
+    """Trains a compiled model; returns {'history': [...], 'epochs_run', 'wall_time_s'}.
+
+    Early stopping (when configured) watches eval accuracy and restores the best weights.
+    """
+    import tf_keras
+
+    epoch_log = _EpochLog(name)
+    all_callbacks = [epoch_log.callback, *callbacks]
+    if config.early_stopping_patience and eval_ds is not None:
+        all_callbacks.append(
+            tf_keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=config.early_stopping_patience,
+                mode="max",
+                restore_best_weights=True,
+            )
+        )
+    started = time.time()
+    if config.epochs > 0:
+        model.fit(
+            train_ds,
+            validation_data=eval_ds,
+            epochs=config.epochs,
+            callbacks=all_callbacks,
+            verbose=0,
+        )
+    return {
+        "history": epoch_log.history,
+        "epochs_run": len(epoch_log.history),
+        "wall_time_s": time.time() - started,
+    }
+
+
+def accuracy(model, dataset) -> float:
+    """Top-1 accuracy of a Keras model over a (inputs, labels) dataset, streamed."""
+    import numpy as np
+
+    correct = total = 0
+    for x, y in dataset:
+        pred = model(x, training=False).numpy()
+        correct += int(np.sum(np.argmax(pred, axis=-1) == y.numpy()))
+        total += int(y.shape[0])
+    return correct / total if total else float("nan")

@@ -1,0 +1,1 @@
+"""Profiler: size, parameters, compute, latency, peak memory and accuracy of a model."""

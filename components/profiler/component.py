@@ -1,0 +1,63 @@
+"""Profiler TFX component: a Model (and Examples) in, a ``tfxopt.ModelProfile`` out."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+
+from components.common.component_base import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    config_json,
+    data_config_json,
+    json_parameter,
+)
+from components.common.examples import DataConfig
+from components.common.types import ModelProfile
+from components.profiler import executor
+from components.profiler.config import ProfilerConfig
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+PROFILE_KEY = "profile"
+
+
+class ProfilerSpec(ComponentSpec):
+    """Inputs, outputs and parameters of the Profiler."""
+
+    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
+    INPUTS = {
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+    }
+    OUTPUTS = {PROFILE_KEY: ChannelParameter(type=ModelProfile)}
+
+
+class Profiler(base_component.BaseComponent):
+    """Profiles a model: size (raw, gzipped), parameters, FLOPs, latency percentiles, peak memory, accuracy.
+
+    Example:
+      profiler = Profiler(model=importer.outputs['result'], examples=example_gen.outputs['examples'],
+                          config={'timed_runs': 500, 'num_threads': 2})
+    """
+
+    SPEC_CLASS = ProfilerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel | None = None,
+        config: ProfilerConfig | dict | None = None,
+        data_config: DataConfig | dict | None = None,
+    ):
+        spec = ProfilerSpec(
+            model=model,
+            examples=examples,
+            config=config_json(config, ProfilerConfig, "profiler"),
+            data_config=data_config_json(data_config),
+            profile=types.Channel(type=ModelProfile),
+        )
+        super().__init__(spec=spec)

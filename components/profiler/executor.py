@@ -1,0 +1,42 @@
+"""Profiler executor: TFX glue around :func:`components.profiler.profiler.profile_model`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.common import properties
+from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
+from components.common.examples import DataConfig
+from components.profiler import profiler
+from components.profiler.config import ProfilerConfig
+
+PROFILE_FILE = "profile.json"
+log = logging.getLogger(__name__)
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes ``profile.json`` and the key numbers as custom properties of the profile artifact."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        config = ProfilerConfig.parse(exec_properties[CONFIG_KEY], where="profiler")
+        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        examples = input_dict.get("examples") or []
+        examples_uri = artifact_utils.get_single_uri(examples) if examples else None
+        output = artifact_utils.get_single_instance(output_dict["profile"])
+
+        record = profiler.profile_model(model.uri, examples_uri, data, config)
+        record["model_artifact_id"] = model.id
+        properties.write_json(output.uri, PROFILE_FILE, record)
+        numbers = profiler.key_numbers(record)
+        properties.set_properties(output, numbers)
+        log.info("profile of %s: %s", model.uri, numbers)

@@ -1,0 +1,257 @@
+"""Profiling a model on plain paths (no TFX here): size, parameters, compute, latency, memory, accuracy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from components.common import examples as examples_lib
+from components.common import flops as flops_lib
+from components.common import measure, model_io, tflite
+from components.common import weights as weights_lib
+from components.common.examples import DataConfig
+from components.profiler.config import ProfilerConfig
+
+log = logging.getLogger(__name__)
+
+
+def _sample_inputs(model, eval_x, batch: int):
+    """A batch of real eval inputs when there are some, else zeros of the model's input shape."""
+    if eval_x is not None:
+        arrays = eval_x if isinstance(eval_x, tuple) else (eval_x,)
+        reps = int(np.ceil(batch / arrays[0].shape[0]))
+        picked = tuple(np.concatenate([a] * reps)[:batch].astype(np.float32) for a in arrays)
+    else:
+        picked = tuple(
+            np.zeros([batch, *shape], np.float32) for _, shape in examples_lib.input_specs(model)
+        )
+    return picked if len(picked) > 1 else picked[0]
+
+
+def _serving_fn(saved_model_dir: str, model):
+    """The SavedModel's serving signature (what TF Serving runs) and a feed builder for it."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    fn = loaded.signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    names = list(kwargs)
+    keras_names = [name for name, _ in examples_lib.input_specs(model)]
+    ordered = [n for n in keras_names if n in kwargs] or names
+
+    def feeds(inputs):
+        arrays = inputs if isinstance(inputs, tuple) else (inputs,)
+        return {name: tf.constant(a) for name, a in zip(ordered, arrays, strict=True)}
+
+    return loaded, fn, feeds
+
+
+def _memory(kind: str, path: str, config: ProfilerConfig) -> dict:
+    """Runs the memory probe in a fresh interpreter process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "components.profiler.memory_probe",
+        "--kind",
+        kind,
+        "--path",
+        path,
+        "--num-threads",
+        str(config.num_threads),
+    ]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    if predictions.ndim == 1 or predictions.shape[-1] == 1:
+        raise ValueError("top-1 accuracy needs class scores; the model outputs one value")
+    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+
+
+def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
+    """Cheap checks and loads before any heavy work: returns (saved_model_dir, keras model or None).
+
+    Raises:
+      ModelInputError / DataError: naming the path or key that is wrong.
+    """
+    saved_model_dir = model_io.validate_saved_model(model_uri, require_keras=False)
+    keras_model = None
+    if os.path.exists(os.path.join(saved_model_dir, model_io.KERAS_METADATA_PB)):
+        keras_model = model_io.load_keras_model(model_uri)
+    if examples_uri is not None and keras_model is not None:
+        examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model)
+    return saved_model_dir, keras_model
+
+
+def profile_model(
+    model_uri: str,
+    examples_uri: str | None,
+    data: DataConfig,
+    config: ProfilerConfig,
+    work_dir: str | None = None,
+) -> dict:
+    """Profiles the model of an artifact (SavedModel, plus its TFLite flavour when it has one).
+
+    Returns:
+      The full record (JSON-serializable): sizes, parameters, compute, latency, memory, accuracy.
+    """
+    started = time.time()
+    saved_model_dir, keras_model = prepare(model_uri, examples_uri, data)
+    record: dict = {"model_uri": model_uri, "config": config.model_dump()}
+
+    # Flatbuffer: the artifact's own TFLite flavour (e.g. quantized), else a float32 conversion.
+    existing = model_io.tflite_path(model_uri)
+    if existing:
+        with open(existing, "rb") as f:
+            flatbuffer = f.read()
+        tflite_source = "artifact"
+    else:
+        flatbuffer = tflite.convert_float32(saved_model_dir)
+        tflite_source = "float32 conversion"
+    record["sizes"] = {
+        "saved_model_bytes": measure.dir_bytes(saved_model_dir),
+        "saved_model_gzip_bytes": measure.gzipped_dir_bytes(saved_model_dir),
+        "tflite_bytes": len(flatbuffer),
+        "tflite_gzip_bytes": measure.gzipped_bytes(flatbuffer),
+        "tflite_source": tflite_source,
+    }
+
+    tflite_weights = [
+        weights_lib.tensor_stats(w["name"], w["values"])
+        for w in tflite.flatbuffer_weights(flatbuffer)
+    ]
+    record["tflite_weights"] = {"summary": weights_lib.summarize(tflite_weights)}
+    if keras_model is not None:
+        stats = weights_lib.keras_weight_stats(keras_model)
+        kernels = weights_lib.kernel_stats(stats)
+        record["parameters"] = {
+            **weights_lib.summarize(stats),
+            "kernels": weights_lib.summarize(kernels),
+            "per_tensor": stats,
+        }
+        compute = flops_lib.model_flops(keras_model)
+        compute["hot_layers"] = flops_lib.hot_layers(compute, config.top_layers)
+        record["compute"] = compute
+    else:
+        record["parameters"] = {
+            **weights_lib.summarize(tflite_weights),
+            "per_tensor": tflite_weights,
+        }
+        record["compute"] = {"note": "not a tf_keras model: FLOPs not counted"}
+
+    eval_x = eval_y = None
+    if examples_uri is not None and keras_model is not None:
+        eval_x, eval_y = examples_lib.load_arrays(
+            examples_uri, data.eval_split, data, keras_model, limit=config.max_eval_examples
+        )
+
+    runner = tflite.TFLiteModel(flatbuffer, num_threads=config.num_threads)
+    record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
+    one = _sample_inputs(keras_model, eval_x, 1) if keras_model is not None else None
+    if one is None:
+        one = tuple(np.zeros(d["shape"], np.float32) for d in runner.input_details)
+        one = one if len(one) > 1 else one[0]
+    runner.set_inputs(one)
+    tflite_ms = measure.time_calls(runner.invoke, config.warmup_runs, config.timed_runs)
+    latency = {"tflite_batch1": measure.summarize_ms(tflite_ms)}
+    latency["tflite_batch1"]["samples_ms"] = [round(float(v), 5) for v in tflite_ms]
+
+    loaded, serving_fn, feeds = (
+        _serving_fn(saved_model_dir, keras_model) if keras_model else (None, None, None)
+    )
+    if serving_fn is not None:
+        batch1 = feeds(one)
+        sm_ms = measure.time_calls(
+            lambda: serving_fn(**batch1), config.warmup_runs, config.timed_runs
+        )
+        latency["saved_model_batch1"] = measure.summarize_ms(sm_ms)
+
+    batch = config.throughput_batch_size
+    throughput = {"batch_size": batch}
+    if keras_model is not None:
+        many = _sample_inputs(keras_model, eval_x, batch)
+        try:
+            runner.set_inputs(many)
+            ms = measure.time_calls(runner.invoke, 2, config.throughput_runs)
+            throughput["tflite_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
+        except (ValueError, RuntimeError) as e:  # a model frozen to batch 1
+            throughput["tflite_error"] = str(e)[:200]
+        feed = feeds(many)
+        ms = measure.time_calls(lambda: serving_fn(**feed), 2, config.throughput_runs)
+        throughput["saved_model_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
+    latency["throughput"] = throughput
+    record["latency"] = latency
+    del loaded
+
+    if config.measure_memory:
+        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+            tflite_file = existing
+            if tflite_file is None:
+                tflite_file = os.path.join(tmp, "model.tflite")
+                with open(tflite_file, "wb") as f:
+                    f.write(flatbuffer)
+            record["memory"] = {
+                "tflite": _memory("tflite", tflite_file, config),
+                "saved_model": _memory("saved_model", saved_model_dir, config),
+            }
+
+    if eval_y is not None:
+        keras_pred = keras_model.predict(eval_x, batch_size=256, verbose=0)
+        tflite_pred = runner.predict_each(eval_x, batch_size=1)
+        record["accuracy"] = {
+            "split": data.eval_split,
+            "examples": int(eval_y.shape[0]),
+            "saved_model_top1": _accuracy(np.asarray(keras_pred), eval_y),
+            "tflite_top1": _accuracy(tflite_pred, eval_y),
+            "correct_tflite": (np.argmax(tflite_pred, -1) == eval_y).astype(int).tolist(),
+        }
+    record["wall_time_s"] = time.time() - started
+    return record
+
+
+def key_numbers(record: dict) -> dict:
+    """The figures stored as custom properties on the ModelProfile artifact."""
+    sizes = record["sizes"]
+    params = record.get("parameters", {})
+    lat = record["latency"]["tflite_batch1"]
+    out = {
+        "saved_model_bytes": sizes["saved_model_bytes"],
+        "saved_model_gzip_bytes": sizes["saved_model_gzip_bytes"],
+        "tflite_bytes": sizes["tflite_bytes"],
+        "tflite_gzip_bytes": sizes["tflite_gzip_bytes"],
+        "total_parameters": params.get("total_parameters"),
+        "nonzero_parameters": params.get("nonzero_parameters"),
+        "sparsity": params.get("sparsity"),
+        "kernel_sparsity": params.get("kernels", {}).get("sparsity"),
+        "max_unique_values": params.get("kernels", {}).get("max_unique_values"),
+        "flops_per_example": record.get("compute", {}).get("flops_per_example"),
+        "tflite_input_dtype": record["tflite_io"]["input_dtype"],
+        "latency_mean_ms": lat["mean_ms"],
+        "latency_p50_ms": lat["p50_ms"],
+        "latency_p90_ms": lat["p90_ms"],
+        "latency_p95_ms": lat["p95_ms"],
+        "latency_p99_ms": lat["p99_ms"],
+        "saved_model_latency_p50_ms": record["latency"].get("saved_model_batch1", {}).get("p50_ms"),
+        "tflite_throughput_eps": record["latency"]["throughput"].get("tflite_examples_per_s"),
+    }
+    memory = record.get("memory", {})
+    for kind in ("tflite", "saved_model"):
+        if "peak_rss_bytes" in memory.get(kind, {}):
+            out[f"{kind}_peak_rss_bytes"] = memory[kind]["peak_rss_bytes"]
+            out[f"{kind}_model_peak_rss_bytes"] = memory[kind]["model_peak_rss_bytes"]
+    if "accuracy" in record:
+        out["accuracy"] = record["accuracy"]["saved_model_top1"]
+        out["tflite_accuracy"] = record["accuracy"]["tflite_top1"]
+        out["eval_examples"] = record["accuracy"]["examples"]
+    return out

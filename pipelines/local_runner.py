@@ -1,0 +1,57 @@
+"""Runs the pipeline on one machine: LocalDagRunner, ML Metadata on SQLite, Beam DirectRunner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipelines import metadata, preflight
+from pipelines.config import PipelineConfig
+
+PIPELINE_ROOT_DIR = "pipeline-root"
+METADATA_FILE = "metadata.sqlite"
+
+
+@dataclass
+class LocalRun:
+    """Where a local run wrote its results, and what ML Metadata says about it."""
+
+    output_dir: str
+    pipeline_root: str
+    metadata_path: str
+    run_id: str
+    steps: list
+
+    def outputs_of(self, node_id: str, key: str) -> list:
+        for step in self.steps:
+            if step.node_id == node_id:
+                return step.outputs.get(key, [])
+        return []
+
+
+def run_local(
+    config: PipelineConfig, model_uri: str, examples_uri: str, output_dir: str
+) -> LocalRun:
+    """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD."""
+    from tfx import v1 as tfx
+
+    from pipelines.pipeline import create_pipeline
+
+    model_uri = os.path.abspath(model_uri)
+    examples_uri = os.path.abspath(examples_uri)
+    output_dir = preflight.check_output_dir(output_dir)
+    preflight.check_inputs(config, model_uri, examples_uri)
+
+    pipeline_root = os.path.join(output_dir, PIPELINE_ROOT_DIR)
+    metadata_path = os.path.join(output_dir, METADATA_FILE)
+    connection = metadata.sqlite_connection_config(metadata_path)
+    pipeline = create_pipeline(
+        config,
+        model_uri=model_uri,
+        examples_uri=examples_uri,
+        pipeline_root=pipeline_root,
+        metadata_connection_config=connection,
+    )
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    run_id, steps = metadata.latest_run(connection, config.pipeline_name)
+    return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps)

@@ -1,0 +1,105 @@
+"""Readable summaries of a finished run: the steps, and the profiles side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from components.profiler.executor import PROFILE_FILE
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _ms(stats: dict | None, key: str) -> str:
+    return f"{stats[key]:.3f}" if stats and key in stats else "-"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def profile_rows(record: dict) -> dict[str, str]:
+    """The figures of one profile as label -> text."""
+    sizes = record["sizes"]
+    params = record.get("parameters", {})
+    kernels = params.get("kernels", {})
+    lat = record["latency"]
+    tfl = lat.get("tflite_batch1")
+    sm = lat.get("saved_model_batch1")
+    mem = record.get("memory", {})
+    acc = record.get("accuracy", {})
+    return {
+        "SavedModel size (gzip)": f"{_bytes(sizes['saved_model_bytes'])} ({_bytes(sizes['saved_model_gzip_bytes'])})",
+        "TFLite size (gzip)": f"{_bytes(sizes['tflite_bytes'])} ({_bytes(sizes['tflite_gzip_bytes'])})",
+        "TFLite I/O dtype": record.get("tflite_io", {}).get("input_dtype", "-"),
+        "parameters": f"{params.get('total_parameters', 0):,}",
+        "kernel sparsity": _pct(kernels.get("sparsity")),
+        "max unique values/kernel": f"{kernels.get('max_unique_values', '-'):,}"
+        if kernels
+        else "-",
+        "FLOPs / example": f"{record.get('compute', {}).get('flops_per_example', 0):,}",
+        "TFLite p50/p95/p99 ms": f"{_ms(tfl, 'p50_ms')} / {_ms(tfl, 'p95_ms')} / {_ms(tfl, 'p99_ms')}",
+        "SavedModel p50 ms": _ms(sm, "p50_ms"),
+        "TFLite throughput": (
+            f"{lat['throughput']['tflite_examples_per_s']:,.0f} ex/s @{lat['throughput']['batch_size']}"
+            if "tflite_examples_per_s" in lat.get("throughput", {})
+            else "-"
+        ),
+        "peak memory TFLite (+model)": _mem(mem.get("tflite")),
+        "peak memory SavedModel (+model)": _mem(mem.get("saved_model")),
+        "accuracy SavedModel / TFLite": (
+            f"{_pct(acc.get('saved_model_top1'))} / {_pct(acc.get('tflite_top1'))} (n={acc['examples']})"
+            if acc
+            else "-"
+        ),
+    }
+
+
+def _mem(entry: dict | None) -> str:
+    if not entry or "peak_rss_bytes" not in entry:
+        return "-"
+    return f"{_bytes(entry['peak_rss_bytes'])} (+{_bytes(entry['model_peak_rss_bytes'])})"
+
+
+def table(columns: dict[str, dict[str, str]]) -> str:
+    """A plain-text table: rows are labels, one column per named profile."""
+    names = list(columns)
+    labels = list(next(iter(columns.values())))
+    label_w = max(len(label) for label in labels)
+    widths = [max(len(n), *(len(columns[n].get(label, "-")) for label in labels)) for n in names]
+    lines = [
+        " " * label_w + "  " + "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))
+    ]
+    lines.append("-" * len(lines[0]))
+    for label in labels:
+        cells = [columns[n].get(label, "-").ljust(w) for n, w in zip(names, widths, strict=True)]
+        lines.append(label.ljust(label_w) + "  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def load_profiles(run) -> dict[str, dict]:
+    """node id -> profile record, for every ModelProfile the run produced."""
+    profiles = {}
+    for step in run.steps:
+        for artifact in step.outputs.get("profile", []):
+            with open(os.path.join(artifact.uri, PROFILE_FILE)) as f:
+                profiles[step.node_id] = json.load(f)
+    return profiles
+
+
+def render(run) -> str:
+    """The text printed at the end of ``tfxopt run``."""
+    lines = [f"Run {run.run_id}  (outputs in {run.output_dir})", ""]
+    for step in run.steps:
+        lines.append(f"  {step.node_id:<28} {step.state:<9} {step.duration_s:7.1f} s")
+    profiles = load_profiles(run)
+    if profiles:
+        lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Shared fixtures: the reference inputs (built once per session) and tiny models."""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import components  # noqa: F401,E402 - pins tf_keras
+
+
+@pytest.fixture(scope="session")
+def reference_data(tmp_path_factory):
+    """{'examples': dir, 'model': dir, ...}: the digits Examples and the trained baseline CNN.
+
+    Set TFXOPT_REFERENCE_DIR to reuse a directory `tfxopt example-data` wrote (faster locally).
+    """
+    import json
+
+    from pipelines import reference_data as ref
+
+    existing = os.environ.get("TFXOPT_REFERENCE_DIR")
+    if existing and os.path.exists(os.path.join(existing, ref.COMPLETE_MARKER)):
+        with open(os.path.join(existing, "reference.json")) as f:
+            return json.load(f)
+    return ref.write_reference_data(str(tmp_path_factory.mktemp("reference")))
+
+
+@pytest.fixture
+def tiny_model():
+    """A random-weight tf_keras classifier on 64 inputs (seconds to build, convert, profile)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(1)
+    return tf_keras.Sequential(
+        [
+            tf_keras.layers.Input(shape=(64,), name="image"),
+            tf_keras.layers.Dense(16, activation="relu", name="hidden"),
+            tf_keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+
+
+@pytest.fixture
+def tiny_examples(tmp_path):
+    """Small TFX Examples (64 floats + int64 label) with train and eval splits."""
+    from pipelines.reference_data import write_examples
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "examples"
+    for split, n in (("train", 64), ("eval", 32)):
+        x = rng.random((n, 64), dtype=np.float32)
+        y = rng.integers(0, 10, n).astype(np.int64)
+        write_examples(str(root / f"Split-{split}" / "data.gz"), x, y)
+    return str(root)
