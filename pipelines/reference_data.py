@@ -53,7 +53,7 @@ def write_examples(path: str, x: np.ndarray, y: np.ndarray) -> None:
                     }
                 )
             )
-            writer.write(example.SerializeToString())
+            writer.write(example.SerializeToString(deterministic=True))
 
 
 def build_digits_cnn(num_classes: int = 10, width: int = 1):

@@ -9,6 +9,7 @@ input too.
 from __future__ import annotations
 
 import os
+import warnings
 
 from components.common.errors import ModelInputError
 
@@ -80,7 +81,8 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
 
     proto = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_PB), "rb") as f:
+        with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_PB), "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the parse warns on garbage; we check
             proto.ParseFromString(f.read())
     except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt file
         raise ModelInputError(
@@ -88,7 +90,10 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
             "re-export the model."
         ) from None
     if not proto.meta_graphs:
-        raise ModelInputError(f"SavedModel at {path!r} has no meta graph; re-export the model.")
+        raise ModelInputError(
+            f"{os.path.join(path, SAVED_MODEL_PB)} is not a valid SavedModel protobuf (it holds "
+            "no meta graph); re-export the model."
+        )
     if require_keras and not _exists(os.path.join(path, KERAS_METADATA_PB)):
         raise ModelInputError(
             f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}). "

@@ -154,3 +154,34 @@ def accuracy(model, dataset) -> float:
         correct += int(np.sum(np.argmax(pred, axis=-1) == y.numpy()))
         total += int(y.shape[0])
     return correct / total if total else float("nan")
+
+
+def warmup_cosine_schedule(
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    final_learning_rate_fraction: float = 0.0,
+):
+    """A learning-rate schedule: linear warm-up to ``learning_rate``, then cosine decay.
+
+    Warm-up starts at ``learning_rate / warmup_steps`` (not 0, so no step is wasted) and reaches
+    ``learning_rate`` after ``warmup_steps``; cosine decay then ends at
+    ``learning_rate * final_learning_rate_fraction`` after ``total_steps`` in all. Pass it as the
+    ``learning_rate`` of :func:`make_optimizer`.
+    """
+    import tf_keras
+
+    total_steps = max(int(total_steps), 1)
+    warmup_steps = min(max(int(warmup_steps), 0), total_steps - 1)
+    schedules = tf_keras.optimizers.schedules
+    if warmup_steps == 0:
+        return schedules.CosineDecay(
+            learning_rate, decay_steps=total_steps, alpha=final_learning_rate_fraction
+        )
+    return schedules.CosineDecay(
+        learning_rate / warmup_steps,
+        decay_steps=total_steps - warmup_steps,
+        alpha=final_learning_rate_fraction,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
