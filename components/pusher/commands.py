@@ -1,0 +1,182 @@
+"""``tfxopt promote``, ``rollback``, ``ota-check`` and ``ota-keygen``.
+
+Nothing heavy is imported here at module level: ``register`` only builds argparse parsers, and
+``ota-check`` never imports TensorFlow (it is the device-side client).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_KEY_ENV = "TFXOPT_OTA_SIGNING_KEY"
+
+
+def _add_signing_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--signing-key-path", help="Ed25519 private key file (PEM or base64 seed)")
+    group.add_argument(
+        "--signing-key-env",
+        help=f"environment variable holding the private key (default {DEFAULT_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PUBLIC_KEY",
+        help="also accept the current manifest signed by this public key (key rotation); repeatable",
+    )
+    parser.add_argument("--expires-in-days", type=float, default=30.0)
+
+
+def _signing_key(args):
+    from components.pusher import keys
+
+    if args.signing_key_path:
+        return keys.load_private_key(path=args.signing_key_path)
+    return keys.load_private_key(env=args.signing_key_env or DEFAULT_KEY_ENV)
+
+
+def _trusted(args) -> list:
+    from components.pusher import keys
+
+    return [keys.load_public_key(p) for p in args.trust]
+
+
+def _print_ota(result) -> None:
+    state = "published" if result.created else "already live (no new manifest)"
+    print(
+        f"{result.action}: {result.model_name}/{result.channel} sequence {result.sequence}, "
+        f"model version {result.model_version}, signed by {result.key_id}: {state}\n"
+        f"  {result.manifest_path}"
+    )
+
+
+def promote(args) -> int:
+    """Publishes a channel's live release on another channel (or moves a serving label)."""
+    if args.serving:
+        from components.pusher import serving
+
+        version = serving.promote_label(args.base, args.model_name, args.from_, args.to)
+        print(
+            f"promote: {args.model_name} label {args.to!r} -> version {version} (was {args.from_!r})"
+        )
+        return 0
+    from components.pusher import ota
+
+    result = ota.promote(
+        args.base,
+        args.model_name,
+        args.from_,
+        args.to,
+        _signing_key(args),
+        rollout_percentage=args.rollout_percentage,
+        expires_in_days=args.expires_in_days,
+        min_app_version=args.min_app_version,
+        trusted_public_keys=_trusted(args),
+    )
+    _print_ota(result)
+    return 0
+
+
+def rollback(args) -> int:
+    """Points a channel (or a serving label) back at its previous release."""
+    if args.serving:
+        from components.pusher import serving
+
+        version = serving.rollback_label(args.base, args.model_name, args.channel)
+        print(f"rollback: {args.model_name} label {args.channel!r} -> version {version}")
+        return 0
+    from components.pusher import ota
+
+    result = ota.rollback(
+        args.base,
+        args.model_name,
+        args.channel,
+        _signing_key(args),
+        rollout_percentage=args.rollout_percentage,
+        expires_in_days=args.expires_in_days,
+        trusted_public_keys=_trusted(args),
+    )
+    _print_ota(result)
+    return 0
+
+
+def ota_check(args) -> int:
+    """Device side: check a channel once; exit 0 unless a check failed (then 1, with the reason)."""
+    from components.pusher import keys
+    from components.pusher.ota_client import DeviceClient
+
+    client = DeviceClient(
+        args.device_dir,
+        [keys.load_public_key(p) for p in args.public_key],
+        device_id=args.device_id,
+        app_version=args.app_version,
+        model_name=args.model_name,
+        timeout_s=args.timeout,
+    )
+    result = client.check(args.location, channel=args.channel)
+    print(f"ota-check: {result.status}: {result.reason}")
+    if result.sequence is not None:
+        print(f"  sequence {result.sequence}, model version {result.model_version}")
+    print(f"  device model: {client.current_model_path() or 'none yet'}")
+    return 0 if result.ok else 1
+
+
+def ota_keygen(args) -> int:
+    """Creates an Ed25519 signing key pair for OTA manifests."""
+    from components.pusher import keys
+
+    key_id = keys.write_keypair(args.private_key, args.public_key)
+    public = args.public_key or args.private_key + ".pub"
+    print(
+        f"ota-keygen: key id {key_id}\n  private: {args.private_key} (keep secret)\n  public: {public}"
+    )
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds ``promote``, ``rollback``, ``ota-check`` and ``ota-keygen`` to a subparsers object."""
+    p = subparsers.add_parser(
+        "promote",
+        help="publish an OTA channel's live release on another channel (or move a serving label)",
+    )
+    p.add_argument("base", help="OTA base directory (with --serving: the serving repository)")
+    p.add_argument("model_name")
+    p.add_argument("--from", dest="from_", required=True, help="source channel (or label)")
+    p.add_argument("--to", required=True, help="target channel (or label)")
+    p.add_argument("--serving", action="store_true", help="move a TF Serving version label")
+    p.add_argument("--rollout-percentage", type=float, default=100.0)
+    p.add_argument("--min-app-version", help="default: the source manifest's")
+    _add_signing_args(p)
+    p.set_defaults(func=promote)
+
+    r = subparsers.add_parser(
+        "rollback", help="point an OTA channel (or a serving label) back at its previous release"
+    )
+    r.add_argument("base", help="OTA base directory (with --serving: the serving repository)")
+    r.add_argument("model_name")
+    r.add_argument("--channel", required=True, help="channel (or, with --serving, label)")
+    r.add_argument("--serving", action="store_true", help="roll back a TF Serving version label")
+    r.add_argument("--rollout-percentage", type=float, default=100.0)
+    _add_signing_args(r)
+    r.set_defaults(func=rollback)
+
+    c = subparsers.add_parser(
+        "ota-check", help="device client: fetch, verify and install a channel's model"
+    )
+    c.add_argument("location", help="channel URL (http[s]://.../<model>/<channel>) or directory")
+    c.add_argument(
+        "--public-key", action="append", required=True, help="trusted public key; repeatable"
+    )
+    c.add_argument("--device-dir", required=True, help="where the device keeps its models")
+    c.add_argument("--device-id", help="rollout id (default: generated once in --device-dir)")
+    c.add_argument("--app-version", default="0", help="compared with min_app_version")
+    c.add_argument("--channel", help="expected channel (default: the location's last segment)")
+    c.add_argument("--model-name", help="reject manifests for any other model")
+    c.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    c.set_defaults(func=ota_check)
+
+    k = subparsers.add_parser("ota-keygen", help="create an Ed25519 key pair for OTA manifests")
+    k.add_argument("private_key", help="path of the private key to create (mode 0600)")
+    k.add_argument("--public-key", help="path of the public key (default: PRIVATE_KEY.pub)")
+    k.set_defaults(func=ota_keygen)

@@ -1,0 +1,129 @@
+"""Pusher configuration: where a blessed model goes (serving repositories, OTA channels)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pydantic
+
+from components.common.config import StrictModel
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+LABEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+VERSION_PATTERN = r"^\d{1,9}(\.\d{1,9}){0,3}$"
+RESERVED_CHANNELS = ("releases",)  # <base>/<model_name>/releases/ holds the release records
+
+
+class ServingDestination(StrictModel):
+    """A TF Serving / KServe model repository: ``<base_directory>/<model_name>/<version>/``."""
+
+    base_directory: str = pydantic.Field(
+        ..., min_length=1, description="Repository root: a local path or any tf.io.gfile URL."
+    )
+    labels: list[str] = pydantic.Field(
+        default_factory=lambda: ["canary"],
+        description="Version labels pointed at the pushed version. The first push into an empty "
+        "repository also gets `stable`, so clients always have a stable version to ask for.",
+    )
+    keep_last: int | None = pydantic.Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Versions kept on disk (labelled versions and each label's rollback target are "
+        "always kept). None keeps every version.",
+    )
+    server_base_directory: str | None = pydantic.Field(
+        None,
+        description="The repository root as TF Serving sees it (e.g. `/models` inside its "
+        "container); defaults to base_directory.",
+    )
+    config_file: str | None = pydantic.Field(
+        None,
+        description="The model_config_list file to write; default `<base_directory>/models.config`.",
+    )
+
+    @pydantic.field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, labels: list[str]) -> list[str]:
+        import re
+
+        for label in labels:
+            if not re.match(LABEL_PATTERN, label):
+                raise ValueError(
+                    f"label {label!r} must be lower-case letters, digits, '_' or '-' "
+                    "(TF Serving label syntax)"
+                )
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must not repeat")
+        return labels
+
+
+class OtaDestination(StrictModel):
+    """An over-the-air channel for devices: ``<base_directory>/<model_name>/<channel>/``."""
+
+    base_directory: str = pydantic.Field(
+        ..., min_length=1, description="Channel root: a local path or any tf.io.gfile URL."
+    )
+    channel: str = pydantic.Field("canary", pattern=LABEL_PATTERN, description="e.g. canary, beta.")
+    rollout_percentage: float = pydantic.Field(
+        100.0, ge=0.0, le=100.0, description="Share of devices (by stable hash of id) to update."
+    )
+    min_app_version: str = pydantic.Field(
+        "0", pattern=VERSION_PATTERN, description="Oldest app version that may take this model."
+    )
+    expires_in_days: float = pydantic.Field(
+        30.0, gt=0.0, le=3650.0, description="Devices reject the manifest after this long."
+    )
+    signing_key_path: str | None = pydantic.Field(
+        None, description="Ed25519 private key file (PEM PKCS8, or base64 of the 32-byte seed)."
+    )
+    signing_key_env: str | None = pydantic.Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the key (e.g. from a Kubernetes secret).",
+    )
+    missing_tflite: Literal["convert_float32", "refuse"] = pydantic.Field(
+        "convert_float32",
+        description="When the model has no Format-TFLite flavour: convert the blessed SavedModel "
+        "to float32 TFLite (recorded in the manifest), or refuse the push.",
+    )
+
+    @pydantic.field_validator("channel")
+    @classmethod
+    def _not_reserved(cls, channel: str) -> str:
+        if channel in RESERVED_CHANNELS:
+            raise ValueError(f"{channel!r} is reserved for the release records; pick another name")
+        return channel
+
+    @pydantic.model_validator(mode="after")
+    def _one_key_source(self) -> OtaDestination:
+        if bool(self.signing_key_path) == bool(self.signing_key_env):
+            raise ValueError(
+                "set exactly one of signing_key_path or signing_key_env (manifests are always "
+                "signed; create a key with `tfxopt ota-keygen`)"
+            )
+        return self
+
+
+class PusherConfig(StrictModel):
+    """What the Pusher pushes where. At least one destination is required."""
+
+    model_name: str = pydantic.Field(
+        ..., pattern=NAME_PATTERN, description="Model name in the repository and channels."
+    )
+    serving: list[ServingDestination] = pydantic.Field(default_factory=list)
+    ota: list[OtaDestination] = pydantic.Field(default_factory=list)
+    metrics: dict[str, Any] = pydantic.Field(
+        default_factory=dict,
+        description="Extra key metrics recorded with the push (override those found in the "
+        "blessing's evaluation.json).",
+    )
+    metrics_path: str | None = pydantic.Field(
+        None, description="A JSON file of key metrics to record with the push."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _has_destination(self) -> PusherConfig:
+        if not self.serving and not self.ota:
+            raise ValueError("configure at least one destination under `serving` or `ota`")
+        return self

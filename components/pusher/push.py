@@ -1,0 +1,85 @@
+"""One push of a blessed model to every configured destination (no TFX in here)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from components.common import model_io
+from components.common.errors import ConfigError
+from components.pusher import keys, ota, serving
+from components.pusher.config import PusherConfig
+
+log = logging.getLogger(__name__)
+
+
+def preflight(model_uri: str, config: PusherConfig) -> dict:
+    """Everything that can fail cheaply, checked before any byte is written anywhere.
+
+    Returns:
+      {"saved_model_dir": str or None, "signing_keys": [private key per OTA destination]}.
+    Raises:
+      ModelInputError / ConfigError: naming the model path or the config field.
+    """
+    saved_model_dir = None
+    # A TFLite-only model may go to OTA channels; serving (or a conversion) needs the SavedModel.
+    if config.serving or not model_io.tflite_path(model_uri):
+        saved_model_dir = model_io.validate_saved_model(model_uri, require_keras=False)
+    signing_keys = []
+    for i, destination in enumerate(config.ota):
+        try:
+            signing_keys.append(
+                keys.load_private_key(destination.signing_key_path, destination.signing_key_env)
+            )
+        except ConfigError as e:
+            raise ConfigError(f"pusher.ota.{i}: {e}") from None
+        if destination.missing_tflite == "refuse" and not model_io.tflite_path(model_uri):
+            ota.resolve_tflite(model_uri, "refuse")  # raises the explanatory error
+    return {"saved_model_dir": saved_model_dir, "signing_keys": signing_keys}
+
+
+def push_model(
+    model_uri: str,
+    config: PusherConfig,
+    metrics: dict | None = None,
+    source: dict | None = None,
+) -> dict:
+    """Pushes ``model_uri`` to every serving and OTA destination of ``config``.
+
+    Destinations are pushed one after the other; each is atomic and idempotent, so when one fails
+    the run fails, and running it again completes the rest without duplicating what was done.
+
+    Returns:
+      {"serving": [ServingPush dicts], "ota": [OtaPush dicts], "metrics": ..., "tflite_source": ...}
+    """
+    checked = preflight(model_uri, config)
+    metrics = dict(metrics or {})
+    source = {"model_uri": model_uri, **(source or {})}
+    record: dict = {"model_name": config.model_name, "metrics": metrics, "serving": [], "ota": []}
+    for destination in config.serving:
+        result = serving.push_saved_model(
+            checked["saved_model_dir"], config.model_name, destination, metrics, source
+        )
+        log.info("serving push: %s (new: %s)", result.path, result.created)
+        record["serving"].append(result.to_dict())
+    if config.ota:
+        # One flatbuffer for every channel; converted only when the artifact has none.
+        how = config.ota[0].missing_tflite
+        tflite_path, tflite_source, tmp = ota.resolve_tflite(model_uri, how)
+        record["tflite_source"] = tflite_source
+        try:
+            for destination, key in zip(config.ota, checked["signing_keys"], strict=True):
+                result = ota.push_tflite(
+                    tflite_path,
+                    config.model_name,
+                    destination,
+                    signing_key=key,
+                    metrics=metrics,
+                    source={**source, "tflite_source": tflite_source},
+                )
+                log.info("ota push: %s sequence %d", result.manifest_path, result.sequence)
+                record["ota"].append(result.to_dict())
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return record
