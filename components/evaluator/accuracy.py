@@ -1,0 +1,437 @@
+"""Accuracy of the baseline and every candidate on the eval split, as an Apache Beam pipeline.
+
+The split is streamed (``ReadFromTFRecord``), batched (``BatchElements``) and fed to one DoFn that
+loads every model once per worker (``setup``) and runs each batch through all of them, so each
+example's outcomes for all models sit in one row: pairing baseline and candidate per example needs
+no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
+intervals need) and, when asked, written out per example as JSON lines keyed by a digest of the
+serialized example. The same code runs on the DirectRunner here and on Dataflow, Flink or Spark
+through ``beam_pipeline_args``; model paths must then be readable by the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from components.common import examples as examples_lib
+from components.common.errors import DataError
+from components.common.examples import DataConfig
+from components.evaluator.models import BASELINE, PreparedModel
+
+METRICS_FILE = "accuracy_metrics.json"
+PER_EXAMPLE_DIR = "per_example"
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """How serialized eval examples become model inputs and labels (plain data, picklable)."""
+
+    label_key: str
+    label_kind: str  # "int64" or "float"
+    feature_keys: tuple[str, ...]
+    feature_kinds: tuple[str, ...]
+    feature_lengths: tuple[int, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class AccuracySettings:
+    """What the DoFn computes per example."""
+
+    task: str = "classification"
+    top_k: int | None = None
+    compute_loss: bool = False
+    from_logits: bool = False
+
+
+def resolve_inputs(
+    examples_uri: str,
+    split: str,
+    data: DataConfig,
+    input_shapes: tuple[tuple[int, ...], ...],
+    task: str,
+) -> EvalInputs:
+    """Checks the eval split against the data config and the models' input shapes.
+
+    Raises:
+      DataError: naming the split, key or shape that does not fit.
+    """
+    if data.module_file:
+        raise DataError(
+            "data.module_file: the Evaluator streams serialized examples through Beam and feeds "
+            "them with the default feature mapping; a module_file input_fn is not supported here. "
+            "Use data.feature_keys (one numeric feature per model input) instead."
+        )
+    files = examples_lib.split_files(examples_uri, split)
+    infos = examples_lib.inspect_features(files)
+    if data.label_key not in infos:
+        raise DataError(
+            f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
+            f"(features: {sorted(infos)}). Set data.label_key."
+        )
+    label = infos[data.label_key]
+    allowed = ("int64",) if task == "classification" else ("int64", "float")
+    if label.kind not in allowed or label.length != 1:
+        what = "class id (int64)" if task == "classification" else "number (int64 or float)"
+        raise DataError(
+            f"label {data.label_key!r} must be a single {what} per example, found "
+            f"{label.length} {label.kind} value(s)."
+        )
+    keys = list(data.feature_keys or [k for k in sorted(infos) if k != data.label_key])
+    missing = [k for k in keys if k not in infos]
+    if missing:
+        raise DataError(
+            f"data.feature_keys names {missing}, not features of the Examples (features: "
+            f"{sorted(infos)})."
+        )
+    if len(keys) != len(input_shapes):
+        raise DataError(
+            f"the baseline has {len(input_shapes)} input(s) but {len(keys)} feature(s) {keys} "
+            "would feed them: set data.feature_keys (one per model input, in order)."
+        )
+    for key, shape in zip(keys, input_shapes, strict=True):
+        info = infos[key]
+        if info.kind == "bytes":
+            raise DataError(f"feature {key!r} holds bytes; the Evaluator feeds numeric features.")
+        if any(d < 0 for d in shape) or math.prod(shape) != info.length:
+            raise DataError(
+                f"feature {key!r} has {info.length} values per example but the model input "
+                f"expects shape {shape}. Check data.feature_keys or the model."
+            )
+    return EvalInputs(
+        data.label_key,
+        label.kind,
+        tuple(keys),
+        tuple(infos[k].kind for k in keys),
+        tuple(infos[k].length for k in keys),
+        tuple(input_shapes),
+    )
+
+
+def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
+    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+    import tensorflow as tf
+
+    dtypes = {"float": tf.float32, "int64": tf.int64}
+    spec = {
+        key: tf.io.FixedLenFeature([length], dtypes[kind])
+        for key, kind, length in zip(
+            inputs.feature_keys, inputs.feature_kinds, inputs.feature_lengths, strict=True
+        )
+    }
+    spec[inputs.label_key] = tf.io.FixedLenFeature([1], dtypes[inputs.label_kind])
+
+    def parse(serialized: list[bytes]):
+        parsed = tf.io.parse_example(tf.constant(serialized), spec)
+        arrays = tuple(
+            parsed[key].numpy().astype(np.float32).reshape([-1, *shape])
+            for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
+        )
+        labels = parsed[inputs.label_key].numpy().reshape([-1])
+        return (arrays[0] if len(arrays) == 1 else arrays), labels
+
+    return parse
+
+
+def example_key(serialized: bytes) -> str:
+    """Stable key of one example: a digest of its serialized bytes."""
+    return hashlib.sha256(serialized).hexdigest()[:20]
+
+
+def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySettings) -> list[dict]:
+    """Per-example outcomes of one model: correctness (top-1, top-k), loss, or errors.
+
+    Raises:
+      DataError: a label outside the model's classes, or outputs that do not fit the task.
+    """
+    preds = np.asarray(predictions, dtype=np.float64)
+    n = labels.shape[0]
+    if settings.task == "regression":
+        if preds.size != n:
+            raise DataError(
+                f"task: regression needs one output value per example; the model gives "
+                f"{preds.shape}. Use task: classification for class scores."
+            )
+        error = preds.reshape(n) - labels.astype(np.float64)
+        return [{"abs_err": float(abs(e)), "sq_err": float(e * e)} for e in error]
+    if preds.ndim != 2 or preds.shape[1] < 2:
+        raise DataError(
+            f"top-1 accuracy needs class scores, the model outputs shape {preds.shape}; set "
+            "task: regression for a model with one output value."
+        )
+    classes = preds.shape[1]
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= classes:
+        raise DataError(
+            f"labels must be class ids in [0, {classes}) for a model with {classes} outputs; "
+            f"found {int(labels.min())}..{int(labels.max())}."
+        )
+    rows = np.arange(n)
+    correct = np.argmax(preds, axis=1) == labels
+    result = [{"correct": int(c)} for c in correct]
+    if settings.top_k:
+        k = min(settings.top_k, classes)
+        # Rank of the label's score: the label is in the top k when fewer than k beat it.
+        beaten_by = np.sum(preds > preds[rows, labels][:, None], axis=1)
+        for r, hit in zip(result, beaten_by < k, strict=True):
+            r["top_k"] = int(hit)
+    if settings.compute_loss:
+        if settings.from_logits:
+            top = preds.max(axis=1, keepdims=True)
+            log_sum = np.log(np.sum(np.exp(preds - top), axis=1)) + top[:, 0]
+            loss = log_sum - preds[rows, labels]
+        else:
+            loss = -np.log(np.clip(preds[rows, labels], 1e-7, 1.0))
+        for r, value in zip(result, loss, strict=True):
+            r["loss"] = float(value)
+    return result
+
+
+def _new_model_sums() -> dict:
+    return {
+        "count": 0,
+        "correct": 0,
+        "top_k": 0,
+        "loss_sum": 0.0,
+        "abs_sum": 0.0,
+        "sq_sum": 0.0,
+        "errors": 0,
+        "first_error": None,
+    }
+
+
+def add_row(acc: dict, row: dict, baseline: str = BASELINE) -> dict:
+    """Adds one per-example row to per-model sums and paired tables (baseline vs each model)."""
+    acc["examples"] += 1
+    outs = row["outcomes"]
+    for name, out in outs.items():
+        sums = acc["models"].setdefault(name, _new_model_sums())
+        if "error" in out:
+            sums["errors"] += 1
+            sums["first_error"] = sums["first_error"] or out["error"]
+            continue
+        sums["count"] += 1
+        sums["correct"] += out.get("correct", 0)
+        sums["top_k"] += out.get("top_k", 0)
+        sums["loss_sum"] += out.get("loss", 0.0)
+        sums["abs_sum"] += out.get("abs_err", 0.0)
+        sums["sq_sum"] += out.get("sq_err", 0.0)
+    base = outs.get(baseline, {})
+    if "correct" in base:
+        for name, out in outs.items():
+            if name == baseline or "correct" not in out:
+                continue
+            cell = ("n1" if base["correct"] else "n0") + ("1" if out["correct"] else "0")
+            table = acc["paired"].setdefault(name, {"n11": 0, "n10": 0, "n01": 0, "n00": 0})
+            table[cell] += 1
+    return acc
+
+
+def merge(accumulators) -> dict:
+    """Merges accumulators of :func:`add_row` (Beam combiner merge)."""
+    out = {"examples": 0, "models": {}, "paired": {}}
+    for acc in accumulators:
+        out["examples"] += acc["examples"]
+        for name, sums in acc["models"].items():
+            target = out["models"].setdefault(name, _new_model_sums())
+            for key, value in sums.items():
+                if key == "first_error":
+                    target[key] = target[key] or value
+                else:
+                    target[key] += value
+        for name, table in acc["paired"].items():
+            target = out["paired"].setdefault(name, {"n11": 0, "n10": 0, "n01": 0, "n00": 0})
+            for cell, count in table.items():
+                target[cell] += count
+    return out
+
+
+def finalize(acc: dict, settings: AccuracySettings) -> dict:
+    """Per-model metrics from the sums; a model with any failed example gets no metrics."""
+    models = {}
+    for name, sums in acc["models"].items():
+        n = sums["count"]
+        entry: dict = {"examples": n, "failed_examples": sums["errors"]}
+        if sums["errors"]:
+            entry["error"] = (
+                f"{sums['errors']} example(s) could not be evaluated: {sums['first_error']}"
+            )
+        elif n:
+            if settings.task == "classification":
+                entry["top1_accuracy"] = sums["correct"] / n
+                if settings.top_k:
+                    entry["top_k_accuracy"] = sums["top_k"] / n
+                    entry["top_k"] = settings.top_k
+                if settings.compute_loss:
+                    entry["loss"] = sums["loss_sum"] / n
+            else:
+                entry["mae"] = sums["abs_sum"] / n
+                entry["rmse"] = math.sqrt(sums["sq_sum"] / n)
+        models[name] = entry
+    return {"examples": acc["examples"], "models": models, "paired": acc["paired"]}
+
+
+def _beam_transforms():
+    """Beam classes, defined lazily so importing this module does not import Beam."""
+    import apache_beam as beam
+
+    class PredictFn(beam.DoFn):
+        """Runs every model on a batch of serialized examples; one row per example."""
+
+        def __init__(self, models, inputs: EvalInputs, settings: AccuracySettings):
+            self._models = list(models)
+            self._inputs = inputs
+            self._settings = settings
+
+        def setup(self):
+            import components  # noqa: F401 - pins tf_keras on the worker before TF loads
+            from components.evaluator.models import Predictor
+
+            self._parse = make_parser(self._inputs)
+            self._predictors = {}
+            self._load_errors = {}
+            for model in self._models:
+                try:
+                    self._predictors[model.name] = Predictor(model)
+                except Exception as e:  # noqa: BLE001 - reported per model, fails it closed
+                    self._load_errors[model.name] = f"does not load: {e}"[:300]
+
+        def process(self, batch):
+            x, labels = self._parse(list(batch))
+            per_model = {}
+            for model in self._models:
+                if model.name in self._load_errors:
+                    per_model[model.name] = [{"error": self._load_errors[model.name]}] * len(batch)
+                    continue
+                try:
+                    preds = self._predictors[model.name].predict(x)
+                    per_model[model.name] = outcomes(preds, labels, self._settings)
+                except Exception as e:  # noqa: BLE001 - recorded per model: it fails closed
+                    per_model[model.name] = [{"error": f"{type(e).__name__}: {e}"[:300]}] * len(
+                        batch
+                    )
+            for i, serialized in enumerate(batch):
+                label = labels[i].item()
+                yield {
+                    "key": example_key(serialized),
+                    "label": label,
+                    "outcomes": {name: per_model[name][i] for name in per_model},
+                }
+
+    class SumsFn(beam.CombineFn):
+        def create_accumulator(self):
+            return {"examples": 0, "models": {}, "paired": {}}
+
+        def add_input(self, accumulator, row):
+            return add_row(accumulator, row)
+
+        def merge_accumulators(self, accumulators):
+            return merge(accumulators)
+
+        def extract_output(self, accumulator):
+            return accumulator
+
+    return beam, PredictFn, SumsFn
+
+
+def run_accuracy(
+    models: list[PreparedModel],
+    examples_uri: str,
+    split: str,
+    inputs: EvalInputs,
+    settings: AccuracySettings,
+    output_dir: str,
+    batch_size: int = 64,
+    write_per_example: bool = True,
+    make_pipeline: Callable | None = None,
+    beam_pipeline_args: list[str] | None = None,
+) -> dict:
+    """Runs the Beam accuracy pipeline and returns per-model metrics and paired tables.
+
+    Args:
+      models: the prepared models; the baseline is named ``baseline``.
+      output_dir: where the combined metrics (and per-example rows) are written.
+      make_pipeline: a factory of ``beam.Pipeline`` (the TFX executor's, carrying the pipeline's
+        ``beam_pipeline_args``); default: ``beam.Pipeline(argv=beam_pipeline_args)``.
+    Returns:
+      ``{"examples", "models": {name: metrics}, "paired": {name: 2x2 table}, "per_example_dir"}``.
+    """
+    import tensorflow as tf
+
+    beam, predict_fn, sums_fn = _beam_transforms()
+    files = examples_lib.split_files(examples_uri, split)
+    tf.io.gfile.makedirs(output_dir)
+    metrics_prefix = os.path.join(output_dir, METRICS_FILE)
+    per_example_dir = os.path.join(output_dir, PER_EXAMPLE_DIR)
+    if make_pipeline is None:
+        args = list(beam_pipeline_args or DEFAULT_BEAM_ARGS)
+
+        def make_pipeline():
+            return beam.Pipeline(argv=args)
+
+    with make_pipeline() as pipeline:
+        reads = [
+            pipeline
+            | f"Read[{i}]"
+            >> beam.io.ReadFromTFRecord(
+                path, coder=beam.coders.BytesCoder(), compression_type="auto"
+            )
+            for i, path in enumerate(files)
+        ]
+        rows = (
+            reads
+            | "Flatten" >> beam.Flatten()
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+            | "Predict" >> beam.ParDo(predict_fn(models, inputs, settings))
+        )
+        (
+            rows
+            | "Sum" >> beam.CombineGlobally(sums_fn())
+            | "SumsToJson" >> beam.Map(lambda acc: json.dumps(acc, sort_keys=True))
+            | "WriteSums" >> beam.io.WriteToText(metrics_prefix, shard_name_template="")
+        )
+        if write_per_example:
+            (
+                rows
+                | "RowsToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
+                | "WriteRows"
+                >> beam.io.WriteToText(
+                    os.path.join(per_example_dir, "part"), file_name_suffix=".jsonl"
+                )
+            )
+    with tf.io.gfile.GFile(metrics_prefix) as f:
+        acc = json.loads(f.read())
+    result = finalize(acc, settings)
+    result["per_example_dir"] = per_example_dir if write_per_example else None
+    return result
+
+
+def read_per_example(per_example_dir: str):
+    """Yields the per-example rows the pipeline wrote."""
+    import tensorflow as tf
+
+    for path in sorted(tf.io.gfile.glob(os.path.join(per_example_dir, "part*"))):
+        with tf.io.gfile.GFile(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def paired_errors(per_example_dir: str, candidate: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example ``key`` values (``abs_err`` / ``sq_err``) of the baseline and one candidate,
+    over the examples both were evaluated on, in the same order."""
+    base, cand = [], []
+    for row in read_per_example(per_example_dir):
+        outs = row["outcomes"]
+        if key in outs.get(BASELINE, {}) and key in outs.get(candidate, {}):
+            base.append(outs[BASELINE][key])
+            cand.append(outs[candidate][key])
+    return np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)

@@ -1,0 +1,498 @@
+"""The promotion gate on plain paths (no TFX here): measure baseline and candidates, judge, select.
+
+:func:`evaluate` returns the full record written as ``evaluation.json``; :func:`key_numbers` the
+figures stored as artifact properties; :func:`rules_table` a plain-text table of every rule per
+candidate (value, threshold, verdict) for logs and run summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from components.common import examples as examples_lib
+from components.common import model_io
+from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
+from components.common.examples import DataConfig
+from components.evaluator import accuracy, latency, models, rules
+from components.evaluator.config import EvaluatorConfig
+from components.evaluator.models import BASELINE, ModelRef, PreparedModel
+
+log = logging.getLogger(__name__)
+
+FORMAT = "tfxopt.evaluation/v1"
+PRODUCTION_FORMAT = "tfxopt.production_metrics/v1"
+
+
+def validate_names(names: list[str]) -> None:
+    """Candidate names: unique, not ``baseline``, letters/digits/``_.-`` (they key files and rows).
+
+    Raises:
+      ConfigError: naming the offending name.
+    """
+    import re
+
+    seen = set()
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
+            raise ConfigError(
+                f"candidate name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting "
+                "with a letter or digit"
+            )
+        if name == BASELINE:
+            raise ConfigError("candidate name 'baseline' is reserved for the baseline model")
+        if name in seen:
+            raise ConfigError(f"candidate name {name!r} is used twice: names must be unique")
+        seen.add(name)
+
+
+def check_latency_sources(config: EvaluatorConfig, has_latency_report: bool) -> None:
+    """Fails at build time when a latency rule or objective can never get a figure.
+
+    Raises:
+      ConfigError: naming the field to set.
+    """
+    external = has_latency_report or config.latency.external_path is not None
+    if config.latency.source == "external" and not external:
+        raise ConfigError(
+            "evaluator.latency.source is 'external' but there is no external latency: connect a "
+            "LatencyBenchmark's latency_report or set evaluator.latency.external_path"
+        )
+    if config.needs_latency() and not config.latency.measure and not external:
+        raise ConfigError(
+            "evaluator: a latency rule or objective 'fastest' is set but latency.measure is false "
+            "and there is no external latency (latency_report input or latency.external_path)"
+        )
+    if (
+        config.latency.source == "measured"
+        and config.needs_latency()
+        and not config.latency.measure
+    ):
+        raise ConfigError("evaluator.latency.source is 'measured' but latency.measure is false")
+
+
+def read_production(config: EvaluatorConfig) -> tuple[str, dict | None, str | None]:
+    """The production record: (state, record, note).
+
+    state: ``not_configured``, ``available``, ``absent_optional``, ``absent_required`` or
+    ``invalid``. The record format is what :func:`production_record` writes.
+    """
+    path = config.production.metrics_path
+    if not path:
+        return "not_configured", None, None
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        if config.production.required:
+            return "absent_required", None, f"production metrics {path!r} missing (required)"
+        return "absent_optional", None, f"no production metrics at {path!r} yet (optional)"
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as e:
+        return "invalid", None, f"production metrics {path!r} unreadable: {e}"
+    return "available", record, f"compared with production metrics at {path!r}"
+
+
+def production_record(candidate: dict, config: EvaluatorConfig, eval_split: str) -> dict:
+    """What a Pusher records at its destination for the model it pushes (and this gate reads)."""
+    acc = candidate.get("accuracy") or {}
+    lat = candidate.get("latency_used") or {}
+    size = candidate.get("size") or {}
+    record = {
+        "format": PRODUCTION_FORMAT,
+        "model_name": candidate["name"],
+        "flavour": candidate.get("flavour"),
+        "sha256": candidate.get("sha256"),
+        "accuracy": acc.get("top1_accuracy"),
+        "mae": acc.get("mae"),
+        "rmse": acc.get("rmse"),
+        "eval_split": eval_split,
+        "eval_examples": acc.get("examples"),
+        "latency_source": lat.get("source"),
+        "size_bytes": size.get("raw_bytes"),
+        "size_gzip_bytes": size.get("gzip_bytes"),
+    }
+    for key in latency.STAT_KEYS:
+        if key in lat:
+            record[f"latency_{key}"] = lat[key]
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _profile_numbers(profile_uri: str | None) -> dict | None:
+    if not profile_uri:
+        return None
+    try:
+        from components.common import properties
+        from components.profiler import profiler
+        from components.profiler.executor import PROFILE_FILE
+
+        return profiler.key_numbers(properties.read_json(profile_uri, PROFILE_FILE))
+    except Exception as e:  # noqa: BLE001 - a profile is context, never a verdict
+        return {"error": f"profile at {profile_uri!r} unreadable: {e}"[:300]}
+
+
+def _first_example(examples_uri: str, split: str, inputs: accuracy.EvalInputs):
+    first = next(examples_lib.iter_serialized(examples_lib.split_files(examples_uri, split)))
+    x, _ = accuracy.make_parser(inputs)([first])
+    return x
+
+
+def external_latency(config: EvaluatorConfig, latency_report_uri: str | None) -> dict:
+    """Merged external figures: name -> figures with their source; errors noted, never raised."""
+    merged: dict = {"models": {}, "errors": [], "sources": []}
+    documents = []
+    if latency_report_uri:
+        documents.append(f"{latency_report_uri}/{latency.REPORT_FILE}")
+    if config.latency.external_path:
+        documents.append(config.latency.external_path)  # later entries win per model
+    for path in documents:
+        try:
+            doc = latency.read_latency_file(path)
+        except DataError as e:
+            merged["errors"].append(str(e))
+            continue
+        merged["sources"].append(doc["source"])
+        for name, figures in doc["models"].items():
+            merged["models"][name] = {**figures, "source": f"external: {doc['source']}"}
+    return merged
+
+
+def choose_latency(
+    name: str, measured: dict, external: dict, prepared: dict, config: EvaluatorConfig
+) -> tuple[dict | None, dict | None, list[str]]:
+    """(candidate figures, baseline figures, notes) from one source, so the ratio is fair."""
+    notes = []
+    ext = external["models"]
+
+    def usable(model_name):
+        entry = ext.get(model_name)
+        if entry is None:
+            return None
+        digest = entry.get("sha256")
+        if digest and model_name in prepared and digest != prepared[model_name].sha256:
+            notes.append(
+                f"external latency of {model_name!r} measured other bytes (sha256 "
+                f"{digest[:12]}... vs {prepared[model_name].sha256[:12]}...): not used"
+            )
+            return None
+        return entry
+
+    source = config.latency.source
+    if external["errors"] and source != "measured":
+        notes.extend(f"external latency unusable: {e}" for e in external["errors"])
+        return None, None, notes  # a configured but broken source fails closed, no fallback
+    cand_ext, base_ext = usable(name), usable(BASELINE)
+    if source in ("external", "auto") and cand_ext is not None and base_ext is not None:
+        if cand_ext["source"] == base_ext["source"]:
+            return cand_ext, base_ext, notes
+        notes.append("candidate and baseline external latencies come from different sources")
+        if source == "external":
+            return cand_ext, None, notes
+    if source == "external":
+        notes.append(f"no external latency for {name!r} and the baseline")
+        return cand_ext, base_ext, notes
+    cand = measured.get(name)
+    base = measured.get(BASELINE)
+    if cand is None:
+        return None, None, notes
+    cand = (
+        {**cand, "source": "measured in this step (interleaved)"} if "error" not in cand else None
+    )
+    base = (
+        {**base, "source": "measured in this step (interleaved)"}
+        if base and "error" not in base
+        else None
+    )
+    return cand, base, notes
+
+
+def evaluate(
+    baseline: ModelRef,
+    candidates: list[ModelRef],
+    examples_uri: str,
+    data: DataConfig,
+    config: EvaluatorConfig,
+    work_dir: str,
+    latency_report_uri: str | None = None,
+    make_pipeline: Callable | None = None,
+    beam_pipeline_args: list[str] | None = None,
+) -> dict:
+    """Measures and judges; returns the evaluation record (JSON-serializable).
+
+    Args:
+      baseline / candidates: the model artifacts (candidate names must be unique).
+      work_dir: a directory readable by Beam workers (the evaluation artifact): the baseline's
+        float32 conversion and the per-example outcomes are written there.
+      latency_report_uri: a ``tfxopt.LatencyReport`` artifact directory, if any.
+    Raises:
+      ModelInputError / DataError / ConfigError: the baseline or the eval split is unusable,
+        raised before the heavy work. A candidate that fails is recorded and fails closed.
+    """
+    started = time.time()
+    if not candidates:
+        raise ConfigError("the Evaluator needs at least one candidate model")
+    validate_names([c.name for c in candidates])
+    check_latency_sources(config, latency_report_uri is not None)
+    examples_lib.split_files(examples_uri, data.eval_split)  # cheap: fails before converting
+
+    base = models.prepare(baseline, config.baseline_flavour, work_dir)
+    inputs = accuracy.resolve_inputs(
+        examples_uri, data.eval_split, data, base.input_shapes, config.task
+    )
+    prepared: dict[str, PreparedModel] = {BASELINE: base}
+    entries: dict[str, dict] = {}
+    for ref in [baseline, *candidates]:
+        entries[ref.name] = {
+            "name": ref.name,
+            "uri": ref.uri,
+            "artifact_id": ref.artifact_id,
+            "profile": _profile_numbers(ref.profile_uri),
+        }
+    for ref in candidates:
+        try:
+            model = models.prepare(ref, "auto", work_dir)
+            if config.require_saved_model and not models.has_saved_model(ref.uri):
+                raise ModelInputError(
+                    f"{ref.uri!r} has no SavedModel flavour ({model_io.SERVING_DIR}/) and "
+                    "require_saved_model is set (the push goes to TF Serving)"
+                )
+            if model.input_shapes != base.input_shapes:
+                raise ModelInputError(
+                    f"inputs {model.input_shapes} differ from the baseline's {base.input_shapes}"
+                )
+            prepared[ref.name] = model
+        except TfxOptError as e:
+            entries[ref.name]["error"] = f"does not load: {e}"
+            log.warning("candidate %s fails closed: %s", ref.name, e)
+    for name, model in prepared.items():
+        entries[name].update(
+            flavour=model.flavour,
+            flavour_source=model.source,
+            judged_path=model.path,
+            sha256=model.sha256,
+            size=models.sizes(model),
+        )
+
+    from_logits = config.loss_from_logits
+    if from_logits is None and config.compute_loss:
+        from_logits = _infer_logits(baseline.uri)
+    settings = accuracy.AccuracySettings(
+        config.task, config.top_k, config.compute_loss, bool(from_logits)
+    )
+    need_rows = config.write_per_example or config.task == "regression"
+    acc = accuracy.run_accuracy(
+        list(prepared.values()),
+        examples_uri,
+        data.eval_split,
+        inputs,
+        settings,
+        work_dir,
+        batch_size=config.batch_size,
+        write_per_example=need_rows,
+        make_pipeline=make_pipeline,
+        beam_pipeline_args=beam_pipeline_args,
+    )
+    for name, metrics in acc["models"].items():
+        entries[name]["accuracy"] = metrics
+        if "error" in metrics and name != BASELINE:
+            entries[name].setdefault("error", f"accuracy unmeasurable: {metrics['error']}")
+
+    measured: dict = {}
+    if config.latency.measure:
+        sample = latency.sample_input(
+            inputs.input_shapes, _first_example(examples_uri, data.eval_split, inputs)
+        )
+        measured = latency.measure_interleaved(
+            list(prepared.values()),
+            sample,
+            config.latency.warmup_runs,
+            config.latency.timed_runs,
+            config.latency.num_threads,
+        )
+        for name, figures in measured.items():
+            entries[name]["latency_measured"] = figures
+    external = external_latency(config, latency_report_uri)
+    for name, entry in entries.items():
+        if name in external["models"]:
+            entry["latency_external"] = external["models"][name]
+
+    production_state, production, production_note = read_production(config)
+    base_entry = entries[BASELINE]
+    base_acc = base_entry.get("accuracy") or {}
+    baseline_problem = base_acc.get("error") or (None if base_acc else "not evaluated")
+    judged = []
+    for ref in candidates:
+        entry = entries[ref.name]
+        cand_lat, base_lat, notes = choose_latency(ref.name, measured, external, prepared, config)
+        entry["latency_used"] = cand_lat
+        entry["baseline_latency_used"] = base_lat
+        entry["notes"] = notes
+        comparison = None
+        error = entry.get("error")
+        if baseline_problem and error is None:
+            error = f"baseline accuracy unmeasurable: {baseline_problem}"
+        if error is None:
+            comparison = _compare(ref.name, entry, base_entry, acc, config)
+        entry["comparison"] = comparison
+        metrics = rules.derive_metrics(
+            {**entry, "latency": cand_lat},
+            {**base_entry, "latency": base_lat},
+            comparison,
+            production,
+            config,
+        )
+        if error is not None:
+            # Nothing measured for a failed candidate counts, whatever figures it has.
+            metrics = {k: (v if k.startswith("baseline_") else None) for k, v in metrics.items()}
+        entry["metrics"] = metrics
+        verdict = rules.judge_candidate(metrics, config, error, production_state)
+        entry.update(verdict)
+        entry["warnings"] = (comparison or {}).get("warnings", []) + notes
+        judged.append({"name": ref.name, **verdict, "metrics": metrics})
+        for reason in verdict["rejected_because"]:
+            log.warning("candidate %s rejected: %s", ref.name, reason)
+
+    decision = rules.select(judged, config)
+    selected = decision["selected"]
+    log.warning("Evaluator decision: %s", decision["reason"])
+    record = {
+        "format": FORMAT,
+        "decision": {
+            **decision,
+            "objective": config.objective,
+            "selected_index": next(
+                (i for i, c in enumerate(candidates) if c.name == selected), None
+            ),
+            "selected_uri": entries[selected]["uri"] if selected else None,
+            "selected_flavour": entries[selected].get("flavour") if selected else None,
+        },
+        "rules_configured": config.rules.configured(),
+        "config": config.model_dump(),
+        "eval": {
+            "examples_uri": examples_uri,
+            "split": data.eval_split,
+            "examples": acc["examples"],
+            "per_example_dir": acc["per_example_dir"] if config.write_per_example else None,
+        },
+        "production": {
+            "state": production_state,
+            "note": production_note,
+            "metrics": production,
+        },
+        "latency_sources": {
+            "measured": "in this step, batch 1, interleaved after warm-up"
+            if config.latency.measure
+            else None,
+            "external": external["sources"],
+            "external_errors": external["errors"],
+        },
+        "baseline": base_entry,
+        "candidates": [entries[c.name] for c in candidates],
+        "warnings": [
+            f"{c.name}: {w}" for c in candidates for w in entries[c.name].get("warnings", [])
+        ],
+        "wall_time_s": None,
+    }
+    if selected:
+        record["production_record"] = production_record(entries[selected], config, data.eval_split)
+    record["wall_time_s"] = time.time() - started
+    return record
+
+
+def _infer_logits(baseline_uri: str) -> bool:
+    from components.common import model_io, training
+
+    try:
+        return not training.outputs_probabilities(model_io.load_keras_model(baseline_uri))
+    except TfxOptError:
+        return False
+
+
+def _compare(name: str, entry: dict, base_entry: dict, acc: dict, config: EvaluatorConfig):
+    if config.task == "classification":
+        table = acc["paired"].get(name)
+        if not table:
+            return None
+        return rules.classification_comparison(
+            table, base_entry["accuracy"]["top1_accuracy"], config
+        )
+    key = "abs_err" if config.regression_metric == "mae" else "sq_err"
+    base_errors, cand_errors = accuracy.paired_errors(acc["per_example_dir"], name, key)
+    return rules.regression_comparison(
+        base_errors, cand_errors, base_entry["accuracy"][config.regression_metric], config
+    )
+
+
+def key_numbers(record: dict) -> dict:
+    """Figures stored as custom properties on the blessing (and the selected model)."""
+    decision = record["decision"]
+    out = {
+        "blessed": int(bool(decision["blessed"])),
+        "blessing_message": decision["reason"][:1000],
+        "selected_candidate": decision["selected"] or "",
+        "objective": decision["objective"],
+        "eval_examples": record["eval"]["examples"],
+        "candidates": len(record["candidates"]),
+        "baseline_accuracy": (record["baseline"].get("accuracy") or {}).get("top1_accuracy"),
+    }
+    if decision["selected"]:
+        chosen = next(c for c in record["candidates"] if c["name"] == decision["selected"])
+        metrics = chosen["metrics"]
+        lat = chosen.get("latency_used") or {}
+        out.update(
+            selected_index=decision["selected_index"],
+            evaluated_flavour=chosen["flavour"],
+            accuracy=metrics.get("top1_accuracy"),
+            accuracy_drop_points=metrics.get("accuracy_drop_points"),
+            error=metrics.get("error"),
+            speedup=metrics.get("speedup"),
+            compression_ratio=metrics.get("compression_ratio"),
+            size_bytes=(chosen.get("size") or {}).get("raw_bytes"),
+            size_gzip_bytes=(chosen.get("size") or {}).get("gzip_bytes"),
+            latency_source=lat.get("source"),
+        )
+        for stat in ("mean", "p50", "p95", "p99"):
+            out[f"latency_{stat}_ms"] = lat.get(f"{stat}_ms")
+    return {k: v for k, v in out.items() if v is not None and not _nan(v)}
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def rules_table(record: dict) -> str:
+    """Every rule and requirement per candidate: value, threshold, verdict; then the decision."""
+    lines = []
+    header = f"{'candidate':<16} {'rule':<40} {'value':>12} {'op':>2} {'threshold':>10}  verdict"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for cand in record["candidates"]:
+        for rule in cand.get("rules", []):
+            verdict = {True: "pass", False: "FAIL", None: "skipped"}[rule["passed"]]
+            lines.append(
+                f"{cand['name']:<16} {rule['rule']:<40} {_fmt(rule['value']):>12} "
+                f"{rule['op']:>2} {_fmt(rule['threshold']):>10}  {verdict}"
+            )
+        for req in cand.get("requirements", []):
+            if not req["passed"]:
+                lines.append(
+                    f"{cand['name']:<16} {req['check']:<40} {'':>12} {'':>2} {'':>10}  FAIL"
+                )
+    decision = record["decision"]
+    verdict = f"BLESSED {decision['selected']!r}" if decision["blessed"] else "NOT BLESSED"
+    lines.append(f"decision: {verdict} - {decision['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,551 @@
+"""The gate's decision on plain numbers: paired statistics, rules as data, selection.
+
+No TensorFlow and no TFX here: everything takes and returns plain dicts and numbers, so the rules
+are tested in milliseconds on synthetic metric sets.
+
+Conventions. A *drop* is baseline minus candidate top-1 accuracy (positive: the candidate is
+worse); an *error increase* is candidate minus baseline MAE/RMSE (positive: worse). The paired
+statistics use per-example outcomes of both models on the same examples; for top-1 correctness the
+four cells of the paired table (``n11`` both right, ``n10`` only the baseline right, ``n01`` only
+the candidate right, ``n00`` both wrong) hold all there is to know, so the bootstrap resamples the
+cells with a multinomial draw, which is the same distribution as resampling examples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+from components.evaluator.config import (
+    PRODUCTION_RULES,
+    THRESHOLD_RULES,
+    EvaluatorConfig,
+    RulesConfig,
+)
+
+# rule -> (metric it reads, comparison). "<=": value must not exceed the threshold.
+RULE_METRICS: dict[str, tuple[str, str]] = {
+    "max_accuracy_drop_points": ("accuracy_drop_points", "<="),
+    "max_relative_accuracy_drop": ("relative_accuracy_drop", "<="),
+    "min_accuracy": ("top1_accuracy", ">="),
+    "max_error_increase": ("error_increase", "<="),
+    "max_relative_error_increase": ("relative_error_increase", "<="),
+    "max_latency_ms": ("latency_ms", "<="),
+    "min_speedup": ("speedup", ">="),
+    "max_size_bytes": ("size_bytes", "<="),
+    "min_compression_ratio": ("compression_ratio", ">="),
+    "max_accuracy_drop_vs_production_points": ("accuracy_drop_vs_production_points", "<="),
+    "max_latency_vs_production_ratio": ("latency_vs_production_ratio", "<="),
+    "max_size_vs_production_ratio": ("size_vs_production_ratio", "<="),
+}
+# Drop metrics that switch to the upper confidence bound with accuracy_drop_bound: upper_confidence.
+UPPER_BOUND_METRICS = {
+    "accuracy_drop_points",
+    "relative_accuracy_drop",
+    "error_increase",
+    "relative_error_increase",
+}
+assert set(RULE_METRICS) == set(THRESHOLD_RULES)
+
+
+# --------------------------------------------------------------------------- paired statistics
+
+
+def paired_table(baseline_correct: Sequence[int], candidate_correct: Sequence[int]) -> dict:
+    """Counts of the paired 2x2 table of per-example top-1 correctness."""
+    base = np.asarray(baseline_correct, dtype=bool)
+    cand = np.asarray(candidate_correct, dtype=bool)
+    if base.shape != cand.shape:
+        raise ValueError(f"paired outcomes differ in length: {base.shape} vs {cand.shape}")
+    return {
+        "n11": int(np.sum(base & cand)),
+        "n10": int(np.sum(base & ~cand)),
+        "n01": int(np.sum(~base & cand)),
+        "n00": int(np.sum(~base & ~cand)),
+    }
+
+
+def _z(level: float) -> float:
+    return NormalDist().inv_cdf((1 + level) / 2)
+
+
+def mcnemar_exact_p(n10: int, n01: int) -> float:
+    """Two-sided p-value of McNemar's exact (binomial) test on the discordant pairs.
+
+    Large tables (more than 10,000 discordant pairs) use the continuity-corrected chi-square
+    approximation, which is then indistinguishable from the exact value.
+    """
+    n = n10 + n01
+    if n == 0:
+        return 1.0
+    k = min(n10, n01)
+    if n > 10_000:
+        chi2 = (abs(n10 - n01) - 1) ** 2 / n
+        return float(min(1.0, math.erfc(math.sqrt(chi2 / 2))))
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return float(min(1.0, 2 * tail / 2**n))
+
+
+def paired_wald_interval(n10: int, n01: int, n: int, level: float) -> tuple[float, float]:
+    """Wald interval of the paired accuracy drop ``(n10 - n01) / n`` (a fraction)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    drop = (n10 - n01) / n
+    variance = (n10 + n01 - (n10 - n01) ** 2 / n) / n**2
+    half = _z(level) * math.sqrt(max(variance, 0.0))
+    return (drop - half, drop + half)
+
+
+def bootstrap_drop_interval(
+    table: dict, level: float, resamples: int, seed: int
+) -> dict[str, tuple[float, float]]:
+    """Paired bootstrap percentile intervals of the drop and the relative drop (fractions)."""
+    cells = np.array([table["n11"], table["n10"], table["n01"], table["n00"]], dtype=np.int64)
+    n = int(cells.sum())
+    if n <= 0:
+        return {"drop": (math.nan, math.nan), "relative_drop": (math.nan, math.nan)}
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, cells / n, size=resamples)
+    drop = (draws[:, 1] - draws[:, 2]) / n
+    base_acc = (draws[:, 0] + draws[:, 1]) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(base_acc > 0, drop / base_acc, np.nan)
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    out = {"drop": (float(np.quantile(drop, lo_q)), float(np.quantile(drop, hi_q)))}
+    if np.all(np.isnan(relative)):
+        out["relative_drop"] = (math.nan, math.nan)
+    else:
+        out["relative_drop"] = (
+            float(np.nanquantile(relative, lo_q)),
+            float(np.nanquantile(relative, hi_q)),
+        )
+    return out
+
+
+def _regression_stat(values: np.ndarray, metric: str, axis=None):
+    mean = np.mean(values, axis=axis)
+    return np.sqrt(mean) if metric == "rmse" else mean
+
+
+def regression_interval(
+    baseline_errors: np.ndarray,
+    candidate_errors: np.ndarray,
+    metric: str,
+    level: float,
+    method: str,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """Paired interval of the error increase (candidate minus baseline MAE or RMSE).
+
+    ``*_errors`` are per-example absolute errors for ``mae`` and squared errors for ``rmse``.
+    """
+    base = np.asarray(baseline_errors, dtype=np.float64)
+    cand = np.asarray(candidate_errors, dtype=np.float64)
+    n = base.size
+    if n == 0 or cand.size != n:
+        return (math.nan, math.nan)
+    point = float(_regression_stat(cand, metric) - _regression_stat(base, metric))
+    if method == "wald":
+        if metric == "rmse":
+            # Delta method: d sqrt(m) = dm / (2 sqrt(m)), per example.
+            rb, rc = math.sqrt(base.mean()) or 1.0, math.sqrt(cand.mean()) or 1.0
+            linear = cand / (2 * rc) - base / (2 * rb)
+        else:
+            linear = cand - base
+        half = _z(level) * float(np.std(linear, ddof=1) if n > 1 else 0.0) / math.sqrt(n)
+        return (point - half, point + half)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 5_000_000 // max(n, 1)))
+    stats = []
+    done = 0
+    while done < resamples:
+        size = min(chunk, resamples - done)
+        idx = rng.integers(0, n, size=(size, n))
+        stats.append(
+            _regression_stat(cand[idx], metric, axis=1)
+            - _regression_stat(base[idx], metric, axis=1)
+        )
+        done += size
+    values = np.concatenate(stats)
+    return (
+        float(np.quantile(values, (1 - level) / 2)),
+        float(np.quantile(values, (1 + level) / 2)),
+    )
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def classification_comparison(
+    table: dict, baseline_accuracy: float, config: EvaluatorConfig
+) -> dict:
+    """Drop, its paired interval, McNemar's p-value and split-size warnings for one candidate."""
+    conf = config.confidence
+    n = table["n11"] + table["n10"] + table["n01"] + table["n00"]
+    drop = (table["n10"] - table["n01"]) / n if n else math.nan
+    if conf.method == "wald":
+        interval = paired_wald_interval(table["n10"], table["n01"], n, conf.level)
+        relative = (
+            tuple(v / baseline_accuracy for v in interval)
+            if _finite(baseline_accuracy) and baseline_accuracy > 0
+            else (math.nan, math.nan)
+        )
+    else:
+        both = bootstrap_drop_interval(table, conf.level, conf.resamples, conf.seed)
+        interval, relative = both["drop"], both["relative_drop"]
+    note = None
+    if n and table["n10"] + table["n01"] == 0:
+        # No discordant pair: resampling cannot vary, and [0, 0] would claim certainty the split
+        # does not have. Use the exact (Clopper-Pearson) bound on the discordance rate instead.
+        bound = 1 - ((1 - conf.level) / 2) ** (1 / n)
+        interval = (-bound, bound)
+        relative = tuple(v / baseline_accuracy for v in interval) if baseline_accuracy else relative
+        note = "no discordant pairs: exact binomial bound on the discordance rate"
+    comparison = {
+        **table,
+        "examples": n,
+        "drop": drop,
+        "drop_points": 100 * drop,
+        "relative_drop": drop / baseline_accuracy if baseline_accuracy else math.nan,
+        "interval": {
+            "method": conf.method,
+            "level": conf.level,
+            "drop_points": [100 * interval[0], 100 * interval[1]],
+            "relative_drop": list(relative),
+            "note": note,
+        },
+        "mcnemar_p": mcnemar_exact_p(table["n10"], table["n01"]),
+    }
+    comparison["warnings"] = _resolution_warnings(comparison, baseline_accuracy, config)
+    return comparison
+
+
+def _resolution_warnings(comparison: dict, baseline_accuracy: float, config: EvaluatorConfig):
+    rules = config.rules
+    n = comparison["examples"]
+    warnings = []
+    if not n:
+        return ["no paired examples: the drop cannot be estimated"]
+    lo, hi = comparison["interval"]["drop_points"]
+    half = (hi - lo) / 2 if _finite(lo) and _finite(hi) else math.nan
+    thresholds = []
+    if rules.max_accuracy_drop_points is not None:
+        thresholds.append(("max_accuracy_drop_points", rules.max_accuracy_drop_points))
+    if rules.max_relative_accuracy_drop is not None and _finite(baseline_accuracy):
+        thresholds.append(
+            (
+                "max_relative_accuracy_drop",
+                100 * rules.max_relative_accuracy_drop * baseline_accuracy,
+            )
+        )
+    one_example = 100 / n
+    level = f"{config.confidence.level:.0%}"
+    for name, points in thresholds:
+        if points <= 0:
+            continue  # "no drop at all" is resolvable: a single lost example fails it
+        if one_example > points:
+            warnings.append(
+                f"{name}: one eval example is {one_example:.3f} points, more than the "
+                f"{points:.3f}-point threshold: the split cannot resolve this threshold"
+            )
+        if not (_finite(lo) and lo <= points <= hi):
+            continue  # the whole interval is on one side: the verdict holds at this level
+        if half > points:
+            needed = math.ceil(n * (half / points) ** 2)
+            warnings.append(
+                f"{name}: the {level} interval of the drop [{lo:.3f}, {hi:.3f}] points holds the "
+                f"{points:.3f}-point threshold and is wider (+/-{half:.3f}) than the threshold "
+                f"itself: {n} examples are too few to resolve it (roughly {needed} would)"
+            )
+        else:
+            warnings.append(
+                f"{name}: the {level} interval of the drop [{lo:.3f}, {hi:.3f}] points holds the "
+                f"{points:.3f}-point threshold: the verdict is uncertain at this split size"
+            )
+    return warnings
+
+
+def regression_comparison(
+    baseline_errors: np.ndarray,
+    candidate_errors: np.ndarray,
+    baseline_value: float,
+    config: EvaluatorConfig,
+) -> dict:
+    """Error increase and its paired interval for one regression candidate."""
+    conf = config.confidence
+    metric = config.regression_metric
+    base = np.asarray(baseline_errors, dtype=np.float64)
+    cand = np.asarray(candidate_errors, dtype=np.float64)
+    increase = float(_regression_stat(cand, metric) - _regression_stat(base, metric))
+    lo, hi = regression_interval(
+        base, cand, metric, conf.level, conf.method, conf.resamples, conf.seed
+    )
+    relative = [v / baseline_value if baseline_value else math.nan for v in (lo, hi)]
+    warnings = []
+    threshold = config.rules.max_error_increase
+    if threshold and _finite(lo) and lo <= threshold <= hi:
+        warnings.append(
+            f"max_error_increase: the {conf.level:.0%} interval of the increase "
+            f"[{lo:.4g}, {hi:.4g}] holds the threshold {threshold:.4g}: the verdict is uncertain "
+            "at this split size"
+            + (" and the split is too small to resolve it" if (hi - lo) / 2 > threshold else "")
+        )
+    return {
+        "examples": int(base.size),
+        "metric": metric,
+        "increase": increase,
+        "relative_increase": increase / baseline_value if baseline_value else math.nan,
+        "interval": {
+            "method": conf.method,
+            "level": conf.level,
+            "increase": [lo, hi],
+            "relative_increase": relative,
+        },
+        "warnings": warnings,
+    }
+
+
+# --------------------------------------------------------------------------- metrics and rules
+
+
+def _ratio(numerator, denominator) -> float | None:
+    if not (_finite(numerator) and _finite(denominator)) or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def derive_metrics(
+    candidate: dict,
+    baseline: dict,
+    comparison: dict | None,
+    production: dict | None,
+    config: EvaluatorConfig,
+) -> dict:
+    """The flat metric set the rules read, for one candidate.
+
+    Args:
+      candidate / baseline: measured figures, ``{"accuracy": {...}, "latency": {...} | None,
+        "size": {"raw_bytes", "gzip_bytes"}}``; latency holds the figures of one source,
+        ``{"p95_ms": ..., "source": ...}``, already chosen so both come from the same source.
+      comparison: the paired comparison (classification_ or regression_comparison), or None.
+      production: the production record (see ProductionConfig), or None.
+    Returns:
+      metric name -> value (None when it could not be measured).
+    """
+    rules = config.rules
+    stat_key = f"{rules.latency_statistic}_ms"
+    size_key = "gzip_bytes" if rules.size_measure == "gzip" else "raw_bytes"
+    acc = candidate.get("accuracy") or {}
+    base_acc = baseline.get("accuracy") or {}
+    lat = candidate.get("latency") or {}
+    base_lat = baseline.get("latency") or {}
+    size = candidate.get("size") or {}
+    base_size = baseline.get("size") or {}
+    m: dict = {}
+    if config.task == "classification":
+        m["top1_accuracy"] = acc.get("top1_accuracy")
+        m["baseline_top1_accuracy"] = base_acc.get("top1_accuracy")
+        if comparison:
+            m["accuracy_drop_points"] = comparison["drop_points"]
+            m["relative_accuracy_drop"] = comparison["relative_drop"]
+            m["accuracy_drop_points_upper"] = comparison["interval"]["drop_points"][1]
+            m["relative_accuracy_drop_upper"] = comparison["interval"]["relative_drop"][1]
+    else:
+        metric = config.regression_metric
+        m["error"] = acc.get(metric)
+        m["baseline_error"] = base_acc.get(metric)
+        if comparison:
+            m["error_increase"] = comparison["increase"]
+            m["relative_error_increase"] = comparison["relative_increase"]
+            m["error_increase_upper"] = comparison["interval"]["increase"][1]
+            m["relative_error_increase_upper"] = comparison["interval"]["relative_increase"][1]
+    m["latency_ms"] = lat.get(stat_key)
+    m["baseline_latency_ms"] = base_lat.get(stat_key)
+    m["speedup"] = _ratio(base_lat.get(stat_key), lat.get(stat_key))
+    m["size_bytes"] = size.get(size_key)
+    m["baseline_size_bytes"] = base_size.get(size_key)
+    m["compression_ratio"] = _ratio(base_size.get(size_key), size.get(size_key))
+    if production is not None:
+        prod_acc = production.get("accuracy")
+        if _finite(prod_acc) and _finite(m.get("top1_accuracy")):
+            m["accuracy_drop_vs_production_points"] = 100 * (prod_acc - m["top1_accuracy"])
+        else:
+            m["accuracy_drop_vs_production_points"] = None
+        m["latency_vs_production_ratio"] = _ratio(
+            m["latency_ms"], production.get(f"latency_{stat_key}")
+        )
+        prod_size_key = "size_gzip_bytes" if rules.size_measure == "gzip" else "size_bytes"
+        m["size_vs_production_ratio"] = _ratio(m["size_bytes"], production.get(prod_size_key))
+    return {k: (float(v) if _finite(v) else None) for k, v in m.items()}
+
+
+# Relative slack for float rounding only: 100 * (0.975 - 0.97) is 0.50000000000000044, and a
+# 0.5-point threshold is meant to pass it.
+TOLERANCE = 1e-9
+
+
+def compare(value: float, op: str, threshold: float) -> bool:
+    """``value op threshold`` with :data:`TOLERANCE` of rounding slack."""
+    slack = TOLERANCE * max(1.0, abs(threshold))
+    return value <= threshold + slack if op == "<=" else value >= threshold - slack
+
+
+def check_rules(metrics: dict, rules: RulesConfig, production_state: str) -> list[dict]:
+    """Every configured rule against the metrics: value, threshold, verdict.
+
+    Args:
+      production_state: ``available``, ``absent_optional`` (rules vs production are skipped and
+        say so) or ``absent_required``/``invalid`` (they fail).
+    Returns:
+      One entry per configured rule: rule, metric, op, threshold, value, passed (True, False or
+      None when skipped), detail.
+    """
+    results = []
+    for rule in rules.configured():
+        threshold = getattr(rules, rule)
+        metric, op = RULE_METRICS[rule]
+        if metric in UPPER_BOUND_METRICS and rules.accuracy_drop_bound == "upper_confidence":
+            metric = f"{metric}_upper"
+        value = metrics.get(metric)
+        entry = {"rule": rule, "metric": metric, "op": op, "threshold": threshold, "value": value}
+        if rule in PRODUCTION_RULES and production_state == "absent_optional":
+            entry.update(passed=None, detail="skipped: no production metrics (optional)")
+        elif not _finite(value):
+            why = "unmeasured"
+            if rule in PRODUCTION_RULES and production_state != "available":
+                why = f"production metrics {production_state.replace('_', ' ')}"
+            entry.update(passed=False, detail=f"fail closed: {metric} is {why}")
+        else:
+            passed = compare(value, op, threshold)
+            entry.update(
+                passed=bool(passed),
+                detail=f"{metric} {value:.6g} {op} {threshold:.6g}"
+                if passed
+                else f"{metric} {value:.6g} violates {op} {threshold:.6g}",
+            )
+        results.append(entry)
+    return results
+
+
+def objective_metric(config: EvaluatorConfig) -> tuple[str, int]:
+    """(metric, direction) of the configured objective; direction +1 ascending, -1 descending."""
+    return _OBJECTIVES[config.objective](config)
+
+
+_OBJECTIVES = {
+    "smallest": lambda c: ("size_bytes", 1),
+    "fastest": lambda c: ("latency_ms", 1),
+    "most_accurate": lambda c: (
+        ("top1_accuracy", -1) if c.task == "classification" else ("error", 1)
+    ),
+}
+_TIE_ORDER = ("most_accurate", "smallest", "fastest")
+
+
+def judge_candidate(
+    metrics: dict,
+    config: EvaluatorConfig,
+    error: str | None = None,
+    production_state: str = "not_configured",
+) -> dict:
+    """Rules and requirements for one candidate; ``eligible`` only when everything holds."""
+    rules = check_rules(metrics, config.rules, production_state)
+    requirements = [
+        {
+            "check": "loaded_and_evaluated",
+            "passed": error is None,
+            "detail": "ok" if error is None else f"fail closed: {error}",
+        }
+    ]
+    if production_state in ("absent_required", "invalid"):
+        requirements.append(
+            {
+                "check": "production_metrics",
+                "passed": False,
+                "detail": f"fail closed: production metrics {production_state.replace('_', ' ')}",
+            }
+        )
+    objective, _ = objective_metric(config)
+    requirements.append(
+        {
+            "check": f"objective_metric ({objective})",
+            "passed": _finite(metrics.get(objective)),
+            "detail": "ok"
+            if _finite(metrics.get(objective))
+            else f"fail closed: {objective} is unmeasured, the candidate cannot be ranked",
+        }
+    )
+    evaluated = [r for r in rules if r["passed"] is not None]
+    if not evaluated:
+        requirements.append(
+            {
+                "check": "rules_configured",
+                "passed": False,
+                "detail": "fail closed: no rule was configured or checked, the gate blesses nothing",
+            }
+        )
+    failures = [r["detail"] for r in requirements if not r["passed"]]
+    failures += [f"{r['rule']}: {r['detail']}" for r in rules if r["passed"] is False]
+    return {
+        "rules": rules,
+        "requirements": requirements,
+        "eligible": not failures,
+        "rejected_because": failures,
+    }
+
+
+def _rank_key(metrics: dict, name: str, config: EvaluatorConfig) -> tuple:
+    order = [config.objective] + [o for o in _TIE_ORDER if o != config.objective]
+    key = []
+    for objective in order:
+        metric, direction = _OBJECTIVES[objective](config)
+        value = metrics.get(metric)
+        # Unmeasured tie-breakers sort last (the primary objective is required to be measured).
+        key.append(direction * value if _finite(value) else math.inf)
+    return (*key, name)
+
+
+def select(judged: list[dict], config: EvaluatorConfig) -> dict:
+    """Picks at most one candidate among the eligible ones, deterministically.
+
+    Args:
+      judged: ``[{"name", "metrics", "eligible", "rejected_because"}, ...]``.
+    Returns:
+      ``{"blessed", "selected" (name or None), "reason", "ranking" (eligible names, best first)}``.
+    """
+    if not config.rules.configured():
+        return {
+            "blessed": False,
+            "selected": None,
+            "ranking": [],
+            "reason": "no rules configured: the gate blesses nothing (fail closed); set at least "
+            "one threshold under rules",
+        }
+    eligible = [c for c in judged if c["eligible"]]
+    if not eligible:
+        why = "; ".join(
+            f"{c['name']}: {', '.join(c['rejected_because']) or 'not eligible'}" for c in judged
+        )
+        return {
+            "blessed": False,
+            "selected": None,
+            "ranking": [],
+            "reason": f"no candidate passed every rule ({why or 'no candidates'})",
+        }
+    ranked = sorted(eligible, key=lambda c: _rank_key(c["metrics"], c["name"], config))
+    best = ranked[0]
+    metric, _ = objective_metric(config)
+    value = best["metrics"][metric]
+    return {
+        "blessed": True,
+        "selected": best["name"],
+        "ranking": [c["name"] for c in ranked],
+        "reason": f"{best['name']!r} passed every rule and is {config.objective.replace('_', ' ')} "
+        f"({metric} = {value:.6g}) among {len(eligible)} passing candidate(s) "
+        f"{[c['name'] for c in ranked]}",
+    }

@@ -1,0 +1,57 @@
+"""LatencyBenchmark executor: TFX glue around :func:`components.latency.benchmark.run_benchmark`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.common import properties
+from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
+from components.common.errors import ConfigError
+from components.common.examples import DataConfig
+from components.evaluator import constants as c
+from components.evaluator.latency import REPORT_FILE
+from components.evaluator.models import BASELINE, ModelRef
+from components.latency import benchmark
+from components.latency.config import LatencyBenchmarkConfig
+
+LATENCY_REPORT_KEY = c.LATENCY_REPORT_KEY
+log = logging.getLogger(__name__)
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes ``latency.json`` (format tfxopt.latency/v1) and per-model p50/p95 properties."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        config = LatencyBenchmarkConfig.parse(exec_properties[CONFIG_KEY], where="latency")
+        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
+        names = json.loads(exec_properties[c.CANDIDATE_NAMES_KEY])
+        baseline = ModelRef(
+            BASELINE, artifact_utils.get_single_uri(input_dict[c.BASELINE_MODEL_KEY])
+        )
+        candidates = []
+        for i, name in enumerate(names):
+            artifacts = input_dict.get(c.candidate_key(i)) or []
+            if not artifacts:
+                raise ConfigError(f"candidate {name!r} (input {c.candidate_key(i)}) has no Model")
+            candidates.append(ModelRef(name, artifact_utils.get_single_uri(artifacts)))
+        examples = input_dict.get(c.EXAMPLES_KEY) or []
+        examples_uri = artifact_utils.get_single_uri(examples) if examples else None
+        output = artifact_utils.get_single_instance(output_dict[LATENCY_REPORT_KEY])
+
+        record = benchmark.run_benchmark(
+            baseline, candidates, examples_uri, data, config, work_dir=output.uri
+        )
+        properties.write_json(output.uri, REPORT_FILE, record)
+        numbers = benchmark.key_numbers(record)
+        properties.set_properties(output, numbers)
+        log.info("latency on %s: %s", record["source"], numbers)
