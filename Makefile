@@ -17,9 +17,8 @@ venv:
 reference: venv
 	@if [ ! -f $(REFERENCE)/.complete ]; then $(VENV)/bin/tfxopt example-data $(REFERENCE); fi
 
-demo: reference
-	$(VENV)/bin/tfxopt run --model $(REFERENCE)/model --examples $(REFERENCE)/examples \
-	  --config pipelines/configs/demo.yaml --output $(DEMO_OUT)
+demo: venv
+	@REFERENCE=$(REFERENCE) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
 
 test: venv
 	$(PY) -m pytest -m "not slow" tests

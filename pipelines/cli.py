@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("out_dir", help="directory to write examples/ and model/ into")
     data.add_argument("--epochs", type=int, default=40, help="training epochs of the baseline")
     data.set_defaults(func=_cmd_example_data)
+
+    # Shipping (promote, rollback, ota-check, ota-keygen) and Kubeflow (compile, submit,
+    # schedule, watch) commands; their modules import nothing heavy.
+    from components.pusher import commands as push_commands
+    from pipelines import kfp_commands
+
+    push_commands.register(sub)
+    kfp_commands.register(sub)
     return parser
 
 

@@ -10,12 +10,36 @@ import re
 
 import pydantic
 
+from components.clusterer.config import ClustererConfig
 from components.common.config import StrictModel
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
+from components.distiller.config import DistillerConfig
+from components.evaluator.config import EvaluatorConfig
 from components.profiler.config import ProfilerConfig
+from components.pruner.config import PrunerConfig
+from components.pusher.config import PusherConfig
+from components.quantizer.config import QuantizerConfig
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+_CANDIDATE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+class QuantizationCandidate(QuantizerConfig):
+    """One Quantizer branch: a quantizer config plus the candidate's name (default: the mode)."""
+
+    name: str | None = pydantic.Field(
+        None, description="Candidate name in reports and node ids (default: the mode)."
+    )
+
+    @property
+    def candidate_name(self) -> str:
+        return self.name or self.mode
+
+    def quantizer_config(self) -> QuantizerConfig:
+        return QuantizerConfig.parse(self.model_dump(exclude={"name"}))
 
 
 class PipelineConfig(StrictModel):
@@ -33,6 +57,25 @@ class PipelineConfig(StrictModel):
     )
     data: DataConfig = pydantic.Field(default_factory=DataConfig)
     profiler: ProfilerConfig = pydantic.Field(default_factory=ProfilerConfig)
+    profile_candidates: bool = pydantic.Field(
+        True, description="Profile every candidate (the summary shows them beside the baseline)."
+    )
+    distiller: DistillerConfig | None = pydantic.Field(
+        None, description="Distil the baseline into a smaller student first (absent: off)."
+    )
+    pruner: PrunerConfig | None = pydantic.Field(None, description="Prune (absent: off).")
+    clusterer: ClustererConfig | None = pydantic.Field(None, description="Cluster (absent: off).")
+    quantization: list[QuantizationCandidate] = pydantic.Field(
+        default_factory=list,
+        description="One Quantizer branch per entry; each output is a candidate. Empty: the "
+        "last of distiller/pruner/clusterer is the one candidate.",
+    )
+    evaluator: EvaluatorConfig | None = pydantic.Field(
+        None, description="The gate over the candidates (absent with candidates: default rules)."
+    )
+    pusher: PusherConfig | None = pydantic.Field(
+        None, description="Where blessed models go (absent: nothing is pushed)."
+    )
 
     @pydantic.field_validator("pipeline_name")
     @classmethod
@@ -43,6 +86,62 @@ class PipelineConfig(StrictModel):
                 "letter or digit"
             )
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self):
+        names = [c.candidate_name for c in self.quantization]
+        for name in names:
+            if not _CANDIDATE_NAME.match(name):
+                raise ValueError(
+                    f"quantization candidate name {name!r}: use lower-case letters, digits and '_'"
+                )
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"quantization: candidate names must be unique, {duplicates} repeat; give each "
+                "entry a distinct `name`"
+            )
+        if len(names) > 8:
+            raise ValueError("quantization: at most 8 candidates (the Evaluator's slots)")
+        if self.pusher is not None and not self.has_candidates:
+            raise ValueError(
+                "pusher is configured but no stage makes a candidate: enable distiller, pruner, "
+                "clusterer or quantization"
+            )
+        return self
+
+    @property
+    def has_candidates(self) -> bool:
+        return bool(
+            self.quantization or self.pruner or self.clusterer or self.distiller is not None
+        )
+
+
+def resolve_paths(config: PipelineConfig, base_dir: str) -> PipelineConfig:
+    """Makes the relative destination, key and module paths of a config relative to ``base_dir``.
+
+    Local runs resolve them against ``--output``, so `serving`, `ota` and `keys/ota.pem` in a
+    config land beside the run's metadata; absolute paths and URIs (gs://...) are kept.
+    """
+
+    def fix(path):
+        if path is None or "://" in path or os.path.isabs(path):
+            return path
+        return os.path.join(base_dir, path)
+
+    data = config.model_dump()
+    pusher = data.get("pusher")
+    if pusher:
+        for dest in pusher.get("serving", []):
+            dest["base_directory"] = fix(dest["base_directory"])
+        for dest in pusher.get("ota", []):
+            dest["base_directory"] = fix(dest["base_directory"])
+            dest["signing_key_path"] = fix(dest.get("signing_key_path"))
+        pusher["metrics_path"] = fix(pusher.get("metrics_path"))
+    evaluator = data.get("evaluator")
+    if evaluator and evaluator.get("production"):
+        evaluator["production"]["metrics_path"] = fix(evaluator["production"].get("metrics_path"))
+    return PipelineConfig.parse(data)
 
 
 def load_config(path: str | None) -> PipelineConfig:

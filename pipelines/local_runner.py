@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pipelines import metadata, preflight
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, resolve_paths
 
 PIPELINE_ROOT_DIR = "pipeline-root"
 METADATA_FILE = "metadata.sqlite"
@@ -40,6 +40,7 @@ def run_local(
     model_uri = os.path.abspath(model_uri)
     examples_uri = os.path.abspath(examples_uri)
     output_dir = preflight.check_output_dir(output_dir)
+    config = resolve_paths(config, output_dir)
     preflight.check_inputs(config, model_uri, examples_uri)
 
     pipeline_root = os.path.join(output_dir, PIPELINE_ROOT_DIR)

@@ -1,4 +1,9 @@
-"""The pipeline factory: one ``tfx.dsl.Pipeline`` from a :class:`PipelineConfig`, for every runner."""
+"""The pipeline factory: one ``tfx.dsl.Pipeline`` from a :class:`PipelineConfig`, for every runner.
+
+ExampleGen, CheckpointImporter -> BaselineProfiler
+  -> [Distiller] -> [Pruner] -> [Clusterer] -> Quantizer_<name> (one branch per candidate)
+  -> Profiler_<name> -> Evaluator (the gate) -> Pusher
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,19 @@ from pipelines.config import PipelineConfig
 EXAMPLE_GEN_ID = "ExampleGen"
 IMPORTER_ID = "CheckpointImporter"
 BASELINE_PROFILER_ID = "BaselineProfiler"
+DISTILLER_ID = "Distiller"
+PRUNER_ID = "Pruner"
+CLUSTERER_ID = "Clusterer"
+EVALUATOR_ID = "Evaluator"
+PUSHER_ID = "Pusher"
+
+
+def quantizer_id(name: str) -> str:
+    return f"Quantizer_{name}"
+
+
+def profiler_id(name: str) -> str:
+    return f"Profiler_{name}"
 
 
 def create_pipeline(
@@ -36,26 +54,100 @@ def create_pipeline(
         input_base=examples_uri,
         input_config=example_gen_pb2.Input(
             splits=[
-                example_gen_pb2.Input.Split(
-                    name=data.train_split, pattern=f"Split-{data.train_split}/*"
-                ),
-                example_gen_pb2.Input.Split(
-                    name=data.eval_split, pattern=f"Split-{data.eval_split}/*"
-                ),
+                example_gen_pb2.Input.Split(name=split, pattern=f"Split-{split}/*")
+                for split in (data.train_split, data.eval_split)
             ]
         ),
     ).with_id(EXAMPLE_GEN_ID)
+    examples = example_gen.outputs["examples"]
     checkpoint = tfx.dsl.Importer(
         source_uri=model_uri, artifact_type=tfx.types.standard_artifacts.Model
     ).with_id(IMPORTER_ID)
+    baseline = checkpoint.outputs["result"]
     baseline_profiler = Profiler(
-        model=checkpoint.outputs["result"],
-        examples=example_gen.outputs["examples"],
-        config=config.profiler,
-        data_config=data,
+        model=baseline, examples=examples, config=config.profiler, data_config=data
     ).with_id(BASELINE_PROFILER_ID)
-
     components = [example_gen, checkpoint, baseline_profiler]
+
+    # The weight-optimisation chain: each enabled stage takes the previous stage's model.
+    model, last_stage = baseline, None
+    if config.distiller is not None:
+        from components.distiller.component import Distiller
+
+        stage = Distiller(
+            teacher=model, examples=examples, config=config.distiller, data_config=data
+        ).with_id(DISTILLER_ID)
+        model, last_stage = stage.outputs["model"], "distilled"
+        components.append(stage)
+    if config.pruner is not None:
+        from components.pruner.component import Pruner
+
+        stage = Pruner(model=model, examples=examples, config=config.pruner, data_config=data)
+        stage = stage.with_id(PRUNER_ID)
+        model, last_stage = stage.outputs["pruned_model"], "pruned"
+        components.append(stage)
+    if config.clusterer is not None:
+        from components.clusterer.component import Clusterer
+
+        stage = Clusterer(model=model, examples=examples, config=config.clusterer, data_config=data)
+        stage = stage.with_id(CLUSTERER_ID)
+        model, last_stage = stage.outputs["clustered_model"], "clustered"
+        components.append(stage)
+
+    candidates = {}
+    if config.quantization:
+        from components.quantizer.component import OUTPUT_MODEL_KEY, Quantizer
+
+        for candidate in config.quantization:
+            name = candidate.candidate_name
+            quantizer = Quantizer(
+                model=model,
+                examples=examples,
+                config=candidate.quantizer_config(),
+                data_config=data,
+            ).with_id(quantizer_id(name))
+            candidates[name] = quantizer.outputs[OUTPUT_MODEL_KEY]
+            components.append(quantizer)
+    elif last_stage is not None:
+        candidates[last_stage] = model
+    if not candidates:
+        return _pipeline(tfx, config, pipeline_root, components, metadata_connection_config)
+
+    profiles = {}
+    if config.profile_candidates:
+        for name, channel in candidates.items():
+            profiler = Profiler(
+                model=channel, examples=examples, config=config.profiler, data_config=data
+            ).with_id(profiler_id(name))
+            profiles[name] = profiler.outputs["profile"]
+            components.append(profiler)
+
+    from components.evaluator.component import Evaluator
+
+    evaluator = Evaluator(
+        baseline_model=baseline,
+        candidates=candidates,
+        examples=examples,
+        baseline_profile=baseline_profiler.outputs["profile"],
+        candidate_profiles=profiles or None,
+        config=config.evaluator,
+        data_config=data,
+    ).with_id(EVALUATOR_ID)
+    components.append(evaluator)
+
+    if config.pusher is not None:
+        from components.pusher.component import Pusher
+
+        pusher = Pusher(
+            model=evaluator.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            config=config.pusher,
+        ).with_id(PUSHER_ID)
+        components.append(pusher)
+    return _pipeline(tfx, config, pipeline_root, components, metadata_connection_config)
+
+
+def _pipeline(tfx, config, pipeline_root, components, metadata_connection_config):
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,

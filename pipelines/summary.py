@@ -94,6 +94,50 @@ def load_profiles(run) -> dict[str, dict]:
     return profiles
 
 
+def _first_output_record(run, key: str, filename: str) -> dict | None:
+    for step in run.steps:
+        for artifact in step.outputs.get(key, []):
+            path = os.path.join(artifact.uri, filename)
+            if os.path.exists(path):
+                with open(path) as f:
+                    return json.load(f)
+    return None
+
+
+def evaluation_record(run) -> dict | None:
+    """The Evaluator's ``evaluation.json`` of this run, when the run has an Evaluator."""
+    from components.evaluator.constants import EVALUATION_FILE, EVALUATION_KEY
+
+    return _first_output_record(run, EVALUATION_KEY, EVALUATION_FILE)
+
+
+def push_record(run) -> dict | None:
+    """The Pusher's ``push.json`` of this run, when the run has a Pusher."""
+    from components.pusher.executor import PUSH_FILE
+
+    return _first_output_record(run, "pushed_model", PUSH_FILE)
+
+
+def push_lines(record: dict) -> list[str]:
+    if not record.get("pushed"):
+        return [
+            f"Push: nothing pushed ({record.get('reason') or record.get('not_pushed_reason') or 'not blessed'})"
+        ]
+    lines = ["Push:"]
+    for dest in record.get("serving", []):
+        state = "new version" if dest.get("created") else "identical to the existing version"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(dest.get("labels", {}).items()))
+        lines.append(
+            f"  serving  {dest['path']}  version {dest['version']} ({state}; labels {labels})"
+        )
+    for dest in record.get("ota", []):
+        lines.append(
+            f"  OTA      {dest['manifest_path']}  channel {dest['channel']}, model version "
+            f"{dest['model_version']}, manifest sequence {dest['sequence']}, key {dest['key_id']}"
+        )
+    return lines
+
+
 def render(run) -> str:
     """The text printed at the end of ``tfxopt run``."""
     lines = [f"Run {run.run_id}  (outputs in {run.output_dir})", ""]
@@ -102,4 +146,12 @@ def render(run) -> str:
     profiles = load_profiles(run)
     if profiles:
         lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]
+    evaluation = evaluation_record(run)
+    if evaluation is not None:
+        from components.evaluator.evaluator import rules_table
+
+        lines += ["", "Gate (every rule per candidate):", rules_table(evaluation)]
+    pushed = push_record(run)
+    if pushed is not None:
+        lines += ["", *push_lines(pushed)]
     return "\n".join(lines)

@@ -81,7 +81,10 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
 
     proto = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_PB), "rb") as f, warnings.catch_warnings():
+        with (
+            tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_PB), "rb") as f,
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore", RuntimeWarning)  # the parse warns on garbage; we check
             proto.ParseFromString(f.read())
     except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt file

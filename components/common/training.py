@@ -185,3 +185,31 @@ def warmup_cosine_schedule(
         warmup_target=learning_rate,
         warmup_steps=warmup_steps,
     )
+
+
+def skip_autograph_for_tf_keras() -> None:
+    """Stops AutoGraph from re-transpiling tf_keras' own code on every first trace (idempotent).
+
+    TensorFlow's AutoGraph leaves the ``keras`` package alone but not ``tf_keras`` (the same code
+    under another name), so the first ``fit`` of a process spends 20-30 s converting hundreds of
+    Keras internals; with this rule it takes about a second. User layers and the optimisation
+    wrappers (tensorflow-model-optimization) are still converted as before.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = autograph_config.CONVERSION_RULES
+    if not any(getattr(rule, "_prefix", None) == "tf_keras" for rule in rules):
+        autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
+
+
+def make_local_strategy(name: str):
+    """Like :func:`make_strategy`, but ``mirrored`` on a machine without GPUs mirrors over every
+    logical CPU device (``MirroredStrategy()`` alone would use one CPU), so several CPU replicas
+    (``tf.config.set_logical_device_configuration``) really train in parallel."""
+    import tensorflow as tf
+
+    if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        if len(cpus) > 1:
+            return tf.distribute.MirroredStrategy(devices=cpus)
+    return make_strategy(name)

@@ -1,0 +1,278 @@
+"""Weight clustering with fine-tuning, on plain objects and paths (no TFX here).
+
+The selected layers are wrapped with tensorflow-model-optimization's ``cluster_weights`` (each
+clustered tensor then holds at most ``number_of_clusters`` distinct values), the centroids are
+fine-tuned on the train split, and the wrappers are stripped before saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from components.clusterer.config import ClustererConfig
+from components.common import model_io, optimization, training
+from components.common import weights as weights_lib
+from components.common.errors import ConfigError
+from components.common.examples import DataConfig
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "clustering.json"
+HISTORY_FILE = "fine_tuning_history.json"
+FIELD = "clusterer"
+
+# Custom property names of the output Model artifact.
+NUMBER_OF_CLUSTERS = "number_of_clusters"
+CLUSTERS_PER_LAYER = "clusters_per_layer"
+UNIQUE_VALUES_PER_LAYER = "unique_values_per_layer"
+MAX_UNIQUE_VALUES = "max_unique_values"
+SPARSITY_PRESERVED = "sparsity_preserved"
+MODEL_SPARSITY = "model_sparsity"
+ACCURACY_BEFORE = "accuracy_before"
+ACCURACY_AFTER = "accuracy_after"
+FINE_TUNING_EPOCHS = "fine_tuning_epochs"
+FINE_TUNING_WALL_TIME_S = "fine_tuning_wall_time_s"
+OPTIMIZATION = "optimization"
+
+_INITIALIZATIONS = {
+    "kmeans++": "KMEANS_PLUS_PLUS",
+    "linear": "LINEAR",
+    "density-based": "DENSITY_BASED",
+    "random": "RANDOM",
+}
+
+
+def clusterable_weights(layer) -> list | None:
+    """The weights clustering acts on ([] for none), or None when the toolkit cannot wrap the layer."""
+    from tensorflow_model_optimization.python.core.clustering.keras import (
+        clusterable_layer,
+        clustering_registry,
+    )
+
+    if isinstance(layer, clusterable_layer.ClusterableLayer):
+        return [w for _, w in layer.get_clusterable_weights()]
+    registry = clustering_registry.ClusteringRegistry
+    if not registry.supports(layer):
+        return None
+    if not layer.trainable_weights:
+        return []
+    return [w for _, w in registry.make_clusterable(layer).get_clusterable_weights()]
+
+
+def _per_channel(layer, config: ClustererConfig) -> bool:
+    import tf_keras
+
+    # The toolkit clusters per channel for Conv2D only.
+    return config.cluster_per_channel and isinstance(layer, tf_keras.layers.Conv2D)
+
+
+def _channel_axis(layer) -> int:
+    return 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+
+
+def plan(model, config: ClustererConfig) -> optimization.Selection:
+    """Checks the model against the config and picks the layers to cluster, before any training.
+
+    A tensor with no more weights than clusters (per channel, when clustering per channel) is
+    left as it is: it cannot gain from clustering.
+
+    Raises:
+      ModelInputError: a subclassed model or an unsupported selected layer (the message names it).
+      ConfigError: the selection matches nothing clusterable.
+    """
+    optimization.check_functional(model, "clustering", f"{FIELD}.layers")
+    selection = optimization.select_layers(
+        model, config.layers, clusterable_weights, "clustering", f"{FIELD}.layers"
+    )
+    kept = []
+    for name in selection.selected:
+        layer = model.get_layer(name)
+        sizes = []
+        for weight in clusterable_weights(layer):
+            size = int(np.prod(weight.shape))
+            if _per_channel(layer, config):
+                size //= int(weight.shape[_channel_axis(layer)])
+            sizes.append(size)
+        if min(sizes) <= config.number_of_clusters:
+            unit = "per channel " if _per_channel(layer, config) else ""
+            selection.skipped[name] = (
+                f"{min(sizes)} weights {unit}<= number_of_clusters {config.number_of_clusters}"
+            )
+            continue
+        kept.append(name)
+    if not kept:
+        raise ConfigError(
+            f"{FIELD}: no selected layer has more weights than number_of_clusters "
+            f"{config.number_of_clusters}: {selection.skipped}."
+        )
+    return optimization.Selection(kept, selection.skipped)
+
+
+def tensor_clusters(values: np.ndarray, per_channel_axis: int | None) -> dict:
+    """Distinct values of one tensor (and the most in any channel, when clustered per channel)."""
+    entry = {
+        "shape": list(values.shape),
+        "unique_values": int(np.unique(values).size),
+        "sparsity": float(1.0 - np.count_nonzero(values) / values.size),
+    }
+    if per_channel_axis is not None:
+        channels = np.moveaxis(values, per_channel_axis, 0)
+        entry["max_unique_values_per_channel"] = int(
+            max(np.unique(channel).size for channel in channels)
+        )
+    return entry
+
+
+def _layer_record(original, clustered, config: ClustererConfig) -> dict:
+    per_channel = _per_channel(clustered, config)
+    tensors = []
+    for before, after in zip(
+        clusterable_weights(original), clusterable_weights(clustered), strict=True
+    ):
+        before, after = np.asarray(before.numpy()), np.asarray(after.numpy())
+        entry = tensor_clusters(after, _channel_axis(clustered) if per_channel else None)
+        input_zeros = before == 0
+        entry["input_zeros"] = int(input_zeros.sum())
+        entry["input_zeros_kept"] = int((after[input_zeros] == 0).sum())
+        tensors.append(entry)
+    key = "max_unique_values_per_channel" if per_channel else "unique_values"
+    return {
+        "type": type(clustered).__name__,
+        "number_of_clusters": config.number_of_clusters,
+        "per_channel": per_channel,
+        "tensors": tensors,
+        # What "at most N values" is checked against: per tensor, or per channel.
+        "unique_values": max(t[key] for t in tensors),
+        "zeros_kept": all(t["input_zeros_kept"] == t["input_zeros"] for t in tensors),
+    }
+
+
+def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
+    """Clusters and fine-tunes ``model`` (not changed); returns (stripped model, record, history).
+
+    Args:
+      model: a Sequential or functional tf_keras classifier.
+      train_ds / eval_ds: batched (inputs, labels) datasets (global batch = fine_tuning.batch_size).
+      config: the Clusterer configuration.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    started = time.time()
+    selection = plan(model, config)
+    clustering = tfmot.clustering.keras
+    params = {
+        "number_of_clusters": config.number_of_clusters,
+        "cluster_centroids_init": getattr(
+            clustering.CentroidInitialization, _INITIALIZATIONS[config.centroid_initialization]
+        ),
+        "preserve_sparsity": config.preserve_sparsity,
+        "cluster_per_channel": config.cluster_per_channel,
+    }
+    accuracy_before = training.accuracy(model, eval_ds)
+    log.warning(
+        "clusterer: clustering %s to %d values (%s%s), eval accuracy before %.4f",
+        selection.selected,
+        config.number_of_clusters,
+        config.centroid_initialization,
+        ", sparsity preserved" if config.preserve_sparsity else "",
+        accuracy_before,
+    )
+    tuned = optimization.fine_tune_wrapped(
+        model,
+        selection.selected,
+        lambda layer: clustering.cluster_weights(layer, **params),
+        clustering.strip_clustering,
+        train_ds,
+        eval_ds,
+        config.fine_tuning,
+        "clusterer",
+    )
+    from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
+
+    clustered = [
+        layer.layer.name
+        for layer in tuned.wrapped.layers
+        if isinstance(layer, cluster_wrapper.ClusterWeights)
+    ]
+    skipped = dict(selection.skipped)
+    for name in selection.selected:
+        if name not in clustered:
+            skipped[name] = "left unclustered by the toolkit (too few weights)"
+    stripped = tuned.model
+    accuracy_after = training.accuracy(stripped, eval_ds)
+    layers = {
+        name: _layer_record(model.get_layer(name), stripped.get_layer(name), config)
+        for name in clustered
+    }
+    kernels = weights_lib.kernel_stats(weights_lib.keras_weight_stats(stripped))
+    record = {
+        "technique": "clustering",
+        "config": config.model_dump(mode="json"),
+        "clustered_layers": clustered,
+        "skipped_layers": skipped,
+        "layers": layers,
+        "number_of_clusters": config.number_of_clusters,
+        "max_unique_values": max(e["unique_values"] for e in layers.values()),
+        "sparsity_preserved": all(e["zeros_kept"] for e in layers.values()),
+        "model_sparsity": weights_lib.summarize(kernels)["sparsity"],
+        "accuracy_before": accuracy_before,
+        "accuracy_after": accuracy_after,
+        "accuracy_drop": accuracy_before - accuracy_after,
+        "fine_tuning": {
+            "epochs_run": tuned.fit["epochs_run"],
+            "wall_time_s": tuned.fit["wall_time_s"],
+            "strategy": config.fine_tuning.strategy,
+            "replicas": tuned.replicas,
+        },
+        "wall_time_s": time.time() - started,
+    }
+    log.warning(
+        "clusterer: at most %d values per clustered tensor%s, eval accuracy %.4f -> %.4f",
+        record["max_unique_values"],
+        " (per channel)" if config.cluster_per_channel else "",
+        accuracy_before,
+        accuracy_after,
+    )
+    return stripped, record, tuned.fit["history"]
+
+
+def run(
+    model_uri: str, examples_uri: str, data: DataConfig, config: ClustererConfig, output_uri: str
+) -> dict:
+    """Clusters the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
+
+    Writes ``Format-Serving/`` (the stripped SavedModel), ``clustering.json`` (the record) and
+    ``fine_tuning_history.json``; nothing when anything fails.
+
+    Returns:
+      The record.
+    """
+    model = model_io.load_keras_model(model_uri)
+    plan(model, config)  # fail on the model before reading any data
+    train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, config.fine_tuning)
+    stripped, record, history = cluster_model(model, train_ds, eval_ds, config)
+    record["model_uri"] = model_uri
+    optimization.write_model_artifact(
+        stripped, output_uri, {RECORD_FILE: record, HISTORY_FILE: history}
+    )
+    return record
+
+
+def key_numbers(record: dict) -> dict:
+    """The custom properties of the output Model artifact."""
+    return {
+        OPTIMIZATION: "clustered",
+        NUMBER_OF_CLUSTERS: record["number_of_clusters"],
+        CLUSTERS_PER_LAYER: {n: e["number_of_clusters"] for n, e in record["layers"].items()},
+        UNIQUE_VALUES_PER_LAYER: {n: e["unique_values"] for n, e in record["layers"].items()},
+        MAX_UNIQUE_VALUES: record["max_unique_values"],
+        SPARSITY_PRESERVED: record["sparsity_preserved"],
+        MODEL_SPARSITY: record["model_sparsity"],
+        ACCURACY_BEFORE: record["accuracy_before"],
+        ACCURACY_AFTER: record["accuracy_after"],
+        FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
+        FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
+    }

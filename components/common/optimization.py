@@ -1,0 +1,390 @@
+"""Shared by the Pruner and the Clusterer: which layers to wrap, wrapping them, saving the result.
+
+The toolkit (tensorflow-model-optimization) wraps layers of Sequential and functional tf_keras
+models only; a layer it does not know fails here with an error that names the layer and shows how
+to leave it out, before any heavy work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pydantic
+
+from components.common.config import StrictModel
+from components.common.errors import ConfigError, ModelInputError
+
+
+class LayerSelection(StrictModel):
+    """Which layers to optimise; every other layer is left as it is (dense, unclustered).
+
+    With neither ``names`` nor ``types``, every layer the toolkit supports and that has weights
+    to act on is selected. ``names`` and ``types`` together select the union of both.
+    """
+
+    names: list[str] | None = pydantic.Field(
+        None, min_length=1, description="Layer names to optimise (others are left as they are)."
+    )
+    types: list[str] | None = pydantic.Field(
+        None,
+        min_length=1,
+        description="Layer class names to optimise, e.g. ['Conv2D', 'Dense'].",
+    )
+    exclude_names: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Layer names never to optimise, e.g. the first and last layers.",
+    )
+
+    @pydantic.field_validator("names", "types", "exclude_names")
+    @classmethod
+    def _no_blank_names(cls, values):
+        if values is not None and any(not str(v).strip() for v in values):
+            raise ValueError("names must be non-empty strings")
+        return values
+
+    @pydantic.model_validator(mode="after")
+    def _names_not_excluded(self):
+        both = sorted(set(self.names or ()) & set(self.exclude_names))
+        if both:
+            raise ValueError(f"layers {both} are both selected (names) and excluded")
+        return self
+
+    @property
+    def selects_all(self) -> bool:
+        """True when no names or types narrow the selection."""
+        return self.names is None and self.types is None
+
+
+@dataclass
+class Selection:
+    """The outcome of :func:`select_layers`: layer names in model order, and why others were left."""
+
+    selected: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def check_functional(model, technique: str, field_name: str) -> None:
+    """Raises ModelInputError for models the toolkit cannot wrap (subclassed, nested models).
+
+    Args:
+      model: the tf_keras model.
+      technique: e.g. "pruning", used in the message.
+      field_name: the config field of the layer selection, e.g. "pruner.layers".
+    """
+    import tf_keras
+
+    if not isinstance(model, tf_keras.Sequential) and not getattr(
+        model, "_is_graph_network", False
+    ):
+        raise ModelInputError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed tf_keras model: "
+            f"{technique} can only wrap the layers of a Sequential or functional model. Rebuild "
+            "it as a Sequential/functional model (the same layers, same weights); then "
+            f"{field_name}.names or {field_name}.types choose which of its layers are optimised."
+        )
+    nested = [layer.name for layer in model.layers if isinstance(layer, tf_keras.Model)]
+    if nested:
+        raise ModelInputError(
+            f"model {model.name!r} holds nested models {nested}: {technique} here wraps the "
+            "layers of one flat Sequential/functional model. Flatten the model (call the inner "
+            "model's layers directly) before optimising it."
+        )
+
+
+def select_layers(
+    model,
+    selection: LayerSelection,
+    target_weights: Callable[[object], list | None],
+    technique: str,
+    field_name: str,
+) -> Selection:
+    """Resolves a :class:`LayerSelection` against a model.
+
+    Args:
+      model: a Sequential or functional tf_keras model (see :func:`check_functional`).
+      selection: the configured selection.
+      target_weights: for a layer, the weights the technique acts on ([] for none), or None
+        when the toolkit cannot wrap the layer at all.
+      technique: e.g. "pruning", used in messages.
+      field_name: the config field of the selection, e.g. "pruner.layers".
+
+    Returns:
+      The selected layer names, in model order.
+
+    Raises:
+      ConfigError: a name or type matches no layer, or nothing is left to optimise.
+      ModelInputError: a layer the toolkit cannot wrap is selected (named, typed, or, when
+        selecting all, a layer with trainable weights); the message names the layer.
+    """
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    by_name = {layer.name: layer for layer in layers}
+    unknown = sorted(set(selection.names or ()) - set(by_name))
+    unknown_excluded = sorted(set(selection.exclude_names) - set(by_name))
+    if unknown or unknown_excluded:
+        what = f"{field_name}.names" if unknown else f"{field_name}.exclude_names"
+        raise ConfigError(
+            f"{what}: no layer named {unknown or unknown_excluded} in model {model.name!r}; "
+            f"its layers are {list(by_name)}."
+        )
+    types_present = sorted({type(layer).__name__ for layer in layers})
+    if selection.types is not None:
+        if not set(selection.types) & set(types_present) and not selection.names:
+            raise ConfigError(
+                f"{field_name}.types: no layer of type {selection.types} in model "
+                f"{model.name!r}; its layer types are {types_present}."
+            )
+
+    excluded = set(selection.exclude_names)
+    result = Selection(selected=[])
+    for layer in layers:
+        name, kind = layer.name, type(layer).__name__
+        if name in excluded:
+            result.skipped[name] = "excluded by name"
+            continue
+        explicit = name in (selection.names or ()) or kind in (selection.types or ())
+        if not selection.selects_all and not explicit:
+            continue
+        weights = target_weights(layer)
+        if weights is None:
+            if explicit or layer.trainable_weights:
+                raise ModelInputError(
+                    f"layer {name!r} ({kind}) is not supported by {technique} in "
+                    "tensorflow-model-optimization (a custom layer, or a subclass of a built-in "
+                    f"one). Leave it out: list it in {field_name}.exclude_names, or select the "
+                    f"layers to optimise with {field_name}.names / {field_name}.types "
+                    f"(e.g. types: {[t for t in ('Conv2D', 'Dense') if t in types_present]}); "
+                    "or implement the toolkit's PrunableLayer / ClusterableLayer interface in it."
+                )
+            continue
+        if not weights:
+            if name in (selection.names or ()):
+                raise ConfigError(
+                    f"{field_name}.names: layer {name!r} ({kind}) has no weights {technique} "
+                    "can act on; remove it from the list."
+                )
+            continue
+        result.selected.append(name)
+    if not result.selected:
+        raise ConfigError(
+            f"{field_name}: no layer of model {model.name!r} is left to apply {technique} to "
+            f"(layers: {[f'{layer.name} ({type(layer).__name__})' for layer in layers]})."
+        )
+    return result
+
+
+def _recreate(layer):
+    """A new layer with ``layer``'s config and weights, or None when it cannot be re-created.
+
+    Layers revived from a SavedModel without their Python class (custom layers) come back from
+    their config without weights; those are reused instead.
+    """
+    try:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.weights:
+            build = layer.get_build_config() if hasattr(layer, "get_build_config") else None
+            if build:
+                fresh.build_from_config(build)
+            else:
+                fresh.build(layer.input_shape)
+            shapes = [tuple(w.shape) for w in fresh.weights]
+            if shapes != [tuple(w.shape) for w in layer.weights]:
+                return None
+            fresh.set_weights(layer.get_weights())
+        return fresh
+    except Exception:  # noqa: BLE001 - any failure means: reuse the layer as it is
+        return None
+
+
+def working_copy(model, reuse_ok: bool = True):
+    """A copy of ``model`` with the same weights, its variables created in the current scope.
+
+    Optimisation wrappers and fine-tuning run on this copy, so the variables belong to the active
+    ``tf.distribute`` strategy and the caller's model is not changed. A layer that cannot be
+    re-created (a custom layer revived without its class) is shared with ``model``.
+
+    Raises:
+      ModelInputError: when such a layer exists and ``reuse_ok`` is False (a distribution
+        strategy needs every variable created in its scope).
+    """
+    import tf_keras
+
+    reused = []
+
+    def clone(layer):
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            return layer.__class__.from_config(layer.get_config())
+        fresh = _recreate(layer)
+        if fresh is None:
+            reused.append(layer.name)
+            return layer
+        return fresh
+
+    copy = tf_keras.models.clone_model(model, clone_function=clone)
+    if reused and not reuse_ok:
+        raise ModelInputError(
+            f"layers {reused} cannot be re-created from their config (custom layers loaded "
+            "without their Python class), so their variables cannot be placed under the "
+            "distribution strategy: use fine_tuning.strategy 'default' for this model."
+        )
+    return copy
+
+
+def wrap_layers(model, selected: list[str], wrap: Callable[[object], object]):
+    """Clones ``model`` with ``wrap(layer)`` in place of each selected layer (shared otherwise).
+
+    The layers are reused, not re-created, so each wrapper starts from the layer's trained
+    weights (clustering initialises its centroids from them when the wrapper is built).
+    """
+    import tf_keras
+
+    wanted = set(selected)
+
+    def clone(layer):
+        if layer.name in wanted:
+            return wrap(layer)
+        if type(layer).__name__ == "InputLayer":
+            return layer.__class__.from_config(layer.get_config())
+        return layer
+
+    return tf_keras.models.clone_model(model, clone_function=clone)
+
+
+def clean_copy(model):
+    """A copy of ``model`` whose variables belong to no distribution strategy, ready to save."""
+    return working_copy(model)
+
+
+def write_model_artifact(model, output_uri: str, json_files: dict[str, object]) -> str:
+    """Saves ``model`` in the standard layout and JSON files beside it; on failure removes them.
+
+    Returns:
+      The SavedModel directory.
+    """
+    import tensorflow as tf
+
+    from components.common import model_io, properties
+
+    written = []
+    try:
+        path = model_io.save_keras_model(model, output_uri)
+        written.append(path)
+        for name, content in json_files.items():
+            written.append(properties.write_json(output_uri, name, content))
+    except BaseException:
+        # Nothing half-written may stay in the output artifact.
+        for item in written:
+            if tf.io.gfile.isdir(item):
+                tf.io.gfile.rmtree(item)
+            elif tf.io.gfile.exists(item):
+                tf.io.gfile.remove(item)
+        serving = f"{output_uri.rstrip('/')}/{model_io.SERVING_DIR}"
+        if tf.io.gfile.exists(serving):
+            tf.io.gfile.rmtree(serving)
+        raise
+    return path
+
+
+@dataclass
+class FineTuned:
+    """What :func:`fine_tune_wrapped` returns."""
+
+    model: object  # the stripped model, variables outside any strategy
+    wrapped: object  # the model with its optimisation wrappers, after fine-tuning
+    fit: dict  # training.fit's result: history, epochs_run, wall_time_s
+    replicas: int
+
+
+def fine_tune_wrapped(
+    model,
+    selected: list[str],
+    wrap: Callable[[object], object],
+    strip: Callable[[object], object],
+    train_ds,
+    eval_ds,
+    fine_tuning,
+    name: str,
+    callbacks=(),
+    early_stopping_from_epoch: int = 0,
+) -> FineTuned:
+    """Wraps the selected layers, fine-tunes under the configured strategy, strips the wrappers.
+
+    Args:
+      model: the input tf_keras model (not changed).
+      selected: names of the layers to wrap.
+      wrap: layer -> wrapped layer (e.g. a pruning or clustering wrapper).
+      strip: wrapped model -> model without wrappers.
+      train_ds / eval_ds: batched (inputs, labels) datasets; batches are global batches.
+      fine_tuning: a FineTuneConfig.
+      name: the name progress is logged under.
+      callbacks: extra Keras callbacks (e.g. UpdatePruningStep).
+      early_stopping_from_epoch: first epoch (0-based) early stopping may keep the weights of,
+        so weights from before e.g. the target sparsity is reached are never restored.
+    """
+    import tf_keras
+
+    from components.common import training
+
+    training.skip_autograph_for_tf_keras()
+    tf_keras.utils.set_random_seed(fine_tuning.seed)
+    from_logits = not training.outputs_probabilities(model)
+    strategy = training.make_local_strategy(fine_tuning.strategy)
+    with strategy.scope():
+        work = working_copy(model, reuse_ok=fine_tuning.strategy == "default")
+        wrapped = wrap_layers(work, selected, wrap)
+        training.compile_classifier(wrapped, fine_tuning, from_logits=from_logits)
+    extra = list(callbacks)
+    if fine_tuning.early_stopping_patience and eval_ds is not None:
+        extra.append(
+            tf_keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=fine_tuning.early_stopping_patience,
+                mode="max",
+                restore_best_weights=True,
+                start_from_epoch=early_stopping_from_epoch,
+            )
+        )
+    # Early stopping is ours (above): it must not restore weights from before start_from_epoch.
+    plain = fine_tuning.model_copy(update={"early_stopping_patience": None})
+    result = training.fit(wrapped, train_ds, eval_ds, plain, name, callbacks=extra)
+    stripped = clean_copy(strip(wrapped))
+    return FineTuned(stripped, wrapped, result, int(strategy.num_replicas_in_sync))
+
+
+def datasets(examples_uri: str, data, model, fine_tuning):
+    """(train_ds, eval_ds, steps_per_epoch) for fine-tuning ``model`` on TFX Examples.
+
+    The train split is shuffled with the fine-tuning seed and capped at ``max_train_examples``.
+
+    Raises:
+      DataError: naming the split or key that does not fit the model, before training.
+    """
+    import tf_keras
+
+    from components.common import examples as examples_lib
+
+    # The shuffle's seeds are fixed when the dataset is made, from the global seed and the op
+    # seed: set both, or a second run in the same process would shuffle differently.
+    tf_keras.utils.set_random_seed(fine_tuning.seed)
+    for split in (data.train_split, data.eval_split):
+        if not data.module_file:
+            examples_lib.resolve_mapping(examples_uri, split, data, model)
+    count = examples_lib.count_examples(examples_uri, data.train_split)
+    if fine_tuning.max_train_examples:
+        count = min(count, fine_tuning.max_train_examples)
+    steps_per_epoch = max(1, math.ceil(count / fine_tuning.batch_size))
+    train_ds = examples_lib.make_dataset(
+        examples_uri,
+        data.train_split,
+        data,
+        model,
+        fine_tuning.batch_size,
+        shuffle=True,
+        seed=fine_tuning.seed,
+        limit=fine_tuning.max_train_examples,
+    )
+    eval_ds = examples_lib.make_dataset(
+        examples_uri, data.eval_split, data, model, fine_tuning.batch_size
+    )
+    return train_ds, eval_ds, steps_per_epoch

@@ -1,0 +1,257 @@
+"""The distillation loss and the ``Distiller`` training model (teacher frozen, student trained).
+
+Loss per batch (means over the batch)::
+
+    alpha * CE(labels, student_logits)
+    + beta * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
+    + gamma * sum_pairs mean((projection(student_feature) - teacher_feature)^2)
+
+The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T changes
+(Hinton et al., 2015). A teacher that outputs probabilities is turned back into logits by a log
+(``log p`` differs from the logits by a per-example constant, which a softmax ignores), so the
+temperature applies to logits either way. Feature hints (FitNets) compare a student layer's output
+with a teacher layer's output of the same shape except the last dimension; when the widths differ,
+a learned projection (a Dense on the last axis: a 1x1 convolution for feature maps) maps the
+student feature to the teacher's width. The projections belong to the Distiller, not the student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tf_keras
+
+from components.common.errors import ConfigError
+
+# Smallest normal float32: probabilities below it are clipped before the log.
+FLOAT32_TINY = 1.1754944e-38
+
+
+def teacher_logits_from_probabilities(probabilities):
+    """Logits (up to a per-example constant) of probabilities; 0 is clipped to float32's tiny."""
+    probabilities = tf.cast(probabilities, tf.float32)
+    return tf.math.log(tf.maximum(probabilities, FLOAT32_TINY))
+
+
+def distillation_loss(
+    labels,
+    student_logits,
+    teacher_logits,
+    alpha: float,
+    beta: float,
+    temperature: float,
+    gamma: float = 0.0,
+    feature_pairs=(),
+) -> dict:
+    """The distillation loss and its parts, as float32 scalars.
+
+    Args:
+      labels: int class ids, shape (batch,).
+      student_logits, teacher_logits: shape (batch, classes).
+      alpha, beta, gamma, temperature: see the module docstring.
+      feature_pairs: (projected student feature, teacher feature) tensors of equal shape.
+
+    Returns:
+      {'loss', 'label_loss' (CE), 'soft_loss' (KL, before T^2 and beta), 'feature_loss'}.
+    """
+    student_logits = tf.cast(student_logits, tf.float32)
+    teacher_logits = tf.cast(teacher_logits, tf.float32)
+    label_loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(labels, [-1]), tf.int32), logits=student_logits
+        )
+    )
+    teacher_log_p = tf.nn.log_softmax(teacher_logits / temperature, axis=-1)
+    student_log_p = tf.nn.log_softmax(student_logits / temperature, axis=-1)
+    soft_loss = tf.reduce_mean(
+        tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    )
+    feature_loss = tf.constant(0.0, tf.float32)
+    for student_feature, teacher_feature in feature_pairs:
+        diff = tf.cast(student_feature, tf.float32) - tf.cast(teacher_feature, tf.float32)
+        feature_loss += tf.reduce_mean(tf.square(diff))
+    loss = alpha * label_loss + beta * temperature**2 * soft_loss + gamma * feature_loss
+    return {
+        "loss": loss,
+        "label_loss": label_loss,
+        "soft_loss": soft_loss,
+        "feature_loss": feature_loss,
+    }
+
+
+@dataclass(frozen=True)
+class ResolvedPair:
+    """A feature hint, checked: layer names and per-example output shapes."""
+
+    teacher_layer: str
+    student_layer: str
+    teacher_shape: tuple
+    student_shape: tuple
+
+    @property
+    def needs_projection(self) -> bool:
+        return self.teacher_shape[-1] != self.student_shape[-1]
+
+
+def _layer_output(model, name: str, which: str, field: str):
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        names = [layer.name for layer in model.layers]
+        raise ConfigError(
+            f"distiller.feature_pairs: {which} has no layer {name!r} (its layers: {names}); set "
+            f"{field} to one of them."
+        ) from None
+    try:
+        return layer.output
+    except AttributeError:
+        raise ConfigError(
+            f"distiller.feature_pairs: {which} layer {name!r} has several outputs or calls; "
+            "pick a layer used once."
+        ) from None
+
+
+def resolve_feature_pairs(teacher, student, pairs) -> list[ResolvedPair]:
+    """Checks the configured feature pairs against both models; ConfigError naming the problem."""
+    resolved = []
+    for index, pair in enumerate(pairs):
+        student_layer = pair.student_layer or pair.teacher_layer
+        where = f"feature_pairs[{index}]"
+        t_out = _layer_output(teacher, pair.teacher_layer, "the teacher", f"{where}.teacher_layer")
+        s_out = _layer_output(student, student_layer, "the student", f"{where}.student_layer")
+        t_shape, s_shape = tuple(t_out.shape[1:]), tuple(s_out.shape[1:])
+        if len(t_shape) != len(s_shape) or t_shape[:-1] != s_shape[:-1] or not t_shape:
+            raise ConfigError(
+                f"distiller.{where}: teacher layer {pair.teacher_layer!r} outputs {t_shape} and "
+                f"student layer {student_layer!r} outputs {s_shape}; all but the last (channel) "
+                "dimension must match."
+            )
+        resolved.append(ResolvedPair(pair.teacher_layer, student_layer, t_shape, s_shape))
+    return resolved
+
+
+def _features_model(model, layer_names: list[str], name: str):
+    if not layer_names:
+        return model
+    outputs = [model.outputs[0], *(model.get_layer(n).output for n in layer_names)]
+    return tf_keras.Model(model.inputs, outputs, name=name)
+
+
+class Distiller(tf_keras.Model):
+    """Trains ``student`` (a logits-output model) to mimic the frozen ``teacher``.
+
+    Compile with an optimizer only; ``fit`` reports loss, label_loss, soft_loss, feature_loss
+    (with gamma) and the student's accuracy, on train and eval data (``val_accuracy`` drives
+    early stopping). Calling the Distiller gives the student's logits.
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        *,
+        teacher_outputs_probabilities: bool,
+        alpha: float,
+        beta: float,
+        temperature: float,
+        gamma: float = 0.0,
+        feature_pairs: list[ResolvedPair] = (),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ConfigError(f"distiller.temperature must be > 0 (got {temperature}).")
+        teacher.trainable = False
+        self.student = student
+        self.teacher = teacher
+        self.teacher_outputs_probabilities = teacher_outputs_probabilities
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.temperature = float(temperature)
+        self.feature_pairs = list(feature_pairs)
+        self._student_features = _features_model(
+            student, [p.student_layer for p in self.feature_pairs], "student_features"
+        )
+        self._teacher_features = _features_model(
+            teacher, [p.teacher_layer for p in self.feature_pairs], "teacher_features"
+        )
+        self.projections = [
+            tf_keras.layers.Dense(p.teacher_shape[-1], dtype="float32", name=f"projection_{i}")
+            if p.needs_projection
+            else None
+            for i, p in enumerate(self.feature_pairs)
+        ]
+        # Built now, not in the first train step, so their variables exist before any
+        # tf.function or replica context (MirroredStrategy) sees them.
+        for projection, pair in zip(self.projections, self.feature_pairs, strict=True):
+            if projection is not None:
+                projection.build((None, *pair.student_shape))
+        self._loss_trackers = {
+            key: tf_keras.metrics.Mean(name=key)
+            for key in ("loss", "label_loss", "soft_loss", "feature_loss")
+            if key != "feature_loss" or self.feature_pairs
+        }
+        self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [*self._loss_trackers.values(), self.accuracy]
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _logits_and_features(self, outputs):
+        if not self.feature_pairs:
+            return outputs, []
+        return outputs[0], list(outputs[1:])
+
+    def _distillation_losses(self, x, y, training: bool) -> tuple[dict, tf.Tensor]:
+        teacher_out, teacher_feats = self._logits_and_features(
+            self._teacher_features(x, training=False)
+        )
+        teacher_logits = (
+            teacher_logits_from_probabilities(teacher_out)
+            if self.teacher_outputs_probabilities
+            else teacher_out
+        )
+        student_logits, student_feats = self._logits_and_features(
+            self._student_features(x, training=training)
+        )
+        pairs = []
+        for projection, s_feat, t_feat in zip(
+            self.projections, student_feats, teacher_feats, strict=True
+        ):
+            s_feat = tf.cast(s_feat, tf.float32)
+            pairs.append((projection(s_feat) if projection else s_feat, t_feat))
+        parts = distillation_loss(
+            y,
+            student_logits,
+            teacher_logits,
+            self.alpha,
+            self.beta,
+            self.temperature,
+            self.gamma,
+            pairs,
+        )
+        return parts, student_logits
+
+    def _record_metrics(self, parts: dict, y, student_logits) -> dict:
+        for key, tracker in self._loss_trackers.items():
+            tracker.update_state(parts[key])
+        self.accuracy.update_state(y, student_logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            parts, student_logits = self._distillation_losses(x, y, training=True)
+            # Gradients are summed over replicas: scale the per-replica mean loss accordingly.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = parts["loss"] / replicas
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
+        return self._record_metrics(parts, y, student_logits)
+
+    def test_step(self, data):
+        x, y = data
+        parts, student_logits = self._distillation_losses(x, y, training=False)
+        return self._record_metrics(parts, y, student_logits)

@@ -1,0 +1,286 @@
+"""Knowledge distillation on plain paths and objects (no TFX here).
+
+:func:`distill` loads the teacher, builds the student (automatic or from a module file), checks
+everything that can be checked before training, trains the student against the frozen teacher,
+optionally trains the same student on labels alone for comparison, and returns the student (with
+the teacher's output convention) and a JSON-ready record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from components.common import examples as examples_lib
+from components.common import model_io, training
+from components.common.examples import DataConfig
+from components.distiller import student as student_lib
+from components.distiller.config import DistillerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillResult:
+    """The trained student (as it is saved) and the record of how it was made."""
+
+    student: object
+    record: dict
+
+
+def check_before_loading(config: DistillerConfig) -> None:
+    """Checks that need no model: the student module file defines build_student."""
+    if config.module_file:
+        student_lib.load_build_student(config.module_file)
+
+
+def use_mixed_precision(asked: bool) -> bool:
+    """mixed_float16 only when asked for and a GPU is present; says so when it is ignored."""
+    if not asked:
+        return False
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        log.warning(
+            "distiller: training.mixed_precision=true is ignored: no GPU is present, so the "
+            "student trains in float32 (mixed_float16 is slower than float32 on CPU)."
+        )
+        return False
+    return True
+
+
+def _make_optimizer(config: DistillerConfig, steps_per_epoch: int, mixed: bool):
+    import tf_keras
+
+    train = config.training
+    schedule = training.warmup_cosine_schedule(
+        train.learning_rate,
+        total_steps=max(train.epochs, 1) * steps_per_epoch,
+        warmup_steps=round(train.warmup_epochs * steps_per_epoch),
+        final_learning_rate_fraction=train.final_learning_rate_fraction,
+    )
+    optimizer = training.make_optimizer(train, learning_rate=schedule)
+    if mixed:
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _build_student(config: DistillerConfig, teacher):
+    if config.module_file:
+        return student_lib.build_module_student(config.module_file, teacher)
+    return student_lib.build_auto_student(teacher, config.student_width_multiplier, config.depth)
+
+
+def _fresh_copy(student, config: DistillerConfig, teacher, initial_weights):
+    """The same student architecture with the same initial weights (for the label-only run)."""
+    import tf_keras
+
+    try:
+        twin = tf_keras.models.clone_model(student)
+    except (ValueError, TypeError, NotImplementedError):
+        twin, _ = _build_student(config, teacher)
+    twin.set_weights(initial_weights)
+    return twin
+
+
+def _train_dataset(examples_uri, data, teacher, config: DistillerConfig):
+    train = config.training
+    return examples_lib.make_dataset(
+        examples_uri,
+        data.train_split,
+        data,
+        teacher,
+        batch_size=train.batch_size,
+        shuffle=True,
+        seed=train.seed,
+        limit=train.max_train_examples,
+    )
+
+
+def _label_only(
+    student, teacher, config, initial_weights, examples_uri, data, eval_ds, steps, mixed, strategy
+):
+    """Trains the same student on labels alone: same epochs, seed, data order and schedule."""
+    import tf_keras
+
+    with strategy.scope():
+        tf_keras.utils.set_random_seed(config.training.seed)
+        train_ds = _train_dataset(examples_uri, data, teacher, config)
+        baseline = _fresh_copy(student, config, teacher, initial_weights)
+        probabilities = training.outputs_probabilities(baseline)
+        twin, shares = student_lib.training_copy(baseline, probabilities, mixed)
+        twin.compile(
+            optimizer=_make_optimizer(config, steps, mixed),
+            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    run = training.fit(twin, train_ds, eval_ds, config.training, name="label-only student")
+    if not shares:
+        baseline.set_weights(twin.get_weights())
+    return {
+        "eval_accuracy": training.accuracy(baseline, eval_ds),
+        "epochs_run": run["epochs_run"],
+        "wall_time_s": run["wall_time_s"],
+        "history": run["history"],
+    }
+
+
+def distill(
+    teacher_uri: str, examples_uri: str, data: DataConfig, config: DistillerConfig
+) -> DistillResult:
+    """Distils the teacher at ``teacher_uri`` into a student; see the module docstring.
+
+    Raises:
+      ConfigError, ModelInputError, DataError: before any training, naming the problem.
+    """
+    started = time.time()
+    check_before_loading(config)
+    import tensorflow as tf
+    import tf_keras
+
+    from components.distiller import distill as distill_lib
+
+    training.skip_autograph_for_tf_keras()
+    train_cfg = config.training
+    mixed = use_mixed_precision(train_cfg.mixed_precision)
+    strategy = training.make_strategy(train_cfg.strategy)
+    with strategy.scope():
+        teacher = model_io.load_keras_model(teacher_uri)
+    teacher_probabilities = (
+        training.outputs_probabilities(teacher)
+        if config.teacher_outputs == "auto"
+        else config.teacher_outputs == "probabilities"
+    )
+    # Data problems surface here (make_dataset checks the mapping), before any model is built.
+    eval_ds = examples_lib.make_dataset(
+        examples_uri, data.eval_split, data, teacher, batch_size=256, limit=config.max_eval_examples
+    )
+    train_examples = examples_lib.count_examples(examples_uri, data.train_split)
+    if train_cfg.max_train_examples:
+        train_examples = min(train_examples, train_cfg.max_train_examples)
+    steps = max(math.ceil(train_examples / train_cfg.batch_size), 1)
+
+    with strategy.scope():
+        # The global seed fixes the data order (with the shuffle's own seed) and the initial
+        # weights; the label-only run sets it again to get the same order.
+        tf_keras.utils.set_random_seed(train_cfg.seed)
+        train_ds = _train_dataset(examples_uri, data, teacher, config)
+        student, report = _build_student(config, teacher)
+        student_lib.check_compatible(teacher, student)
+        pairs = distill_lib.resolve_feature_pairs(teacher, student, config.feature_pairs)
+        initial_weights = student.get_weights()
+        student_probabilities = training.outputs_probabilities(student)
+        twin, shares = student_lib.training_copy(student, student_probabilities, mixed)
+        distiller = distill_lib.Distiller(
+            twin,
+            teacher,
+            teacher_outputs_probabilities=teacher_probabilities,
+            alpha=config.alpha,
+            beta=config.beta,
+            gamma=config.gamma,
+            temperature=config.temperature,
+            feature_pairs=pairs,
+        )
+        distiller.compile(optimizer=_make_optimizer(config, steps, mixed))
+    log.warning(
+        "distiller: teacher %d params -> student %d params (%s); %d train examples, %d steps/epoch",
+        teacher.count_params(),
+        student.count_params(),
+        report.source,
+        train_examples,
+        steps,
+    )
+    run = training.fit(distiller, train_ds, eval_ds, train_cfg, name="distillation")
+    if not shares:
+        student.set_weights(twin.get_weights())
+    if report.source == "module_file":
+        student = student_lib.match_output_convention(
+            student, student_probabilities, teacher_probabilities
+        )
+
+    teacher_accuracy = training.accuracy(teacher, eval_ds)
+    student_accuracy = training.accuracy(student, eval_ds)
+    label_only = None
+    if config.label_only_baseline:
+        label_only = _label_only(
+            student,
+            teacher,
+            config,
+            initial_weights,
+            examples_uri,
+            data,
+            eval_ds,
+            steps,
+            mixed,
+            strategy,
+        )
+    eval_examples = sum(int(y.shape[0]) for _, y in eval_ds)
+    teacher_params, student_params = teacher.count_params(), student.count_params()
+    record = {
+        "teacher": {
+            "uri": teacher_uri,
+            "parameters": teacher_params,
+            "eval_accuracy": teacher_accuracy,
+            "outputs": "probabilities" if teacher_probabilities else "logits",
+        },
+        "student": {
+            "parameters": student_params,
+            "eval_accuracy": student_accuracy,
+            "outputs": "probabilities" if training.outputs_probabilities(student) else "logits",
+            "architecture": report.as_dict(),
+        },
+        "parameter_ratio": student_params / teacher_params,
+        "accuracy_gap": teacher_accuracy - student_accuracy,
+        "label_only": label_only,
+        "distillation_gain": (
+            student_accuracy - label_only["eval_accuracy"] if label_only else None
+        ),
+        "loss": {
+            "alpha": config.alpha,
+            "beta": config.beta,
+            "gamma": config.gamma,
+            "temperature": config.temperature,
+            "feature_pairs": [p.__dict__ for p in pairs],
+        },
+        "training": {
+            "config": train_cfg.model_dump(),
+            "epochs_run": run["epochs_run"],
+            "wall_time_s": run["wall_time_s"],
+            "train_examples": train_examples,
+            "steps_per_epoch": steps,
+            "mixed_precision": mixed,
+            "replicas": strategy.num_replicas_in_sync,
+            "history": run["history"],
+        },
+        "eval_examples": eval_examples,
+        "tensorflow_version": tf.__version__,
+        "wall_time_s": time.time() - started,
+    }
+    log.warning("distiller: %s", key_numbers(record))
+    return DistillResult(student, record)
+
+
+def key_numbers(record: dict) -> dict:
+    """The figures stored as custom properties on the student Model artifact."""
+    label_only = record.get("label_only") or {}
+    return {
+        "teacher_parameters": record["teacher"]["parameters"],
+        "student_parameters": record["student"]["parameters"],
+        "parameter_ratio": record["parameter_ratio"],
+        "teacher_accuracy": record["teacher"]["eval_accuracy"],
+        "accuracy": record["student"]["eval_accuracy"],
+        "accuracy_gap": record["accuracy_gap"],
+        "label_only_accuracy": label_only.get("eval_accuracy"),
+        "distillation_gain": record.get("distillation_gain"),
+        "alpha": record["loss"]["alpha"],
+        "beta": record["loss"]["beta"],
+        "gamma": record["loss"]["gamma"],
+        "temperature": record["loss"]["temperature"],
+        "epochs": record["training"]["config"]["epochs"],
+        "epochs_run": record["training"]["epochs_run"],
+        "wall_time_s": record["training"]["wall_time_s"],
+        "total_wall_time_s": record["wall_time_s"],
+        "eval_examples": record["eval_examples"],
+    }

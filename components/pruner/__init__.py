@@ -1,0 +1,1 @@
+"""Pruner: fine-tunes a model into a sparse one (magnitude pruning, tensorflow-model-optimization)."""

@@ -1,0 +1,45 @@
+"""Pruner executor: TFX glue around :func:`components.pruner.pruner.run`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.common import properties
+from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
+from components.common.examples import DataConfig
+from components.pruner import pruner
+from components.pruner.config import PrunerConfig
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+# TFX wants input and output names distinct: the pruned model is 'pruned_model'.
+OUTPUT_MODEL_KEY = "pruned_model"
+log = logging.getLogger(__name__)
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes the pruned model (``Format-Serving/``), ``pruning.json``, the fine-tuning history
+    and the key numbers as custom properties of the output Model."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        config = PrunerConfig.parse(exec_properties[CONFIG_KEY], where="pruner")
+        data = DataConfig.parse(exec_properties.get(DATA_CONFIG_KEY), where="data")
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
+        output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
+
+        # run() writes the output only once everything that can fail has succeeded.
+        record = pruner.run(model.uri, examples_uri, data, config, output.uri)
+        numbers = pruner.key_numbers(record)
+        numbers["input_model_artifact_id"] = model.id
+        properties.set_properties(output, numbers)
+        log.info("pruned %s: %s", model.uri, numbers)

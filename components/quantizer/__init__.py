@@ -1,0 +1,1 @@
+"""Quantizer: post-training quantization, QAT and the collaborative schemes, to a verified TFLite."""

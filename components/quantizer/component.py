@@ -1,0 +1,68 @@
+"""Quantizer TFX component: a Model and Examples in, a quantized ``Model`` (TFLite + SavedModel) out."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+
+from components.common.component_base import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    config_json,
+    data_config_json,
+    json_parameter,
+)
+from components.common.examples import DataConfig
+from components.quantizer import executor
+from components.quantizer.config import QuantizerConfig
+from components.quantizer.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
+
+__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "Quantizer", "QuantizerSpec"]
+
+
+class QuantizerSpec(ComponentSpec):
+    """Inputs, outputs and parameters of the Quantizer."""
+
+    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
+    INPUTS = {
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+
+
+class Quantizer(base_component.BaseComponent):
+    """Quantizes a model to a verified TFLite flatbuffer beside a SavedModel (one mode per run).
+
+    The output Model (``outputs['quantized_model']``; TFX needs output names distinct from the
+    input ``model``) holds ``Format-TFLite/model.tflite``, ``Format-Serving/`` and
+    ``quantization.json``. The train split calibrates (full_int8, int16x8) and fine-tunes (qat, pqat, cqat, pcqat); the
+    eval split verifies the flatbuffer and measures its accuracy. Chain it after a Trainer, the
+    Pruner or the Clusterer; run several instances for several candidate modes.
+
+    Example:
+      quantizer = Quantizer(model=clusterer.outputs['clustered_model'],
+                            examples=example_gen.outputs['examples'],
+                            config={'mode': 'pcqat', 'fine_tuning': {'epochs': 2}})
+    """
+
+    SPEC_CLASS = QuantizerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel,
+        config: QuantizerConfig | dict | None = None,
+        data_config: DataConfig | dict | None = None,
+    ):
+        spec = QuantizerSpec(
+            model=model,
+            examples=examples,
+            config=config_json(config, QuantizerConfig, "quantizer"),
+            data_config=data_config_json(data_config),
+            **{OUTPUT_MODEL_KEY: types.Channel(type=standard_artifacts.Model)},
+        )
+        super().__init__(spec=spec)

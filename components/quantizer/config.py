@@ -1,0 +1,130 @@
+"""Quantizer configuration: one quantization mode per run, validated when the pipeline is built."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from components.common.config import StrictModel
+from components.common.training import FineTuneConfig
+
+Mode = Literal[
+    "none", "dynamic_range", "float16", "full_int8", "int16x8", "qat", "pqat", "cqat", "pcqat"
+]
+
+#: Post-training modes calibrated on a representative sample of the train split.
+CALIBRATED_MODES = frozenset({"full_int8", "int16x8"})
+#: Quantization-aware training modes (fine-tuned with fake-quant, then converted to int8).
+QAT_MODES = frozenset({"qat", "pqat", "cqat", "pcqat"})
+#: Modes whose activations are integers (so integer-only I/O and per-layer exclusions apply).
+INTEGER_MODES = CALIBRATED_MODES | QAT_MODES
+#: Modes that must keep the input's sparsity / clusters (and so require a pruned / clustered input).
+SPARSITY_PRESERVING_MODES = frozenset({"pqat", "pcqat"})
+CLUSTER_PRESERVING_MODES = frozenset({"cqat", "pcqat"})
+
+#: Calibration sample size when none is configured (the TFLite guide's order of magnitude).
+DEFAULT_REPRESENTATIVE_SAMPLES = 100
+
+#: Default verification tolerance per mode: the largest allowed |flatbuffer - Keras| on one eval
+#: example, relative to max(1, |Keras output|). Float modes should agree to rounding; int8 modes
+#: to a few output quantization steps.
+DEFAULT_TOLERANCES = {
+    "none": 1e-4,
+    "float16": 1e-2,
+    "dynamic_range": 5e-2,
+    "int16x8": 5e-2,
+    "full_int8": 1e-1,
+    "qat": 1e-1,
+    "pqat": 1e-1,
+    "cqat": 1e-1,
+    "pcqat": 1e-1,
+}
+
+
+class QuantizerConfig(StrictModel):
+    """How a model is quantized and converted to TFLite."""
+
+    mode: Mode = pydantic.Field(
+        "full_int8",
+        description="none (float32), dynamic_range (int8 weights), float16, full_int8 (int8 "
+        "weights and activations, calibrated), int16x8 (16-bit activations, 8-bit weights), qat "
+        "(quantization-aware training), pqat / cqat / pcqat (QAT that keeps sparsity / "
+        "clusters / both).",
+    )
+    representative_samples: int | None = pydantic.Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Train examples used to calibrate activation ranges (full_int8, int16x8). "
+        f"Default: {DEFAULT_REPRESENTATIVE_SAMPLES}, or the whole train split when smaller; a "
+        "value larger than the split is an error.",
+    )
+    integer_only_io: bool = pydantic.Field(
+        False,
+        description="Integer input and output tensors (int8; int16 for int16x8) instead of "
+        "float, for integer-only accelerators. Integer modes only.",
+    )
+    fine_tuning: FineTuneConfig = pydantic.Field(
+        default_factory=FineTuneConfig, description="QAT fine-tuning (qat, pqat, cqat, pcqat)."
+    )
+    exclude_layers: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Keras layer names left in float (integer modes): layers without an int8 "
+        "kernel or too sensitive to quantize.",
+    )
+    verify_tolerance: float | None = pydantic.Field(
+        None,
+        gt=0,
+        description="Largest allowed |flatbuffer - Keras| output difference on one eval example, "
+        "relative to max(1, |Keras output|). Default: per mode (DEFAULT_TOLERANCES).",
+    )
+    min_input_sparsity: float = pydantic.Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="pqat / pcqat: least kernel sparsity the input needs to count as pruned.",
+    )
+    max_cluster_values: int = pydantic.Field(
+        256,
+        ge=2,
+        le=65_536,
+        description="cqat / pcqat: a kernel counts as clustered when it holds at most this many "
+        "distinct non-zero values (and at most half as many as non-zero elements).",
+    )
+    max_eval_examples: int | None = pydantic.Field(
+        None, ge=1, description="Cap on eval examples for accuracy (default: the whole split)."
+    )
+
+    @pydantic.field_validator("exclude_layers")
+    @classmethod
+    def _distinct_names(cls, names: list[str]) -> list[str]:
+        if any(not n for n in names):
+            raise ValueError("layer names must be non-empty")
+        if len(set(names)) != len(names):
+            raise ValueError("layer names must be distinct")
+        return names
+
+    @pydantic.model_validator(mode="after")
+    def _fits_mode(self) -> QuantizerConfig:
+        integer = sorted(INTEGER_MODES)
+        if self.integer_only_io and self.mode not in INTEGER_MODES:
+            raise ValueError(
+                f"integer_only_io applies to the integer modes {integer}, not mode "
+                f"{self.mode!r} (its activations are float)"
+            )
+        if self.exclude_layers and self.mode not in INTEGER_MODES:
+            raise ValueError(
+                f"exclude_layers applies to the integer modes {integer}, not mode {self.mode!r}"
+            )
+        if self.mode in QAT_MODES and self.fine_tuning.epochs == 0:
+            raise ValueError(
+                f"mode {self.mode!r} learns activation ranges while training: set "
+                "fine_tuning.epochs >= 1 (or use full_int8 for calibration without training)"
+            )
+        return self
+
+    @property
+    def tolerance(self) -> float:
+        """The verification tolerance in force (configured, else the mode's default)."""
+        return self.verify_tolerance or DEFAULT_TOLERANCES[self.mode]

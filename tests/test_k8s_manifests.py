@@ -1,0 +1,253 @@
+"""k8s/: the overlays render with kustomize, validate against the Kubernetes schemas, and hold together.
+
+Rendering uses ``kubectl kustomize`` (or a standalone ``kustomize build``); schema validation uses the
+``kubernetes-validate`` package, offline, in strict mode (unknown fields are errors). Beyond the
+schemas, the tests check what a cluster would only reveal at run time: references between objects,
+the restricted Pod Security profile, least-privilege RBAC, and that no key material is in the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K8S = os.path.join(REPO_ROOT, "k8s")
+OVERLAYS = ("local", "cloud")
+KUBERNETES_VERSION = "1.30.0"
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+
+
+def _renderer() -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    return None
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):
+    """(overlay, [objects]) for each overlay, rendered by kustomize."""
+    command = _renderer()
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize is installed: cannot render the overlays")
+    proc = subprocess.run(
+        [*command, os.path.join(K8S, "overlays", request.param)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    objects = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    assert objects
+    return request.param, objects
+
+
+def _by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def _pod_specs(objects: list[dict]):
+    for obj in objects:
+        if obj["kind"] in WORKLOADS:
+            yield obj["metadata"]["name"], obj["spec"]["template"]
+
+
+def test_manifests_validate_against_the_kubernetes_schemas(rendered):
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="add kubernetes-validate to the dev dependencies"
+    )
+    overlay, objects = rendered
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except Exception as e:  # ValidationError, or an unknown kind/version
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {str(e).splitlines()[0]}")
+    assert not errors, f"{overlay}:\n" + "\n".join(errors)
+
+
+def test_the_schema_check_is_strict():
+    """The validator really rejects a misspelt field (so a passing check means something)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    with open(os.path.join(K8S, "base", "watcher.yaml")) as f:
+        deployment = yaml.safe_load(f)
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolicyy"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_pod_meets_the_restricted_pod_security_profile(rendered):
+    overlay, objects = rendered
+    (namespace,) = _by_kind(objects, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = dict(_pod_specs(objects))
+    assert set(pods) == {"tfxopt-watcher", "tfxopt-serving", "tfxopt-ota"}
+    for name, template in pods.items():
+        spec = template["spec"]
+        security = spec["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, name
+        assert security["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{overlay}:{name}/{container['name']}"
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            for side in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][side]), where
+
+
+def test_references_between_objects_resolve(rendered):
+    overlay, objects = rendered
+    config_maps = _by_kind(objects, "ConfigMap")
+    claims = _by_kind(objects, "PersistentVolumeClaim")
+    accounts = _by_kind(objects, "ServiceAccount")
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
+    assert namespaces == set(_by_kind(objects, "Namespace"))  # everything in our namespace
+    for name, template in _pod_specs(objects):
+        spec = template["spec"]
+        assert spec["serviceAccountName"] in accounts, name
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for volume in volumes.values():
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, (overlay, name, volume)
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert claim in claims, (overlay, name, volume)
+            assert "secret" not in volume, "secrets are mounted into pipeline steps by KFP only"
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, (overlay, name, mount)
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in config_maps, (overlay, name)
+    deployments = _by_kind(objects, "Deployment")
+    for service in _by_kind(objects, "Service").values():
+        selector = service["spec"]["selector"]
+        targets = [
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(targets) == 1, service["metadata"]["name"]
+        ports = {
+            p["name"]
+            for c in targets[0]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+
+
+def test_rbac_is_least_privilege(rendered):
+    _, objects = rendered
+    roles = list(_by_kind(objects, "Role").values())
+    assert not _by_kind(objects, "ClusterRole") and not _by_kind(objects, "ClusterRoleBinding")
+    for role in roles:
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == ["pipelines.kubeflow.org"]
+            assert set(rule["resources"]) <= {"runs", "experiments"}
+            assert set(rule["verbs"]) <= {"get", "list", "create"}
+    (binding,) = _by_kind(objects, "RoleBinding").values()
+    assert binding["roleRef"]["name"] in _by_kind(objects, "Role")
+    assert [s["name"] for s in binding["subjects"]] == ["tfxopt-watcher"]
+
+
+def test_the_signing_key_is_referenced_never_inlined(rendered):
+    _, objects = rendered
+    assert not _by_kind(objects, "Secret"), "the signing-key Secret is created out of band"
+    text = yaml.safe_dump_all(objects)
+    assert not re.search(r"PRIVATE KEY|BEGIN [A-Z ]+KEY", text)
+    for root, _, files in os.walk(K8S):
+        for name in files:
+            with open(os.path.join(root, name), errors="replace") as f:
+                assert "PRIVATE KEY-----" not in f.read(), name
+
+
+def test_watcher_serving_and_ota_are_wired(rendered):
+    overlay, objects = rendered
+    deployments = _by_kind(objects, "Deployment")
+    watcher = deployments["tfxopt-watcher"]["spec"]
+    assert watcher["replicas"] == 1 and watcher["strategy"]["type"] == "Recreate"
+    (container,) = watcher["template"]["spec"]["containers"]
+    assert container["command"] == ["tfxopt", "watch"]
+    assert "--submitter=kfp" in container["args"]
+    assert "--state-dir=/var/lib/tfxopt-watcher" in container["args"]
+    env_map = next(
+        cm
+        for name, cm in _by_kind(objects, "ConfigMap").items()
+        if name.startswith("tfxopt-watcher-env")
+    )["data"]
+    prefix = env_map["CHECKPOINT_PREFIX"]
+    assert prefix.startswith("gs://") if overlay == "cloud" else prefix == "/checkpoints"
+    assert env_map["KFP_HOST"].startswith("http")
+    token = next(v for v in watcher["template"]["spec"]["volumes"] if v["name"] == "kfp-token")
+    (source,) = token["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+
+    serving = deployments["tfxopt-serving"]["spec"]["template"]["spec"]
+    (tfs,) = serving["containers"]
+    assert "--model_config_file=$(MODEL_CONFIG_FILE)" in tfs["args"]
+    config_file = next(e["value"] for e in tfs["env"] if e["name"] == "MODEL_CONFIG_FILE")
+    assert (
+        config_file.startswith("gs://") if overlay == "cloud" else config_file.startswith("/models")
+    )
+    ota = deployments["tfxopt-ota"]["spec"]["template"]["spec"]
+    channels = next(v for v in ota["volumes"] if v["name"] == "channels")
+    assert ("csi" in channels) if overlay == "cloud" else ("persistentVolumeClaim" in channels)
+
+
+def test_the_shipped_pipeline_configs_compile(rendered, tmp_path):
+    """The watcher compiles its ConfigMap's config at start: it must be valid and compile."""
+    from pipelines.kfp_commands import load_configs
+    from pipelines.kubeflow_runner import compile_pipeline, load_package
+
+    overlay, objects = rendered
+    config_map = next(
+        cm
+        for name, cm in _by_kind(objects, "ConfigMap").items()
+        if name.startswith("tfxopt-pipeline-config")
+    )
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(config_map["data"]["pipeline.yaml"])
+    config, kubeflow = load_configs(str(path))
+    assert kubeflow.pipeline_root.startswith("gs://")
+    package = compile_pipeline(config, str(tmp_path / "package.yaml"), kubeflow=kubeflow)
+    watcher = _by_kind(objects, "Deployment")["tfxopt-watcher"]
+    image = watcher["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == kubeflow.image  # steps run the image the watcher runs
+    assert load_package(package.path).pipeline_spec.pipeline_info.name == config.pipeline_name
+
+
+def test_dockerfile_builds_on_tfx_1_16_as_non_root_with_the_pins():
+    with open(os.path.join(K8S, "Dockerfile")) as f:
+        text = f.read()
+    instructions = [
+        line.split(None, 1)
+        for line in re.sub(r"\\\n", " ", text).splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    froms = [arg for op, arg in instructions if op == "FROM"]
+    assert froms == ["gcr.io/tfx-oss-public/tfx:1.16.0"]
+    users = [arg for op, arg in instructions if op == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+    env = " ".join(arg for op, arg in instructions if op == "ENV")
+    assert "TF_USE_LEGACY_KERAS=1" in env
+    runs = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert "python -m pip install -c requirements/constraints.txt ." in runs
+    # Everything the package installs is copied in, and let through the build context filter.
+    with open(os.path.join(REPO_ROOT, "pyproject.toml")) as f:
+        include = re.search(r"include = \[([^\]]*)\]", f.read()).group(1)
+    packages = {p.strip().strip('"').rstrip("*") for p in include.split(",") if p.strip()}
+    copied = {arg.split()[0].rstrip("/") for op, arg in instructions if op == "COPY"}
+    assert packages <= copied, packages - copied
+    assert "tfxopt" in copied  # the artifact types' import path (see tfxopt/__init__.py)
+    with open(os.path.join(K8S, "Dockerfile.dockerignore")) as f:
+        allowed = {line[1:].rstrip("/") for line in f.read().splitlines() if line.startswith("!")}
+    assert copied <= allowed, copied - allowed

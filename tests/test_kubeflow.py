@@ -1,0 +1,603 @@
+"""Kubeflow Pipelines: compile, the golden spec, kfp's loader, step-by-step runs, submit and schedule.
+
+There is no cluster here, so what the cluster would do is done in its place: kfp's own package loader
+reads the compiled package; :mod:`tests.kfp_emulator` runs each step through TFX's v2 container
+entrypoint in a clean subprocess, as the KFP launcher would; a fake KFP REST server receives what
+``kfp.Client`` sends.
+
+The golden file ``tests/golden/kfp_pipeline.yaml`` is the compiled package for ``GOLDEN_KUBEFLOW``
+with ``sdkVersion`` blanked. The pipeline grows with the components, so when the factory changes,
+regenerate it and review the diff::
+
+    UPDATE_GOLDEN=1 TFXOPT_REFERENCE_DIR=/tmp/ref .venv/bin/python -m pytest tests/test_kubeflow.py -k golden
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from components.common.errors import ConfigError
+from pipelines.config import PipelineConfig
+from pipelines.kubeflow_config import KubeflowConfig, StepSettings
+from tests.fake_kfp import FakeKfp
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(REPO_ROOT, "tests", "golden", "kfp_pipeline.yaml")
+GOLDEN_KUBEFLOW = {
+    "image": "tfx-optimize:golden",
+    "pipeline_root": "gs://tfxopt-golden/root",
+    "examples_uri": "gs://tfxopt-golden/examples",
+    "defaults": {"cpu_request": 1, "memory_request_gb": 2, "memory_limit_gb": 4},
+    "steps": {
+        "ExampleGen": {"memory_limit_gb": 8},
+        "*Profiler": {
+            "node_selector": {"cloud.google.com/gke-nodepool": "target-hw"},
+            "tolerations": [{"key": "target-hw", "operator": "Exists", "effect": "NoSchedule"}],
+            "cpu_limit": 2,
+            "env": {"OMP_NUM_THREADS": "1"},
+        },
+    },
+    # Any container step shows the mechanism; a real config names the signing Pusher ("*Pusher*").
+    "signing_key": {"secret_name": "tfxopt-ota-signing-key", "steps": ["BaselineProfiler"]},
+}
+
+
+def _e2e_config(out_dir: str) -> dict:
+    """The whole chain, small: profile, one quantized candidate, the gate, a serving + OTA push.
+
+    Small enough for the step-by-step run to stay quick; the numbers are not what is tested.
+    """
+    from components.pusher import keys
+
+    key = os.path.join(out_dir, "keys", "ota.pem")
+    keys.write_keypair(key)
+    return {
+        "pipeline_name": "tfxopt-kfp-e2e",
+        "profiler": {
+            "warmup_runs": 2,
+            "timed_runs": 10,
+            "throughput_runs": 1,
+            "measure_memory": False,
+            "max_eval_examples": 100,
+        },
+        "profile_candidates": False,
+        "quantization": [{"mode": "dynamic_range"}],
+        "evaluator": {
+            "rules": {"max_accuracy_drop_points": 2.0},
+            "latency": {"warmup_runs": 2, "timed_runs": 10},
+        },
+        "pusher": {
+            "model_name": "digits",
+            "serving": [{"base_directory": os.path.join(out_dir, "serving")}],
+            "ota": [{"base_directory": os.path.join(out_dir, "ota"), "signing_key_path": key}],
+        },
+    }
+
+
+def _normalize(documents: list[dict]) -> list[dict]:
+    """Drops what changes between TFX releases without changing the pipeline (sdkVersion)."""
+    documents = json.loads(json.dumps(documents))
+    documents[0]["sdkVersion"] = "<normalized>"
+    return documents
+
+
+def _docs(path: str) -> list[dict]:
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The golden configuration compiled once (TFX import + compile)."""
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    path = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+    result = compile_pipeline(
+        PipelineConfig(), path, kubeflow=KubeflowConfig.parse(GOLDEN_KUBEFLOW)
+    )
+    return result
+
+
+# -- config -------------------------------------------------------------------------------------
+def test_step_settings_merge_defaults_then_patterns_in_order():
+    kubeflow = KubeflowConfig.parse(
+        {
+            "defaults": {"cpu_request": 1, "node_selector": {"pool": "cpu"}, "env": {"A": "1"}},
+            "steps": {
+                "*Profiler": {"node_selector": {"pool": "target-hw"}, "cpu_limit": 2},
+                "BaselineProfiler": {"gpu_count": 1, "env": {"B": "2"}},
+            },
+        }
+    )
+    base = kubeflow.settings_for("BaselineProfiler")
+    assert base.cpu_request == 1 and base.cpu_limit == 2 and base.gpu_count == 1
+    assert base.node_selector == {"pool": "target-hw"}
+    assert base.env == {"A": "1", "B": "2"}
+    other = kubeflow.settings_for("CandidateProfiler")
+    assert other.gpu_count is None and other.node_selector == {"pool": "target-hw"}
+    assert kubeflow.settings_for("ExampleGen") == StepSettings.parse(
+        {"cpu_request": 1, "node_selector": {"pool": "cpu"}, "env": {"A": "1"}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"defaults": {"cpu_request": 4, "cpu_limit": 2}}, "exceeds cpu_limit"),
+        ({"defaults": {"memory_request_gb": 9, "memory_limit_gb": 8}}, "exceeds memory_limit_gb"),
+        (
+            {"steps": {"X": {"node_selector": {"bad key!": "x"}}}},
+            "not a valid Kubernetes label key",
+        ),
+        ({"steps": {"X": {"env": {"TF_USE_LEGACY_KERAS": "0"}}}}, "do not override"),
+        ({"signing_key": {"secret_name": "Bad_Name"}}, "kubeflow.signing_key.secret_name"),
+        ({"signing_key": {"secret_key": "a/b"}}, "secret_key"),
+        ({"steps": {"X": {"tolerations": [{"operator": "Exists", "value": "v"}]}}}, "no value"),
+        ({"output_format": "xml"}, "kubeflow.output_format"),
+        ({"stepz": {}}, "unknown key"),
+    ],
+)
+def test_bad_kubeflow_config_names_the_field(section, message):
+    with pytest.raises(ConfigError, match=message):
+        KubeflowConfig.parse(section, where="kubeflow")
+
+
+# -- compile ------------------------------------------------------------------------------------
+def test_runtime_parameters_and_pipeline_root(compiled):
+    spec = compiled.pipeline_spec
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model_uri"] == {"parameterType": "STRING"}  # required per run
+    assert params["examples_uri"]["defaultValue"] == "gs://tfxopt-golden/examples"
+    assert spec["defaultPipelineRoot"] == "gs://tfxopt-golden/root"
+    tasks = spec["root"]["dag"]["tasks"]
+    # The checkpoint reaches the Importer and the Examples reach ExampleGen as run parameters.
+    wired = {
+        (task, name): value["componentInputParameter"]
+        for task, body in tasks.items()
+        for name, value in body.get("inputs", {}).get("parameters", {}).items()
+        if "componentInputParameter" in value
+    }
+    assert ("CheckpointImporter", "artifact_uri") in wired
+    assert wired[("CheckpointImporter", "artifact_uri")] == "model_uri"
+    assert wired[("ExampleGen", "input_base")] == "examples_uri"
+
+
+def test_step_settings_land_in_resources_env_and_platform_spec(compiled):
+    executors = compiled.pipeline_spec["deploymentSpec"]["executors"]
+    profiler = executors["BaselineProfiler_executor"]["container"]
+    assert profiler["image"] == "tfx-optimize:golden"
+    assert profiler["resources"] == {
+        "cpuRequest": 1.0,
+        "cpuLimit": 2.0,
+        "memoryRequest": 2.0,
+        "memoryLimit": 4.0,
+    }
+    assert profiler["env"] == [{"name": "OMP_NUM_THREADS", "value": "1"}]
+    assert executors["ExampleGen_executor"]["container"]["resources"]["memoryLimit"] == 8.0
+    k8s = compiled.platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"BaselineProfiler_executor"}
+    assert k8s["BaselineProfiler_executor"] == {
+        "nodeSelector": {"labels": {"cloud.google.com/gke-nodepool": "target-hw"}},
+        "tolerations": [{"key": "target-hw", "operator": "Exists", "effect": "NoSchedule"}],
+        "secretAsVolume": [
+            {"secretName": "tfxopt-ota-signing-key", "mountPath": "/var/run/secrets/tfxopt/signing"}
+        ],
+    }
+    text = open(compiled.path).read()
+    assert "BEGIN" not in text and "PRIVATE" not in text  # the key is referenced, never inlined
+
+
+def test_gpu_and_signing_key_as_env(tmp_path, compiled):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    kubeflow = KubeflowConfig.parse(
+        {
+            "steps": {
+                "BaselineProfiler": {"gpu_count": 2},
+                "*Profiler": {"volumes": [{"pvc_name": "tfxopt-ota", "mount_path": "/mnt/ota"}]},
+            },
+            "signing_key": {"expose_as": "env", "steps": ["Baseline*"]},
+        }
+    )
+    result = compile_pipeline(PipelineConfig(), str(tmp_path / "p.yaml"), kubeflow=kubeflow)
+    container = result.pipeline_spec["deploymentSpec"]["executors"]["BaselineProfiler_executor"]
+    assert container["container"]["resources"] == {
+        "accelerator": {"type": "nvidia.com/gpu", "count": 2}
+    }
+    k8s = result.platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["BaselineProfiler_executor"]["pvcMount"] == [
+        {"constant": "tfxopt-ota", "mountPath": "/mnt/ota"}
+    ]
+    assert k8s["BaselineProfiler_executor"]["secretAsEnv"] == [
+        {
+            "secretName": "tfxopt-ota-signing-key",
+            "keyToEnv": [{"secretKey": "private_key.pem", "envVar": "TFXOPT_SIGNING_KEY"}],
+        }
+    ]
+
+
+def test_a_pattern_that_matches_no_step_fails(tmp_path, compiled):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    for section, where in (
+        ({"steps": {"Profilr": {"cpu_limit": 1}}}, "kubeflow.steps"),
+        ({"steps": {"CheckpointImporter": {"cpu_limit": 1}}}, "kubeflow.steps"),
+        ({"signing_key": {"steps": ["*Pusher*"]}}, "kubeflow.signing_key.steps"),
+    ):
+        if where.endswith("signing_key.steps") and any(
+            "Pusher" in s for s in compiled.container_steps
+        ):
+            continue  # the pipeline has a Pusher now: the default pattern matches
+        path = tmp_path / "p.yaml"
+        with pytest.raises(ConfigError, match=where) as error:
+            compile_pipeline(PipelineConfig(), str(path), kubeflow=KubeflowConfig.parse(section))
+        assert "BaselineProfiler" in str(error.value)  # lists the steps there are
+        assert not path.exists()
+
+
+def test_golden_compiled_spec(compiled):
+    """The compiled package matches tests/golden/kfp_pipeline.yaml (UPDATE_GOLDEN=1 rewrites it)."""
+    actual = _normalize(_docs(compiled.path))
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+        with open(GOLDEN, "w") as f:
+            f.write(
+                "# Golden compiled KFP package (tests/test_kubeflow.py::GOLDEN_KUBEFLOW).\n"
+                "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py "
+                "-k golden\n"
+            )
+            yaml.safe_dump_all(actual, f, sort_keys=True)
+    assert os.path.exists(GOLDEN), "no golden file: run with UPDATE_GOLDEN=1 to create it"
+    expected = _docs(GOLDEN)
+    if actual != expected:
+        diff = difflib.unified_diff(
+            yaml.safe_dump_all(expected, sort_keys=True).splitlines(),
+            yaml.safe_dump_all(actual, sort_keys=True).splitlines(),
+            "golden",
+            "compiled",
+            lineterm="",
+            n=2,
+        )
+        pytest.fail(
+            "compiled spec differs from the golden file; if the change is intended, rerun with "
+            "UPDATE_GOLDEN=1 and review the diff:\n" + "\n".join(list(diff)[:200])
+        )
+
+
+def test_compiled_twice_is_identical(tmp_path, compiled):
+    from pipelines.kubeflow_runner import compile_pipeline
+
+    again = compile_pipeline(
+        PipelineConfig(),
+        str(tmp_path / "again.yaml"),
+        kubeflow=KubeflowConfig.parse(GOLDEN_KUBEFLOW),
+    )
+    assert open(again.path).read() == open(compiled.path).read()
+
+
+# -- kfp's loader -------------------------------------------------------------------------------
+def test_kfp_loader_accepts_the_package(compiled):
+    from kfp.client import client as kfp_client
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from pipelines.kubeflow_runner import load_package
+
+    doc = kfp_client._extract_pipeline_yaml(compiled.path)  # what kfp.Client submits
+    assert isinstance(doc.pipeline_spec, pipeline_spec_pb2.PipelineSpec)
+    assert set(doc.pipeline_spec.root.dag.tasks) >= {"ExampleGen", "CheckpointImporter"}
+    assert "kubernetes" in doc.platform_spec.platforms
+    assert doc.to_dict()["platform_spec"]["platforms"]["kubernetes"]  # sent along with the run
+    package = load_package(compiled.path)
+    assert "default" not in package.parameters["model_uri"]
+    assert package.parameters["examples_uri"]["default"] == "gs://tfxopt-golden/examples"
+
+
+def test_kfp_loader_rejects_a_broken_package(tmp_path, compiled):
+    from pipelines.kubeflow_runner import load_package
+
+    documents = _docs(compiled.path)
+    documents[0]["root"]["dag"]["tasks"]["ExampleGen"]["notAField"] = 1
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all(documents))
+    with pytest.raises(ConfigError, match="not a valid KFP pipeline package.*notAField"):
+        load_package(str(broken))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_package(str(tmp_path / "missing.yaml"))
+
+
+def test_every_executor_class_and_artifact_type_is_importable(compiled):
+    """What the container entrypoint imports, resolved the way it resolves them.
+
+    (The step-by-step test below imports them again in clean subprocesses, as the pods do.)
+    """
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entrypoint
+    from tfx.types.artifact import Artifact
+    from tfx.utils import import_utils
+
+    from pipelines.kubeflow_runner import executor_classes
+
+    classes = sorted(set(executor_classes(compiled.pipeline_spec).values()))
+    assert "components.profiler.executor.Executor" in classes
+    for path in classes:
+        executor = import_utils.import_class_by_path(path)
+        assert callable(getattr(executor, "Do", None)), path
+    type_names = set()
+    for component in compiled.pipeline_spec["components"].values():
+        for side in ("inputDefinitions", "outputDefinitions"):
+            for body in component.get(side, {}).get("artifacts", {}).values():
+                schema = pipeline_spec_pb2.ArtifactTypeSchema(
+                    instance_schema=body["artifactType"]["instanceSchema"]
+                )
+                cls = import_utils.import_class_by_path(entrypoint._retrieve_class_path(schema))
+                assert issubclass(cls, Artifact)
+                type_names.add(cls.TYPE_NAME)
+    assert "tfxopt.ModelProfile" in type_names  # custom types resolve through the tfxopt module
+
+
+def test_json_package_for_vertex(tmp_path, compiled):
+    from pipelines.kubeflow_runner import compile_pipeline, load_package
+
+    kubeflow = KubeflowConfig.parse(
+        {
+            "pipeline_root": "gs://b/root",
+            "examples_uri": "gs://b/examples",
+            "steps": {"*Profiler": {"gpu_count": 1, "gpu_type": "NVIDIA_TESLA_T4"}},
+        }
+    )
+    result = compile_pipeline(PipelineConfig(), str(tmp_path / "job.json"), kubeflow=kubeflow)
+    job = json.loads(open(result.path).read())
+    assert job["runtimeConfig"] == {
+        "gcsOutputDirectory": "gs://b/root",
+        "parameterValues": {"examples_uri": "gs://b/examples"},
+    }
+    profiler = job["pipelineSpec"]["deploymentSpec"]["executors"]["BaselineProfiler_executor"]
+    assert profiler["container"]["resources"]["accelerator"] == {
+        "type": "NVIDIA_TESLA_T4",
+        "count": 1,
+    }
+    assert load_package(result.path).output_format == "json"
+    # Kubernetes-only settings cannot travel in a Vertex PipelineJob: refused, not dropped.
+    k8s_only = KubeflowConfig.parse({"steps": {"*Profiler": {"node_selector": {"a": "b"}}}})
+    with pytest.raises(ConfigError, match="Vertex"):
+        compile_pipeline(PipelineConfig(), str(tmp_path / "k8s.json"), kubeflow=k8s_only)
+    with pytest.raises(ConfigError, match="gpu_type"):
+        compile_pipeline(
+            PipelineConfig(),
+            str(tmp_path / "gpu.json"),
+            kubeflow=KubeflowConfig.parse({"steps": {"*Profiler": {"gpu_count": 1}}}),
+        )
+    with pytest.raises(ConfigError, match="does not match the file name"):
+        compile_pipeline(PipelineConfig(), str(tmp_path / "x.yaml"), output_format="json")
+
+
+# -- the compiled pipeline, step by step --------------------------------------------------------
+@pytest.mark.e2e
+def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, reference_data):
+    """Every step of the package runs via kubeflow_v2_run_executor, outputs wired to inputs.
+
+    The compiled pipeline (baseline profile, a quantized candidate, the gate, the pusher) runs
+    without Kubernetes on a local pipeline root, each step in a clean subprocess as in its pod.
+    """
+    from google.protobuf import json_format
+
+    from pipelines.kubeflow_runner import compile_pipeline, load_package
+    from tests.kfp_emulator import KfpEmulator
+
+    config = PipelineConfig.parse(_e2e_config(str(tmp_path)))
+    package = compile_pipeline(config, str(tmp_path / "pipeline.yaml"))
+    spec = json_format.MessageToDict(load_package(package.path).pipeline_spec)  # as kfp read it
+    assert {"Evaluator", "Pusher"} <= set(package.container_steps)
+    root = str(tmp_path / "root")
+    emulator = KfpEmulator(
+        spec,
+        root,
+        {"model_uri": reference_data["model"], "examples_uri": reference_data["examples"]},
+        cwd=REPO_ROOT,
+        max_parallel=2,
+    )
+    started = time.time()
+    results = emulator.run()
+    print(
+        f"\nstep-by-step run: {time.time() - started:.0f}s; "
+        + ", ".join(f"{name} {r.seconds:.0f}s" for name, r in sorted(results.items()))
+    )
+    assert set(results) == set(spec["root"]["dag"]["tasks"])
+
+    importer = results["CheckpointImporter"].artifacts["result"][0]
+    assert importer["uri"] == reference_data["model"]
+    examples = results["ExampleGen"].artifacts["examples"][0]
+    assert examples["uri"].startswith(root)
+    assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval"]
+    for split in ("train", "eval"):
+        assert os.listdir(os.path.join(examples["uri"], f"Split-{split}"))
+
+    # The Profiler got both artifacts through its ExecutorInput and reported its numbers back.
+    profiler_input = results["BaselineProfiler"].executor_input["inputs"]
+    assert profiler_input["artifacts"]["model"]["artifacts"][0]["uri"] == reference_data["model"]
+    assert profiler_input["artifacts"]["examples"]["artifacts"][0]["uri"] == examples["uri"]
+    profile = results["BaselineProfiler"].artifacts["profile"][0]
+    with open(os.path.join(profile["uri"], "profile.json")) as f:
+        record = json.load(f)
+    assert record["parameters"]["total_parameters"] == profile["metadata"]["total_parameters"]
+    assert profile["metadata"]["total_parameters"] == 89930
+    assert 0 < profile["metadata"]["latency_p50_ms"] <= profile["metadata"]["latency_p99_ms"]
+
+    # The gate blessed the candidate and the pusher pushed it, to serving and to the OTA channel.
+    (blessing,) = results["Evaluator"].artifacts["blessing"]
+    assert blessing["metadata"]["blessed"] == 1, blessing
+    (pushed,) = results["Pusher"].artifacts["pushed_model"]
+    assert pushed["metadata"]["pushed"] == 1, pushed
+    version_dir = pushed["metadata"]["pushed_destination"]
+    assert version_dir.startswith(str(tmp_path / "serving" / "digits"))
+    assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
+    channel = tmp_path / "ota" / "digits" / "canary"
+    assert (channel / "manifest.json").exists() and (channel / "manifest.json.sig").exists()
+    assert list((channel / "files").glob("*.tflite"))
+
+
+# -- submit and schedule against a fake KFP API -------------------------------------------------
+@pytest.fixture
+def fake_kfp(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file from the developer's machine
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    monkeypatch.delenv("KFP_NAMESPACE", raising=False)
+    server = FakeKfp()
+    yield server
+    server.close()
+
+
+def test_submit_sends_the_package_parameters_and_root(fake_kfp, compiled):
+    from pipelines import kfp_client
+
+    submission = kfp_client.submit(
+        compiled.path,
+        {"model_uri": "gs://b/ckpt/7", "examples_uri": None},
+        host=fake_kfp.host,
+        pipeline_root="gs://b/run-root",
+        experiment="tfxopt-ci",
+        run_name="ckpt 7",
+        service_account="pipeline-runner",
+    )
+    assert (submission.kind, submission.id) == ("run", "run-42")
+    assert submission.url == f"{fake_kfp.host}/#/runs/details/run-42"
+    (experiment,) = fake_kfp.posted("/apis/v2beta1/experiments")
+    assert experiment["display_name"] == "tfxopt-ci"
+    (run,) = fake_kfp.posted("/apis/v2beta1/runs")
+    assert run["display_name"] == "ckpt 7" and run["experiment_id"] == "exp-1"
+    assert run["service_account"] == "pipeline-runner"
+    # examples_uri=None keeps the package default; the root is the run's, not the package's.
+    assert run["runtime_config"] == {
+        "parameters": {"model_uri": "gs://b/ckpt/7"},
+        "pipeline_root": "gs://b/run-root",
+    }
+    sent = run["pipeline_spec"]
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "tfxopt"
+    assert "BaselineProfiler_executor" in json.dumps(sent["platform_spec"])
+
+
+def test_schedule_cron_and_interval(fake_kfp, compiled, monkeypatch):
+    from pipelines import kfp_client
+
+    monkeypatch.setenv("KFP_HOST", fake_kfp.host)
+    params = {"model_uri": "gs://b/exports/latest"}
+    cron = kfp_client.schedule(compiled.path, params, cron="0 3 * * *", name="nightly")
+    every = kfp_client.schedule(compiled.path, params, interval="6h", catchup=True)
+    assert (cron.kind, cron.id, every.id) == ("recurring_run", "rr-7", "rr-7")
+    first, second = fake_kfp.posted("/apis/v2beta1/recurringruns")
+    assert first["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert first["display_name"] == "nightly" and first["no_catchup"] is True
+    assert first["max_concurrency"] == "1" or first["max_concurrency"] == 1
+    assert second["trigger"] == {"periodic_schedule": {"interval_second": "21600"}} or second[
+        "trigger"
+    ] == {"periodic_schedule": {"interval_second": 21600}}
+    assert second["no_catchup"] is False
+    assert first["runtime_config"]["parameters"] == params
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cron": "every day"}, "cron 'every day'"),
+        ({"cron": "0 3 * * *", "interval": "1h"}, "exactly one"),
+        ({"interval": "0s"}, "positive"),
+        ({"interval": "5 weeks"}, "interval"),
+    ],
+)
+def test_schedule_rejects_bad_timing_before_contacting_the_host(kwargs, message, compiled):
+    from pipelines import kfp_client
+
+    with pytest.raises(ConfigError, match=message):
+        kfp_client.schedule(
+            compiled.path, {"model_uri": "gs://m"}, host="http://127.0.0.1:9", **kwargs
+        )
+
+
+def test_bad_package_or_parameters_fail_before_contacting_the_host(fake_kfp, compiled, tmp_path):
+    from pipelines import kfp_client
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pipelineInfo: {name: x}\nroot: {dag: {tasks: {}}}\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="not a valid KFP pipeline package"):
+        kfp_client.submit(str(broken), {"model_uri": "m"}, host=fake_kfp.host)
+    with pytest.raises(ConfigError, match=r"model_uri need a value \(--model\)"):
+        kfp_client.submit(compiled.path, {"model_uri": None}, host=fake_kfp.host)
+    with pytest.raises(ConfigError, match="unknown pipeline parameter.*modle_uri"):
+        kfp_client.submit(compiled.path, {"modle_uri": "m"}, host=fake_kfp.host)
+    with pytest.raises(ConfigError, match="KFP_HOST"):
+        kfp_client.submit(compiled.path, {"model_uri": "m"})
+    assert fake_kfp.requests == []  # nothing reached the cluster
+
+
+def test_unreachable_host_is_one_clear_error(compiled, tmp_path, monkeypatch):
+    import socket
+
+    from pipelines import kfp_client
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    started = time.time()
+    with pytest.raises(
+        kfp_client.KfpError, match=f"cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}"
+    ):
+        kfp_client.submit(compiled.path, {"model_uri": "m"}, host=f"http://127.0.0.1:{port}")
+    assert time.time() - started < 15
+
+
+def test_commands_register_without_heavy_imports():
+    script = (
+        "import argparse, sys\n"
+        "from pipelines import kfp_commands\n"
+        "p = argparse.ArgumentParser(prog='tfxopt'); sub = p.add_subparsers(dest='command')\n"
+        "kfp_commands.register(sub)\n"
+        "a = p.parse_args(['schedule', '--cron', '0 3 * * *', '--model', 'gs://m'])\n"
+        "assert a.func.__name__ == '_cmd_schedule' and a.package == 'pipeline.yaml'\n"
+        "a = p.parse_args(['watch', '--checkpoints', '/c', '--submitter', 'kfp', '--once'])\n"
+        "assert a.once and a.stable_seconds == 60.0\n"
+        "heavy = [m for m in ('tensorflow', 'tfx', 'kfp', 'apache_beam') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_compile_command_with_kubeflow_section_in_the_config_file(tmp_path, compiled):
+    import argparse
+
+    from pipelines import kfp_commands
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline_name": "from-file",
+                "kubeflow": {
+                    "image": "registry/tfxopt:1",
+                    "steps": {"ExampleGen": {"cpu_limit": 3}},
+                },
+            }
+        )
+    )
+    parser = argparse.ArgumentParser()
+    kfp_commands.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "out.yaml"
+    args = parser.parse_args(["compile", "--config", str(config_file), "--output", str(out)])
+    assert args.func(args) == 0
+    spec = _docs(str(out))[0]
+    assert spec["pipelineInfo"]["name"] == "from-file"
+    example_gen = spec["deploymentSpec"]["executors"]["ExampleGen_executor"]["container"]
+    assert example_gen["image"] == "registry/tfxopt:1"
+    assert example_gen["resources"] == {"cpuLimit": 3.0}

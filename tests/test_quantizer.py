@@ -1,0 +1,510 @@
+"""Quantizer: every mode on a tiny model and on the reference digits model, what each keeps
+(zeros, clusters) read back from the flatbuffer, early errors, the executor and the component."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components.common import examples as examples_lib
+from components.common import model_io, tflite
+from components.common.errors import ConfigError, DataError, ModelInputError
+from components.common.examples import DataConfig
+from components.quantizer import quantizer
+from components.quantizer.config import QuantizerConfig
+
+DATA = DataConfig()
+TINY_CLUSTERS = 8
+REFERENCE_CLUSTERS = 16
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tiny():
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(1)
+    return tf_keras.Sequential(
+        [
+            tf_keras.layers.Input(shape=(64,), name="image"),
+            tf_keras.layers.Dense(16, activation="relu", name="hidden"),
+            tf_keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+
+
+def _load(path):
+    # A fresh load per use: tfmot wrappers share layer objects with the model they wrap.
+    import tf_keras
+
+    return tf_keras.models.load_model(path, compile=False)
+
+
+def _prune(model, x, y, path, epochs=2, sparsity=0.8):
+    """What the Pruner outputs: magnitude-pruned, fine-tuned, stripped, saved."""
+    import tensorflow_model_optimization as tfmot
+
+    sparsity_api = tfmot.sparsity.keras
+    wrapped = sparsity_api.prune_low_magnitude(
+        model, pruning_schedule=sparsity_api.ConstantSparsity(sparsity, 0, frequency=1)
+    )
+    wrapped.compile("adam", "sparse_categorical_crossentropy")
+    wrapped.fit(
+        x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=[sparsity_api.UpdatePruningStep()]
+    )
+    sparsity_api.strip_pruning(wrapped).save(path, include_optimizer=False, save_format="tf")
+    return path
+
+
+def _cluster(path_in, x, y, path, clusters):
+    """What the Clusterer outputs: clustered with the zeros kept, stripped, saved."""
+    import tensorflow_model_optimization as tfmot
+
+    clustering = tfmot.clustering.keras
+    wrapped = clustering.cluster_weights(
+        _load(path_in),
+        number_of_clusters=clusters,
+        cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
+        preserve_sparsity=True,
+    )
+    wrapped.compile("adam", "sparse_categorical_crossentropy")
+    wrapped.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    clustering.strip_clustering(wrapped).save(path, include_optimizer=False, save_format="tf")
+    return path
+
+
+def _tflite_kernels(flatbuffer):
+    """Kernels (rank >= 2) read from the flatbuffer's own buffers."""
+    return [w for w in tflite.flatbuffer_weights(flatbuffer) if np.ndim(w["values"]) >= 2]
+
+
+def _as_tflite_layout(kernel):
+    """Keras kernel -> the flatbuffer's layout: Dense (in, out) -> (out, in); Conv2D HWIO -> OHWI."""
+    return kernel.T if kernel.ndim == 2 else np.transpose(kernel, (3, 0, 1, 2))
+
+
+def _kernel_pairs(model, flatbuffer):
+    """(name, keras kernel in TFLite layout, flatbuffer kernel) for every Dense / Conv2D kernel."""
+    stored = _tflite_kernels(flatbuffer)
+    pairs = []
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        expected = _as_tflite_layout(kernel.numpy())
+        match = [w for w in stored if w["values"].shape == expected.shape]
+        assert len(match) == 1, (layer.name, [w["values"].shape for w in stored])
+        pairs.append((layer.name, expected, match[0]["values"]))
+    return pairs
+
+
+def _tflite_accuracy(flatbuffer, examples, model):
+    x, y = examples_lib.load_arrays(examples, "eval", DATA, model)
+    pred = tflite.TFLiteModel(flatbuffer).predict_each(x)
+    return float(np.mean(np.argmax(pred, -1) == y))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Tiny examples (learnable: the label is the argmax of the first 10 features) and inputs
+    made from the tiny model: plain, pruned (0.8) and pruned + clustered (8, zeros kept)."""
+    import tf_keras
+
+    from pipelines.reference_data import write_examples
+
+    root = tmp_path_factory.mktemp("quantizer_tiny")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 128), ("eval", 64)):
+        x = rng.random((n, 64), dtype=np.float32)
+        y = np.argmax(x[:, :10], axis=1).astype(np.int64)
+        write_examples(str(root / "examples" / f"Split-{split}" / "data.gz"), x, y)
+        arrays[split] = (x, y)
+    x, y = arrays["train"]
+    model = _tiny()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, verbose=0)
+    plain = str(root / "plain")
+    model.save(plain, include_optimizer=False, save_format="tf")
+    tf_keras.utils.set_random_seed(2)
+    pruned = _prune(_load(plain), x, y, str(root / "pruned"))
+    clustered = _cluster(pruned, x, y, str(root / "clustered"), TINY_CLUSTERS)
+    return {
+        "examples": str(root / "examples"),
+        "plain": plain,
+        "pruned": pruned,
+        "clustered": clustered,
+    }
+
+
+def _run(source, tiny_data, **config):
+    config.setdefault("fine_tuning", {"epochs": 1})
+    return quantizer.quantize(
+        _load(tiny_data[source]), tiny_data["examples"], DATA, QuantizerConfig(**config)
+    )
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "config, field",
+    [
+        ({"mode": "int4"}, "quantizer.mode"),
+        ({"mode": "full_int8", "representative_samples": 0}, "quantizer.representative_samples"),
+        ({"mode": "float16", "integer_only_io": True}, "integer_only_io applies"),
+        ({"mode": "dynamic_range", "exclude_layers": ["hidden"]}, "exclude_layers applies"),
+        ({"mode": "qat", "fine_tuning": {"epochs": 0}}, "fine_tuning.epochs >= 1"),
+        ({"mode": "qat", "fine_tuning": {"learning_rate": -1}}, "fine_tuning.learning_rate"),
+        ({"mode": "full_int8", "exclude_layers": ["a", "a"]}, "quantizer.exclude_layers"),
+        ({"mode": "none", "calibration": 3}, "quantizer.calibration: unknown key"),
+    ],
+)
+def test_config_errors_name_the_field(config, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        QuantizerConfig.parse(config, where="quantizer")
+
+
+# --------------------------------------------------------------------------- modes on a tiny model
+
+
+@pytest.mark.parametrize(
+    "mode, integer_io, io_dtype, kernel_dtype",
+    [
+        ("none", False, "float32", "float32"),
+        ("dynamic_range", False, "float32", "int8"),
+        ("float16", False, "float32", "float16"),
+        ("full_int8", False, "float32", "int8"),
+        ("full_int8", True, "int8", "int8"),
+        ("int16x8", False, "float32", "int8"),
+        ("int16x8", True, "int16", "int8"),
+    ],
+)
+def test_post_training_modes(tiny_data, mode, integer_io, io_dtype, kernel_dtype):
+    result = _run("plain", tiny_data, mode=mode, integer_only_io=integer_io)
+    record, numbers = result.record, quantizer.key_numbers(result.record)
+
+    runner = tflite.TFLiteModel(result.flatbuffer)
+    assert (runner.input_dtype, runner.output_dtype) == (io_dtype, io_dtype)
+    assert (numbers["input_dtype"], numbers["output_dtype"]) == (io_dtype, io_dtype)
+    if integer_io:
+        assert numbers["input_scale"] > 0 and numbers["output_scale"] > 0
+    # The large hidden kernel (1024 values) is stored in the promised type.
+    hidden = [w for w in _tflite_kernels(result.flatbuffer) if w["values"].shape == (16, 64)]
+    assert [w["dtype"] for w in hidden] == [kernel_dtype]
+    if mode in ("full_int8", "int16x8"):
+        assert numbers["float_ops"] == [] and numbers["calibration_samples"] == 100
+    else:
+        assert numbers["calibration_samples"] == 0
+    if mode in ("none", "dynamic_range", "float16"):
+        # Float activations: every compute op is listed, named after its layer.
+        assert "FULLY_CONNECTED(hidden)" in numbers["float_ops"]
+    # Verified against the Keras model, and its eval accuracy is the flatbuffer's own.
+    assert record["verification"]["passed"]
+    assert numbers["verify_max_abs_diff"] <= numbers["verify_tolerance"]
+    model = _load(tiny_data["plain"])
+    assert numbers["accuracy"] == pytest.approx(
+        _tflite_accuracy(result.flatbuffer, tiny_data["examples"], model)
+    )
+    assert numbers["eval_examples"] == 64
+    assert numbers["tflite_bytes"] == len(result.flatbuffer)
+    assert result.serving_model.get_config()["layers"] == model.get_config()["layers"]
+
+
+def test_qat_gives_an_int8_flatbuffer_and_a_plain_float_serving_model(tiny_data, tmp_path):
+    import tf_keras
+
+    result = _run("plain", tiny_data, mode="qat", integer_only_io=True)
+    numbers = quantizer.key_numbers(result.record)
+    assert (numbers["input_dtype"], numbers["output_dtype"]) == ("int8", "int8")
+    assert numbers["float_ops"] == [] and numbers["fine_tuning_epochs"] == 1
+    assert {w["dtype"] for w in _tflite_kernels(result.flatbuffer)} == {"int8"}
+
+    # The SavedModel beside it is the input architecture with QAT's weights: plain tf_keras
+    # layers, loadable without tfmot, as accurate as the flatbuffer on eval.
+    assert numbers["serving_model"] == quantizer.SERVING_QAT_WEIGHTS
+    uri = str(tmp_path / "out")
+    quantizer.write(result, uri)
+    loaded = model_io.load_keras_model(uri)
+    assert [type(layer) for layer in loaded.layers] == [tf_keras.layers.Dense] * 2
+    assert abs(numbers["serving_accuracy"] - numbers["accuracy"]) <= 0.05
+
+
+def test_pqat_keeps_the_zeros_and_plain_qat_loses_them(tiny_data):
+    tuning = {"epochs": 2, "learning_rate": 0.01}
+    kept = _run("pruned", tiny_data, mode="pqat", fine_tuning=tuning)
+    lost = _run("pruned", tiny_data, mode="qat", fine_tuning=tuning)
+    pruned = _load(tiny_data["pruned"])
+
+    for name, expected, stored in _kernel_pairs(pruned, kept.flatbuffer):
+        zeros = expected == 0
+        assert zeros.mean() >= 0.75, name
+        assert np.all(stored[zeros] == 0), f"{name}: pqat moved pruned weights"
+    for name, expected, stored in _kernel_pairs(pruned, lost.flatbuffer):
+        zeros = expected == 0
+        assert np.mean(stored[zeros] == 0) < 0.5, f"{name}: plain qat kept the zeros"
+
+    kept_numbers = quantizer.key_numbers(kept.record)
+    lost_numbers = quantizer.key_numbers(lost.record)
+    assert kept_numbers["tflite_kernel_sparsity"] >= kept_numbers["input_kernel_sparsity"] - 1e-6
+    assert lost_numbers["tflite_kernel_sparsity"] < 0.5 * lost_numbers["input_kernel_sparsity"]
+    assert any("sparsity lost" in note for note in lost_numbers["notes"])
+    assert kept_numbers.get("notes") is None
+    # The float serving model carries the masked weights too.
+    serving_kernel = kept.serving_model.get_layer("hidden").kernel.numpy()
+    assert np.all(serving_kernel[pruned.get_layer("hidden").kernel.numpy() == 0] == 0)
+
+
+@pytest.mark.parametrize("mode", ["cqat", "pcqat"])
+def test_cluster_preserving_modes_keep_at_most_n_values(tiny_data, mode):
+    result = _run("clustered", tiny_data, mode=mode)
+    clustered = _load(tiny_data["clustered"])
+    for name, expected, stored in _kernel_pairs(clustered, result.flatbuffer):
+        assert len(np.unique(expected)) <= TINY_CLUSTERS
+        assert stored.dtype == np.int8
+        # QAT quantizes Dense kernels per tensor: the whole kernel keeps <= N values.
+        assert len(np.unique(stored)) <= TINY_CLUSTERS, name
+        if mode == "pcqat":
+            assert np.all(stored[expected == 0] == 0), f"{name}: pcqat moved pruned weights"
+    numbers = quantizer.key_numbers(result.record)
+    assert numbers["tflite_max_unique_per_channel"] <= TINY_CLUSTERS
+    assert 0 <= numbers["accuracy"] <= 1
+
+
+def test_full_int8_with_an_op_without_int8_kernel(tiny_data):
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = tf_keras.layers.Input(shape=(64,), name="image")
+    hidden = tf_keras.layers.Dense(16, name="hidden")(inputs)
+    sine = tf_keras.layers.Lambda(lambda t: tf.math.sin(t), name="sine")(hidden)
+    outputs = tf_keras.layers.Dense(10, activation="softmax", name="out")(sine)
+    model = tf_keras.Model(inputs, outputs)
+    examples = tiny_data["examples"]
+
+    with pytest.raises(ModelInputError, match=r"SIN\(sine\).*int16x8.*exclude_layers: \['sine'\]"):
+        quantizer.quantize(model, examples, DATA, QuantizerConfig(mode="full_int8"))
+    # Left in float on request: it runs, the record names the float op and says what it costs.
+    result = quantizer.quantize(
+        model,
+        examples,
+        DATA,
+        QuantizerConfig(mode="full_int8", exclude_layers=["sine"], integer_only_io=True),
+    )
+    numbers = quantizer.key_numbers(result.record)
+    assert numbers["float_ops"] == ["SIN(sine)"]
+    assert numbers["input_dtype"] == "int8" and numbers["conversion_ops"] >= 2
+    assert any("dequantizes around" in note for note in numbers["notes"])
+    # QAT cannot rebuild a Lambda: said before any training.
+    with pytest.raises(ModelInputError, match="Lambda layer"):
+        quantizer.quantize(model, examples, DATA, QuantizerConfig(mode="qat"))
+
+
+def test_exclude_layers_leaves_that_layer_in_float(tiny_data):
+    result = _run("plain", tiny_data, mode="full_int8", exclude_layers=["hidden"])
+    ops = {(op["layer"], op["op"]): op for op in result.record["operators"]}
+    assert ops[("hidden", "FULLY_CONNECTED")]["float"]
+    assert not ops[("out", "FULLY_CONNECTED")]["float"]
+    dtypes = {w["values"].shape: w["dtype"] for w in _tflite_kernels(result.flatbuffer)}
+    assert dtypes == {(16, 64): "float32", (10, 16): "int8"}
+
+    result = _run("plain", tiny_data, mode="qat", exclude_layers=["out"])
+    dtypes = {w["values"].shape: w["dtype"] for w in _tflite_kernels(result.flatbuffer)}
+    assert dtypes == {(16, 64): "int8", (10, 16): "float32"}
+    assert "FULLY_CONNECTED(out)" in quantizer.key_numbers(result.record)["float_ops"]
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Fails a test that trains or converts before its error is raised."""
+
+    def forbidden(*_, **__):
+        raise AssertionError("heavy work started before the inputs were checked")
+
+    monkeypatch.setattr(quantizer, "convert", forbidden)
+    monkeypatch.setattr(quantizer, "_train_qat", forbidden)
+
+
+@pytest.mark.parametrize(
+    "source, config, error, match",
+    [
+        ("plain", {"mode": "pqat"}, ModelInputError, "only 0.0% zeros.*Prune the model first"),
+        ("plain", {"mode": "cqat"}, ModelInputError, "no kernel of the input is clustered"),
+        ("pruned", {"mode": "pcqat"}, ModelInputError, "Cluster the model first.*or use pqat"),
+        ("plain", {"mode": "full_int8", "representative_samples": 129}, DataError, "only 128"),
+        ("plain", {"mode": "int16x8", "exclude_layers": ["nope"]}, ConfigError, "'nope'"),
+    ],
+)
+def test_bad_inputs_fail_before_heavy_work(tiny_data, no_heavy_work, source, config, error, match):
+    with pytest.raises(error, match=match):
+        _run(source, tiny_data, **config)
+
+
+def test_verification_failure_writes_nothing(tiny_data, tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components.quantizer import executor
+
+    with pytest.raises(quantizer.VerificationError, match="differs from the Keras model"):
+        _run("plain", tiny_data, mode="full_int8", verify_tolerance=1e-9)
+
+    model, examples, output = _artifacts(tiny_data, tmp_path)
+    config = QuantizerConfig(mode="full_int8", verify_tolerance=1e-9)
+    with pytest.raises(quantizer.VerificationError):
+        executor.Executor().Do(
+            {"model": [model], "examples": [examples]},
+            {"quantized_model": [output]},
+            {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
+        )
+    assert not os.path.exists(output.uri) or not os.listdir(output.uri)
+    assert isinstance(output, standard_artifacts.Model)
+
+
+# --------------------------------------------------------------------------- executor, component
+
+
+def _artifacts(tiny_data, tmp_path):
+    from tfx.types import artifact_utils, standard_artifacts
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "input")
+    model_io.save_keras_model(_load(tiny_data["pruned"]), model.uri)
+    examples = standard_artifacts.Examples()
+    examples.uri = tiny_data["examples"]
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    output = standard_artifacts.Model()
+    output.uri = str(tmp_path / "output")
+    return model, examples, output
+
+
+def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path):
+    from components.quantizer import executor
+
+    model, examples, output = _artifacts(tiny_data, tmp_path)
+    before = sorted(os.listdir(model_io.serving_model_dir(model.uri)))
+    config = QuantizerConfig(mode="pqat", integer_only_io=True, fine_tuning={"epochs": 1})
+    executor.Executor().Do(
+        {"model": [model], "examples": [examples]},
+        {"quantized_model": [output]},
+        {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
+    )
+    path = model_io.tflite_path(output.uri)
+    assert path == os.path.join(output.uri, "Format-TFLite", "model.tflite")
+    with open(path, "rb") as f:
+        flatbuffer = f.read()
+    runner = tflite.TFLiteModel(flatbuffer)
+    assert runner.input_dtype == "int8"
+    serving = model_io.load_keras_model(output.uri)  # plain tf_keras, no tfmot scope
+    assert serving.get_layer("hidden").kernel.shape == (64, 16)
+    with open(os.path.join(output.uri, executor.RECORD_FILE)) as f:
+        record = json.load(f)
+
+    assert output.get_string_custom_property("mode") == "pqat"
+    assert output.get_int_custom_property("tflite_bytes") == len(flatbuffer)
+    assert output.get_string_custom_property("input_dtype") == "int8"
+    assert output.get_float_custom_property("input_scale") == pytest.approx(
+        runner.input_details[0]["quantization"][0]
+    )
+    assert output.get_float_custom_property("accuracy") == pytest.approx(
+        record["accuracy"]["tflite_top1"]
+    )
+    assert output.get_float_custom_property("tflite_kernel_sparsity") >= 0.79
+    assert json.loads(output.get_string_custom_property("float_ops")) == []
+    assert record["files"]["tflite_path"] == path
+    # The input artifact is untouched.
+    assert sorted(os.listdir(model_io.serving_model_dir(model.uri))) == before
+    assert not os.path.exists(os.path.join(model.uri, "Format-TFLite"))
+
+
+def test_component_validates_config_at_build_time():
+    from tfx import v1 as tfx
+
+    from components.quantizer.component import Quantizer
+
+    model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
+    examples = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
+    with pytest.raises(ConfigError, match="quantizer.mode"):
+        Quantizer(model=model, examples=examples, config={"mode": "int3"})
+    with pytest.raises(ConfigError, match="integer_only_io applies"):
+        Quantizer(model=model, examples=examples, config={"mode": "none", "integer_only_io": 1})
+    component = Quantizer(model=model, examples=examples, config={"mode": "pcqat"})
+    assert json.loads(component.exec_properties["config"])["mode"] == "pcqat"
+    assert component.outputs["quantized_model"].type_name == "Model"
+
+
+# --------------------------------------------------------------------------- reference model
+
+
+@pytest.fixture(scope="module")
+def reference_inputs(reference_data, tmp_path_factory):
+    """The reference CNN, and quickly pruned (0.8) / clustered (16, zeros kept) copies of it."""
+    import tf_keras
+
+    root = tmp_path_factory.mktemp("quantizer_reference")
+    model = model_io.load_keras_model(reference_data["model"])
+    x, y = examples_lib.load_arrays(reference_data["examples"], "train", DATA, model)
+    tf_keras.utils.set_random_seed(0)
+    pruned = _prune(model, x, y, str(root / "pruned"), epochs=1)
+    clustered = _cluster(pruned, x, y, str(root / "clustered"), REFERENCE_CLUSTERS)
+    return {
+        "examples": reference_data["examples"],
+        "plain": reference_data["model"],
+        "pruned": pruned,
+        "clustered": clustered,
+        "accuracy": reference_data["eval_accuracy"],
+    }
+
+
+QUICK_QAT = {"epochs": 1, "max_train_examples": 256, "learning_rate": 1e-4}
+
+
+@pytest.mark.parametrize(
+    "source, mode",
+    [
+        ("plain", "none"),
+        ("plain", "dynamic_range"),
+        ("plain", "float16"),
+        ("plain", "full_int8"),
+        ("plain", "int16x8"),
+        ("plain", "qat"),
+        ("pruned", "pqat"),
+        ("clustered", "cqat"),
+        ("clustered", "pcqat"),
+    ],
+)
+def test_every_mode_on_the_reference_model(reference_inputs, source, mode):
+    config = QuantizerConfig(
+        mode=mode,
+        representative_samples=64,
+        integer_only_io=mode in ("full_int8", "pcqat"),
+        fine_tuning=QUICK_QAT,
+    )
+    model = _load(reference_inputs[source])
+    result = quantizer.quantize(model, reference_inputs["examples"], DATA, config)
+    numbers = quantizer.key_numbers(result.record)
+
+    assert numbers["eval_examples"] == 360
+    assert numbers["accuracy"] == pytest.approx(
+        _tflite_accuracy(result.flatbuffer, reference_inputs["examples"], model)
+    )
+    if source == "plain":
+        assert numbers["accuracy"] >= reference_inputs["accuracy"] - 0.02
+    else:  # pruned / clustered quickly: still far above chance
+        assert numbers["accuracy"] >= 0.8
+    io_dtype = "int8" if config.integer_only_io else "float32"
+    assert (numbers["input_dtype"], numbers["output_dtype"]) == (io_dtype, io_dtype)
+    kernels = _kernel_pairs(model, result.flatbuffer)
+    assert len(kernels) == 5  # conv1..3, dense1, predictions
+    if mode in ("full_int8", "int16x8", "qat", "pqat", "cqat", "pcqat"):
+        assert numbers["float_ops"] == []
+        assert {stored.dtype for _, _, stored in kernels} == {np.dtype(np.int8)}
+    if mode in ("pqat", "pcqat"):
+        for name, expected, stored in kernels:
+            assert np.all(stored[expected == 0] == 0), f"{name}: zeros lost"
+        assert numbers["tflite_kernel_sparsity"] >= 0.79
+    if mode in ("cqat", "pcqat"):
+        for name, _, stored in kernels:
+            per_channel = max(len(np.unique(channel)) for channel in stored)
+            assert per_channel <= REFERENCE_CLUSTERS, name
