@@ -94,7 +94,8 @@ def compile_pipeline(
       config: the validated PipelineConfig (its ``kubeflow`` section, if any, gives the defaults).
       output_path: the package file: ``.yaml``/``.yml`` (Kubeflow Pipelines) or ``.json`` (Vertex).
       image: component image (default: ``kubeflow.image``).
-      output_format: ``yaml`` or ``json`` (default: from the file extension, else the config).
+      output_format: ``yaml`` or ``json``; must agree with the file extension, which decides
+        (the config's ``output_format`` only picks ``tfxopt compile``'s default file name).
       pipeline_root: default pipeline root written into the package (default: the config's).
       examples_uri: default of the ``examples_uri`` runtime parameter (default: the config's).
       kubeflow: the Kubeflow settings (default: ``config.kubeflow``, else all defaults).
@@ -103,12 +104,11 @@ def compile_pipeline(
       ConfigError: bad format, a step pattern that matches no step, settings the format cannot carry.
     """
     kubeflow = kubeflow or kubeflow_settings(config)
-    fmt = _resolve_format(output_path, output_format or None, kubeflow.output_format)
+    fmt = _resolve_format(output_path, output_format or None)
     root = pipeline_root or kubeflow.pipeline_root
     examples_default = examples_uri or kubeflow.examples_uri
     job = _run_tfx_compiler(config, image or kubeflow.image, root)
     spec = job["pipelineSpec"]
-    spec.setdefault("sdkVersion", "")
     if root:
         spec["defaultPipelineRoot"] = root
     if examples_default:
@@ -140,7 +140,7 @@ def compile_pipeline(
     )
 
 
-def _resolve_format(path: str, requested: str | None, configured: str) -> str:
+def _resolve_format(path: str, requested: str | None) -> str:
     ext = os.path.splitext(path)[1].lower()
     by_ext = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}.get(ext)
     if requested is not None and requested not in _FORMATS:
@@ -152,14 +152,19 @@ def _resolve_format(path: str, requested: str | None, configured: str) -> str:
     if requested and requested != by_ext:
         raise ConfigError(
             f"output format {requested!r} does not match the file name {path!r}: name it "
-            f"*.{'yaml' if requested == 'yaml' else 'json'}."
+            f"*.{requested}."
         )
-    # The file name decides; the config's output_format only picks the default file name.
     return by_ext
 
 
 def _run_tfx_compiler(config, image: str, pipeline_root: str | None) -> dict:
-    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
+    import warnings
+
+    with warnings.catch_warnings():
+        # The runner imports the Vertex AI client, whose Google API libraries warn about the
+        # Python version on import: noise for a compile.
+        warnings.simplefilter("ignore", FutureWarning)
+        from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2
 
     pipeline = build_pipeline(config, pipeline_root)
     # Schema 2.1 (parameterType / parameterValues) is what KFP >= 2.0 and Vertex read; TFX's 2.0

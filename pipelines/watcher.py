@@ -264,7 +264,7 @@ class Watcher:
         max_polls: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> list[dict]:
-        """Polls until ``max_polls`` (None: forever); returns everything it submitted."""
+        """Polls until ``max_polls`` (None: forever, retrying failed scans); returns the submissions."""
         for claim in self.stale_claims():
             log.warning(
                 "%s was claimed by %s but never recorded as submitted: check Kubeflow for a run "
@@ -276,7 +276,13 @@ class Watcher:
         submitted = []
         polls = 0
         while max_polls is None or polls < max_polls:
-            submitted += self.poll_once()
+            try:
+                submitted += self.poll_once()
+            except Exception:
+                if max_polls is not None:
+                    raise
+                # Running as a service: a missing prefix or a storage hiccup is retried, not fatal.
+                log.exception("scanning %s failed; retrying in %ss", self.prefix, poll_seconds)
             polls += 1
             if max_polls is None or polls < max_polls:
                 sleep(poll_seconds)

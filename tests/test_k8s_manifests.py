@@ -19,6 +19,8 @@ import yaml
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K8S = os.path.join(REPO_ROOT, "k8s")
 OVERLAYS = ("local", "cloud")
+# local: standalone KFP's namespace (pipeline pods must mount the same claims); cloud: our own.
+NAMESPACES = {"local": "kubeflow", "cloud": "tfxopt"}
 KUBERNETES_VERSION = "1.30.0"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
@@ -85,8 +87,8 @@ def test_the_schema_check_is_strict():
 
 def test_every_pod_meets_the_restricted_pod_security_profile(rendered):
     overlay, objects = rendered
-    (namespace,) = _by_kind(objects, "Namespace").values()
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for namespace in _by_kind(objects, "Namespace").values():  # local reuses KFP's namespace
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     pods = dict(_pod_specs(objects))
     assert set(pods) == {"tfxopt-watcher", "tfxopt-serving", "tfxopt-ota"}
     for name, template in pods.items():
@@ -111,7 +113,8 @@ def test_references_between_objects_resolve(rendered):
     claims = _by_kind(objects, "PersistentVolumeClaim")
     accounts = _by_kind(objects, "ServiceAccount")
     namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
-    assert namespaces == set(_by_kind(objects, "Namespace"))  # everything in our namespace
+    assert namespaces == {NAMESPACES[overlay]}  # everything in one namespace
+    assert set(_by_kind(objects, "Namespace")) <= namespaces
     for name, template in _pod_specs(objects):
         spec = template["spec"]
         assert spec["serviceAccountName"] in accounts, name
@@ -223,6 +226,34 @@ def test_the_shipped_pipeline_configs_compile(rendered, tmp_path):
     image = watcher["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == kubeflow.image  # steps run the image the watcher runs
     assert load_package(package.path).pipeline_spec.pipeline_info.name == config.pipeline_name
+
+    # The Pusher reads the key where the Secret is mounted, in its own pod only.
+    k8s = package.platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert [label for label, c in k8s.items() if "secretAsVolume" in c] == ["Pusher_executor"]
+    (ota,) = config.pusher.ota
+    assert ota.signing_key_path == kubeflow.signing_key.file_path
+    (serving,) = config.pusher.serving
+    deployments = _by_kind(objects, "Deployment")
+    tfs = deployments["tfxopt-serving"]["spec"]["template"]["spec"]
+    tfs_config = next(
+        e["value"] for e in tfs["containers"][0]["env"] if e["name"] == "MODEL_CONFIG_FILE"
+    )
+    ota_volume = next(
+        v
+        for v in deployments["tfxopt-ota"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "channels"
+    )
+    if overlay == "cloud":  # TF Serving and nginx read what the Pusher writes, in GCS
+        assert tfs_config == f"{serving.base_directory}/models.config"
+        only_dir = ota_volume["csi"]["volumeAttributes"]["mountOptions"].split("only-dir=")[1]
+        bucket = ota_volume["csi"]["volumeAttributes"]["bucketName"]
+        assert ota.base_directory == f"gs://{bucket}/{only_dir}"
+    else:  # ... or on the claims the Pusher step mounts
+        mounts = {m["mountPath"]: m["constant"] for m in k8s["Pusher_executor"]["pvcMount"]}
+        tfs_claim = next(v for v in tfs["volumes"] if v["name"] == "serving-repo")
+        assert mounts[serving.base_directory] == tfs_claim["persistentVolumeClaim"]["claimName"]
+        assert tfs_config == f"{serving.server_base_directory}/models.config"
+        assert mounts[ota.base_directory] == ota_volume["persistentVolumeClaim"]["claimName"]
 
 
 def test_dockerfile_builds_on_tfx_1_16_as_non_root_with_the_pins():

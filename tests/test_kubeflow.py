@@ -5,8 +5,8 @@ reads the compiled package; :mod:`tests.kfp_emulator` runs each step through TFX
 entrypoint in a clean subprocess, as the KFP launcher would; a fake KFP REST server receives what
 ``kfp.Client`` sends.
 
-The golden file ``tests/golden/kfp_pipeline.yaml`` is the compiled package for ``GOLDEN_KUBEFLOW``
-with ``sdkVersion`` blanked. The pipeline grows with the components, so when the factory changes,
+The golden file ``tests/golden/kfp_pipeline.yaml`` is the compiled package for ``GOLDEN_CONFIG`` and
+``GOLDEN_KUBEFLOW`` with ``sdkVersion`` blanked. The pipeline grows with the components, so when the factory changes,
 regenerate it and review the diff::
 
     UPDATE_GOLDEN=1 TFXOPT_REFERENCE_DIR=/tmp/ref .venv/bin/python -m pytest tests/test_kubeflow.py -k golden
@@ -31,6 +31,25 @@ from tests.fake_kfp import FakeKfp
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(REPO_ROOT, "tests", "golden", "kfp_pipeline.yaml")
+# The whole chain (baseline profile, a pruned and quantized candidate, its profile, the gate, the
+# pusher), so the golden covers every kind of step the factory makes.
+GOLDEN_CONFIG = {
+    "pipeline_name": "tfxopt-golden",
+    "pruner": {"target_sparsity": 0.5},
+    "quantization": [{"mode": "full_int8"}],
+    "evaluator": {"rules": {"max_accuracy_drop_points": 1.0}},
+    "pusher": {
+        "model_name": "digits",
+        "serving": [{"base_directory": "gs://tfxopt-golden/serving"}],
+        "ota": [
+            {
+                "base_directory": "gs://tfxopt-golden/ota",
+                # where kubeflow.signing_key mounts the Secret in the Pusher's pod
+                "signing_key_path": "/var/run/secrets/tfxopt/signing/private_key.pem",
+            }
+        ],
+    },
+}
 GOLDEN_KUBEFLOW = {
     "image": "tfx-optimize:golden",
     "pipeline_root": "gs://tfxopt-golden/root",
@@ -38,15 +57,15 @@ GOLDEN_KUBEFLOW = {
     "defaults": {"cpu_request": 1, "memory_request_gb": 2, "memory_limit_gb": 4},
     "steps": {
         "ExampleGen": {"memory_limit_gb": 8},
-        "*Profiler": {
+        "*Profiler*": {
             "node_selector": {"cloud.google.com/gke-nodepool": "target-hw"},
             "tolerations": [{"key": "target-hw", "operator": "Exists", "effect": "NoSchedule"}],
             "cpu_limit": 2,
             "env": {"OMP_NUM_THREADS": "1"},
         },
+        "Pruner": {"gpu_count": 1},
     },
-    # Any container step shows the mechanism; a real config names the signing Pusher ("*Pusher*").
-    "signing_key": {"secret_name": "tfxopt-ota-signing-key", "steps": ["BaselineProfiler"]},
+    "signing_key": {"secret_name": "tfxopt-ota-signing-key", "steps": ["*Pusher*"]},
 }
 
 
@@ -100,10 +119,9 @@ def compiled(tmp_path_factory):
     from pipelines.kubeflow_runner import compile_pipeline
 
     path = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
-    result = compile_pipeline(
-        PipelineConfig(), path, kubeflow=KubeflowConfig.parse(GOLDEN_KUBEFLOW)
+    return compile_pipeline(
+        PipelineConfig.parse(GOLDEN_CONFIG), path, kubeflow=KubeflowConfig.parse(GOLDEN_KUBEFLOW)
     )
-    return result
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -172,25 +190,43 @@ def test_runtime_parameters_and_pipeline_root(compiled):
 
 def test_step_settings_land_in_resources_env_and_platform_spec(compiled):
     executors = compiled.pipeline_spec["deploymentSpec"]["executors"]
-    profiler = executors["BaselineProfiler_executor"]["container"]
-    assert profiler["image"] == "tfx-optimize:golden"
-    assert profiler["resources"] == {
-        "cpuRequest": 1.0,
-        "cpuLimit": 2.0,
-        "memoryRequest": 2.0,
-        "memoryLimit": 4.0,
-    }
-    assert profiler["env"] == [{"name": "OMP_NUM_THREADS", "value": "1"}]
+    profilers = [s for s in compiled.container_steps if "Profiler" in s]
+    assert len(profilers) >= 2  # the baseline's and the candidate's
+    for step in profilers:
+        container = executors[f"{step}_executor"]["container"]
+        assert container["image"] == "tfx-optimize:golden"
+        assert container["resources"] == {
+            "cpuRequest": 1.0,
+            "cpuLimit": 2.0,
+            "memoryRequest": 2.0,
+            "memoryLimit": 4.0,
+        }
+        assert container["env"] == [{"name": "OMP_NUM_THREADS", "value": "1"}]
     assert executors["ExampleGen_executor"]["container"]["resources"]["memoryLimit"] == 8.0
+    assert executors["Pruner_executor"]["container"]["resources"]["accelerator"] == {
+        "type": "nvidia.com/gpu",
+        "count": 1,
+    }
     k8s = compiled.platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {"BaselineProfiler_executor"}
+    assert set(k8s) == {f"{s}_executor" for s in profilers} | {"Pusher_executor"}
     assert k8s["BaselineProfiler_executor"] == {
         "nodeSelector": {"labels": {"cloud.google.com/gke-nodepool": "target-hw"}},
         "tolerations": [{"key": "target-hw", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    # Only the signing step gets the key, mounted where the Pusher's config reads it.
+    assert k8s["Pusher_executor"] == {
         "secretAsVolume": [
             {"secretName": "tfxopt-ota-signing-key", "mountPath": "/var/run/secrets/tfxopt/signing"}
-        ],
+        ]
     }
+    pusher_config = next(
+        v["runtimeValue"]["constant"]
+        for v in compiled.pipeline_spec["root"]["dag"]["tasks"]["Pusher"]["inputs"][
+            "parameters"
+        ].values()
+        if "signing_key_path" in str(v)
+    )
+    assert KubeflowConfig.parse(GOLDEN_KUBEFLOW).signing_key.file_path in pusher_config
     text = open(compiled.path).read()
     assert "BEGIN" not in text and "PRIVATE" not in text  # the key is referenced, never inlined
 
@@ -232,11 +268,7 @@ def test_a_pattern_that_matches_no_step_fails(tmp_path, compiled):
         ({"steps": {"CheckpointImporter": {"cpu_limit": 1}}}, "kubeflow.steps"),
         ({"signing_key": {"steps": ["*Pusher*"]}}, "kubeflow.signing_key.steps"),
     ):
-        if where.endswith("signing_key.steps") and any(
-            "Pusher" in s for s in compiled.container_steps
-        ):
-            continue  # the pipeline has a Pusher now: the default pattern matches
-        path = tmp_path / "p.yaml"
+        path = tmp_path / "p.yaml"  # PipelineConfig(): no optimisation stages, so no Pusher
         with pytest.raises(ConfigError, match=where) as error:
             compile_pipeline(PipelineConfig(), str(path), kubeflow=KubeflowConfig.parse(section))
         assert "BaselineProfiler" in str(error.value)  # lists the steps there are
@@ -250,7 +282,7 @@ def test_golden_compiled_spec(compiled):
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "w") as f:
             f.write(
-                "# Golden compiled KFP package (tests/test_kubeflow.py::GOLDEN_KUBEFLOW).\n"
+                "# Golden compiled KFP package (tests/test_kubeflow.py: GOLDEN_CONFIG, GOLDEN_KUBEFLOW)\n"
                 "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py "
                 "-k golden\n"
             )
@@ -276,7 +308,7 @@ def test_compiled_twice_is_identical(tmp_path, compiled):
     from pipelines.kubeflow_runner import compile_pipeline
 
     again = compile_pipeline(
-        PipelineConfig(),
+        PipelineConfig.parse(GOLDEN_CONFIG),
         str(tmp_path / "again.yaml"),
         kubeflow=KubeflowConfig.parse(GOLDEN_KUBEFLOW),
     )
@@ -480,8 +512,8 @@ def test_submit_sends_the_package_parameters_and_root(fake_kfp, compiled):
         "pipeline_root": "gs://b/run-root",
     }
     sent = run["pipeline_spec"]
-    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "tfxopt"
-    assert "BaselineProfiler_executor" in json.dumps(sent["platform_spec"])
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "tfxopt-golden"
+    assert "Pusher_executor" in json.dumps(sent["platform_spec"])
 
 
 def test_schedule_cron_and_interval(fake_kfp, compiled, monkeypatch):

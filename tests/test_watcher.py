@@ -258,6 +258,30 @@ watch.poll_once()
     assert sorted(log.read_text().split()) == ckpts
 
 
+def test_a_service_watcher_survives_a_missing_prefix(tmp_path, saved_model, caplog):
+    """Forever mode keeps polling through scan errors (the prefix may appear later)."""
+    prefix = tmp_path / "exports"
+    submit = Recorder()
+    watch = _watcher(prefix, tmp_path, submit, stable_seconds=0)
+    sleeps = []
+
+    class Stop(Exception):
+        pass
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            prefix.mkdir()
+            _checkpoint(saved_model, prefix, "1")
+        if len(sleeps) == 2:
+            raise Stop
+
+    with caplog.at_level("ERROR"), pytest.raises(Stop):
+        watch.run(poll_seconds=5, sleep=sleep)
+    assert "is not a directory" in caplog.text and "retrying in 5s" in caplog.text
+    assert submit.calls == [str(prefix / "1")]
+
+
 def test_state_dir_must_be_local_and_bad_settings_fail(tmp_path):
     with pytest.raises(ConfigError, match="local or mounted"):
         w.StateStore("gs://bucket/state")
