@@ -20,6 +20,7 @@ from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
 from components.quantizer.config import QuantizerConfig
+from pipelines.kubeflow_config import KubeflowConfig
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -75,6 +76,10 @@ class PipelineConfig(StrictModel):
     )
     pusher: PusherConfig | None = pydantic.Field(
         None, description="Where blessed models go (absent: nothing is pushed)."
+    )
+    kubeflow: KubeflowConfig = pydantic.Field(
+        default_factory=KubeflowConfig,
+        description="Image, pipeline root and per-step Kubernetes settings for `tfxopt compile`.",
     )
 
     @pydantic.field_validator("pipeline_name")
