@@ -47,7 +47,7 @@ BODY = textwrap.dedent(
     fine_tuning = {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3}
     result = {"logical_cpus": len(tf.config.list_logical_devices("CPU"))}
 
-    for strategy in ("mirrored", "multi_worker_mirrored"):
+    def prune(strategy):
         config = PrunerConfig.parse({
             "target_sparsity": 0.75,
             "schedule": {"frequency_steps": 2},
@@ -63,7 +63,9 @@ BODY = textwrap.dedent(
                 for n in ("hidden", "out")
             },
         }
+        return pruned
 
+    pruned = prune("mirrored")
     config = ClustererConfig.parse({
         "number_of_clusters": 8,
         "preserve_sparsity": True,
@@ -80,6 +82,8 @@ BODY = textwrap.dedent(
             for n in ("hidden", "out")
         ),
     }
+    # Last: a MultiWorkerMirroredStrategy configures collective ops for the whole process.
+    prune("multi_worker_mirrored")
     print("RESULT " + json.dumps(result))
     """
 )

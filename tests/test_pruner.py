@@ -162,7 +162,7 @@ def test_schedule_in_epochs_is_turned_into_aligned_steps():
     # The toolkit reaches the target only at an update step: begin + k * frequency <= end.
     assert schedule["end_step"] == 22 + (135 - 22) // 7 * 7
     default = pruner.resolve_schedule(PrunerConfig(), steps_per_epoch=45)
-    assert default["end_step"] == 3 * 45  # three epochs (of six) left to recover
+    assert default["end_step"] == 3 * 45 // 10 * 10  # halfway, on a mask update step
 
 
 def test_schedule_that_cannot_reach_the_target_fails_before_training():
@@ -214,18 +214,20 @@ def test_executor_writes_a_sparse_model_records_and_properties(tmp_path, tiny_mo
     assert _dir_digest(model_uri) == before  # the input model is never changed
 
 
-def test_same_config_gives_the_same_masks(tmp_path, tiny_model, tiny_examples):
-    import tf_keras
+def test_same_config_gives_the_same_masks(tiny_model, tiny_examples):
+    from components.common import optimization
+    from components.common.examples import DataConfig
+    from components.pruner import pruner
 
-    model_uri = _save(tiny_model, tmp_path / "input")
     kernels = []
-    for run, seed in enumerate((0, 0, 7)):
+    for seed in (0, 0, 7):
         config = _config(target_sparsity=0.6, fine_tuning={"seed": seed})
-        output = _run_executor(model_uri, tiny_examples, tmp_path / f"out{run}", config)
-        saved = tf_keras.models.load_model(
-            os.path.join(output.uri, "Format-Serving"), compile=False
+        # The Examples' train split, shuffled with the configured seed, as the executor reads it.
+        train_ds, eval_ds, steps = optimization.datasets(
+            tiny_examples, DataConfig(), tiny_model, config.fine_tuning
         )
-        kernels.append({n: saved.get_layer(n).kernel.numpy() for n in ("hidden", "out")})
+        stripped, _, _ = pruner.prune_model(tiny_model, train_ds, eval_ds, config, steps)
+        kernels.append({n: stripped.get_layer(n).kernel.numpy() for n in ("hidden", "out")})
     for name in ("hidden", "out"):
         np.testing.assert_array_equal(kernels[0][name] == 0, kernels[1][name] == 0)
         np.testing.assert_array_equal(kernels[0][name], kernels[1][name])

@@ -16,14 +16,15 @@ CENTROID_INITIALIZATIONS = ("kmeans++", "linear", "density-based", "random")
 class ClustererFineTuneConfig(FineTuneConfig):
     """Fine-tuning settings with the Clusterer's defaults.
 
-    Clustering starts from a trained model and only moves the centroids: two epochs at 1e-4
-    recover the reference digits CNN's accuracy.
+    Four epochs at 3e-4 keep the reference digits CNN (pruned to 80%, 16 clusters, sparsity
+    preserved) at or above its baseline eval accuracy (seeds 0, 1, 2); fewer epochs or a lower
+    rate left it 1-2 eval examples lower.
     """
 
     epochs: int = pydantic.Field(
-        2, ge=0, le=10_000, description="0 clusters without fine-tuning the centroids."
+        4, ge=0, le=10_000, description="0 clusters without fine-tuning the centroids."
     )
-    learning_rate: float = pydantic.Field(1e-4, gt=0, le=10)
+    learning_rate: float = pydantic.Field(3e-4, gt=0, le=10)
 
 
 class ClustererConfig(StrictModel):

@@ -202,14 +202,28 @@ def skip_autograph_for_tf_keras() -> None:
         autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
 
 
+_LOCAL_STRATEGIES: dict = {}
+
+
 def make_local_strategy(name: str):
-    """Like :func:`make_strategy`, but ``mirrored`` on a machine without GPUs mirrors over every
-    logical CPU device (``MirroredStrategy()`` alone would use one CPU), so several CPU replicas
-    (``tf.config.set_logical_device_configuration``) really train in parallel."""
+    """Like :func:`make_strategy`, for steps that run one after another in one process.
+
+    ``mirrored`` on a machine without GPUs mirrors over every logical CPU device
+    (``MirroredStrategy()`` alone would use one CPU), so several CPU replicas
+    (``tf.config.set_logical_device_configuration``) really train in parallel. A distributed
+    strategy is made once per process and reused: two MirroredStrategy objects over the same
+    devices allocate the same collective-op keys, and the second one's all-reduce then fails
+    with a shape mismatch (e.g. a Clusterer fine-tuning after a Pruner under LocalDagRunner).
+    """
     import tensorflow as tf
 
-    if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
-        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-        if len(cpus) > 1:
-            return tf.distribute.MirroredStrategy(devices=cpus)
-    return make_strategy(name)
+    if name == "default":
+        return make_strategy(name)
+    if name not in _LOCAL_STRATEGIES:
+        if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
+            cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+            if len(cpus) > 1:
+                _LOCAL_STRATEGIES[name] = tf.distribute.MirroredStrategy(devices=cpus)
+        if name not in _LOCAL_STRATEGIES:
+            _LOCAL_STRATEGIES[name] = make_strategy(name)
+    return _LOCAL_STRATEGIES[name]
