@@ -616,3 +616,48 @@ def test_run_fails_on_the_config_before_reading_data(tiny_model, tmp_path):
             model_uri, str(tmp_path / "no_examples"), DataConfig(), config, str(tmp_path / "out")
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_pruner_executor_in_structured_mode(tmp_path, tiny_examples):
+    """The Pruner component's executor runs structured pruning when ``mode: structured``."""
+    import tf_keras
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from components.common import model_io
+    from components.common.examples import DataConfig
+    from components.pruner import executor
+    from components.pruner.config import PrunerConfig
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Input(shape=(64,), name="image"),
+            tf_keras.layers.Reshape((8, 8, 1)),
+            tf_keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            tf_keras.layers.Flatten(),
+            tf_keras.layers.Dense(16, activation="relu", name="hidden"),
+            tf_keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    source = standard_artifacts.Model()
+    source.uri = str(tmp_path / "in")
+    model_io.save_keras_model(model, source.uri)
+    examples = standard_artifacts.Examples()
+    examples.uri = tiny_examples
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    output = standard_artifacts.Model()
+    output.uri = str(tmp_path / "out")
+    config = PrunerConfig.parse(
+        {"mode": "structured", "structured": {"target_fraction": 0.5, "fine_tuning": {"epochs": 1}}}
+    )
+    executor.Executor().Do(
+        {"model": [source], "examples": [examples]},
+        {"pruned_model": [output]},
+        {"config": config.model_dump_json(), "data_config": DataConfig().model_dump_json()},
+    )
+    pruned = model_io.load_keras_model(output.uri)
+    assert pruned.get_layer("conv").filters == 4
+    assert pruned.get_layer("hidden").units == 8
+    assert pruned.get_layer("out").units == 10
+    assert output.get_int_custom_property("parameters_after") == pruned.count_params()
+    assert output.get_int_custom_property("parameters_before") == model.count_params()

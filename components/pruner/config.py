@@ -9,6 +9,7 @@ import pydantic
 from components.common.config import StrictModel
 from components.common.optimization import LayerSelection
 from components.common.training import FineTuneConfig
+from components.pruner.structured_config import StructuredPruningConfig
 
 XNNPACK_POLICY = "prune_for_latency_on_xnnpack"
 
@@ -77,6 +78,15 @@ BlockDim = Annotated[int, pydantic.Field(ge=1, le=1024)]
 class PrunerConfig(StrictModel):
     """How a model is pruned (magnitude pruning, tensorflow-model-optimization)."""
 
+    mode: Literal["unstructured", "structured"] = pydantic.Field(
+        "unstructured",
+        description="unstructured: tfmot magnitude pruning (zeros in place); structured: whole "
+        "filters/units removed and the model rebuilt smaller (settings in `structured`).",
+    )
+    structured: StructuredPruningConfig = pydantic.Field(
+        default_factory=StructuredPruningConfig,
+        description="Structured pruning settings (used when mode is structured).",
+    )
     target_sparsity: float = pydantic.Field(
         0.5, ge=0.0, lt=1.0, description="Fraction of zeros in each pruned weight tensor."
     )

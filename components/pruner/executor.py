@@ -11,7 +11,7 @@ from tfx.types import artifact_utils
 from components.common import properties
 from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
-from components.pruner import pruner
+from components.pruner import pruner, structured
 from components.pruner.config import PrunerConfig
 
 MODEL_KEY = "model"
@@ -38,8 +38,12 @@ class Executor(base_executor.BaseExecutor):
         output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
 
         # run() writes the output only once everything that can fail has succeeded.
-        record = pruner.run(model.uri, examples_uri, data, config, output.uri)
-        numbers = pruner.key_numbers(record)
+        if config.mode == "structured":
+            record = structured.run(model.uri, examples_uri, data, config.structured, output.uri)
+            numbers = structured.key_numbers(record)
+        else:
+            record = pruner.run(model.uri, examples_uri, data, config, output.uri)
+            numbers = pruner.key_numbers(record)
         numbers["input_model_artifact_id"] = model.id
         properties.set_properties(output, numbers)
         log.info("pruned %s: %s", model.uri, numbers)

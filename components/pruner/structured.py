@@ -42,7 +42,7 @@ from components.pruner.structured_config import DATA_CRITERIA, StructuredPruning
 
 log = logging.getLogger(__name__)
 
-FIELD = "structured"
+FIELD = "pruner.structured"
 
 # Files written inside the output Model artifact, beside Format-Serving/.
 RECORD_FILE = "structured_pruning.json"
