@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.common import examples as examples_lib
-from components.common import model_io, tflite
+from components.common import model_io, tflite, training
 from components.common.errors import ConfigError, DataError, ModelInputError
 from components.common.examples import DataConfig
 from components.quantizer import quantizer
@@ -114,6 +114,7 @@ def tiny_data(tmp_path_factory):
 
     from pipelines.reference_data import write_examples
 
+    training.skip_autograph_for_tf_keras()  # what the components do before they train
     root = tmp_path_factory.mktemp("quantizer_tiny")
     rng = np.random.default_rng(0)
     arrays = {}
@@ -201,6 +202,9 @@ def test_post_training_modes(tiny_data, mode, integer_io, io_dtype, kernel_dtype
     if mode in ("none", "dynamic_range", "float16"):
         # Float activations: every compute op is listed, named after its layer.
         assert "FULLY_CONNECTED(hidden)" in numbers["float_ops"]
+    # Float I/O around integer compute costs one QUANTIZE in and one DEQUANTIZE out.
+    integer_compute = mode in ("full_int8", "int16x8")
+    assert numbers["conversion_ops"] == (2 if integer_compute and not integer_io else 0)
     # Verified against the Keras model, and its eval accuracy is the flatbuffer's own.
     assert record["verification"]["passed"]
     assert numbers["verify_max_abs_diff"] <= numbers["verify_tolerance"]
@@ -216,11 +220,16 @@ def test_post_training_modes(tiny_data, mode, integer_io, io_dtype, kernel_dtype
 def test_qat_gives_an_int8_flatbuffer_and_a_plain_float_serving_model(tiny_data, tmp_path):
     import tf_keras
 
-    result = _run("plain", tiny_data, mode="qat", integer_only_io=True)
+    # One layer left in float on request: the rest is int8, the float op is named.
+    result = _run("plain", tiny_data, mode="qat", exclude_layers=["out"])
     numbers = quantizer.key_numbers(result.record)
-    assert (numbers["input_dtype"], numbers["output_dtype"]) == ("int8", "int8")
-    assert numbers["float_ops"] == [] and numbers["fine_tuning_epochs"] == 1
-    assert {w["dtype"] for w in _tflite_kernels(result.flatbuffer)} == {"int8"}
+    assert (numbers["input_dtype"], numbers["output_dtype"]) == ("float32", "float32")
+    dtypes = {w["values"].shape: w["dtype"] for w in _tflite_kernels(result.flatbuffer)}
+    assert dtypes == {(16, 64): "int8", (10, 16): "float32"}
+    assert "FULLY_CONNECTED(out)" in numbers["float_ops"]
+    assert all(op.endswith("(out)") for op in numbers["float_ops"])
+    assert numbers["fine_tuning_epochs"] == 1
+    assert numbers["verify_max_abs_diff"] <= numbers["verify_tolerance"]
 
     # The SavedModel beside it is the input architecture with QAT's weights: plain tf_keras
     # layers, loadable without tfmot, as accurate as the flatbuffer on eval.
@@ -257,20 +266,19 @@ def test_pqat_keeps_the_zeros_and_plain_qat_loses_them(tiny_data):
     assert np.all(serving_kernel[pruned.get_layer("hidden").kernel.numpy() == 0] == 0)
 
 
-@pytest.mark.parametrize("mode", ["cqat", "pcqat"])
-def test_cluster_preserving_modes_keep_at_most_n_values(tiny_data, mode):
-    result = _run("clustered", tiny_data, mode=mode)
+def test_cqat_keeps_at_most_n_values(tiny_data):
+    result = _run("clustered", tiny_data, mode="cqat")
     clustered = _load(tiny_data["clustered"])
     for name, expected, stored in _kernel_pairs(clustered, result.flatbuffer):
         assert len(np.unique(expected)) <= TINY_CLUSTERS
         assert stored.dtype == np.int8
         # QAT quantizes Dense kernels per tensor: the whole kernel keeps <= N values.
         assert len(np.unique(stored)) <= TINY_CLUSTERS, name
-        if mode == "pcqat":
-            assert np.all(stored[expected == 0] == 0), f"{name}: pcqat moved pruned weights"
     numbers = quantizer.key_numbers(result.record)
     assert numbers["tflite_max_unique_per_channel"] <= TINY_CLUSTERS
-    assert 0 <= numbers["accuracy"] <= 1
+    assert numbers["accuracy"] == pytest.approx(
+        _tflite_accuracy(result.flatbuffer, tiny_data["examples"], clustered)
+    )
 
 
 def test_full_int8_with_an_op_without_int8_kernel(tiny_data):
@@ -310,11 +318,6 @@ def test_exclude_layers_leaves_that_layer_in_float(tiny_data):
     dtypes = {w["values"].shape: w["dtype"] for w in _tflite_kernels(result.flatbuffer)}
     assert dtypes == {(16, 64): "float32", (10, 16): "int8"}
 
-    result = _run("plain", tiny_data, mode="qat", exclude_layers=["out"])
-    dtypes = {w["values"].shape: w["dtype"] for w in _tflite_kernels(result.flatbuffer)}
-    assert dtypes == {(16, 64): "int8", (10, 16): "float32"}
-    assert "FULLY_CONNECTED(out)" in quantizer.key_numbers(result.record)["float_ops"]
-
 
 @pytest.fixture
 def no_heavy_work(monkeypatch):
@@ -335,11 +338,30 @@ def no_heavy_work(monkeypatch):
         ("pruned", {"mode": "pcqat"}, ModelInputError, "Cluster the model first.*or use pqat"),
         ("plain", {"mode": "full_int8", "representative_samples": 129}, DataError, "only 128"),
         ("plain", {"mode": "int16x8", "exclude_layers": ["nope"]}, ConfigError, "'nope'"),
+        (
+            "plain",
+            {"mode": "qat", "exclude_layers": ["out"], "integer_only_io": True},
+            ModelInputError,
+            r"integer_only_io cannot hold while output layer\(s\) \['out'\]",
+        ),
     ],
 )
 def test_bad_inputs_fail_before_heavy_work(tiny_data, no_heavy_work, source, config, error, match):
     with pytest.raises(error, match=match):
         _run(source, tiny_data, **config)
+
+
+def test_a_failed_write_leaves_nothing_behind(tiny_data, tmp_path, monkeypatch):
+    result = _run("plain", tiny_data, mode="none")
+
+    def disk_full(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model_io, "write_tflite", disk_full)
+    uri = str(tmp_path / "out")
+    with pytest.raises(OSError, match="disk full"):
+        quantizer.write(result, uri, "quantization.json")
+    assert not os.path.exists(uri) or not os.listdir(uri)
 
 
 def test_verification_failure_writes_nothing(tiny_data, tmp_path):
@@ -384,7 +406,7 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
 
     model, examples, output = _artifacts(tiny_data, tmp_path)
     before = sorted(os.listdir(model_io.serving_model_dir(model.uri)))
-    config = QuantizerConfig(mode="pqat", integer_only_io=True, fine_tuning={"epochs": 1})
+    config = QuantizerConfig(mode="full_int8", integer_only_io=True, representative_samples=32)
     executor.Executor().Do(
         {"model": [model], "examples": [examples]},
         {"quantized_model": [output]},
@@ -401,7 +423,8 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
     with open(os.path.join(output.uri, executor.RECORD_FILE)) as f:
         record = json.load(f)
 
-    assert output.get_string_custom_property("mode") == "pqat"
+    assert output.get_string_custom_property("mode") == "full_int8"
+    assert output.get_int_custom_property("calibration_samples") == 32
     assert output.get_int_custom_property("tflite_bytes") == len(flatbuffer)
     assert output.get_string_custom_property("input_dtype") == "int8"
     assert output.get_float_custom_property("input_scale") == pytest.approx(
@@ -410,6 +433,7 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
     assert output.get_float_custom_property("accuracy") == pytest.approx(
         record["accuracy"]["tflite_top1"]
     )
+    # The pruned input's zeros survive post-training quantization.
     assert output.get_float_custom_property("tflite_kernel_sparsity") >= 0.79
     assert json.loads(output.get_string_custom_property("float_ops")) == []
     assert record["files"]["tflite_path"] == path
@@ -419,12 +443,12 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
 
 
 def test_component_validates_config_at_build_time():
-    from tfx import v1 as tfx
+    from tfx.types import Channel, standard_artifacts
 
     from components.quantizer.component import Quantizer
 
-    model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
-    examples = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
+    model = Channel(type=standard_artifacts.Model)
+    examples = Channel(type=standard_artifacts.Examples)
     with pytest.raises(ConfigError, match="quantizer.mode"):
         Quantizer(model=model, examples=examples, config={"mode": "int3"})
     with pytest.raises(ConfigError, match="integer_only_io applies"):
@@ -457,7 +481,7 @@ def reference_inputs(reference_data, tmp_path_factory):
     }
 
 
-QUICK_QAT = {"epochs": 1, "max_train_examples": 256, "learning_rate": 1e-4}
+QUICK_QAT = {"epochs": 1, "max_train_examples": 128, "learning_rate": 1e-4}
 
 
 @pytest.mark.parametrize(
@@ -468,9 +492,12 @@ QUICK_QAT = {"epochs": 1, "max_train_examples": 256, "learning_rate": 1e-4}
         ("plain", "float16"),
         ("plain", "full_int8"),
         ("plain", "int16x8"),
-        ("plain", "qat"),
-        ("pruned", "pqat"),
-        ("clustered", "cqat"),
+        # QAT on the CNN costs ~20-60 s a mode here (tfmot graph building, tracing): the default
+        # suite keeps pcqat, the headline path; the tiny model covers qat, pqat and cqat
+        # there, and the benchmark measures all of them.
+        pytest.param("plain", "qat", marks=pytest.mark.slow),
+        pytest.param("pruned", "pqat", marks=pytest.mark.slow),
+        pytest.param("clustered", "cqat", marks=pytest.mark.slow),
         ("clustered", "pcqat"),
     ],
 )

@@ -41,8 +41,7 @@ class Executor(base_executor.BaseExecutor):
 
         result = quantizer.quantize_uri(model.uri, examples_uri, data, config)
         result.record["model_artifact_id"] = model.id
-        result.record["files"] = quantizer.write(result, output.uri)
-        properties.write_json(output.uri, RECORD_FILE, result.record)
+        quantizer.write(result, output.uri, RECORD_FILE)
         numbers = quantizer.key_numbers(result.record)
         properties.set_properties(output, numbers)
         log.info("quantized %s (%s): %s", model.uri, config.mode, numbers)

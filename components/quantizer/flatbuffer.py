@@ -107,6 +107,15 @@ def float_ops(ops: list[dict]) -> list[dict]:
     return [op for op in ops if op["float"]]
 
 
+def activation_conversions(ops: list[dict]) -> list[dict]:
+    """QUANTIZE / DEQUANTIZE ops on activations (at the I/O boundary or between layers).
+
+    A DEQUANTIZE of a constant (float16 weights) is left out: it converts weights, it is not a
+    boundary between integer and float computation.
+    """
+    return [op for op in ops if op["op"] in CONVERSION_OPS and op["input_types"]]
+
+
 def describe(op: dict) -> str:
     """``OP(layer)`` or ``OP(tensor)``: how an op is named in messages and properties."""
     return f"{op['op']}({op['layer'] or op['output']})"

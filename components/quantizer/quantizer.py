@@ -14,13 +14,14 @@ fake-quant ranges live in the flatbuffer, which is the deployable). See ``servin
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from components.common import examples as examples_lib
-from components.common import measure, model_io, tflite, training
+from components.common import measure, model_io, properties, tflite, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
 from components.common.examples import DataConfig
@@ -149,6 +150,13 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
     if mode in QAT_MODES:
         examples_lib.resolve_mapping(examples_uri, data.train_split, data, model)
         _check_qat_support(model, config)
+        float_outputs = [n for n in model.output_names if n in config.exclude_layers]
+        if config.integer_only_io and float_outputs:
+            # The QAT converter keeps a float output when a float layer produces it.
+            raise ModelInputError(
+                f"mode {mode!r}: integer_only_io cannot hold while output layer(s) "
+                f"{float_outputs} stay in float (quantizer.exclude_layers). Drop one or the other."
+            )
     calibration = 0
     if mode in CALIBRATED_MODES:
         available = examples_lib.count_examples(examples_uri, data.train_split)
@@ -202,10 +210,14 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
+    from components.common import optimization
+
     tuning = config.fine_tuning
+    training.skip_autograph_for_tf_keras()
+    train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, tuning)
     tf_keras.utils.set_random_seed(tuning.seed)
     from_logits = not training.outputs_probabilities(model)
-    strategy = training.make_strategy(tuning.strategy)
+    strategy = training.make_local_strategy(tuning.strategy)
     with strategy.scope():
         try:
             qat_model = tfmot.quantization.keras.quantize_apply(
@@ -218,22 +230,8 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
             ) from None
         # The QAT wrapper hides the output activation, so the loss is chosen from the input.
         training.compile_classifier(qat_model, tuning, from_logits=from_logits)
-    train_ds = examples_lib.make_dataset(
-        examples_uri,
-        data.train_split,
-        data,
-        model,
-        tuning.batch_size,
-        shuffle=True,
-        seed=tuning.seed,
-        limit=tuning.max_train_examples,
-    )
-    eval_ds = None
-    if tuning.early_stopping_patience:
-        eval_ds = examples_lib.make_dataset(
-            examples_uri, data.eval_split, data, model, tuning.batch_size
-        )
-    fit = training.fit(qat_model, train_ds, eval_ds, tuning, name=f"quantizer[{config.mode}]")
+    validation = eval_ds if tuning.early_stopping_patience else None
+    fit = training.fit(qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]")
     return qat_model, fit
 
 
@@ -396,6 +394,26 @@ def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
     )
 
 
+def check_integer_io(flatbuffer: bytes, config: QuantizerConfig) -> None:
+    """``integer_only_io`` is a promise to integer-only accelerators: the converter must keep it.
+
+    Raises:
+      ModelInputError: naming the tensor that stayed float.
+    """
+    if not config.integer_only_io:
+        return
+    runner = tflite.TFLiteModel(flatbuffer)
+    for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
+        for detail in details:
+            if not np.issubdtype(detail["dtype"], np.integer):
+                raise ModelInputError(
+                    f"mode {config.mode!r}: integer_only_io was asked for but the flatbuffer's "
+                    f"{kind} {detail['name']!r} stayed {np.dtype(detail['dtype']).name} (a layer "
+                    "left in float produces or consumes it). Drop integer_only_io or that "
+                    "layer's exclusion."
+                )
+
+
 def _io_details(detail: dict) -> dict:
     scale, zero_point = detail["quantization"]
     return {
@@ -506,6 +524,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     layer_names = [layer.name for layer in model.layers]
     ops = fb_lib.operators(flatbuffer, layer_names)
     check_integer_ops(ops, config)
+    check_integer_io(flatbuffer, config)
 
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
@@ -521,7 +540,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     }
     record["operators"] = ops
     record["float_ops"] = [fb_lib.describe(op) for op in fb_lib.float_ops(ops)]
-    record["conversion_ops"] = sum(op["op"] in fb_lib.CONVERSION_OPS for op in ops)
+    record["conversion_ops"] = len(fb_lib.activation_conversions(ops))
 
     tflite_pred = runner.predict_each(eval_x, batch_size=1)
     accuracy = {
@@ -585,11 +604,42 @@ def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: Qu
     return quantize(model, examples_uri, data, config)
 
 
-def write(result: QuantizedModel, output_uri: str) -> dict:
-    """Writes the standard layout: ``Format-Serving/`` SavedModel and ``Format-TFLite/model.tflite``."""
-    serving_dir = model_io.save_keras_model(result.serving_model, output_uri)
-    tflite_file = model_io.write_tflite(result.flatbuffer, output_uri)
-    return {"serving_model_dir": serving_dir, "tflite_path": tflite_file}
+def write(result: QuantizedModel, output_uri: str, record_name: str | None = None) -> dict:
+    """Writes the standard layout (and the record as JSON); on failure removes what it wrote.
+
+    ``<output_uri>/Format-Serving/`` (SavedModel), ``<output_uri>/Format-TFLite/model.tflite``
+    and, with ``record_name``, ``<output_uri>/<record_name>``.
+
+    Returns:
+      The paths written (also stored in the record under ``files``).
+    """
+    import tensorflow as tf
+
+    files = {
+        "serving_model_dir": os.path.join(output_uri, model_io.SERVING_DIR),
+        "tflite_path": os.path.join(output_uri, model_io.TFLITE_DIR, model_io.TFLITE_FILE),
+    }
+    result.record["files"] = files
+    try:
+        model_io.save_keras_model(result.serving_model, output_uri)
+        model_io.write_tflite(result.flatbuffer, output_uri)
+        if record_name:
+            files["record"] = properties.write_json(output_uri, record_name, result.record)
+    except BaseException:
+        # Nothing half-written may stay in the output artifact.
+        for name in (model_io.SERVING_DIR, model_io.TFLITE_DIR, record_name):
+            path = os.path.join(output_uri, name) if name else None
+            if path and tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            elif path and tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+        raise
+    return files
+
+
+def _capped(names: list[str], limit: int = 50) -> list[str]:
+    """At most ``limit`` names for a property (the JSON record keeps them all)."""
+    return names if len(names) <= limit else [*names[:limit], f"... {len(names) - limit} more"]
 
 
 def key_numbers(record: dict) -> dict:
@@ -608,7 +658,7 @@ def key_numbers(record: dict) -> dict:
         "output_scale": lite["output"]["scale"],
         "output_zero_point": lite["output"]["zero_point"],
         "calibration_samples": record["calibration_samples"],
-        "float_ops": record["float_ops"],
+        "float_ops": _capped(record["float_ops"]),
         "float_op_count": len(record["float_ops"]),
         "conversion_ops": record["conversion_ops"],
         "verify_tolerance": verification["tolerance"],
