@@ -21,6 +21,8 @@ demo: venv
 	@REFERENCE=$(REFERENCE) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
 
 test: venv
+	@bash scripts/install_chromium.sh   # the report is checked in a real browser
+	@bash scripts/install_mariadb.sh    # ML Metadata on a real MySQL-compatible server
 	$(PY) -m pytest -m "not slow" tests
 
 test-all: venv

@@ -38,6 +38,10 @@ def _cmd_run(args) -> int:
     print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
     run = run_local(config, args.model, args.examples, args.output)
     print(summary.render(run))
+    from pipelines.report import write_report
+
+    html_path, summary_path = write_report(run)
+    print(f"\nreport:  {html_path}\nsummary: {summary_path}")
     return 0
 
 
@@ -69,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Shipping (promote, rollback, ota-check, ota-keygen) and Kubeflow (compile, submit,
     # schedule, watch) commands; their modules import nothing heavy.
     from components.pusher import commands as push_commands
-    from pipelines import kfp_commands
+    from pipelines import kfp_commands, report_commands
 
+    report_commands.register(sub)
     push_commands.register(sub)
     kfp_commands.register(sub)
     return parser

@@ -1,15 +1,16 @@
-"""Runs the pipeline on one machine: LocalDagRunner, ML Metadata on SQLite, Beam DirectRunner."""
+"""Runs the pipeline on one machine: LocalDagRunner, Beam DirectRunner, ML Metadata on SQLite
+(or on a MySQL server when ``TFXOPT_MLMD_MYSQL_HOST`` is set: see pipelines/metadata_config.py)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from pipelines import metadata, preflight
+from pipelines import metadata, metadata_config, preflight
 from pipelines.config import PipelineConfig, resolve_paths
 
 PIPELINE_ROOT_DIR = "pipeline-root"
-METADATA_FILE = "metadata.sqlite"
+METADATA_FILE = metadata_config.SQLITE_FILE
 
 
 @dataclass
@@ -18,9 +19,11 @@ class LocalRun:
 
     output_dir: str
     pipeline_root: str
-    metadata_path: str
+    metadata_path: str  # the SQLite file, or mysql://user@host:port/database
     run_id: str
     steps: list
+    # The ML Metadata ConnectionConfig the run recorded into (SQLite or MySQL), to read it back.
+    metadata_connection: object = None
 
     def outputs_of(self, node_id: str, key: str) -> list:
         for step in self.steps:
@@ -40,12 +43,14 @@ def run_local(
     model_uri = os.path.abspath(model_uri)
     examples_uri = os.path.abspath(examples_uri)
     output_dir = preflight.check_output_dir(output_dir)
+    store = metadata_config.metadata_store(output_dir)
     config = resolve_paths(config, output_dir)
     preflight.check_inputs(config, model_uri, examples_uri)
+    metadata_config.check_connection(store)
 
     pipeline_root = os.path.join(output_dir, PIPELINE_ROOT_DIR)
-    metadata_path = os.path.join(output_dir, METADATA_FILE)
-    connection = metadata.sqlite_connection_config(metadata_path)
+    metadata_path = store.location
+    connection = store.connection_config
     pipeline = create_pipeline(
         config,
         model_uri=model_uri,
@@ -53,6 +58,9 @@ def run_local(
         pipeline_root=pipeline_root,
         metadata_connection_config=connection,
     )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    from pipelines import progress
+
+    with progress.report_progress(total=len(pipeline.components)):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     run_id, steps = metadata.latest_run(connection, config.pipeline_name)
-    return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps)
+    return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)

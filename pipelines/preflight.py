@@ -1,13 +1,27 @@
-"""Checks of user inputs before any heavy work: paths, model format, Examples against the config."""
+"""Checks of user inputs before any heavy work: paths, model format, Examples against the config,
+signing keys, and whether the optimisation stages can work on this model at all."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from components.common import examples as examples_lib
 from components.common import model_io
-from components.common.errors import TfxOptError
+from components.common.errors import ConfigError, TfxOptError
 from pipelines.config import PipelineConfig
+
+# Preflight counts at most this many train examples to check the pruning schedule.
+MAX_COUNTED_EXAMPLES = 100_000
+
+
+def _count_up_to(examples_uri: str, split: str, cap: int) -> int:
+    count = 0
+    for _ in examples_lib.iter_serialized(examples_lib.split_files(examples_uri, split)):
+        count += 1
+        if count >= cap:
+            break
+    return count
 
 
 def check_output_dir(path: str) -> str:
@@ -36,8 +50,77 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> N
     model_io.validate_saved_model(model_uri, require_keras=True)
     for split in (config.data.train_split, config.data.eval_split):
         examples_lib.split_files(examples_uri, split)
+    check_pusher(config)
     if config.data.module_file:
         return  # the user's input_fn decides what the model is fed
     model = model_io.load_keras_model(model_uri)
     for split in (config.data.train_split, config.data.eval_split):
         examples_lib.resolve_mapping(examples_uri, split, config.data, model)
+    check_stages(config, model, examples_uri)
+
+
+def check_pusher(config: PipelineConfig) -> None:
+    """Loads every OTA signing key and the metrics file now, not when the push step runs.
+
+    Raises:
+      ConfigError: naming ``pusher.ota.<i>`` and the key path or variable, or
+        ``pusher.metrics_path``.
+    """
+    if config.pusher is None:
+        return
+    from components.pusher import keys
+    from components.pusher import metrics as push_metrics
+
+    for i, destination in enumerate(config.pusher.ota):
+        try:
+            keys.load_private_key(destination.signing_key_path, destination.signing_key_env)
+        except ConfigError as e:
+            raise ConfigError(f"pusher.ota.{i}: {e}") from None
+    if config.pusher.metrics_path:
+        push_metrics.collect(metrics_path=config.pusher.metrics_path)
+
+
+def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
+    """Runs the stages' own cheap checks against the checkpoint, before anything trains.
+
+    The Pruner, the Clusterer and the Quantizer keep the model's layers (pruning and clustering
+    wrappers are stripped), so their layer selections, the pruning schedule and the quantization
+    layer checks can be judged on the checkpoint itself. Behind a Distiller the stages see a new
+    student model, so they check it when they run. Sparsity- or cluster-preserving quantization
+    modes need the pruned / clustered model and are checked in their step.
+
+    Raises:
+      ModelInputError / ConfigError / DataError: the stage's own message, naming the layer or field.
+    """
+    if config.distiller is not None:
+        return
+    if config.pruner is not None:
+        from components.pruner import pruner
+
+        pruner.plan(model, config.pruner)
+        tuning = config.pruner.fine_tuning
+        cap = tuning.max_train_examples or MAX_COUNTED_EXAMPLES
+        count = _count_up_to(examples_uri, config.data.train_split, cap)
+        if count < cap or tuning.max_train_examples:
+            # A longer split makes more steps; the Pruner checks the schedule on it again.
+            pruner.resolve_schedule(config.pruner, max(1, math.ceil(count / tuning.batch_size)))
+    if config.clusterer is not None:
+        from components.clusterer import clusterer
+
+        clusterer.plan(model, config.clusterer)
+    if config.quantization:
+        from components.quantizer import quantizer
+        from components.quantizer.config import (
+            CLUSTER_PRESERVING_MODES,
+            SPARSITY_PRESERVING_MODES,
+        )
+
+        for candidate in config.quantization:
+            if candidate.mode in SPARSITY_PRESERVING_MODES | CLUSTER_PRESERVING_MODES:
+                continue
+            try:
+                quantizer.check_inputs(
+                    model, examples_uri, config.data, candidate.quantizer_config()
+                )
+            except TfxOptError as e:
+                raise type(e)(f"quantization candidate {candidate.candidate_name!r}: {e}") from None

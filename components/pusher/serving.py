@@ -30,6 +30,7 @@ import datetime
 import hashlib
 import json
 import logging
+import posixpath
 import uuid
 
 from components.common.errors import TfxOptError
@@ -197,9 +198,39 @@ class Repository:
                 except FileExistsError:
                     storage.remove_tree(target)
                     continue  # another writer took this number; versions stay unique
-            record = {**record, "version": version, "path": final, "created_at": _now()}
-            storage.atomic_write(self.record_path(version), _dumps(record))
+            self._write_record(version, record)
             return version
+
+    def _write_record(self, version: int, record: dict) -> None:
+        record = {**record, "version": version, "path": self.version_dir(version)}
+        storage.atomic_write(self.record_path(version), _dumps({**record, "created_at": _now()}))
+
+    def _adopt_interrupted(self, digest: str, record: dict) -> int | None:
+        """Completes an interrupted push of these same bytes; returns its version, or None.
+
+        A push publishes the version directory, then writes its record; a crash between the two
+        leaves a complete version that is never served (no record). When the newest version
+        directory is such an orphan, numbered above every recorded version, and holds exactly
+        these bytes, its record is written now: the rerun ends where the uninterrupted push would
+        have, with the same version number and no second copy. Any other orphan (other bytes, a
+        partial copy, another tool's directory) is left alone.
+        """
+        orphans = self.orphans()
+        if not orphans or max(orphans) != self._next_version() - 1:
+            return None
+        version = max(orphans)
+        try:
+            found, _ = saved_model_digest(self.version_dir(version))
+        except (TfxOptError, OSError):
+            return None  # not even a SavedModel: a partial copy
+        if found != digest:
+            return None
+        log.warning(
+            "serving: %s holds these bytes but no push record (an interrupted push): completing it",
+            self.version_dir(version),
+        )
+        self._write_record(version, record)
+        return version
 
     def _retire(self, keep_last: int | None) -> list[int]:
         versions = self.versions()
@@ -244,6 +275,16 @@ class Repository:
         self._write_production()
 
     def _write_model_config(self) -> None:
+        # The config file is shared by every model of the repository while each model's lock is
+        # its own: the read-modify-write also holds the config directory's lock (always taken
+        # after a model's, so never in the opposite order), or a push of one model could drop
+        # another model's entry written in the meantime.
+        config_dir = posixpath.dirname(self.config_path) or "."
+        storage.makedirs(config_dir)
+        with storage.lock(config_dir):
+            self._update_model_config()
+
+    def _update_model_config(self) -> None:
         from google.protobuf import text_format
         from tensorflow_serving.config import model_server_config_pb2
 
@@ -327,12 +368,6 @@ def push_saved_model(
             destination.config_file,
         )
         repo._clean_temporaries()
-        for orphan in repo.orphans():
-            log.warning(
-                "%s has no push record (an interrupted push, or another tool's): never served, "
-                "not removed",
-                repo.version_dir(orphan),
-            )
         versions = repo.versions()
         latest = versions[-1] if versions else None
         if latest is not None and (repo.record(latest) or {}).get("digest") == digest:
@@ -347,7 +382,16 @@ def push_saved_model(
                 "metrics": dict(metrics or {}),
                 "source": dict(source or {}),
             }
-            version, created = repo._write_version(saved_model_dir, files, record), True
+            version = repo._adopt_interrupted(digest, record)
+            if version is None:
+                version = repo._write_version(saved_model_dir, files, record)
+            created = True
+        for orphan in repo.orphans():
+            log.warning(
+                "%s has no push record (an interrupted push, or another tool's): never served, "
+                "not removed",
+                repo.version_dir(orphan),
+            )
         labels = list(destination.labels)
         if STABLE not in repo.labels and STABLE not in labels:
             labels.append(STABLE)  # an empty repository's first version is also the stable one
