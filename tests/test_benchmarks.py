@@ -1,0 +1,73 @@
+"""The benchmark suite's own pieces (the suite itself runs under `make bench`, not here)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+
+def test_pipeline_side_does_what_the_hand_recipe_does():
+    from benchmarks.hand_recipe import SETTINGS
+    from benchmarks.overhead import pipeline_config
+    from pipelines.config import PipelineConfig
+
+    config = PipelineConfig.parse(pipeline_config())
+    pruner, clusterer = config.pruner, config.clusterer
+    assert pruner.target_sparsity == SETTINGS["target_sparsity"]
+    assert pruner.layers.exclude_names == SETTINGS["prune_exclude"]
+    assert pruner.fine_tuning.epochs == SETTINGS["prune_epochs"]
+    assert pruner.fine_tuning.learning_rate == SETTINGS["prune_learning_rate"]
+    assert pruner.schedule.end_step == SETTINGS["prune_end_step"]
+    assert pruner.schedule.frequency_steps == SETTINGS["prune_frequency"]
+    assert clusterer.number_of_clusters == SETTINGS["clusters"]
+    assert clusterer.preserve_sparsity
+    assert clusterer.fine_tuning.epochs == SETTINGS["cluster_epochs"]
+    assert clusterer.fine_tuning.learning_rate == SETTINGS["cluster_learning_rate"]
+    [candidate] = config.quantization
+    assert candidate.mode == "full_int8"
+    assert candidate.representative_samples == SETTINGS["calibration_samples"]
+    for stage in (pruner, clusterer):
+        assert stage.fine_tuning.batch_size == SETTINGS["batch_size"]
+    # The schedule reaches the target within the fine-tuning steps (1437 / 32 -> 45 per epoch).
+    from components.pruner.pruner import resolve_schedule
+
+    assert resolve_schedule(pruner, 45)["last_mask_update_step"] == SETTINGS["prune_end_step"]
+
+
+def test_scaling_split_is_jittered_copies_of_the_eval_split(tmp_path, reference_data):
+    from benchmarks.hand_recipe import load_split
+    from benchmarks.scaling import JITTER, linear_fit, write_split
+
+    source = reference_data["examples"]
+    out = write_split(source, 500, str(tmp_path / "split"))
+    x, y = load_split(out, "eval")
+    x_ref, y_ref = load_split(source, "eval")
+    assert x.shape == (500, 64) and y.shape == (500,)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    # Each example is the nearest reference example plus noise of about JITTER.
+    distances = ((x[:, None, :] - x_ref[None, :, :]) ** 2).sum(-1)
+    nearest = distances.argmin(1)
+    assert np.mean(y_ref[nearest] == y) > 0.99
+    noise = np.sqrt(distances.min(1) / 64)
+    assert 0.5 * JITTER < np.median(noise) < 1.5 * JITTER
+
+    fit = linear_fit([1_000, 10_000, 100_000], [2.5, 7.0, 52.0])
+    assert fit["us_per_example"] == pytest.approx(500.0, rel=1e-3)
+    assert fit["fixed_s"] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_results_markdown_renders_every_section():
+    from benchmarks.run import RESULTS_JSON, SECTIONS, render_markdown
+
+    if not os.path.exists(RESULTS_JSON):
+        pytest.skip("no benchmarks/results.json yet (make bench writes it)")
+    with open(RESULTS_JSON) as f:
+        results = json.load(f)
+    page = render_markdown(results)
+    assert results["machine"]["cpu_model"] in page
+    for name in SECTIONS:
+        if name in results and "error" not in results[name]:
+            assert results[name]["section_wall_s"] is not None
+    if "overhead" in results and "error" not in results["overhead"]:
+        assert f"**Overhead ratio (same steps): {results['overhead']['overhead_ratio']}x**" in page
