@@ -83,16 +83,23 @@ def check_pusher(config: PipelineConfig) -> None:
 def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
     """Runs the stages' own cheap checks against the checkpoint, before anything trains.
 
-    The Pruner, the Clusterer and the Quantizer keep the model's layers (pruning and clustering
-    wrappers are stripped), so their layer selections, the pruning schedule and the quantization
-    layer checks can be judged on the checkpoint itself. Behind a Distiller the stages see a new
-    student model, so they check it when they run. Sparsity- or cluster-preserving quantization
-    modes need the pruned / clustered model and are checked in their step.
+    Magnitude pruning, clustering and quantization keep the model's layers (the wrappers are
+    stripped), so their layer selections, the pruning schedule and the quantization layer checks
+    can be judged on the checkpoint itself. Behind a Distiller, or after structured pruning, the
+    later stages see a new, smaller model and check it when they run; sparsity- or
+    cluster-preserving quantization modes need the pruned / clustered model and are checked in
+    their step.
 
     Raises:
       ModelInputError / ConfigError / DataError: the stage's own message, naming the layer or field.
     """
     if config.distiller is not None:
+        return
+    if config.pruner is not None and config.pruner.mode == "structured":
+        from components.pruner import structured
+
+        # Structured pruning rebuilds the model with fewer units: later stages check it then.
+        structured.check_model(model, config.pruner.structured)
         return
     if config.pruner is not None:
         from components.pruner import pruner

@@ -85,15 +85,25 @@ def train_reference_model(x_train, y_train, x_eval, y_eval, epochs: int = 40, se
     import tf_keras
 
     tf_keras.utils.set_random_seed(seed)
+    # Op determinism is process-wide and changes which kernels later training in this process
+    # uses (a pipeline run in the same process would fine-tune to different weights than the
+    # same run in a fresh process): switch it back off unless the caller had it on.
+    from tensorflow.python.framework import config as tf_config  # is_/disable_ are not exported
+
+    was_deterministic = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
-    model = build_digits_cnn()
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
-    _, accuracy = model.evaluate(x_eval, y_eval, verbose=0)
+    try:
+        model = build_digits_cnn()
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+        _, accuracy = model.evaluate(x_eval, y_eval, verbose=0)
+    finally:
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
     return model, float(accuracy)
 
 

@@ -320,6 +320,11 @@ CASES = [
         config={"pruner": {"layers": {"names": ["conv9"]}}},
     ),
     Case(
+        "config-structured-pruning-unknown-layer",
+        ("skip_layers", "conv9"),
+        config={"pruner": {"mode": "structured", "structured": {"skip_layers": ["conv9"]}}},
+    ),
+    Case(
         "config-quantizer-unknown-exclude-layer",
         ("quantizer.exclude_layers", "conv9"),
         config={"quantization": [{"mode": "full_int8", "exclude_layers": ["conv9"]}]},

@@ -98,3 +98,23 @@ def test_shipped_configs_validate():
     assert "demo.yaml" in names
     for name in names:
         load_config(os.path.join(configs, name))
+
+
+def test_reference_training_leaves_op_determinism_as_it_found_it():
+    """Reference training is deterministic, but must not switch later training in the process.
+
+    Op determinism picks other kernels: a pipeline run in the same process as the reference data
+    fine-tuned to other weights than the same run in a fresh process (a resumed run's flatbuffer
+    then differed from the uninterrupted run's).
+    """
+    import numpy as np
+    from tensorflow.python.framework import config as tf_config
+
+    from pipelines import reference_data
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 64), dtype=np.float32)
+    y = rng.integers(0, 10, 16)
+    assert not tf_config.is_op_determinism_enabled()
+    reference_data.train_reference_model(x, y, x, y, epochs=1)
+    assert not tf_config.is_op_determinism_enabled()
