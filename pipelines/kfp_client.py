@@ -210,8 +210,48 @@ def submit(
     return Submission("run", result.run_id, experiment_id, host, name)
 
 
+# KFP's scheduler (robfig/cron, seconds first): each field's name, range and names it accepts.
+_CRON_RANGES = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC").split()),
+    ("day of week", 0, 6, "SUN MON TUE WED THU FRI SAT".split()),
+)
+_CRON_ITEM = re.compile(r"^(\*|\?|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(\d+))?$")
+
+
+def _cron_field_error(field: str, name: str, low: int, high: int, names) -> str | None:
+    """Why ``field`` is not a valid cron field (None when it is)."""
+
+    def value_ok(token: str) -> bool:
+        if token.isdigit():
+            return low <= int(token) <= high
+        return token.upper() in names
+
+    for item in field.split(","):
+        match = _CRON_ITEM.match(item)
+        if not match:
+            return f"{name} field {field!r} is not a cron list/range/step"
+        base, step = match.groups()
+        if step is not None and int(step) == 0:
+            return f"{name} field {field!r} has a step of 0"
+        if base in ("*", "?"):
+            continue
+        bounds = base.split("-")
+        if not all(value_ok(b) for b in bounds):
+            allowed = f"{low}-{high}" + (f" or {names[0]}..{names[-1]}" if names else "")
+            return f"{name} field {field!r} is out of range (allowed {allowed})"
+    return None
+
+
 def parse_cron(expression: str) -> str:
-    """A KFP cron expression (6 fields, seconds first); a standard 5-field one gets ``0`` seconds."""
+    """A KFP cron expression (6 fields, seconds first); a standard 5-field one gets ``0`` seconds.
+
+    Each field is checked against its range (minute 0-59, hour 0-23, ...) here, so a typo fails
+    before anything is sent to KFP rather than as a recurring run that never fires.
+    """
     fields = expression.split()
     if len(fields) == 5:
         fields = ["0", *fields]
@@ -220,6 +260,13 @@ def parse_cron(expression: str) -> str:
             f"cron {expression!r}: use 5 fields 'min hour day month weekday' (e.g. '0 3 * * *' "
             "for 03:00 daily) or KFP's 6 fields with seconds first."
         )
+    for field, (name, low, high, names) in zip(fields, _CRON_RANGES, strict=True):
+        why = _cron_field_error(field, name, low, high, names)
+        if why:
+            raise ConfigError(
+                f"cron {expression!r}: {why}. Fields are 'min hour day month weekday' "
+                "(or KFP's 6 with seconds first), e.g. '0 3 * * *' for 03:00 daily."
+            )
     return " ".join(fields)
 
 

@@ -64,12 +64,12 @@ def kubeflow_settings(config) -> KubeflowConfig:
 
 def build_pipeline(config, pipeline_root: str | None = None):
     """The factory's pipeline with ``model_uri`` and ``examples_uri`` as KFP runtime parameters."""
-    from tfx import v1 as tfx
+    from tfx.orchestration.data_types import RuntimeParameter
 
     from pipelines.pipeline import create_pipeline
 
-    model_uri = tfx.dsl.experimental.RuntimeParameter(name=MODEL_URI_PARAMETER, ptype=str)
-    examples_uri = tfx.dsl.experimental.RuntimeParameter(name=EXAMPLES_URI_PARAMETER, ptype=str)
+    model_uri = RuntimeParameter(name=MODEL_URI_PARAMETER, ptype=str)
+    examples_uri = RuntimeParameter(name=EXAMPLES_URI_PARAMETER, ptype=str)
     return create_pipeline(
         config,
         model_uri=model_uri,

@@ -36,7 +36,7 @@ def run_local(
     config: PipelineConfig, model_uri: str, examples_uri: str, output_dir: str
 ) -> LocalRun:
     """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD."""
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipelines.pipeline import create_pipeline
 
@@ -61,6 +61,6 @@ def run_local(
     from pipelines import progress
 
     with progress.report_progress(total=len(pipeline.components)):
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        LocalDagRunner().run(pipeline)
     run_id, steps = metadata.latest_run(connection, config.pipeline_name)
     return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)

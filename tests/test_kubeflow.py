@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -633,3 +634,38 @@ def test_compile_command_with_kubeflow_section_in_the_config_file(tmp_path, comp
     example_gen = spec["deploymentSpec"]["executors"]["ExampleGen_executor"]["container"]
     assert example_gen["image"] == "registry/tfxopt:1"
     assert example_gen["resources"] == {"cpuLimit": 3.0}
+
+
+@pytest.mark.parametrize(
+    "expression, expected",
+    [
+        ("0 3 * * *", "0 0 3 * * *"),
+        ("*/15 * * * *", "0 */15 * * * *"),
+        ("0 30 2 1,15 JAN-jun MON-FRI", "0 30 2 1,15 JAN-jun MON-FRI"),
+        ("0 0 3 ? * 0", "0 0 3 ? * 0"),
+    ],
+)
+def test_cron_expressions_kfp_accepts(expression, expected):
+    from pipelines.kfp_client import parse_cron
+
+    assert parse_cron(expression) == expected
+
+
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("0 24 * * *", "hour field '24' is out of range (allowed 0-23)"),
+        ("0 3 0 * *", "day of month field '0' is out of range"),
+        ("0 3 * 13 *", "month field '13' is out of range (allowed 1-12 or JAN..DEC)"),
+        ("0 3 * * 7", "day of week field '7' is out of range"),
+        ("0 3 * * FUN", "day of week field 'FUN' is out of range"),
+        ("*/0 * * * *", "minute field '*/0' has a step of 0"),
+        ("60 0 3 * * *", "second field '60' is out of range"),
+        ("0 3 * *", "use 5 fields"),
+    ],
+)
+def test_cron_expressions_out_of_range_name_the_field(expression, message):
+    from pipelines.kfp_client import parse_cron
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_cron(expression)
