@@ -169,3 +169,47 @@ def test_component_validates_config_at_build_time():
     channel = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
     with pytest.raises(ConfigError, match="profiler.num_threads"):
         Profiler(model=channel, config={"num_threads": 0})
+
+
+def test_flops_of_transposed_and_depthwise_convolutions_match_a_hand_count():
+    """Conv*Transpose scatters each input position through the kernel; depthwise has k taps per
+    output channel. Both are subclasses of Conv, whose formula would count them wrongly."""
+    import tf_keras
+
+    from components.common import flops
+
+    layers = tf_keras.layers
+    inputs = layers.Input(shape=(4, 4, 3))
+    up = layers.Conv2DTranspose(8, 3, strides=2, padding="same", name="up")(inputs)  # 8x8x8
+    dw = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(up)  # 8x8x16
+    seq = layers.Reshape((64, 16))(dw)
+    dw1 = layers.DepthwiseConv1D(5, padding="valid", name="dw1")(seq)  # 60x16
+    up1 = layers.Conv1DTranspose(4, 2, strides=2, name="up1")(dw1)  # 120x4
+    model = tf_keras.Model(inputs, up1)
+
+    macs = {e["layer"]: e["macs"] for e in flops.model_flops(model)["per_layer"]}
+    assert macs["up"] == (4 * 4) * (3 * 3) * 3 * 8
+    assert macs["dw"] == (8 * 8 * 16) * (3 * 3)
+    assert macs["dw1"] == (60 * 16) * 5
+    assert macs["up1"] == 60 * 2 * 16 * 4
+    assert flops.model_flops(model)["uncounted_layers"] == []
+
+
+def test_gzipped_directory_size_reads_through_gfile(tmp_path):
+    """A SavedModel on an object store is measured like a local one (ram:// stands in for gs://)."""
+    import tensorflow as tf
+
+    from components.common import measure
+
+    local = tmp_path / "model"
+    (local / "variables").mkdir(parents=True)
+    (local / "saved_model.pb").write_bytes(b"graph" * 1000)
+    (local / "variables" / "variables.index").write_bytes(bytes(range(256)) * 8)
+    remote = f"ram://{tmp_path.name}/model"
+    for name in ("saved_model.pb", "variables/variables.index"):
+        tf.io.gfile.makedirs(os.path.dirname(f"{remote}/{name}"))
+        tf.io.gfile.copy(str(local / name), f"{remote}/{name}", overwrite=True)
+
+    size = measure.gzipped_dir_bytes(str(local))
+    assert 0 < size < 5000 + 2048  # compressed: the payload is 7,048 bytes of repeats
+    assert measure.gzipped_dir_bytes(remote) == size

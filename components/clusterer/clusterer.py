@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from components.clusterer.config import ClustererConfig
-from components.common import model_io, optimization, training
+from components.common import optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
@@ -250,15 +250,19 @@ def run(
     Returns:
       The record.
     """
-    model = model_io.load_keras_model(model_uri)
-    plan(model, config)  # fail on the model before reading any data
-    train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, config.fine_tuning)
-    stripped, record, history = cluster_model(model, train_ds, eval_ds, config)
-    record["model_uri"] = model_uri
-    optimization.write_model_artifact(
-        stripped, output_uri, {RECORD_FILE: record, HISTORY_FILE: history}
+    return optimization.run_technique(
+        model_uri,
+        examples_uri,
+        data,
+        config,
+        output_uri,
+        plan=plan,
+        optimize=lambda model, train_ds, eval_ds, _steps: cluster_model(
+            model, train_ds, eval_ds, config
+        ),
+        record_file=RECORD_FILE,
+        history_file=HISTORY_FILE,
     )
-    return record
 
 
 def key_numbers(record: dict) -> dict:

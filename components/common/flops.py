@@ -34,9 +34,13 @@ def layer_macs(layer) -> int | None:
         depthwise = spatial * kh * kw * cin * layer.depth_multiplier
         pointwise = spatial * cin * layer.depth_multiplier * out_shape[-1]
         return depthwise + pointwise
-    if isinstance(layer, layers.DepthwiseConv2D):
-        kh, kw = layer.kernel_size
-        return math.prod(out_shape) * kh * kw
+    if isinstance(layer, layers.DepthwiseConv2D | layers.DepthwiseConv1D):
+        # One k-tap filter per output channel (cin x depth_multiplier of them).
+        return math.prod(out_shape) * math.prod(layer.kernel_size)
+    if isinstance(layer, layers.Conv1DTranspose | layers.Conv2DTranspose | layers.Conv3DTranspose):
+        # Every input position is scattered through the whole kernel: (*k, cout, cin).
+        kernel = layer.kernel.shape
+        return math.prod(in_shape[:-1]) * math.prod(kernel)
     if isinstance(layer, layers.Conv2D | layers.Conv1D | layers.Conv3D):
         kernel = layer.kernel.shape  # (*k, cin/groups, cout)
         return math.prod(out_shape) * math.prod(kernel[:-2]) * int(kernel[-2])

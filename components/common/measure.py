@@ -31,20 +31,26 @@ def gzipped_bytes(data: bytes) -> int:
 
 
 def gzipped_dir_bytes(path: str) -> int:
-    """Size of a deterministic gzipped tar of a directory (what shipping the directory costs)."""
+    """Size of a deterministic gzipped tar of a directory (what shipping the directory costs).
+
+    Read through ``tf.io.gfile``, so ``gs://`` and ``s3://`` artifacts are measured too; names are
+    sorted and times, owners and modes fixed, so the same files give the same size anywhere.
+    """
+    import tensorflow as tf
+
+    files = []
+    for root, _, names in tf.io.gfile.walk(path):
+        files += [os.path.join(root, name) for name in names]
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9, mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w") as tar:
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    full = os.path.join(root, name)
-                    info = tar.gettarinfo(full, arcname=os.path.relpath(full, path))
-                    info.mtime = 0
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    with open(full, "rb") as f:
-                        tar.addfile(info, f)
+            for full in sorted(files):
+                with tf.io.gfile.GFile(full, "rb") as f:
+                    data = f.read()
+                info = tarfile.TarInfo(os.path.relpath(full, path))
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
     return len(buffer.getvalue())
 
 

@@ -256,6 +256,38 @@ def clean_copy(model):
     return working_copy(model)
 
 
+def run_technique(
+    model_uri: str,
+    examples_uri: str,
+    data,
+    config,
+    output_uri: str,
+    *,
+    plan: Callable,
+    optimize: Callable,
+    record_file: str,
+    history_file: str,
+) -> dict:
+    """The shared body of the Pruner's and the Clusterer's ``run``.
+
+    Loads the model, checks it with ``plan(model, config)`` before any data is read, makes the
+    fine-tuning datasets, calls ``optimize(model, train_ds, eval_ds, steps_per_epoch)`` for
+    (stripped model, record, history) and writes the model artifact (nothing when anything fails).
+
+    Returns:
+      The record, with ``model_uri`` added.
+    """
+    from components.common import model_io
+
+    model = model_io.load_keras_model(model_uri)
+    plan(model, config)  # fail on the model before reading any data
+    train_ds, eval_ds, steps_per_epoch = datasets(examples_uri, data, model, config.fine_tuning)
+    stripped, record, history = optimize(model, train_ds, eval_ds, steps_per_epoch)
+    record["model_uri"] = model_uri
+    write_model_artifact(stripped, output_uri, {record_file: record, history_file: history})
+    return record
+
+
 def write_model_artifact(model, output_uri: str, json_files: dict[str, object]) -> str:
     """Saves ``model`` in the standard layout and JSON files beside it; on failure removes them.
 

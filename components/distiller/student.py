@@ -40,6 +40,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from components.common import layer_classes
 from components.common.errors import ConfigError, ModelInputError
 
 # Smallest normal float32: probabilities below it are clipped before the log.
@@ -50,58 +51,20 @@ log = logging.getLogger(__name__)
 WIDTH_FIELDS = ("filters", "units")
 NESTED_MODEL_CLASSES = ("Sequential", "Functional", "Model")
 # Layers that travel with the weighted layer before them when a block is dropped.
-FOLLOWER_CLASSES = frozenset(
-    {
-        "Activation",
-        "ReLU",
-        "LeakyReLU",
-        "PReLU",
-        "ELU",
-        "ThresholdedReLU",
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "GaussianDropout",
-        "GaussianNoise",
-        "AlphaDropout",
-        "ActivityRegularization",
-    }
-)
-# Layers whose output has the channel count (last dimension) of their input.
-CHANNEL_PRESERVING_CLASSES = FOLLOWER_CLASSES | {
-    "Softmax",
-    "DepthwiseConv1D",
-    "DepthwiseConv2D",
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D",
-    "ZeroPadding1D",
-    "ZeroPadding2D",
-    "ZeroPadding3D",
-    "Cropping1D",
-    "Cropping2D",
-    "Cropping3D",
-    "UpSampling1D",
-    "UpSampling2D",
-    "UpSampling3D",
+FOLLOWER_CLASSES = layer_classes.ELEMENTWISE_STATELESS | {
+    "PReLU",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
 }
-ELEMENTWISE_MERGE_CLASSES = frozenset(
-    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Layers whose output has the channel count (last dimension) of their input.
+CHANNEL_PRESERVING_CLASSES = (
+    FOLLOWER_CLASSES
+    | layer_classes.SPATIAL_CHANNEL_PRESERVING
+    | {"Softmax", "DepthwiseConv1D", "DepthwiseConv2D"}
 )
+ELEMENTWISE_MERGE_CLASSES = layer_classes.ELEMENTWISE_MERGE
 
 
 @dataclass

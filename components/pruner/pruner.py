@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from components.common import model_io, optimization, training
+from components.common import optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError, ModelInputError
 from components.common.examples import DataConfig
@@ -310,17 +310,19 @@ def run(
     Returns:
       The record.
     """
-    model = model_io.load_keras_model(model_uri)
-    plan(model, config)  # fail on the model before reading any data
-    train_ds, eval_ds, steps_per_epoch = optimization.datasets(
-        examples_uri, data, model, config.fine_tuning
+    return optimization.run_technique(
+        model_uri,
+        examples_uri,
+        data,
+        config,
+        output_uri,
+        plan=plan,
+        optimize=lambda model, train_ds, eval_ds, steps: prune_model(
+            model, train_ds, eval_ds, config, steps
+        ),
+        record_file=RECORD_FILE,
+        history_file=HISTORY_FILE,
     )
-    stripped, record, history = prune_model(model, train_ds, eval_ds, config, steps_per_epoch)
-    record["model_uri"] = model_uri
-    optimization.write_model_artifact(
-        stripped, output_uri, {RECORD_FILE: record, HISTORY_FILE: history}
-    )
-    return record
 
 
 def key_numbers(record: dict) -> dict:

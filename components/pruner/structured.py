@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.common import training
+from components.common import layer_classes, training
 from components.common.errors import ConfigError, DataError, ModelInputError
 from components.pruner.structured_config import DATA_CRITERIA, StructuredPruningConfig
 
@@ -82,44 +82,10 @@ _PRODUCERS = {
     "Conv3DTranspose",
 }
 _DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
-_PASS_THROUGH = {
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "ELU",
-    "ThresholdedReLU",
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "ActivityRegularization",
-    "Identity",
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D",
-    "ZeroPadding1D",
-    "ZeroPadding2D",
-    "ZeroPadding3D",
-    "Cropping1D",
-    "Cropping2D",
-    "Cropping3D",
-    "UpSampling1D",
-    "UpSampling2D",
-    "UpSampling3D",
-}
-_ELEMENTWISE_MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+_PASS_THROUGH = (
+    layer_classes.ELEMENTWISE_STATELESS | layer_classes.SPATIAL_CHANNEL_PRESERVING | {"Identity"}
+)
+_ELEMENTWISE_MERGE = layer_classes.ELEMENTWISE_MERGE
 _CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
 
 # Layer kinds in a plan.
