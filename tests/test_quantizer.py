@@ -364,6 +364,51 @@ def test_a_failed_write_leaves_nothing_behind(tiny_data, tmp_path, monkeypatch):
     assert not os.path.exists(uri) or not os.listdir(uri)
 
 
+def _files(directory) -> dict[str, bytes]:
+    return {
+        os.path.relpath(os.path.join(root, name), directory): open(
+            os.path.join(root, name), "rb"
+        ).read()
+        for root, _, names in os.walk(directory)
+        for name in names
+    }
+
+
+def test_serving_flavour_copied_from_a_step_output_and_saved_anew_from_a_checkpoint(
+    tiny_data, tmp_path
+):
+    """A post-training mode serves its input unchanged: from an artifact our steps wrote
+    (Format-Serving, no optimizer state) the files are copied as they are; a user's checkpoint
+    is saved again (it may carry optimizer state)."""
+    step_output = str(tmp_path / "clustered-artifact")
+    model_io.save_keras_model(_load(tiny_data["clustered"]), step_output)
+
+    result = quantizer.quantize_uri(
+        step_output, tiny_data["examples"], DATA, QuantizerConfig(mode="dynamic_range")
+    )
+    assert result.serving_source == os.path.join(step_output, model_io.SERVING_DIR)
+    out = str(tmp_path / "out")
+    files = quantizer.write(result, out, "quantization.json")
+    assert _files(files["serving_model_dir"]) == _files(result.serving_source)
+    reloaded = _load(files["serving_model_dir"])
+    x = np.random.default_rng(1).random((4, 64), dtype=np.float32)
+    np.testing.assert_array_equal(
+        reloaded.predict(x, verbose=0), _load(result.serving_source).predict(x, verbose=0)
+    )
+
+    checkpoint = quantizer.quantize_uri(
+        tiny_data["plain"], tiny_data["examples"], DATA, QuantizerConfig(mode="dynamic_range")
+    )
+    assert checkpoint.serving_source is None
+    qat = quantizer.quantize_uri(
+        step_output,
+        tiny_data["examples"],
+        DATA,
+        QuantizerConfig(mode="qat", fine_tuning={"epochs": 1}),
+    )
+    assert qat.serving_source is None  # QAT weights differ from the input's: saved anew
+
+
 def test_verification_failure_writes_nothing(tiny_data, tmp_path):
     from tfx.types import standard_artifacts
 

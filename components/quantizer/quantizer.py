@@ -54,6 +54,9 @@ class QuantizedModel:
     flatbuffer: bytes
     serving_model: object
     record: dict = field(default_factory=dict)
+    # A SavedModel directory holding ``serving_model`` as it is (written by one of our steps,
+    # so without optimizer state): ``write`` copies it instead of saving the model again.
+    serving_source: str | None = None
 
 
 # --------------------------------------------------------------------------- checks (cheap)
@@ -601,7 +604,16 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
 def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: QuantizerConfig):
     """:func:`quantize` for the model of an artifact (or a plain SavedModel path)."""
     model = model_io.load_keras_model(model_uri)
-    return quantize(model, examples_uri, data, config)
+    result = quantize(model, examples_uri, data, config)
+    source = model_io.serving_model_dir(model_uri)
+    # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again.
+    # A checkpoint given by the user may hold optimizer state or other extras: it is saved anew.
+    if (
+        result.record["serving_model"] == SERVING_INPUT
+        and os.path.basename(source.rstrip("/")) == model_io.SERVING_DIR
+    ):
+        result.serving_source = source
+    return result
 
 
 def write(result: QuantizedModel, output_uri: str, record_name: str | None = None) -> dict:
@@ -621,7 +633,10 @@ def write(result: QuantizedModel, output_uri: str, record_name: str | None = Non
     }
     result.record["files"] = files
     try:
-        model_io.save_keras_model(result.serving_model, output_uri)
+        if result.serving_source:
+            model_io.copy_serving_model(result.serving_source, output_uri)
+        else:
+            model_io.save_keras_model(result.serving_model, output_uri)
         model_io.write_tflite(result.flatbuffer, output_uri)
         if record_name:
             files["record"] = properties.write_json(output_uri, record_name, result.record)
