@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Literal
 
 import pydantic
 
@@ -55,6 +56,15 @@ class PipelineConfig(StrictModel):
     beam_pipeline_args: list[str] = pydantic.Field(
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
         description="Apache Beam options for Beam-based steps (runner, workers, ...).",
+    )
+    example_gen: Literal["copy", "beam"] = pydantic.Field(
+        "copy",
+        description=(
+            "How the input Examples enter the pipeline root: 'copy' copies the TFRecord files "
+            "(reading every record once to check it; components/example_gen), 'beam' re-encodes "
+            "them with TFX's ImportExampleGen (a Beam pipeline: use it to parallelise very large "
+            "inputs on a distributed runner)."
+        ),
     )
     data: DataConfig = pydantic.Field(default_factory=DataConfig)
     profiler: ProfilerConfig = pydantic.Field(default_factory=ProfilerConfig)

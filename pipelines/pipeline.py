@@ -46,23 +46,13 @@ def create_pipeline(
     """
     # The modules themselves, not ``tfx.v1``: that one also imports every TFX component and the
     # Vertex AI client (about 10 s a process on 2 cores).
-    from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
     from tfx.dsl.components.common.importer import Importer
-    from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
 
     from components.profiler.component import Profiler
 
     data = config.data
-    example_gen = ImportExampleGen(
-        input_base=examples_uri,
-        input_config=example_gen_pb2.Input(
-            splits=[
-                example_gen_pb2.Input.Split(name=split, pattern=f"Split-{split}/*")
-                for split in (data.train_split, data.eval_split)
-            ]
-        ),
-    ).with_id(EXAMPLE_GEN_ID)
+    example_gen = _example_gen(config, examples_uri).with_id(EXAMPLE_GEN_ID)
     examples = example_gen.outputs["examples"]
     checkpoint = Importer(source_uri=model_uri, artifact_type=standard_artifacts.Model).with_id(
         IMPORTER_ID
@@ -149,6 +139,32 @@ def create_pipeline(
         ).with_id(PUSHER_ID)
         components.append(pusher)
     return _pipeline(config, pipeline_root, components, metadata_connection_config)
+
+
+def _example_gen(config: PipelineConfig, examples_uri):
+    """The input Examples' step: the files copied (``example_gen: copy``) or ImportExampleGen.
+
+    Both are TFX's ``FileBasedExampleGen`` (one driver: spans, input fingerprints, caching); the
+    copy swaps in :mod:`components.example_gen.executor` for the Beam re-encoding.
+    """
+    from tfx.components.example_gen.component import FileBasedExampleGen
+    from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
+    from tfx.dsl.components.base import executor_spec
+    from tfx.proto import example_gen_pb2
+
+    from components.example_gen import executor
+
+    splits = (config.data.train_split, config.data.eval_split)
+    input_config = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name=s, pattern=f"Split-{s}/*") for s in splits]
+    )
+    if config.example_gen == "beam":
+        return ImportExampleGen(input_base=examples_uri, input_config=input_config)
+    return FileBasedExampleGen(
+        input_base=examples_uri,
+        input_config=input_config,
+        custom_executor_spec=executor_spec.ExecutorClassSpec(executor.Executor),
+    )
 
 
 def _pipeline(config, pipeline_root, components, metadata_connection_config):
