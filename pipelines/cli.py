@@ -87,9 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
     if not args.verbose:
+        import warnings
+
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.WARNING)
+        # Google's client libraries (imported by TFX) warn about Python 3.10 on every import;
+        # Python 3.10 is what TFX 1.16 supports, so the warning says nothing actionable here.
+        warnings.filterwarnings(
+            "ignore", message="You are using a non-supported Python version", category=FutureWarning
+        )
     from components.common.errors import TfxOptError
 
     try:

@@ -166,15 +166,19 @@ def report_progress(total: int | None = None, stream=None, heartbeat_s: float | 
       stream: where to print (default: standard output).
       heartbeat_s: print ``still running`` this often during a step (None: never).
     """
-    from absl import logging as absl_logging  # noqa: F401 - absl's own logger class, first
+    from absl import logging as absl_logging  # absl's own logger class, first
 
     logger = logging.getLogger(ABSL_LOGGER)
     previous_level, previous_propagate = logger.level, logger.propagate
+    previous_verbosity = absl_logging.get_verbosity()
     # Records below the level the user asked for (e.g. WARNING without -v) were not shown
     # before; they reach the handler now (it needs the INFO lines) but are not forwarded.
     handler = StepProgressHandler(total, stream, forward_level=logger.getEffectiveLevel())
     logger.addHandler(handler)
-    logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
+    # Through absl's verbosity flag, not logger.setLevel: TensorFlow saves, silences and restores
+    # that flag around every SavedModel save, which would otherwise put the logger back to
+    # WARNING in the middle of the run and stop the progress lines.
+    absl_logging.set_verbosity(max(previous_verbosity, absl_logging.INFO))
     logger.propagate = False
     stop = threading.Event()
     ticker = None
@@ -198,6 +202,7 @@ def report_progress(total: int | None = None, stream=None, heartbeat_s: float | 
         if ticker is not None:
             ticker.join(timeout=1.0)
         logger.removeHandler(handler)
+        absl_logging.set_verbosity(previous_verbosity)
         logger.setLevel(previous_level)
         logger.propagate = previous_propagate
     steps = handler.state.steps
