@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings(
             "ignore", message="You are using a non-supported Python version", category=FutureWarning
         )
+        # TFX 1.16's channel resolver warns "...Query.property_predicate is not supported." on
+        # every input resolution: it tests a protobuf sub-message for truth, which is always true.
+        logging.getLogger("absl").addFilter(
+            lambda record: not record.getMessage().endswith("property_predicate is not supported.")
+        )
     from components.common.errors import TfxOptError
 
     try:
