@@ -378,9 +378,6 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     assert outcome["manifest"]["sequence"] == 1
 
 
-@pytest.mark.slow  # reason: three more pipeline starts (~2-3 min); the default run kills the
-# Pruner and the Pusher, resuming does not depend on which step was killed, and the on-disk state
-# of a kill before the OTA manifest is also checked by the disk-full manifest test
 def test_sigkill_in_conversion_evaluation_and_ota_publish_then_rerun_resumes(
     inputs, baseline, driver
 ):
