@@ -423,61 +423,37 @@ def _producers(run: RunInfo) -> dict[str, str]:
 
 def _threshold_lines(rules: dict, baseline_metrics: dict) -> dict:
     """The gate's thresholds as lines on the plots' axes (accuracy fraction, size, latency)."""
-    lines: dict[str, list] = {"accuracy": [], "size_bytes": [], "latency_ms": []}
     base_acc = baseline_metrics.get("top1_accuracy")
     base_size = baseline_metrics.get("size_bytes")
     base_latency = baseline_metrics.get("latency_ms")
-    bound = rules.get("accuracy_drop_bound", "point")
-    suffix = " (upper CI)" if bound == "upper_confidence" else ""
-    if finite(rules.get("max_accuracy_drop_points")) and finite(base_acc):
-        t = rules["max_accuracy_drop_points"]
-        lines["accuracy"].append(
-            {
-                "rule": "max_accuracy_drop_points",
-                "value": base_acc - t / 100,
-                "label": f"max drop {t:g} pt{suffix}",
-            }
-        )
-    if finite(rules.get("max_relative_accuracy_drop")) and finite(base_acc):
-        t = rules["max_relative_accuracy_drop"]
-        lines["accuracy"].append(
-            {
-                "rule": "max_relative_accuracy_drop",
-                "value": base_acc * (1 - t),
-                "label": f"max relative drop {100 * t:g}%{suffix}",
-            }
-        )
-    if finite(rules.get("min_accuracy")):
-        t = rules["min_accuracy"]
-        lines["accuracy"].append(
-            {"rule": "min_accuracy", "value": t, "label": f"min accuracy {100 * t:g}%"}
-        )
+    suffix = (
+        " (upper CI)" if rules.get("accuracy_drop_bound", "point") == "upper_confidence" else ""
+    )
     measure = rules.get("size_measure", "gzip")
-    if finite(rules.get("max_size_bytes")):
-        t = rules["max_size_bytes"]
-        lines["size_bytes"].append(
-            {"rule": "max_size_bytes", "value": t, "label": f"max size ({measure})"}
-        )
-    if finite(rules.get("min_compression_ratio")) and finite(base_size):
-        t = rules["min_compression_ratio"]
-        lines["size_bytes"].append(
-            {
-                "rule": "min_compression_ratio",
-                "value": base_size / t,
-                "label": f"min compression {t:g}x",
-            }
-        )
     stat = rules.get("latency_statistic", "p95")
-    if finite(rules.get("max_latency_ms")):
-        t = rules["max_latency_ms"]
-        lines["latency_ms"].append(
-            {"rule": "max_latency_ms", "value": t, "label": f"max {stat} {t:g} ms"}
-        )
-    if finite(rules.get("min_speedup")) and finite(base_latency):
-        t = rules["min_speedup"]
-        lines["latency_ms"].append(
-            {"rule": "min_speedup", "value": base_latency / t, "label": f"min speed-up {t:g}x"}
-        )
+    no_baseline = 1.0  # for rules whose line does not depend on the baseline
+    # (rule, axis, the baseline figure it needs, where its line is, its label), in drawing order
+    specs = (
+        ("max_accuracy_drop_points", "accuracy", base_acc,
+         lambda t: base_acc - t / 100, lambda t: f"max drop {t:g} pt{suffix}"),
+        ("max_relative_accuracy_drop", "accuracy", base_acc,
+         lambda t: base_acc * (1 - t), lambda t: f"max relative drop {100 * t:g}%{suffix}"),
+        ("min_accuracy", "accuracy", no_baseline,
+         lambda t: t, lambda t: f"min accuracy {100 * t:g}%"),
+        ("max_size_bytes", "size_bytes", no_baseline,
+         lambda t: t, lambda t: f"max size ({measure})"),
+        ("min_compression_ratio", "size_bytes", base_size,
+         lambda t: base_size / t, lambda t: f"min compression {t:g}x"),
+        ("max_latency_ms", "latency_ms", no_baseline,
+         lambda t: t, lambda t: f"max {stat} {t:g} ms"),
+        ("min_speedup", "latency_ms", base_latency,
+         lambda t: base_latency / t, lambda t: f"min speed-up {t:g}x"),
+    )  # fmt: skip
+    lines: dict[str, list] = {"accuracy": [], "size_bytes": [], "latency_ms": []}
+    for rule, axis, base, value, label in specs:
+        threshold = rules.get(rule)
+        if finite(threshold) and finite(base):
+            lines[axis].append({"rule": rule, "value": value(threshold), "label": label(threshold)})
     return lines
 
 

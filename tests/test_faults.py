@@ -310,6 +310,17 @@ def _assert_same_result(outcome: dict, baseline: dict) -> None:
     assert outcome["manifest"]["sha256"] == expected["manifest"]["sha256"]
 
 
+def _rerun_pushes_only(inputs, output_dir: str, baseline: dict) -> dict:
+    """The last, uninterrupted rerun: every step CACHED but the Pusher, the baseline's result."""
+    run = _run_in_process(inputs, output_dir)
+    states = _states(run)
+    assert states.pop("Pusher") == "COMPLETE"
+    assert set(states.values()) == {"CACHED"}, states
+    outcome = _outcome(run, inputs)
+    _assert_same_result(outcome, baseline)
+    return outcome
+
+
 # ----------------------------------------------------------------------------- kill and rerun
 
 
@@ -365,12 +376,7 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     assert seen["served"] == [] and seen["orphans"] == [1] and seen["temporaries"] == [], seen
     driver.kill(process)
 
-    run = _run_in_process(inputs, out)
-    states = _states(run)
-    assert states.pop("Pusher") == "COMPLETE"
-    assert set(states.values()) == {"CACHED"}, states
-    outcome = _outcome(run, inputs)
-    _assert_same_result(outcome, baseline)
+    outcome = _rerun_pushes_only(inputs, out, baseline)
     # the push interrupted after its directory was published was completed, not copied again
     base = os.path.join(out, "serving")
     assert sorted(n for n in os.listdir(os.path.join(base, MODEL_NAME)) if n.isdigit()) == ["1"]
@@ -406,12 +412,7 @@ def test_sigkill_in_conversion_evaluation_and_ota_publish_then_rerun_resumes(
     assert seen["manifest"] is None  # a device still sees no release, not a partial one
     driver.kill(process)
 
-    run = _run_in_process(inputs, out)
-    states = _states(run)
-    assert states.pop("Pusher") == "COMPLETE"
-    assert set(states.values()) == {"CACHED"}, states
-    outcome = _outcome(run, inputs)
-    _assert_same_result(outcome, baseline)
+    outcome = _rerun_pushes_only(inputs, out, baseline)
     # the signed-but-never-published manifest keeps its sequence number: numbers are never reused
     assert outcome["manifest"]["sequence"] == 2
 
