@@ -142,3 +142,17 @@ def test_copy_and_beam_give_the_same_examples_and_new_data_reruns_the_step(
     assert examples.id != outputs["copy"][1].id
     counts = _records(os.path.join(examples.uri, "Split-train"))
     assert len(counts) == 1437 + 7
+
+
+def test_a_failure_leaves_no_split_behind(tmp_path):
+    """A bad file in the second split: the first split's copy is removed too (nothing half-written)."""
+    rng = np.random.default_rng(0)
+    base = tmp_path / "in"
+    write_examples(str(base / "Split-train" / "a.gz"), rng.random((50, 4)), np.arange(50))
+    write_examples(str(base / "Split-eval" / "a.gz"), rng.random((50, 4)), np.arange(50))
+    path = base / "Split-eval" / "a.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"Split-eval/a\.gz"):
+        _do(str(base), str(out))
+    assert not out.exists() or os.listdir(out) == []

@@ -41,24 +41,25 @@ def _is_gzip(path: str) -> bool:
         return f.read(2) == GZIP_MAGIC
 
 
-def _count_records(path: str, compression: str) -> int:
-    """Reads every record (length and data CRCs checked); fails naming the file."""
+def _record_batches(path: str, compression: str):
+    """Every record of a file, in batches (length and data CRCs checked); fails naming the file."""
     import tensorflow as tf
 
-    count = 0
     try:
-        for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
-            count += int(batch.shape[0])
+        yield from tf.data.TFRecordDataset(path, compression_type=compression).batch(4096)
     except tf.errors.OpError as e:
         raise DataError(
             f"{path} is not a readable TFRecord file ({e.message.splitlines()[0]}): "
             "the Examples input must be TFRecords of tf.Example (gzipped or not)."
         ) from None
-    return count
 
 
 def copy_split(files: list[str], destination: str) -> int:
-    """Copies one split's files into ``destination`` as gzipped TFRecords; returns the records."""
+    """Copies one split's files into ``destination`` as gzipped TFRecords; returns the records.
+
+    A gzipped file is read once to check it, then copied as it is; a plain one is gzipped while
+    it is read.
+    """
     import tensorflow as tf
 
     tf.io.gfile.makedirs(destination)
@@ -66,14 +67,15 @@ def copy_split(files: list[str], destination: str) -> int:
     for index, source in enumerate(files):
         target = os.path.join(destination, f"data_tfrecord-{index:05d}-of-{len(files):05d}.gz")
         if _is_gzip(source):
-            total += _count_records(source, "GZIP")
+            total += sum(int(b.shape[0]) for b in _record_batches(source, "GZIP"))
             tf.io.gfile.copy(source, target, overwrite=True)
-        else:
-            total += _count_records(source, "")
-            options = tf.io.TFRecordOptions(compression_type="GZIP")
-            with tf.io.TFRecordWriter(target, options) as writer:
-                for record in tf.data.TFRecordDataset(source):
-                    writer.write(record.numpy())
+            continue
+        options = tf.io.TFRecordOptions(compression_type="GZIP")
+        with tf.io.TFRecordWriter(target, options) as writer:
+            for batch in _record_batches(source, ""):
+                for record in batch.numpy():
+                    writer.write(record)
+                total += int(batch.shape[0])
     return total
 
 
@@ -99,23 +101,32 @@ class Executor(base_executor.BaseExecutor):
         examples.split_names = artifact_utils.encode_split_names(
             [split.name for split in input_config.splits]
         )
-        counts = {}
+        inputs = {}  # every split's files, before anything is written
         for split in input_config.splits:
             pattern = os.path.join(input_base, split.pattern)
-            files = sorted(f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f))
-            if not files:
+            inputs[split.name] = sorted(
+                f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f)
+            )
+            if not inputs[split.name]:
                 raise DataError(
                     f"split {split.name!r}: no files match {pattern}; the Examples directory "
                     f"needs Split-{split.name}/ with TFRecord files."
                 )
-            destination = artifact_utils.get_split_uri([examples], split.name)
-            counts[split.name] = copy_split(files, destination)
-            log.info(
-                "ExampleGen: %s: %d records from %d file(s)",
-                split.name,
-                counts[split.name],
-                len(files),
-            )
+        counts = {}
+        try:
+            for name, files in inputs.items():
+                destination = artifact_utils.get_split_uri([examples], name)
+                counts[name] = copy_split(files, destination)
+                log.info(
+                    "ExampleGen: %s: %d records from %d file(s)", name, counts[name], len(files)
+                )
+        except BaseException:
+            # Nothing half-written stays in the output artifact.
+            for name in inputs:
+                destination = artifact_utils.get_split_uri([examples], name)
+                if tf.io.gfile.exists(destination):
+                    tf.io.gfile.rmtree(destination)
+            raise
         from tfx.components.util import examples_utils
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
