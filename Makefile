@@ -9,7 +9,7 @@ DEMO_OUT := demo-output
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test test-all lint bench reference clean
+.PHONY: venv demo test test-isa test-all lint bench reference clean
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -24,6 +24,13 @@ test: venv
 	@bash scripts/install_chromium.sh   # the report is checked in a real browser
 	@bash scripts/install_mariadb.sh    # ML Metadata on a real MySQL-compatible server
 	$(PY) -m pytest -m "not slow" tests
+
+# The same suite with TensorFlow's oneDNN kernels held to AVX2, the code path of AVX2-only processors
+# (trained weights and accuracies move with the instruction set; the tests must hold on both).
+test-isa: venv
+	@bash scripts/install_chromium.sh
+	@bash scripts/install_mariadb.sh
+	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -m "not slow" tests
 
 test-all: venv
 	$(PY) -m pytest tests

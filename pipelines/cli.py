@@ -17,9 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _cmd_example_data(args) -> int:
-    from pipelines.reference_data import write_reference_data
+    from pipelines.reference_data import EPOCHS, write_reference_data
 
-    facts = write_reference_data(args.out_dir, epochs=args.epochs)
+    facts = write_reference_data(args.out_dir, epochs=args.epochs or EPOCHS)
     print(
         f"wrote {facts['train_examples']} train / {facts['eval_examples']} eval examples to "
         f"{facts['examples']}\nwrote the baseline model ({facts['parameters']:,} parameters, eval "
@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "example-data", help="write the reference inputs: digits Examples and a baseline CNN"
     )
     data.add_argument("out_dir", help="directory to write examples/ and model/ into")
-    data.add_argument("--epochs", type=int, default=40, help="training epochs of the baseline")
+    data.add_argument(
+        "--epochs", type=int, help="training epochs of the baseline (default: the reference recipe's)"
+    )
     data.set_defaults(func=_cmd_example_data)
 
     # Shipping (promote, rollback, ota-check, ota-keygen) and Kubeflow (compile, submit,

@@ -79,8 +79,38 @@ def build_digits_cnn(num_classes: int = 10, width: int = 1):
     )
 
 
-def train_reference_model(x_train, y_train, x_eval, y_eval, epochs: int = 40, seed: int = SEED):
-    """Trains the reference CNN deterministically; returns (model, eval accuracy)."""
+# Training epochs of the reference CNN (over the shifted copies too: 5 x 1,437 images an epoch).
+EPOCHS = 15
+
+
+def shifted_copies(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) plus four copies of every 8x8 image moved by one pixel up, down, left and right.
+
+    Handwritten digits are not centred to the pixel; the shifted copies teach the CNN that, and
+    make its accuracy robust to the small numeric differences between processors (oneDNN and
+    XNNPACK take other code paths with AVX2, AVX-512 or VNNI, so the trained weights differ).
+    """
+    images = x.reshape(-1, 8, 8)
+    xs, ys = [x], [y]
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        moved = np.zeros_like(images)
+        moved[:, max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)] = images[
+            :, max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)
+        ]
+        xs.append(moved.reshape(-1, 64))
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_reference_model(
+    x_train, y_train, x_eval, y_eval, epochs: int = EPOCHS, seed: int = SEED
+):
+    """Trains the reference CNN deterministically; returns (model, eval accuracy).
+
+    The recipe (one-pixel shifted copies, Adam with a cosine-decayed learning rate) reaches
+    0.99-1.0 eval accuracy whichever instruction set TensorFlow's kernels use (README), so
+    the reference bar holds on every x86-64 processor with a margin.
+    """
     import tensorflow as tf
     import tf_keras
 
@@ -93,13 +123,18 @@ def train_reference_model(x_train, y_train, x_eval, y_eval, epochs: int = 40, se
     was_deterministic = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
     try:
+        x_fit, y_fit = shifted_copies(x_train, y_train)
+        batch_size = 32
+        steps = -(-len(y_fit) // batch_size) * epochs
         model = build_digits_cnn()
         model.compile(
-            optimizer=tf_keras.optimizers.Adam(1e-3),
+            optimizer=tf_keras.optimizers.Adam(
+                tf_keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=max(1, steps))
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+        model.fit(x_fit, y_fit, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         _, accuracy = model.evaluate(x_eval, y_eval, verbose=0)
     finally:
         if not was_deterministic:
@@ -107,7 +142,7 @@ def train_reference_model(x_train, y_train, x_eval, y_eval, epochs: int = 40, se
     return model, float(accuracy)
 
 
-def write_reference_data(out_dir: str, epochs: int = 40) -> dict:
+def write_reference_data(out_dir: str, epochs: int = EPOCHS) -> dict:
     """Writes ``out_dir/examples`` (TFX Examples) and ``out_dir/model`` (SavedModel); returns facts.
 
     Re-running gives the same examples and the same trained weights (seeded, deterministic ops).

@@ -55,3 +55,23 @@ def tiny_examples(tmp_path):
         y = rng.integers(0, 10, n).astype(np.int64)
         write_examples(str(root / f"Split-{split}" / "data.gz"), x, y)
     return str(root)
+
+
+def pytest_report_header(config):
+    """The processor and the instruction set TensorFlow's kernels may use: trained weights,
+    accuracies and latencies move with them, so the tests assert relationships (issue 14)."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    features = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
+    return f"processor: {model} ({', '.join(features) or 'no AVX2'}); ONEDNN_MAX_CPU_ISA={isa}"

@@ -125,9 +125,13 @@ def reference_candidates(reference_data, tmp_path_factory):
     float16 = str(root / "float16")
     shutil.copytree(reference_data["model"], os.path.join(float16, model_io.SERVING_DIR))
     model_io.write_tflite(_to_tflite(model, float16=True), float16)
-    rng = np.random.default_rng(0)
-    kernel = model.get_layer("predictions").kernel
-    kernel.assign(kernel.numpy() + rng.normal(0, 0.3, kernel.shape).astype(np.float32))
+    # Classes 0 and 1 swap places in the output layer: their eval examples (about a fifth) are
+    # misclassified whatever weights training found on this processor.
+    head = model.get_layer("predictions")
+    for variable in (head.kernel, head.bias):
+        values = variable.numpy()
+        values[..., [0, 1]] = values[..., [1, 0]]
+        variable.assign(values)
     perturbed = str(root / "perturbed")
     model_io.write_tflite(_to_tflite(model), perturbed)
     return {"float16": float16, "perturbed": perturbed}

@@ -30,7 +30,8 @@ def test_reference_examples_are_deterministic(tmp_path):
 
 
 def test_reference_model_meets_accuracy(reference_data):
-    assert reference_data["eval_accuracy"] >= 0.97
+    # The bar of issue 14: met on AVX2, AVX-512 and VNNI kernels alike (README), not one machine's figure.
+    assert reference_data["eval_accuracy"] >= 0.975
     model = model_io.load_keras_model(reference_data["model"])
     x, y = examples_lib.load_arrays(reference_data["examples"], "eval", DataConfig(), model)
     assert x.shape == (360, 64) and y.shape == (360,)
@@ -168,3 +169,21 @@ def test_module_file_input_fn(tmp_path, tiny_examples, tiny_model):
             tiny_examples, "eval", DataConfig(module_file=str(bad)), tiny_model
         )
     assert os.path.exists(module)
+
+
+def test_reference_training_adds_one_pixel_shifted_copies():
+    from pipelines.reference_data import shifted_copies
+
+    x = np.arange(2 * 64, dtype=np.float32).reshape(2, 64) + 1
+    y = np.array([3, 7])
+    xs, ys = shifted_copies(x, y)
+    assert xs.shape == (10, 64) and list(ys) == [3, 7] * 5
+    np.testing.assert_array_equal(xs[:2], x)
+    images, moved = x.reshape(2, 8, 8), xs.reshape(10, 8, 8)
+    # down by one: row 0 empty, row r holds the original row r - 1; likewise for the others.
+    np.testing.assert_array_equal(moved[2:4, 1:], images[:, :-1])
+    assert not moved[2:4, 0].any()
+    np.testing.assert_array_equal(moved[4:6, :-1], images[:, 1:])
+    assert not moved[4:6, -1].any()
+    np.testing.assert_array_equal(moved[6:8, :, 1:], images[:, :, :-1])
+    np.testing.assert_array_equal(moved[8:10, :, :-1], images[:, :, 1:])
