@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import commands, keys, ota, storage
+from components.pusher import commands, config, keys, ota, ota_fetch, storage
 from components.pusher.config import OtaDestination
 from components.pusher.ota_client import (
     NOT_ELIGIBLE,
@@ -83,6 +83,22 @@ def _snapshot(client: DeviceClient):
     path = client.current_model_path()
     data = open(path, "rb").read() if path else None
     return path, data, client.state()
+
+
+def device_tree(directory: str) -> dict:
+    """Every entry under a device directory: file bytes, symlink targets, directories."""
+    tree = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, directory)
+            if os.path.islink(path):
+                tree[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                tree[rel] = ("dir",)
+            else:
+                tree[rel] = ("file", open(path, "rb").read())
+    return tree
 
 
 def test_push_and_device_update_over_http_with_a_real_tflite(
@@ -431,6 +447,102 @@ def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
         OtaDestination.parse({"base_directory": "x"}, where="pusher.ota.0")
 
 
+def _served_as(channel_dir: str, other_channel_dir: str, sequence: int) -> None:
+    """Serves another channel's validly signed ``sequence`` (and its files) at ``channel_dir``."""
+    for suffix in ("", ".sig"):
+        shutil.copy(
+            os.path.join(other_channel_dir, "history", f"{sequence}.json{suffix}"),
+            os.path.join(channel_dir, f"manifest.json{suffix}"),
+        )
+    manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
+    for entry in manifest["files"]:
+        shutil.copy(
+            os.path.join(other_channel_dir, entry["path"]), os.path.join(channel_dir, entry["path"])
+        )
+
+
+@pytest.mark.parametrize("served_over", ["http", "directory"])
+def test_another_models_signed_manifest_at_this_location_is_refused(
+    tmp_path, http_base, signing, served_over
+):
+    base, url = http_base
+    _, public, key_path, _ = signing  # one signing key for both models
+    for payload in (b"A" * 700, b"B" * 700):  # digits/canary: sequences 1 and 2
+        ota.push_tflite(
+            _model_file(tmp_path, "d.tflite", payload), MODEL, _destination(base, key_path)
+        )
+    for payload in (b"1" * 500, b"2" * 500, b"3" * 500):  # other/canary: sequences 1, 2 and 3
+        ota.push_tflite(
+            _model_file(tmp_path, "o.tflite", payload), "other", _destination(base, key_path)
+        )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    location = f"{url}/{MODEL}/canary" if served_over == "http" else channel_dir
+    client = _device(tmp_path, public)  # no model name: it comes from the location
+    assert client.check(location).status == UPDATED
+    assert client.state()["current"]["sequence"] == 2
+    before = device_tree(client.device_dir)
+
+    other_dir = os.path.join(base, "other", "canary")
+    for sequence in (1, 3):  # older and newer than the device's sequence 2
+        _served_as(channel_dir, other_dir, sequence)
+        result = client.check(location)
+        assert result.status == REJECTED, result
+        assert "manifest is for model 'other', not 'digits'" in result.reason
+        assert device_tree(client.device_dir) == before
+    # The replayed manifest is genuine: a device that expects `other` takes it.
+    other_device = _device(tmp_path, public, name="other-device", model_name="other")
+    assert other_device.check(location, channel="canary").status == UPDATED
+    assert open(other_device.current_model_path(), "rb").read() == b"3" * 500
+    assert list(client.state()["accepted"]) == ["digits/canary"]
+
+    # Another channel of the same model is refused too, and the state stays keyed by the
+    # expected model and channel.
+    ota.push_tflite(
+        _model_file(tmp_path, "s.tflite", b"S" * 700), MODEL, _destination(base, key_path, "stable")
+    )
+    _served_as(channel_dir, os.path.join(base, MODEL, "stable"), 1)
+    result = client.check(location)
+    assert result.status == REJECTED and "manifest is for channel 'stable'" in result.reason
+    assert device_tree(client.device_dir) == before
+
+
+def test_a_location_that_names_no_model_needs_model_name(tmp_path, http_base, signing):
+    base, url = http_base
+    _, public, key_path, _ = signing
+    ota.push_tflite(
+        _model_file(tmp_path, "a.tflite", b"A" * 70), MODEL, _destination(base, key_path)
+    )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    shutil.copytree(channel_dir, os.path.join(base, "canary"))  # served at <url>/canary
+    client = _device(tmp_path, public)
+    before = device_tree(client.device_dir)
+    for location, missing in ((f"{url}/canary", "pass --model-name"), (f"{url}/", "--channel")):
+        result = client.check(location)
+        assert result.status == REJECTED and missing in result.reason, result
+        assert "does not end in .../<model>/<channel>" in result.reason
+    assert device_tree(client.device_dir) == before
+    # A directory whose path names another model: refused, saying how to override.
+    odd = os.path.join(str(tmp_path), "downloads", "digits_canary")
+    shutil.copytree(channel_dir, odd)
+    result = client.check(odd)
+    assert result.status == REJECTED
+    assert "manifest is for model 'digits', not 'downloads'" in result.reason
+    assert "pass --model-name" in result.reason
+
+    named = _device(tmp_path, public, name="named", model_name=MODEL)
+    assert named.check(f"{url}/canary").status == UPDATED
+    assert named.check(odd, channel="canary").status == UP_TO_DATE
+    assert list(named.state()["accepted"]) == ["digits/canary"]
+    with pytest.raises(ConfigError, match="model_name"):
+        _device(tmp_path, public, name="bad", model_name="../x")
+
+
+def test_the_clients_name_rules_are_the_publishers():
+    assert ota_fetch.MODEL_NAME_PATTERN == config.NAME_PATTERN
+    assert ota_fetch.CHANNEL_PATTERN == config.LABEL_PATTERN
+    assert ota_fetch.RESERVED_CHANNELS == config.RESERVED_CHANNELS
+
+
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="tfxopt")
     commands.register(parser.add_subparsers(dest="command", required=True))
@@ -481,4 +593,9 @@ def test_cli_keygen_promote_rollback_ota_check(tmp_path, http_base, capsys, monk
     stranger = str(tmp_path / "stranger.pem")
     keys.write_keypair(stranger)
     assert _cli([*argv[:3], stranger + ".pub", *argv[4:]]) == 1
-    assert "untrusted key" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("ota-check: rejected: ") and "untrusted key" in out
+    assert out.count("\n") == 1  # one line
+    assert _cli([*argv, "--model-name", "other"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "manifest is for model 'digits', not 'other'" in out

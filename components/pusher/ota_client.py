@@ -292,10 +292,14 @@ class DeviceClient:
         model_name = self.model_name or model_from_path
         channel = channel or channel_from_path
         if not model_name or not channel:
-            missing = "--model-name (model_name=)" if not model_name else "--channel (channel=)"
+            missing = [
+                option
+                for option, known in (("--model-name", model_name), ("--channel", channel))
+                if not known
+            ]
             raise VerificationError(
                 f"cannot tell which model and channel {source.location!r} serves (it does not "
-                f"end in .../<model>/<channel>): pass {missing}"
+                f"end in .../<model>/<channel>): pass {' and '.join(missing)}"
             )
         origin = "given" if self.model_name else f"named by the location {source.location!r}"
         return _Expected(model_name, channel, origin)

@@ -81,21 +81,20 @@ class ChannelSource:
             raise VerificationError(f"channel location {location!r} has a query or fragment")
 
     def path_names(self) -> tuple[str | None, str | None]:
-        """(model, channel) when the location ends in ``<model>/<channel>``, else (None, None)."""
+        """(model, channel) the location names: ``.../<model>/<channel>``; None where it does not.
+
+        The last segment is the channel when it is a valid channel name; the one before it is the
+        model only then, and when it is a valid model name.
+        """
         if self.is_url:
             segments = urllib.parse.urlparse(self.location).path.rstrip("/").split("/")
         else:
             segments = os.path.abspath(self.location).split(os.sep)
-        if len(segments) < 2:
+        channel = segments[-1]
+        if not re.match(CHANNEL_PATTERN, channel) or channel in RESERVED_CHANNELS:
             return None, None
-        model, channel = segments[-2:]
-        if (
-            re.match(MODEL_NAME_PATTERN, model)
-            and re.match(CHANNEL_PATTERN, channel)
-            and channel not in RESERVED_CHANNELS
-        ):
-            return model, channel
-        return None, None
+        model = segments[-2] if len(segments) >= 2 else ""
+        return (model if re.match(MODEL_NAME_PATTERN, model) else None), channel
 
     @contextlib.contextmanager
     def open(self, rel: str):
