@@ -39,11 +39,11 @@ from components.common.errors import ConfigError
 from components.pusher import keys, safe_json
 from components.pusher.keys import VerificationError
 from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is part of the API
-    CHUNK_BYTES,
     MODEL_NAME_PATTERN,
     PLAIN_NAME,
     ChannelSource,
     FetchError,
+    iter_chunks,
     safe_relative_path,
 )
 
@@ -407,7 +407,7 @@ class DeviceClient:
         digest, length = hashlib.sha256(), 0
         target = os.path.join(staging, entry["name"])
         with source.open(entry["path"]) as reader, open(target, "wb") as out:
-            while chunk := reader.read(CHUNK_BYTES):
+            for chunk in iter_chunks(reader, entry["length"]):
                 length += len(chunk)
                 if length > entry["length"]:
                     raise VerificationError(f"{entry['path']} is longer than the manifest says")

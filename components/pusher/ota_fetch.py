@@ -47,12 +47,23 @@ def safe_relative_path(path) -> str:
     return path
 
 
-def _read_at_most(reader, limit: int) -> bytes:
-    parts, size = [], 0
-    while size <= limit and (chunk := reader.read(min(CHUNK_BYTES, limit + 1 - size))):
-        parts.append(chunk)
+def iter_chunks(reader, limit: int):
+    """Yields ``reader``'s chunks until its end, or until just past ``limit`` bytes.
+
+    Raises:
+      http.client.IncompleteRead: when an HTTP body ends before its Content-Length (http.client
+        returns a short body to sized reads without saying so).
+    """
+    size = 0
+    while size <= limit:
+        chunk = reader.read(min(CHUNK_BYTES, limit + 1 - size))
+        if not chunk:
+            missing = getattr(reader, "length", None)
+            if isinstance(missing, int) and missing > 0:
+                raise http.client.IncompleteRead(b"", missing)
+            return
         size += len(chunk)
-    return b"".join(parts)
+        yield chunk
 
 
 class FetchError(VerificationError):
@@ -143,7 +154,7 @@ class ChannelSource:
 
     def fetch(self, rel: str, limit: int) -> bytes:
         with self.open(rel) as f:
-            data = _read_at_most(f, limit)
+            data = b"".join(iter_chunks(f, limit))
         if len(data) > limit:
             raise VerificationError(f"{rel} is larger than {limit} bytes")
         return data
