@@ -428,6 +428,21 @@ def test_promote_refuses_a_tampered_source(tmp_path, signing):
     assert not os.path.exists(os.path.join(base, MODEL, "stable", "manifest.json"))
 
 
+def test_promote_and_verify_refuse_a_hostile_signature_file(tmp_path, signing):
+    base = str(tmp_path / "ota")
+    private, public, key_path, _ = signing
+    ota.push_tflite(
+        _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
+    )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    with open(os.path.join(channel_dir, "manifest.json.sig"), "wb") as f:
+        f.write(b'{"signatures": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")  # RecursionError bait
+    with pytest.raises(keys.VerificationError, match="missing, malformed"):
+        ota.promote(base, MODEL, "canary", "stable", private)
+    with pytest.raises(keys.VerificationError, match="nests deeper than 32 levels"):
+        ota.verify_channel(channel_dir, keys.trusted_keys([public]))
+
+
 def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="signing_key_path .*cannot be read"):
         keys.load_private_key(path=str(tmp_path / "missing.pem"))
