@@ -29,6 +29,7 @@ from components.pusher.ota_client import (
     rollout_bucket,
     safe_relative_path,
 )
+from tests.ota_helpers import device_tree, serve_release_of
 
 MODEL = "digits"
 
@@ -83,22 +84,6 @@ def _snapshot(client: DeviceClient):
     path = client.current_model_path()
     data = open(path, "rb").read() if path else None
     return path, data, client.state()
-
-
-def device_tree(directory: str) -> dict:
-    """Every entry under a device directory: file bytes, symlink targets, directories."""
-    tree = {}
-    for root, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, directory)
-            if os.path.islink(path):
-                tree[rel] = ("link", os.readlink(path))
-            elif os.path.isdir(path):
-                tree[rel] = ("dir",)
-            else:
-                tree[rel] = ("file", open(path, "rb").read())
-    return tree
 
 
 def test_push_and_device_update_over_http_with_a_real_tflite(
@@ -462,20 +447,6 @@ def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
         OtaDestination.parse({"base_directory": "x"}, where="pusher.ota.0")
 
 
-def _served_as(channel_dir: str, other_channel_dir: str, sequence: int) -> None:
-    """Serves another channel's validly signed ``sequence`` (and its files) at ``channel_dir``."""
-    for suffix in ("", ".sig"):
-        shutil.copy(
-            os.path.join(other_channel_dir, "history", f"{sequence}.json{suffix}"),
-            os.path.join(channel_dir, f"manifest.json{suffix}"),
-        )
-    manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
-    for entry in manifest["files"]:
-        shutil.copy(
-            os.path.join(other_channel_dir, entry["path"]), os.path.join(channel_dir, entry["path"])
-        )
-
-
 @pytest.mark.parametrize("served_over", ["http", "directory"])
 def test_another_models_signed_manifest_at_this_location_is_refused(
     tmp_path, http_base, signing, served_over
@@ -499,7 +470,7 @@ def test_another_models_signed_manifest_at_this_location_is_refused(
 
     other_dir = os.path.join(base, "other", "canary")
     for sequence in (1, 3):  # older and newer than the device's sequence 2
-        _served_as(channel_dir, other_dir, sequence)
+        serve_release_of(channel_dir, other_dir, sequence)
         result = client.check(location)
         assert result.status == REJECTED, result
         assert "manifest is for model 'other', not 'digits'" in result.reason
@@ -515,7 +486,7 @@ def test_another_models_signed_manifest_at_this_location_is_refused(
     ota.push_tflite(
         _model_file(tmp_path, "s.tflite", b"S" * 700), MODEL, _destination(base, key_path, "stable")
     )
-    _served_as(channel_dir, os.path.join(base, MODEL, "stable"), 1)
+    serve_release_of(channel_dir, os.path.join(base, MODEL, "stable"), 1)
     result = client.check(location)
     assert result.status == REJECTED and "manifest is for channel 'stable'" in result.reason
     assert device_tree(client.device_dir) == before

@@ -35,7 +35,7 @@ from components.pusher.ota_client import (
     UPDATED,
     DeviceClient,
 )
-from tests.test_ota import device_tree
+from tests.ota_helpers import device_tree
 
 SEED = 20261130
 PUBLISHED = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)

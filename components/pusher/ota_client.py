@@ -286,7 +286,7 @@ class DeviceClient:
         except Exception as e:  # noqa: BLE001 - the promise: the caller gets a result
             return _rejected(f"could not check the channel: {type(e).__name__}: {e}")
 
-    def expected(self, source: ChannelSource, channel: str | None) -> _Expected:
+    def _expected(self, source: ChannelSource, channel: str | None) -> _Expected:
         """The model and channel to accept: explicit ones, else those the location names."""
         model_from_path, channel_from_path = source.path_names()
         model_name = self.model_name or model_from_path
@@ -306,7 +306,7 @@ class DeviceClient:
 
     def _check(self, location: str, channel: str | None, now) -> CheckResult:
         source = ChannelSource(location, self.timeout_s)
-        expected = self.expected(source, channel)
+        expected = self._expected(source, channel)
         data = source.fetch(MANIFEST_FILE, MAX_MANIFEST_BYTES)
         try:
             signature_bytes = source.fetch(SIGNATURE_FILE, MAX_MANIFEST_BYTES)
