@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import commands, keys, ota, storage
+from components.pusher import commands, config, keys, ota, ota_fetch, storage
 from components.pusher.config import OtaDestination
 from components.pusher.ota_client import (
     NOT_ELIGIBLE,
@@ -29,6 +29,7 @@ from components.pusher.ota_client import (
     rollout_bucket,
     safe_relative_path,
 )
+from tests.ota_helpers import device_tree, serve_release_of
 
 MODEL = "digits"
 
@@ -412,6 +413,21 @@ def test_promote_refuses_a_tampered_source(tmp_path, signing):
     assert not os.path.exists(os.path.join(base, MODEL, "stable", "manifest.json"))
 
 
+def test_promote_and_verify_refuse_a_hostile_signature_file(tmp_path, signing):
+    base = str(tmp_path / "ota")
+    private, public, key_path, _ = signing
+    ota.push_tflite(
+        _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
+    )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    with open(os.path.join(channel_dir, "manifest.json.sig"), "wb") as f:
+        f.write(b'{"signatures": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")  # RecursionError bait
+    with pytest.raises(keys.VerificationError, match="missing, malformed"):
+        ota.promote(base, MODEL, "canary", "stable", private)
+    with pytest.raises(keys.VerificationError, match="nests deeper than 32 levels"):
+        ota.verify_channel(channel_dir, keys.trusted_keys([public]))
+
+
 def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="signing_key_path .*cannot be read"):
         keys.load_private_key(path=str(tmp_path / "missing.pem"))
@@ -429,6 +445,88 @@ def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
     assert keys.key_id(loaded.public_key()) == keys.key_id(seed.public_key())
     with pytest.raises(ConfigError, match="exactly one of signing_key_path or signing_key_env"):
         OtaDestination.parse({"base_directory": "x"}, where="pusher.ota.0")
+
+
+@pytest.mark.parametrize("served_over", ["http", "directory"])
+def test_another_models_signed_manifest_at_this_location_is_refused(
+    tmp_path, http_base, signing, served_over
+):
+    base, url = http_base
+    _, public, key_path, _ = signing  # one signing key for both models
+    for payload in (b"A" * 700, b"B" * 700):  # digits/canary: sequences 1 and 2
+        ota.push_tflite(
+            _model_file(tmp_path, "d.tflite", payload), MODEL, _destination(base, key_path)
+        )
+    for payload in (b"1" * 500, b"2" * 500, b"3" * 500):  # other/canary: sequences 1, 2 and 3
+        ota.push_tflite(
+            _model_file(tmp_path, "o.tflite", payload), "other", _destination(base, key_path)
+        )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    location = f"{url}/{MODEL}/canary" if served_over == "http" else channel_dir
+    client = _device(tmp_path, public)  # no model name: it comes from the location
+    assert client.check(location).status == UPDATED
+    assert client.state()["current"]["sequence"] == 2
+    before = device_tree(client.device_dir)
+
+    other_dir = os.path.join(base, "other", "canary")
+    for sequence in (1, 3):  # older and newer than the device's sequence 2
+        serve_release_of(channel_dir, other_dir, sequence)
+        result = client.check(location)
+        assert result.status == REJECTED, result
+        assert "manifest is for model 'other', not 'digits'" in result.reason
+        assert device_tree(client.device_dir) == before
+    # The replayed manifest is genuine: a device that expects `other` takes it.
+    other_device = _device(tmp_path, public, name="other-device", model_name="other")
+    assert other_device.check(location, channel="canary").status == UPDATED
+    assert open(other_device.current_model_path(), "rb").read() == b"3" * 500
+    assert list(client.state()["accepted"]) == ["digits/canary"]
+
+    # Another channel of the same model is refused too, and the state stays keyed by the
+    # expected model and channel.
+    ota.push_tflite(
+        _model_file(tmp_path, "s.tflite", b"S" * 700), MODEL, _destination(base, key_path, "stable")
+    )
+    serve_release_of(channel_dir, os.path.join(base, MODEL, "stable"), 1)
+    result = client.check(location)
+    assert result.status == REJECTED and "manifest is for channel 'stable'" in result.reason
+    assert device_tree(client.device_dir) == before
+
+
+def test_a_location_that_names_no_model_needs_model_name(tmp_path, http_base, signing):
+    base, url = http_base
+    _, public, key_path, _ = signing
+    ota.push_tflite(
+        _model_file(tmp_path, "a.tflite", b"A" * 70), MODEL, _destination(base, key_path)
+    )
+    channel_dir = os.path.join(base, MODEL, "canary")
+    shutil.copytree(channel_dir, os.path.join(base, "canary"))  # served at <url>/canary
+    client = _device(tmp_path, public)
+    before = device_tree(client.device_dir)
+    for location, missing in ((f"{url}/canary", "pass --model-name"), (f"{url}/", "--channel")):
+        result = client.check(location)
+        assert result.status == REJECTED and missing in result.reason, result
+        assert "does not end in .../<model>/<channel>" in result.reason
+    assert device_tree(client.device_dir) == before
+    # A directory whose path names another model: refused, saying how to override.
+    odd = os.path.join(str(tmp_path), "downloads", "digits_canary")
+    shutil.copytree(channel_dir, odd)
+    result = client.check(odd)
+    assert result.status == REJECTED
+    assert "manifest is for model 'digits', not 'downloads'" in result.reason
+    assert "pass --model-name" in result.reason
+
+    named = _device(tmp_path, public, name="named", model_name=MODEL)
+    assert named.check(f"{url}/canary").status == UPDATED
+    assert named.check(odd, channel="canary").status == UP_TO_DATE
+    assert list(named.state()["accepted"]) == ["digits/canary"]
+    with pytest.raises(ConfigError, match="model_name"):
+        _device(tmp_path, public, name="bad", model_name="../x")
+
+
+def test_the_clients_name_rules_are_the_publishers():
+    assert ota_fetch.MODEL_NAME_PATTERN == config.NAME_PATTERN
+    assert ota_fetch.CHANNEL_PATTERN == config.LABEL_PATTERN
+    assert ota_fetch.RESERVED_CHANNELS == config.RESERVED_CHANNELS
 
 
 def _cli(argv):
@@ -481,4 +579,9 @@ def test_cli_keygen_promote_rollback_ota_check(tmp_path, http_base, capsys, monk
     stranger = str(tmp_path / "stranger.pem")
     keys.write_keypair(stranger)
     assert _cli([*argv[:3], stranger + ".pub", *argv[4:]]) == 1
-    assert "untrusted key" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("ota-check: rejected: ") and "untrusted key" in out
+    assert out.count("\n") == 1  # one line
+    assert _cli([*argv, "--model-name", "other"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "manifest is for model 'digits', not 'other'" in out

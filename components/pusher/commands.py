@@ -102,7 +102,11 @@ def rollback(args) -> int:
 
 
 def ota_check(args) -> int:
-    """Device side: check a channel once; exit 0 unless a check failed (then 1, with the reason)."""
+    """Device side: check a channel once; exit 0, or 1 with one line giving the reason a check failed.
+
+    The expected model and channel are the location's last two segments unless ``--model-name`` /
+    ``--channel`` say otherwise.
+    """
     from components.pusher import keys
     from components.pusher.ota_client import DeviceClient
 
@@ -114,12 +118,14 @@ def ota_check(args) -> int:
         model_name=args.model_name,
         timeout_s=args.timeout,
     )
-    result = client.check(args.location, channel=args.channel)
+    result = client.check(args.location, channel=args.channel)  # never raises
     print(f"ota-check: {result.status}: {result.reason}")
+    if not result.ok:
+        return 1  # one line: the reason
     if result.sequence is not None:
         print(f"  sequence {result.sequence}, model version {result.model_version}")
     print(f"  device model: {client.current_model_path() or 'none yet'}")
-    return 0 if result.ok else 1
+    return 0
 
 
 def ota_keygen(args) -> int:
@@ -172,7 +178,11 @@ def register(subparsers) -> None:
     c.add_argument("--device-id", help="rollout id (default: generated once in --device-dir)")
     c.add_argument("--app-version", default="0", help="compared with min_app_version")
     c.add_argument("--channel", help="expected channel (default: the location's last segment)")
-    c.add_argument("--model-name", help="reject manifests for any other model")
+    c.add_argument(
+        "--model-name",
+        help="expected model (default: the segment before the channel in the location); "
+        "manifests for any other model are refused",
+    )
     c.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     c.set_defaults(func=ota_check)
 

@@ -30,7 +30,7 @@ import re
 import tempfile
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import keys, storage
+from components.pusher import keys, safe_json, storage
 from components.pusher.config import LABEL_PATTERN, NAME_PATTERN, RESERVED_CHANNELS
 from components.pusher.ota_client import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE
 
@@ -98,8 +98,9 @@ class Channel:
     def _read_verified(self, path: str, sig_path: str, trusted: dict) -> tuple[dict, bytes]:
         data = storage.read_bytes(path, limit=MAX_MANIFEST_BYTES)
         try:
-            signatures = json.loads(storage.read_bytes(sig_path, limit=MAX_MANIFEST_BYTES))
-        except (OSError, ValueError):
+            signature_bytes = storage.read_bytes(sig_path, limit=MAX_MANIFEST_BYTES)
+            signatures = safe_json.loads(signature_bytes, sig_path, MAX_MANIFEST_BYTES)
+        except (OSError, ValueError):  # missing, or not bounded JSON (JsonLimitError)
             signatures = None
         keys.verify_manifest(data, signatures, trusted)
         return json.loads(data), data
@@ -496,7 +497,13 @@ def verify_channel(channel_dir: str, trusted: dict) -> dict:
       keys.VerificationError: naming the failed check.
     """
     data = storage.read_bytes(storage.join(channel_dir, MANIFEST_FILE), limit=MAX_MANIFEST_BYTES)
-    signatures = json.loads(storage.read_bytes(storage.join(channel_dir, SIGNATURE_FILE)))
+    signature_bytes = storage.read_bytes(
+        storage.join(channel_dir, SIGNATURE_FILE), limit=MAX_MANIFEST_BYTES
+    )
+    try:
+        signatures = safe_json.loads(signature_bytes, SIGNATURE_FILE, MAX_MANIFEST_BYTES)
+    except safe_json.JsonLimitError as e:
+        raise keys.VerificationError(str(e)) from None
     keys.verify_manifest(data, signatures, trusted)
     manifest = json.loads(data)
     for entry in manifest["files"]:

@@ -1,14 +1,18 @@
 """Reference device-side OTA client: fetch a channel, verify everything, swap the model atomically.
 
 Standard library plus ``cryptography`` only (no TensorFlow), so it runs on a device or in an app's
-update service. A check, in order: fetch ``manifest.json`` and ``manifest.json.sig`` (over HTTP(S) or
-from a path), verify the Ed25519 signature against trusted public keys, then the manifest's model
-name and channel, its expiry, its sequence (never older than the last one this device accepted, which
-is persisted), the app version, the rollout bucket (a stable hash of the device id against the
-percentage) and every file path (relative, inside the channel directory); then download each file,
-checking length and sha256 while streaming. Only then the new model directory is published and the
-``current`` symlink swapped atomically, ``previous`` keeping the model it replaced. Any failed check
-leaves the device on its current model, and the result says why.
+update service. The model and channel a device expects come from the channel location
+(``.../<model>/<channel>``, a URL or a directory) unless given explicitly. A check, in order: fetch
+``manifest.json`` and ``manifest.json.sig`` (over HTTP(S) or from a path; both size- and
+depth-bounded before they are parsed), verify the Ed25519 signature against trusted public keys,
+then the manifest's fields and types, its model name and channel (the expected ones), its expiry,
+its sequence (never older than the last one this device accepted for the expected model and
+channel, which is persisted), the app version, the rollout bucket (a stable hash of the device id
+against the percentage) and every file path (relative, inside the channel directory); then download
+each file, checking length and sha256 while streaming. Only then the new model directory is
+published and the ``current`` symlink swapped atomically, ``previous`` keeping the model it
+replaced. Any failed check leaves the device directory as it was, and the result says why:
+:meth:`DeviceClient.check` never raises.
 
 Device directory layout::
 
@@ -21,36 +25,41 @@ Device directory layout::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 from components.common.errors import ConfigError
-from components.pusher import keys
+from components.pusher import keys, safe_json
 from components.pusher.keys import VerificationError
+from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is part of the API
+    MODEL_NAME_PATTERN,
+    PLAIN_NAME,
+    ChannelSource,
+    FetchError,
+    iter_chunks,
+    safe_relative_path,
+)
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.json.sig"
 MANIFEST_FORMAT = "tfxopt.ota.manifest/1"
 MAX_MANIFEST_BYTES = 1 << 20
 BUCKETS = 10_000  # 0.01 % rollout resolution
-CHUNK_BYTES = 1 << 16
 
 UPDATED = "updated"
 UP_TO_DATE = "up_to_date"
 NOT_ELIGIBLE = "not_eligible"
 REJECTED = "rejected"
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+MAX_FILES = 64
+MAX_REASON_CHARS = 500
 
 
 @dataclasses.dataclass
@@ -79,29 +88,22 @@ def in_rollout(device_id: str, model_name: str, percentage: float) -> bool:
     return rollout_bucket(device_id, model_name) < round(float(percentage) * BUCKETS / 100)
 
 
-def safe_relative_path(path) -> str:
-    """Returns ``path`` if it is a plain relative path inside the channel, else raises.
-
-    Raises:
-      VerificationError: for absolute paths, ``..`` or ``.`` segments, backslashes, URL syntax
-        (``:``, ``%``, ``?``, ``#``) or any character outside ``[A-Za-z0-9._-]``.
-    """
-    if not isinstance(path, str) or not path:
-        raise VerificationError(f"file path {path!r} is not a non-empty string")
-    segments = path.split("/")
-    for segment in segments:
-        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
-            raise VerificationError(
-                f"file path {path!r} escapes or is not plain inside the channel"
-            )
-    return path
-
-
 def parse_app_version(text: str) -> tuple[int, ...]:
-    """'1.10.2' -> (1, 10, 2); raises ValueError on anything else."""
-    if not re.fullmatch(r"\d+(\.\d+)*", str(text)):
-        raise ValueError(f"app version {text!r} is not dotted integers")
-    return tuple(int(p) for p in str(text).split("."))
+    """'1.10.2' -> (1, 10, 2); raises ValueError on anything else (at most 16 parts of 9 digits)."""
+    if not isinstance(text, str) or not re.fullmatch(r"\d{1,9}(\.\d{1,9}){0,15}", text):
+        raise ValueError(f"app version {str(text)[:40]!r} is not dotted integers")
+    return tuple(int(p) for p in text.split("."))
+
+
+def _one_line(text: str) -> str:
+    """A reason fit for one line of a terminal: no control characters, bounded length."""
+    text = "".join(c if c.isprintable() else " " for c in str(text))
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _rejected(reason: str) -> CheckResult:
+    return CheckResult(REJECTED, _one_line(reason))
 
 
 def _release_id(files: list[dict]) -> str:
@@ -109,50 +111,74 @@ def _release_id(files: list[dict]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-class _Source:
-    """A channel: an http(s)/file URL or a directory path."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    def __init__(self, location: str, timeout_s: float):
-        self.location = location
-        self.timeout_s = timeout_s
-        scheme = urllib.parse.urlparse(location).scheme
-        self.is_url = scheme in ("http", "https", "file")
-        if "://" in location and not self.is_url:
-            raise VerificationError(
-                f"unsupported channel location {location!r} (http, https, path)"
-            )
+
+def _check_file_entries(files, max_file_bytes: int) -> None:
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
+        raise VerificationError(f"manifest files is not a list of 1 to {MAX_FILES} entries")
+    names = set()
+    for entry in files:
+        if not isinstance(entry, dict):
+            raise VerificationError("a manifest file entry is not an object")
+        safe_relative_path(entry.get("path"))
+        name = entry.get("name")
+        if not isinstance(name, str) or not PLAIN_NAME.match(name) or name == MANIFEST_FILE:
+            raise VerificationError(f"file name {name!r} is not a plain file name")
+        if name in names:
+            raise VerificationError(f"file name {name!r} appears twice")
+        names.add(name)
+        length = entry.get("length")
+        if not _is_int(length) or not 0 <= length <= max_file_bytes:
+            raise VerificationError(f"{name}: length {length!r} is not acceptable")
+        if not isinstance(entry.get("sha256"), str) or not re.fullmatch(
+            r"[0-9a-f]{64}", entry["sha256"]
+        ):
+            raise VerificationError(f"{name}: sha256 is not 64 hex digits")
+
+
+def check_manifest_fields(manifest, max_file_bytes: int) -> datetime.datetime:
+    """Checks the type and range of every field the client acts on; returns the expiry.
+
+    Raises:
+      VerificationError: naming the first field that is missing or malformed.
+    """
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise VerificationError(f"manifest format is not {MANIFEST_FORMAT}")
+    for field in ("model_name", "channel", "expires"):
+        if not isinstance(manifest.get(field), str):
+            raise VerificationError(f"manifest {field} is not a string")
+    for field in ("sequence", "model_version"):
+        if not _is_int(manifest.get(field)) or manifest[field] < 0:
+            raise VerificationError(f"manifest {field} is not a non-negative integer")
+    try:
+        expires = datetime.datetime.fromisoformat(manifest["expires"])
+        parse_app_version(manifest.get("min_app_version", "0"))
+    except ValueError as e:
+        raise VerificationError(f"manifest: {e}") from None
+    if expires.tzinfo is None:
+        raise VerificationError("manifest expires has no time zone")
+    percentage = manifest.get("rollout_percentage", 100)
+    if not isinstance(percentage, (int, float)) or isinstance(percentage, bool):
+        raise VerificationError("manifest rollout_percentage is not a number")
+    if not (math.isfinite(percentage) and 0 <= percentage <= 100):
+        raise VerificationError(f"manifest rollout_percentage {percentage!r} is not in 0..100")
+    _check_file_entries(manifest.get("files"), max_file_bytes)
+    return expires
+
+
+@dataclasses.dataclass(frozen=True)
+class _Expected:
+    """The model and channel a check accepts, and where they came from (for messages)."""
+
+    model_name: str
+    channel: str
+    origin: str
 
     @property
-    def channel_name(self) -> str:
-        path = urllib.parse.urlparse(self.location).path if self.is_url else self.location
-        return path.rstrip("/").rsplit("/", 1)[-1]
-
-    @contextlib.contextmanager
-    def open(self, rel: str):
-        rel = safe_relative_path(rel)
-        if self.is_url:
-            url = self.location.rstrip("/") + "/" + rel
-            try:
-                with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                    yield response
-            except urllib.error.HTTPError as e:
-                raise OSError(f"{url}: HTTP {e.code} {e.reason}") from None
-            except urllib.error.URLError as e:
-                raise OSError(f"{url}: {e.reason}") from None
-            return
-        root = os.path.realpath(self.location)
-        path = os.path.realpath(os.path.join(root, rel))
-        if os.path.commonpath([root, path]) != root:  # a symlink leading out of the channel
-            raise VerificationError(f"file path {rel!r} resolves outside the channel directory")
-        with open(path, "rb") as f:
-            yield f
-
-    def fetch(self, rel: str, limit: int) -> bytes:
-        with self.open(rel) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise VerificationError(f"{rel} is larger than {limit} bytes")
-        return data
+    def state_key(self) -> str:
+        return f"{self.model_name}/{self.channel}"
 
 
 class DeviceClient:
@@ -164,9 +190,14 @@ class DeviceClient:
       device_id: the id hashed for rollout buckets; default: one generated once and kept in
         ``device_dir/device_id``.
       app_version: this app's version, compared with the manifest's ``min_app_version``.
-      model_name: when set, manifests for any other model are rejected.
+      model_name: the model to accept; default: the one the channel location names
+        (``.../<model>/<channel>``). Manifests for any other model are rejected.
       timeout_s: network timeout per request.
       max_file_bytes: largest model file accepted.
+
+    Raises:
+      ConfigError: for a malformed ``app_version`` or ``model_name``, or a device directory that
+        cannot be created.
     """
 
     def __init__(
@@ -180,16 +211,21 @@ class DeviceClient:
         max_file_bytes: int = 1 << 31,
     ):
         self.device_dir = os.path.abspath(device_dir)
-        os.makedirs(os.path.join(self.device_dir, "models"), exist_ok=True)
         self.trusted = keys.trusted_keys(trusted_public_keys)
         try:
             self.app_version = parse_app_version(app_version)
         except ValueError as e:
             raise ConfigError(f"app_version: {e}") from None
+        if model_name is not None and not re.match(MODEL_NAME_PATTERN, str(model_name)):
+            raise ConfigError(f"model_name {model_name!r} is not a plain model name")
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.max_file_bytes = max_file_bytes
-        self.device_id = device_id or self._stored_device_id()
+        try:
+            os.makedirs(os.path.join(self.device_dir, "models"), exist_ok=True)
+            self.device_id = device_id or self._stored_device_id()
+        except OSError as e:
+            raise ConfigError(f"device directory {self.device_dir!r}: {e.strerror}") from None
 
     def _stored_device_id(self) -> str:
         path = os.path.join(self.device_dir, "device_id")
@@ -232,47 +268,82 @@ class DeviceClient:
     ) -> CheckResult:
         """Checks a channel once and updates the device model when every check passes.
 
+        Never raises: a failed check, a malformed or hostile document, a network or protocol
+        error and any unexpected exception all become a ``rejected`` result whose reason says
+        what failed (with the exception type when there is one), the device left as it was.
+
         Args:
           location: the channel: ``http(s)://host/.../<model>/<channel>`` or a directory path.
-          channel: the expected channel name; default: the location's last path segment.
+          channel: the expected channel; default: the location's last path segment.
           now: the current time (tests).
         """
-        staging = None
         try:
-            source = _Source(location, self.timeout_s)
-            data = source.fetch(MANIFEST_FILE, MAX_MANIFEST_BYTES)
-            try:
-                signatures = json.loads(source.fetch(SIGNATURE_FILE, MAX_MANIFEST_BYTES))
-            except OSError:
+            return self._check(location, channel, now)
+        except FetchError as e:
+            return _rejected(f"could not fetch the channel: {e}")
+        except VerificationError as e:
+            return _rejected(str(e))
+        except Exception as e:  # noqa: BLE001 - the promise: the caller gets a result
+            return _rejected(f"could not check the channel: {type(e).__name__}: {e}")
+
+    def _expected(self, source: ChannelSource, channel: str | None) -> _Expected:
+        """The model and channel to accept: explicit ones, else those the location names."""
+        model_from_path, channel_from_path = source.path_names()
+        model_name = self.model_name or model_from_path
+        channel = channel or channel_from_path
+        if not model_name or not channel:
+            missing = [
+                option
+                for option, known in (("--model-name", model_name), ("--channel", channel))
+                if not known
+            ]
+            raise VerificationError(
+                f"cannot tell which model and channel {source.location!r} serves (it does not "
+                f"end in .../<model>/<channel>): pass {' and '.join(missing)}"
+            )
+        origin = "given" if self.model_name else f"named by the location {source.location!r}"
+        return _Expected(model_name, channel, origin)
+
+    def _check(self, location: str, channel: str | None, now) -> CheckResult:
+        source = ChannelSource(location, self.timeout_s)
+        expected = self._expected(source, channel)
+        data = source.fetch(MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        try:
+            signature_bytes = source.fetch(SIGNATURE_FILE, MAX_MANIFEST_BYTES)
+        except FetchError as e:
+            if e.not_found:
                 raise VerificationError("manifest is unsigned (no manifest.json.sig)") from None
-            except ValueError:
-                raise VerificationError("manifest.json.sig is not JSON") from None
+            raise
+        try:  # bounded before parsing: a hostile document cannot exhaust the stack or memory
+            signatures = safe_json.loads(signature_bytes, SIGNATURE_FILE, MAX_MANIFEST_BYTES)
             keys.verify_manifest(data, signatures, self.trusted)
-            manifest = json.loads(data)
-            verdict = self._check_manifest(manifest, channel or source.channel_name, now)
-            if verdict is not None:
-                return verdict
-            release_id = _release_id(manifest["files"])
-            current = self.current_model_dir()
-            if current and os.path.basename(current) == release_id:
-                self._accept(manifest, release_id)
-                return self._result(UP_TO_DATE, "already running this release", manifest)
-            staging = os.path.join(self.device_dir, f".incoming-{uuid.uuid4().hex[:12]}")
+            manifest = safe_json.loads(data, MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        except safe_json.JsonLimitError as e:
+            raise VerificationError(str(e)) from None
+        verdict = self._check_manifest(manifest, expected, now)
+        if verdict is not None:
+            return verdict
+        release_id = _release_id(manifest["files"])
+        current = self.current_model_dir()
+        if current and os.path.basename(current) == release_id:
+            self._accept(manifest, expected, release_id)
+            return self._result(UP_TO_DATE, "already running this release", manifest)
+        self._stage_and_install(source, manifest, data, release_id)
+        self._accept(manifest, expected, release_id)
+        return self._result(UPDATED, f"updated to sequence {manifest['sequence']}", manifest)
+
+    def _stage_and_install(
+        self, source: ChannelSource, manifest: dict, data: bytes, release_id: str
+    ):
+        staging = os.path.join(self.device_dir, f".incoming-{uuid.uuid4().hex[:12]}")
+        try:
             os.makedirs(staging)
             for entry in manifest["files"]:
                 self._download(source, entry, staging)
             self._atomic_write(os.path.join(staging, "manifest.json"), data)
             self._install(staging, release_id)
-            staging = None
-            self._accept(manifest, release_id)
-            return self._result(UPDATED, f"updated to sequence {manifest['sequence']}", manifest)
-        except VerificationError as e:
-            return CheckResult(REJECTED, str(e))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return CheckResult(REJECTED, f"could not check the channel: {type(e).__name__}: {e}")
         finally:
-            if staging:
-                shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)  # gone already once installed
 
     def _result(self, status: str, reason: str, manifest: dict) -> CheckResult:
         return CheckResult(
@@ -283,81 +354,60 @@ class DeviceClient:
             self.current_model_dir(),
         )
 
-    def _check_manifest(self, manifest, channel: str, now) -> CheckResult | None:
+    def _check_manifest(self, manifest, expected: _Expected, now) -> CheckResult | None:
         """Checks after the signature; returns a non-update result, None to go on, or raises."""
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise VerificationError(f"manifest format is not {MANIFEST_FORMAT}")
-        if self.model_name and manifest.get("model_name") != self.model_name:
-            raise VerificationError(
-                f"manifest is for model {manifest.get('model_name')!r}, not {self.model_name!r}"
-            )
-        if channel and manifest.get("channel") != channel:
-            raise VerificationError(
-                f"manifest is for channel {manifest.get('channel')!r}, fetched as {channel!r}"
-            )
+        expires = check_manifest_fields(manifest, self.max_file_bytes)
+        for field, want in (("model_name", expected.model_name), ("channel", expected.channel)):
+            if manifest[field] != want:
+                raise VerificationError(
+                    f"manifest is for {field.split('_')[0]} {manifest[field]!r}, not {want!r} "
+                    f"({expected.origin}; pass --model-name/--channel if the channel lives "
+                    "elsewhere)"
+                )
         now = now or datetime.datetime.now(datetime.timezone.utc)
-        expires = datetime.datetime.fromisoformat(manifest["expires"])
         if expires <= now:
             raise VerificationError(f"manifest expired at {manifest['expires']}")
-        sequence = manifest["sequence"]
-        if not isinstance(sequence, int) or isinstance(sequence, bool):
-            raise VerificationError("manifest sequence is not an integer")
-        accepted = self.state()["accepted"].get(self._state_key(manifest))
+        sequence, files = manifest["sequence"], manifest["files"]
+        accepted = self.state()["accepted"].get(expected.state_key)
         if accepted is not None and sequence < accepted["sequence"]:
             raise VerificationError(
                 f"manifest sequence {sequence} is older than the accepted {accepted['sequence']} "
-                "(replay or downgrade refused)"
+                f"for {expected.state_key} (replay or downgrade refused)"
             )
-        files = manifest["files"]
-        if not isinstance(files, list) or not files:
-            raise VerificationError("manifest names no files")
-        for entry in files:
-            safe_relative_path(entry["path"])
-            name = entry["name"]
-            if not isinstance(name, str) or not _SEGMENT.match(name) or name == "manifest.json":
-                raise VerificationError(f"file name {name!r} is not a plain file name")
-            if (
-                not isinstance(entry["length"], int)
-                or not 0 <= entry["length"] <= self.max_file_bytes
-            ):
-                raise VerificationError(f"{name}: length {entry['length']!r} is not acceptable")
-            if not re.fullmatch(r"[0-9a-f]{64}", str(entry["sha256"])):
-                raise VerificationError(f"{name}: sha256 is not 64 hex digits")
         if accepted is not None and sequence == accepted["sequence"]:
             if accepted.get("release_id") != _release_id(files):
                 raise VerificationError(
                     f"sequence {sequence} was already accepted with other files (refused)"
                 )
-        if self.app_version < parse_app_version(manifest.get("min_app_version", "0")):
-            return CheckResult(
-                NOT_ELIGIBLE,
+        return self._eligibility(manifest)
+
+    def _eligibility(self, manifest: dict) -> CheckResult | None:
+        """A not_eligible result when this app or device is outside the release, else None."""
+        required = manifest.get("min_app_version", "0")
+        if self.app_version < parse_app_version(required):
+            reason = (
                 f"app version {'.'.join(map(str, self.app_version))} is older than the "
-                f"required {manifest['min_app_version']}",
-                sequence,
-                manifest["model_version"],
-                self.current_model_dir(),
+                f"required {required}"
             )
-        percentage = float(manifest.get("rollout_percentage", 100))
-        if not in_rollout(self.device_id, manifest["model_name"], percentage):
+        else:
+            percentage = float(manifest.get("rollout_percentage", 100))
+            if in_rollout(self.device_id, manifest["model_name"], percentage):
+                return None
             bucket = rollout_bucket(self.device_id, manifest["model_name"])
-            return CheckResult(
-                NOT_ELIGIBLE,
-                f"not in the rollout (bucket {bucket / 100:.2f} % >= {percentage:g} %)",
-                sequence,
-                manifest["model_version"],
-                self.current_model_dir(),
-            )
-        return None
+            reason = f"not in the rollout (bucket {bucket / 100:.2f} % >= {percentage:g} %)"
+        return CheckResult(
+            NOT_ELIGIBLE,
+            reason,
+            manifest["sequence"],
+            manifest["model_version"],
+            self.current_model_dir(),
+        )
 
-    @staticmethod
-    def _state_key(manifest: dict) -> str:
-        return f"{manifest['model_name']}/{manifest['channel']}"
-
-    def _download(self, source: _Source, entry: dict, staging: str) -> None:
+    def _download(self, source: ChannelSource, entry: dict, staging: str) -> None:
         digest, length = hashlib.sha256(), 0
         target = os.path.join(staging, entry["name"])
         with source.open(entry["path"]) as reader, open(target, "wb") as out:
-            while chunk := reader.read(CHUNK_BYTES):
+            for chunk in iter_chunks(reader, entry["length"]):
                 length += len(chunk)
                 if length > entry["length"]:
                     raise VerificationError(f"{entry['path']} is longer than the manifest says")
@@ -394,16 +444,16 @@ class DeviceClient:
             if name not in keep:
                 shutil.rmtree(os.path.join(self.device_dir, "models", name), ignore_errors=True)
 
-    def _accept(self, manifest: dict, release_id: str) -> None:
+    def _accept(self, manifest: dict, expected: _Expected, release_id: str) -> None:
         state = self.state()
-        state["accepted"][self._state_key(manifest)] = {
+        state["accepted"][expected.state_key] = {
             "sequence": manifest["sequence"],
             "release_id": release_id,
             "model_version": manifest["model_version"],
         }
         state["current"] = {
-            "model_name": manifest["model_name"],
-            "channel": manifest["channel"],
+            "model_name": expected.model_name,
+            "channel": expected.channel,
             "sequence": manifest["sequence"],
             "model_version": manifest["model_version"],
             "release_id": release_id,

@@ -1,0 +1,160 @@
+"""Reading an OTA channel's files from an http(s)/file URL or a directory, for the device client.
+
+Standard library only. Every failure to read (a network or protocol error, a missing or unreadable
+file) is a :class:`FetchError` naming the file and the exception type, so a caller handles one
+exception; file paths are checked to stay inside the channel first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import stat
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from components.pusher.keys import VerificationError
+
+CHUNK_BYTES = 1 << 16
+
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# The publisher's name rules (components.pusher.config, which needs pydantic, so not imported here;
+# tests/test_ota.py checks that they agree). A location is read as .../<model>/<channel> only when
+# its last two segments follow them.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+CHANNEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+RESERVED_CHANNELS = ("releases",)
+
+
+def safe_relative_path(path) -> str:
+    """Returns ``path`` if it is a plain relative path inside the channel, else raises.
+
+    Raises:
+      VerificationError: for absolute paths, ``..`` or ``.`` segments, backslashes, URL syntax
+        (``:``, ``%``, ``?``, ``#``) or any character outside ``[A-Za-z0-9._-]``.
+    """
+    if not isinstance(path, str) or not path:
+        raise VerificationError(f"file path {path!r} is not a non-empty string")
+    segments = path.split("/")
+    for segment in segments:
+        if segment in ("", ".", "..") or not PLAIN_NAME.match(segment):
+            raise VerificationError(
+                f"file path {path!r} escapes or is not plain inside the channel"
+            )
+    return path
+
+
+def iter_chunks(reader, limit: int):
+    """Yields ``reader``'s chunks until its end, or until just past ``limit`` bytes.
+
+    Raises:
+      http.client.IncompleteRead: when an HTTP body ends before its Content-Length (http.client
+        returns a short body to sized reads without saying so).
+    """
+    size = 0
+    while size <= limit:
+        chunk = reader.read(min(CHUNK_BYTES, limit + 1 - size))
+        if not chunk:
+            missing = getattr(reader, "length", None)
+            if isinstance(missing, int) and missing > 0:
+                raise http.client.IncompleteRead(b"", missing)
+            return
+        size += len(chunk)
+        yield chunk
+
+
+class FetchError(VerificationError):
+    """A channel file could not be fetched (network, protocol or file system); says which and why."""
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+class ChannelSource:
+    """A channel: an http(s)/file URL or a directory path."""
+
+    def __init__(self, location: str, timeout_s: float):
+        if not isinstance(location, str) or not location:
+            raise VerificationError("the channel location is empty")
+        self.location = location
+        self.timeout_s = timeout_s
+        parsed = urllib.parse.urlparse(location)
+        self.is_url = parsed.scheme in ("http", "https", "file")
+        if "://" in location and not self.is_url:
+            raise VerificationError(
+                f"unsupported channel location {location!r} (http, https, path)"
+            )
+        if self.is_url and (parsed.query or parsed.fragment or parsed.params):
+            raise VerificationError(f"channel location {location!r} has a query or fragment")
+
+    def path_names(self) -> tuple[str | None, str | None]:
+        """(model, channel) the location names: ``.../<model>/<channel>``; None where it does not.
+
+        The last segment is the channel when it is a valid channel name; the one before it is the
+        model only then, and when it is a valid model name.
+        """
+        if self.is_url:
+            segments = urllib.parse.urlparse(self.location).path.rstrip("/").split("/")
+        else:
+            segments = os.path.abspath(self.location).split(os.sep)
+        channel = segments[-1]
+        if not re.match(CHANNEL_PATTERN, channel) or channel in RESERVED_CHANNELS:
+            return None, None
+        model = segments[-2] if len(segments) >= 2 else ""
+        return (model if re.match(MODEL_NAME_PATTERN, model) else None), channel
+
+    @contextlib.contextmanager
+    def open(self, rel: str):
+        """Opens a channel file for reading; every failure is a :class:`FetchError`."""
+        rel = safe_relative_path(rel)
+        if self.is_url:
+            with self._open_url(self.location.rstrip("/") + "/" + rel) as response:
+                yield response
+        else:
+            with self._open_file(rel) as f:
+                yield f
+
+    @contextlib.contextmanager
+    def _open_url(self, url: str):
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                yield response
+        except VerificationError:
+            raise
+        except urllib.error.HTTPError as e:
+            e.close()
+            raise FetchError(f"{url}: HTTP {e.code} {e.reason}", e.code in (404, 410)) from None
+        except urllib.error.URLError as e:
+            raise FetchError(f"{url}: {type(e.reason).__name__}: {e.reason}") from None
+        except (http.client.HTTPException, OSError, ValueError) as e:
+            # BadStatusLine, RemoteDisconnected, IncompleteRead, LineTooLong, timeouts,
+            # ConnectionResetError, ssl.SSLError, InvalidURL, bad chunked encoding, ...
+            raise FetchError(f"{url}: {type(e).__name__}: {e}") from None
+
+    @contextlib.contextmanager
+    def _open_file(self, rel: str):
+        root = os.path.realpath(self.location)
+        path = os.path.realpath(os.path.join(root, rel))
+        if os.path.commonpath([root, path]) != root:  # a symlink leading out of the channel
+            raise VerificationError(f"file path {rel!r} resolves outside the channel directory")
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
+        except FileNotFoundError:
+            raise FetchError(f"{path}: no such file", not_found=True) from None
+        except OSError as e:
+            raise FetchError(f"{path}: {type(e).__name__}: {e.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise VerificationError(f"{rel} is not a regular file")
+            yield f
+
+    def fetch(self, rel: str, limit: int) -> bytes:
+        with self.open(rel) as f:
+            data = b"".join(iter_chunks(f, limit))
+        if len(data) > limit:
+            raise VerificationError(f"{rel} is larger than {limit} bytes")
+        return data
