@@ -81,7 +81,8 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
                 else rule["value"] >= rule["threshold"]
             )
 
-    # the serving push is a SavedModel TF Serving can load, and its signature runs
+    # the serving push loads as a SavedModel and its signature runs (with tf.saved_model.load:
+    # no model server runs here; tests/test_pusher_serving.py loads one as TF Serving does)
     pushed = summary.push_record(run)
     assert pushed["pushed"] is True
     version_dir = pushed["serving"][0]["path"]
