@@ -14,7 +14,7 @@ The test then kills the process with SIGKILL from outside, exactly as an out-of-
 lost node would, and reruns the pipeline. No production code carries a fault hook.
 
 Points (see STALL_POINTS): the middle of the Pruner's fine-tuning (after two batches), the
-Quantizer's conversion (inside ``TFLiteConverter.convert()``, after the MLIR converter produced the
+Quantizer's conversion (inside ``TFLiteConverter.convert()``, once the MLIR converter produced the
 flatbuffer), the Evaluator's Beam accuracy pass (after 32 examples were predicted), and three moments of a push: half-way through copying a SavedModel file
 into a serving version, after a version directory is published but before its push record, and
 after an OTA channel's history and signatures are written but before its manifest.
@@ -65,16 +65,17 @@ def _stall_in_fine_tuning(marker: str) -> None:
 def _stall_mid_conversion(marker: str) -> None:
     """Stalls inside the Quantizer's ``TFLiteConverter.convert()``, after the MLIR converter ran.
 
-    The converter has traced the Keras model, exported it to a temporary SavedModel and converted
-    it to a flatbuffer; the stall comes before the converter's own post-processing returns it, so
-    the Quantizer's execution is RUNNING with a conversion genuinely in progress. Conversions
-    outside the Quantizer's ``convert`` (the Profiler's TFLite flavour) pass untouched.
+    The converter has traced the Keras model and converted it to a flatbuffer; the stall comes
+    where the converter hands that flatbuffer to its own post-processing
+    (``_optimize_tflite_model``, every converter path's last step), so the Quantizer's execution
+    is RUNNING with a conversion genuinely in progress. Conversions outside the Quantizer's
+    ``convert`` (the Profiler's TFLite flavour) pass untouched.
     """
     from tensorflow.lite.python import lite
 
     from components.quantizer import quantizer
 
-    real_convert_saved_model = lite._convert_saved_model  # what the Keras converter calls
+    real_optimize = lite.TFLiteConverterBase._optimize_tflite_model
     real_quantizer_convert = quantizer.convert
     inside = {"quantizer": False}
 
@@ -85,14 +86,13 @@ def _stall_mid_conversion(marker: str) -> None:
         finally:
             inside["quantizer"] = False
 
-    def convert_saved_model(**kwargs):
-        flatbuffer = real_convert_saved_model(**kwargs)
-        if inside["quantizer"]:  # the converter's work so far is real; then the process dies
+    def optimize_tflite_model(self, model, *args, **kwargs):
+        if inside["quantizer"] and model:  # the converter's work so far is real; then it dies
             _stall(marker, "quantizer.convert")
-        return flatbuffer
+        return real_optimize(self, model, *args, **kwargs)
 
     quantizer.convert = quantizer_convert
-    lite._convert_saved_model = convert_saved_model
+    lite.TFLiteConverterBase._optimize_tflite_model = optimize_tflite_model
 
 
 STALL_AFTER_EXAMPLES = 32

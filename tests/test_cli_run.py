@@ -188,6 +188,7 @@ def test_identical_second_run_reuses_every_step_and_pushes_nothing(story):
 def test_push_to_a_destination_that_refuses_writes_fails_cleanly_and_the_next_run_pushes(story):
     assert story.get("release"), "needs the first run"
     model_dir = story["output"] / "serving" / MODEL_NAME
+    before = _snapshot(story["output"], ("serving", "ota"))
     with _unwritable(model_dir) as refusal:
         done = _tfxopt_run(story, story["models"][1])
     assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
@@ -198,7 +199,9 @@ def test_push_to_a_destination_that_refuses_writes_fails_cleanly_and_the_next_ru
     assert refusal in errors[0] and str(model_dir) in errors[0], errors
     _, states, _ = _recorded(story)
     assert states["Pusher"] == "FAILED", states
-    assert _release(story) == story["release"]  # the previous release, untouched and verifying
+    # the previous release: byte-for-byte as it was (nothing half-written left), and verifying
+    assert _snapshot(story["output"], ("serving", "ota")) == before
+    assert _release(story) == story["release"]
 
     again = _tfxopt_run(story, story["models"][1])
     assert again.returncode == 0, again.stderr[-3000:]
@@ -209,6 +212,18 @@ def test_push_to_a_destination_that_refuses_writes_fails_cleanly_and_the_next_ru
     assert release["served"][-1] == 2 and release["manifest"]["sequence"] == 2
     assert release["digests"][1] == story["release"]["digests"][1]
     assert release["orphans"] == []
+
+
+def _snapshot(root, subdirs) -> dict:
+    """Every file under ``root/<subdir>`` and its bytes."""
+    files = {}
+    for subdir in subdirs:
+        for directory, _, names in os.walk(os.path.join(root, subdir)):
+            for name in names:
+                path = os.path.join(directory, name)
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, root)] = f.read()
+    return files
 
 
 class _unwritable:
