@@ -104,13 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("absl").addFilter(
             lambda record: not record.getMessage().endswith("property_predicate is not supported.")
         )
-    from components.common.errors import TfxOptError
+    from components.common.errors import StepFailed, TfxOptError
 
     try:
         return args.func(args)
     except TfxOptError as e:
         print(f"tfxopt: error: {e}", file=sys.stderr)
         return 2
+    except StepFailed as e:  # the cause's traceback only with -v; the user gets one line
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        print(f"tfxopt: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

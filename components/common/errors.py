@@ -15,3 +15,18 @@ class ModelInputError(TfxOptError):
 
 class DataError(TfxOptError):
     """Examples are missing, empty or do not match the data configuration."""
+
+
+class StepFailed(RuntimeError):
+    """A pipeline step failed while it ran (a fault, not a bad input caught beforehand).
+
+    The message is one line naming the failed step(s) and the cause; the cause is chained.
+    """
+
+    def __init__(self, steps: list[str], cause: BaseException):
+        self.steps = steps
+        text = (str(cause).strip().splitlines() or [""])[0][:500]
+        super().__init__(
+            f"step {', '.join(steps) or '(unknown)'} failed: {type(cause).__name__}: {text} "
+            "(run the same command again to resume: finished steps are reused from the cache)"
+        )
