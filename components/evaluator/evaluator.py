@@ -434,7 +434,7 @@ def _latency_failures(measured: dict, entries: dict) -> None:
             "latency",
             "Evaluator",
             f"batch-1 latency could not be measured: {figures['error']}",
-            detail=figures["error"][:160],
+            detail=f"does not run at batch 1: {figures['error']}"[:160],
         )
         entry.update(failure=failure, error=failure["summary"])
         log.warning("candidate %s fails: %s", name, failure["summary"])
