@@ -42,6 +42,12 @@ def _cmd_run(args) -> int:
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")
+    # A gate that rejects every candidate is a verdict (exit 0); when no candidate could even be
+    # built or measured, the run did not do its job: exit 1, after the summary and the report.
+    failed = summary.all_candidates_failed(run)
+    if failed:
+        print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,11 @@
 ExampleGen, CheckpointImporter -> BaselineProfiler
   -> [Distiller] -> [Pruner] -> [Clusterer] -> Quantizer_<name> (one branch per candidate)
   -> Profiler_<name> -> Evaluator (the gate) -> Pusher
+
+The candidate steps (Quantizer_<name>, Profiler_<name>) isolate their failures: a candidate whose
+verification, conversion or measurement fails is marked failed and rejected by the Evaluator,
+while the shared steps (ExampleGen, BaselineProfiler, Distiller, Pruner, Clusterer) fail the run
+(see components/common/candidate.py).
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ def create_pipeline(
                 examples=examples,
                 config=candidate.quantizer_config(),
                 data_config=data,
+                isolate_failures=True,
             ).with_id(quantizer_id(name))
             candidates[name] = quantizer.outputs[OUTPUT_MODEL_KEY]
             components.append(quantizer)
@@ -111,7 +117,11 @@ def create_pipeline(
     if config.profile_candidates:
         for name, channel in candidates.items():
             profiler = Profiler(
-                model=channel, examples=examples, config=config.profiler, data_config=data
+                model=channel,
+                examples=examples,
+                config=config.profiler,
+                data_config=data,
+                isolate_failures=True,
             ).with_id(profiler_id(name))
             profiles[name] = profiler.outputs["profile"]
             components.append(profiler)

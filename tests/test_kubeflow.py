@@ -90,7 +90,17 @@ def _e2e_config(out_dir: str) -> dict:
             "max_eval_examples": 100,
         },
         "profile_candidates": False,
-        "quantization": [{"mode": "dynamic_range"}],
+        # The second candidate fails verification (a tolerance no int8 model meets): the step
+        # succeeds with its output marked failed, the gate rejects it, the run goes on.
+        "quantization": [
+            {"mode": "dynamic_range"},
+            {
+                "mode": "full_int8",
+                "name": "int8_strict",
+                "verify_tolerance": 1e-6,
+                "representative_samples": 32,
+            },
+        ],
         "evaluator": {
             "rules": {"max_accuracy_drop_points": 2.0},
             "latency": {"warmup_runs": 2, "timed_runs": 10},
@@ -418,8 +428,9 @@ def test_json_package_for_vertex(tmp_path, compiled):
 def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, reference_data):
     """Every step of the package runs via kubeflow_v2_run_executor, outputs wired to inputs.
 
-    The compiled pipeline (baseline profile, a quantized candidate, the gate, the pusher) runs
-    without Kubernetes on a local pipeline root, each step in a clean subprocess as in its pod.
+    The compiled pipeline (baseline profile, two quantized candidates, one of which fails its
+    verification, the gate, the pusher) runs without Kubernetes on a local pipeline root, each
+    step in a clean subprocess as in its pod: the failing candidate does not fail the run.
     """
     from google.protobuf import json_format
 
@@ -466,9 +477,18 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     assert profile["metadata"]["total_parameters"] == 89930
     assert 0 < profile["metadata"]["latency_p50_ms"] <= profile["metadata"]["latency_p99_ms"]
 
-    # The gate blessed the candidate and the pusher pushed it, to serving and to the OTA channel.
+    # The failed candidate's step succeeded, its Model marked failed (no model files in it).
+    (failed,) = results["Quantizer_int8_strict"].artifacts["quantized_model"]
+    assert failed["metadata"]["failed"] == 1, failed
+    assert failed["metadata"]["failure_step"] == "verification"
+    assert sorted(os.listdir(failed["uri"])) == ["candidate_failure.json", "quantization.json"]
+
+    # The gate rejected it, blessed the other candidate, and the pusher pushed that one, to
+    # serving and to the OTA channel.
     (blessing,) = results["Evaluator"].artifacts["blessing"]
     assert blessing["metadata"]["blessed"] == 1, blessing
+    assert blessing["metadata"]["selected_candidate"] == "dynamic_range"
+    assert blessing["metadata"]["failed_candidates"] == 1
     (pushed,) = results["Pusher"].artifacts["pushed_model"]
     assert pushed["metadata"]["pushed"] == 1, pushed
     version_dir = pushed["metadata"]["pushed_destination"]
