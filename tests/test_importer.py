@@ -361,17 +361,24 @@ def _signature(saved_model_dir):
     return sorted(fn.structured_input_signature[1]), sorted(fn.structured_outputs)
 
 
-def test_nested_mobilenet_flattened_and_verified(tmp_path):
+@pytest.fixture(scope="module")
+def nested(tmp_path_factory):
+    """The nested MobileNetV2 saved once (a SavedModel save of it takes 10-60 s), Examples for it."""
+    root = tmp_path_factory.mktemp("nested")
+    model = _nested_mobilenet()
+    model.save(str(root / "nested"), save_format="tf")
+    return {"model": model, "path": str(root / "nested"), "examples": _image_examples(root / "ex")}
+
+
+def test_nested_mobilenet_flattened_and_verified(tmp_path, nested):
     import tf_keras
     from tfx.types import artifact_utils, standard_artifacts
 
     from components.importer import executor, flatten
 
-    model = _nested_mobilenet()
-    model.save(str(tmp_path / "nested"), save_format="tf")
-    examples = _image_examples(tmp_path / "examples")
+    model, examples = nested["model"], nested["examples"]
     source, examples_artifact = standard_artifacts.Model(), standard_artifacts.Examples()
-    source.uri, examples_artifact.uri = str(tmp_path / "nested"), examples
+    source.uri, examples_artifact.uri = nested["path"], examples
     examples_artifact.split_names = artifact_utils.encode_split_names(["train", "eval"])
     output = standard_artifacts.Model()
     output.uri = str(tmp_path / "out")
@@ -396,7 +403,7 @@ def test_nested_mobilenet_flattened_and_verified(tmp_path):
     assert flatten.nested_models(flat) == []
     inner_weights = sum(len(layer.weights) for layer in model.layers)
     assert sum(len(layer.weights) for layer in flat.layers) == inner_weights
-    assert _signature(serving) == _signature(str(tmp_path / "nested"))
+    assert _signature(serving) == _signature(nested["path"])
     x = np.random.default_rng(9).random((4, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(flat(x)), np.asarray(model(x)), atol=1e-5)
 
@@ -468,12 +475,11 @@ def test_flat_tf_keras_model_is_copied_unchanged(tmp_path, tiny_model, tiny_exam
         assert (tmp_path / "out" / "Format-Serving" / name).read_bytes() == original
 
 
-def test_preflight_accepts_a_nested_model_and_plans_on_the_flat_one(tmp_path):
+def test_preflight_accepts_a_nested_model_and_plans_on_the_flat_one(nested):
     from pipelines import preflight
     from pipelines.config import PipelineConfig
 
-    _nested_mobilenet().save(str(tmp_path / "nested"), save_format="tf")
-    examples = _image_examples(tmp_path / "examples")
+    examples = nested["examples"]
     config = PipelineConfig.parse(
         {
             "pruner": {
@@ -485,8 +491,127 @@ def test_preflight_accepts_a_nested_model_and_plans_on_the_flat_one(tmp_path):
             "quantization": [{"mode": "dynamic_range"}],
         }
     )
-    preflight.check_inputs(config, str(tmp_path / "nested"), examples)  # no error
+    preflight.check_inputs(config, nested["path"], examples)  # no error
     # a layer of the backbone is a layer of the model the stages see
     bad = PipelineConfig.parse({"pruner": {"layers": {"names": ["no_such_layer"]}}})
     with pytest.raises(Exception, match="no_such_layer.*block_1_depthwise"):
-        preflight.check_inputs(bad, str(tmp_path / "nested"), examples)
+        preflight.check_inputs(bad, nested["path"], examples)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+FAST_PROFILER = {"warmup_runs": 5, "timed_runs": 50, "throughput_runs": 3, "measure_memory": False}
+
+
+def _trained_keras3_digits_cnn(path: str) -> str:
+    """A Keras 3 CNN trained on the reference digits, saved as ``model.keras``."""
+    import keras
+
+    from pipelines.reference_data import digits_splits
+
+    x_train, y_train, _, _ = digits_splits()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            layers.BatchNormalization(name="bn1"),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool"),
+            layers.Dropout(0.2, name="drop"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(64, activation="relu", name="fc"),
+            layers.Dense(10, activation="softmax", name="probs"),
+        ],
+        name="keras3_digits",
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train.reshape(-1, 8, 8, 1), y_train, epochs=15, batch_size=32, verbose=0)
+    model.save(path)
+    return path
+
+
+@pytest.mark.e2e
+def test_keras3_file_through_the_chain_to_a_pushed_version(tmp_path, reference_data):
+    """`make demo`'s chain (prune -> cluster -> quantize -> gate -> push) from a `.keras` file."""
+    import tensorflow as tf
+
+    from pipelines import summary
+    from pipelines.config import PipelineConfig
+    from pipelines.local_runner import run_local
+
+    (tmp_path / "checkpoint").mkdir()
+    _trained_keras3_digits_cnn(str(tmp_path / "checkpoint" / "model.keras"))
+    config = PipelineConfig.parse(
+        {
+            "pipeline_name": "keras3",
+            "profiler": FAST_PROFILER,
+            "pruner": {"target_sparsity": 0.5, "layers": {"exclude_names": ["conv1"]}},
+            "clusterer": {"number_of_clusters": 16, "preserve_sparsity": True},
+            "quantization": [{"mode": "none", "name": "float32"}, {"mode": "dynamic_range"}],
+            "evaluator": {
+                "rules": {"max_accuracy_drop_points": 3.0, "min_compression_ratio": 2.0},
+                "latency": {"timed_runs": 50},
+            },
+            "pusher": {"model_name": "digits", "serving": [{"base_directory": "serving"}]},
+        }
+    )
+    out = tmp_path / "out"
+    # the directory holding the one .keras file, as `tfxopt run --model DIR` gets it
+    run = run_local(config, str(tmp_path / "checkpoint"), reference_data["examples"], str(out))
+    assert all(s.state == "COMPLETE" for s in run.steps), [(s.node_id, s.state) for s in run.steps]
+
+    [imported] = run.outputs_of("ModelImporter", "imported_model")
+    props = imported.custom_properties
+    assert props["source_format"].string_value == "keras3"
+    assert props["keras_version"].string_value.startswith("3.")
+    assert props["verified_examples"].int_value == 360
+    max_abs_diff = props["max_abs_diff"].double_value
+    assert 0 <= max_abs_diff <= props["tolerance"].double_value
+    print(f"Keras 3 -> tf_keras: max abs output difference {max_abs_diff:.3g} on 360 examples")
+
+    evaluation = summary.evaluation_record(run)
+    assert evaluation["decision"]["blessed"] is True, evaluation["decision"]
+    pushed = summary.push_record(run)
+    assert pushed["pushed"] is True
+    version_dir = pushed["serving"][0]["path"]
+    fn = tf.saved_model.load(version_dir).signatures["serving_default"]
+    assert list(fn.structured_input_signature[1]) == ["image"]
+    assert list(fn.structured_outputs) == ["probs"]
+    text = summary.render(run)
+    assert "Model: Keras 3 3." in text and "max output difference" in text
+
+
+@pytest.mark.e2e
+def test_nested_mobilenet_through_the_chain_to_a_decision(tmp_path, nested):
+    """A keras.applications backbone called as a layer: flattened, pruned, clustered, quantized,
+    gated (random weights and data: the decision is what counts, not its verdict)."""
+    from pipelines import summary
+    from pipelines.config import PipelineConfig
+    from pipelines.local_runner import run_local
+
+    tuning = {"epochs": 1, "batch_size": 8}
+    config = PipelineConfig.parse(
+        {
+            "pipeline_name": "nested",
+            "profiler": {**FAST_PROFILER, "timed_runs": 20},
+            "pruner": {
+                "target_sparsity": 0.5,
+                "schedule": {"kind": "constant", "frequency_steps": 1},
+                "fine_tuning": tuning,
+            },
+            "clusterer": {"number_of_clusters": 16, "fine_tuning": tuning},
+            "quantization": [{"mode": "dynamic_range"}],
+            "evaluator": {"latency": {"timed_runs": 20}},
+        }
+    )
+    run = run_local(config, nested["path"], nested["examples"], str(tmp_path / "out"))
+    assert all(s.state == "COMPLETE" for s in run.steps), [(s.node_id, s.state) for s in run.steps]
+    [imported] = run.outputs_of("ModelImporter", "imported_model")
+    assert imported.custom_properties["import_action"].string_value == "flattened"
+    [pruned] = run.outputs_of("Pruner", "pruned_model")
+    assert pruned.custom_properties["achieved_sparsity"].double_value > 0.3
+    evaluation = summary.evaluation_record(run)
+    assert isinstance(evaluation["decision"]["blessed"], bool)
+    assert "nested models flattened: mobilenetv2_0.35_32" in summary.render(run)
