@@ -584,6 +584,9 @@ def test_keras3_file_through_the_chain_to_a_pushed_version(tmp_path, reference_d
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # reason: 3-10 min of MobileNetV2 fine-tuning and saving on 2 cores; the
+# flattening itself is covered by test_nested_mobilenet_flattened_and_verified and preflight's
+# plans on the flat model by test_preflight_accepts_a_nested_model_and_plans_on_the_flat_one
 def test_nested_mobilenet_through_the_chain_to_a_decision(tmp_path, nested):
     """A keras.applications backbone called as a layer: flattened, pruned, clustered, quantized,
     gated (random weights and data: the decision is what counts, not its verdict)."""
