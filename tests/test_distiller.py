@@ -486,6 +486,13 @@ def test_distilling_the_reference_digits_model(tmp_path, reference_data):
 def test_mixed_precision_mechanics_run_on_any_device(tiny_model):
     """What distill() does on a GPU when asked for mixed_float16: float16 layers, float32 logits,
     a loss-scaled optimizer; run here for a few steps on whatever device there is."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        # TensorFlow picks oneDNN's float16 kernels from the processor's own flags (AVX512-FP16
+        # here); capped below them, oneDNN has no implementation and aborts the process. A real
+        # AVX2-only processor never asks for them, so this is an artifact of the cap alone.
+        pytest.skip(
+            "float16 training under an ONEDNN_MAX_CPU_ISA cap aborts in oneDNN (emulation only)"
+        )
     import tensorflow as tf
     import tf_keras
 
