@@ -17,16 +17,15 @@ from components.common.errors import ConfigError
 from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
+from components.evaluator.constants import MAX_CANDIDATES
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
 from components.quantizer.config import QuantizerConfig
 from pipelines.kubeflow_config import KubeflowConfig
+from pipelines.recipes import Plan, Recipe, check_candidate_name, plan_recipes, plan_sections
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-_CANDIDATE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
 class QuantizationCandidate(QuantizerConfig):
@@ -81,6 +80,13 @@ class PipelineConfig(StrictModel):
         description="One Quantizer branch per entry; each output is a candidate. Empty: the "
         "last of distiller/pruner/clusterer is the one candidate.",
     )
+    candidates: dict[str, Recipe] = pydantic.Field(
+        default_factory=dict,
+        validation_alias=pydantic.AliasChoices("candidates", "recipes"),
+        description="Recipes as candidates (also `recipes:`): name -> chain of stages "
+        "(distiller, structured, pruner, clusterer, quantization). Stages shared by several "
+        "recipes run once. Replaces the top-level distiller/pruner/clusterer/quantization.",
+    )
     evaluator: EvaluatorConfig | None = pydantic.Field(
         None, description="The gate over the candidates (absent with candidates: default rules)."
     )
@@ -104,20 +110,21 @@ class PipelineConfig(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        if self.candidates:
+            self._check_recipes()
         names = [c.candidate_name for c in self.quantization]
         for name in names:
-            if not _CANDIDATE_NAME.match(name):
-                raise ValueError(
-                    f"quantization candidate name {name!r}: use lower-case letters, digits and '_'"
-                )
+            check_candidate_name(name, "quantization")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(
                 f"quantization: candidate names must be unique, {duplicates} repeat; give each "
                 "entry a distinct `name`"
             )
-        if len(names) > 8:
-            raise ValueError("quantization: at most 8 candidates (the Evaluator's slots)")
+        if len(names) > MAX_CANDIDATES:
+            raise ValueError(
+                f"quantization: at most {MAX_CANDIDATES} candidates (the Evaluator's slots)"
+            )
         if self.pusher is not None and not self.has_candidates:
             raise ValueError(
                 "pusher is configured but no stage makes a candidate: enable distiller, pruner, "
@@ -125,11 +132,41 @@ class PipelineConfig(StrictModel):
             )
         return self
 
+    def _check_recipes(self) -> None:
+        sections = [
+            key
+            for key in ("distiller", "pruner", "clusterer", "quantization")
+            if getattr(self, key)
+        ]
+        if sections:
+            raise ValueError(
+                f"candidates (recipes) and the top-level {sections} exclude each other: put "
+                "those stages inside the recipes"
+            )
+        for name in self.candidates:
+            check_candidate_name(name, "candidates:")
+        if len(self.candidates) > MAX_CANDIDATES:
+            raise ValueError(
+                f"candidates: at most {MAX_CANDIDATES} recipes (the Evaluator's slots), got "
+                f"{len(self.candidates)}"
+            )
+        plan_recipes(self.candidates)  # two recipes that are the same chain fail here
+
     @property
     def has_candidates(self) -> bool:
         return bool(
-            self.quantization or self.pruner or self.clusterer or self.distiller is not None
+            self.candidates
+            or self.quantization
+            or self.pruner
+            or self.clusterer
+            or self.distiller is not None
         )
+
+    def plan(self) -> Plan:
+        """The optimisation DAG: the recipes, or the top-level sections as one chain."""
+        if self.candidates:
+            return plan_recipes(self.candidates)
+        return plan_sections(self.distiller, self.pruner, self.clusterer, self.quantization)
 
 
 def resolve_paths(config: PipelineConfig, base_dir: str) -> PipelineConfig:
