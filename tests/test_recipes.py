@@ -141,6 +141,10 @@ def test_recipes_alias_and_yaml_anchors(tmp_path):
         ),
         ({"candidates": {"a": {"quantization": {"mode": "pcqat"}}}}, "add a `pruner` stage"),
         (
+            {"candidates": {"a": {"structured": SLIM, "quantization": {"mode": "sparse_float32"}}}},
+            "add a `pruner` stage",
+        ),
+        (
             {"candidates": {"a": {"pruner": PRUNE, "quantization": {"mode": "cqat"}}}},
             "add a `clusterer` stage",
         ),
@@ -211,7 +215,7 @@ def test_golden_recipes_spec_shares_stages(compiled_recipes):
     from tests.test_kubeflow import _docs, _normalize, compare_with_golden
 
     tasks = compiled_recipes.pipeline_spec["root"]["dag"]["tasks"]
-    for name in ("sparse_int8", "sparse_pcqat"):
+    for name in ("pruned_int8", "pruned_pcqat", "pruned_sparse_int8"):
         assert set(tasks[f"Quantizer_{name}"]["dependentTasks"]) == {
             "Clusterer_s80_c16",
             "ExampleGen",
