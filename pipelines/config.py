@@ -27,6 +27,9 @@ from pipelines.recipes import Plan, Recipe, check_candidate_name, plan_recipes, 
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
+#: What ``tfxopt run`` runs without ``--config``: three recipes and a documented gate.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
+
 
 class QuantizationCandidate(QuantizerConfig):
     """One Quantizer branch: a quantizer config plus the candidate's name (default: the mode)."""
@@ -217,3 +220,22 @@ def load_config(path: str | None) -> PipelineConfig:
         return PipelineConfig.parse(data or {})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def default_run_config(model_uri: str, serving_dir: str | None = None) -> PipelineConfig:
+    """The default recipe (``configs/default.yaml``), pushing to ``serving_dir`` when one is given.
+
+    The pushed model's name is the model directory's name (a TFX ``Format-Serving`` directory's
+    parent's), made safe for the repository layout.
+    """
+    config = load_config(DEFAULT_CONFIG)
+    if serving_dir is None:
+        return config
+    path = os.path.abspath(model_uri).rstrip("/")
+    if os.path.basename(path) == "Format-Serving":
+        path = os.path.dirname(path)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)).lstrip("_.-") or "model"
+    data = config.model_dump()
+    serving = {"base_directory": os.path.abspath(serving_dir)}  # relative to where it was typed
+    data["pusher"] = {"model_name": name[:128], "serving": [serving]}
+    return PipelineConfig.parse(data)

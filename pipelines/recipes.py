@@ -263,3 +263,29 @@ def quantizer_id(name: str) -> str:
 
 def profiler_id(name: str) -> str:
     return f"Profiler_{name}"
+
+
+def _stage_text(kind: str, config) -> str:
+    if kind == "distiller":
+        return f"distil (width {config.student_width_multiplier:g})"
+    if kind == "structured":
+        return f"structured {config.structured.target_fraction:.0%}"
+    if kind == "pruner":
+        m_by_n = config.sparsity_m_by_n
+        return f"prune {m_by_n[0]}:{m_by_n[1]}" if m_by_n else f"prune {config.target_sparsity:.0%}"
+    if kind == "clusterer":
+        return f"cluster {config.number_of_clusters}"
+    return "float32" if config.mode == "none" else config.mode
+
+
+def describe(plan: Plan) -> list[str]:
+    """One line per candidate: its chain of stages, e.g. ``small: prune 80% -> cluster 16 -> ...``."""
+    lines = []
+    for name, node_id in plan.candidates.items():
+        chain, current = [], node_id
+        while current is not None:
+            node = plan.node(current)
+            chain.insert(0, _stage_text(node.kind, node.config))
+            current = node.parent
+        lines.append(f"{name}: {' -> '.join(chain)}")
+    return lines
