@@ -55,6 +55,12 @@ def _cmd_run(args) -> int:
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")
+    # A gate that rejects every candidate is a verdict (exit 0); when no candidate could even be
+    # built or measured, the run did not do its job: exit 1, after the summary and the report.
+    failed = summary.all_candidates_failed(run)
+    if failed:
+        print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -128,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("absl").addFilter(
             lambda record: not record.getMessage().endswith("property_predicate is not supported.")
         )
-    from components.common.errors import TfxOptError
+    from components.common.errors import StepFailed, TfxOptError
 
     try:
         return args.func(args)
     except TfxOptError as e:
         print(f"tfxopt: error: {e}", file=sys.stderr)
         return 2
+    except StepFailed as e:  # the cause's traceback only with -v; the user gets one line
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        print(f"tfxopt: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

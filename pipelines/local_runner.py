@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from components.common.errors import StepFailed
 from pipelines import metadata, metadata_config, preflight
 from pipelines.config import PipelineConfig, resolve_paths
 
@@ -32,10 +33,23 @@ class LocalRun:
         return []
 
 
+def _failed_steps(connection, pipeline_name: str) -> list[str]:
+    try:
+        _, steps = metadata.latest_run(connection, pipeline_name)
+    except LookupError:  # failed before ML Metadata recorded any step
+        return []
+    return [s.node_id for s in steps if s.state == "FAILED"]
+
+
 def run_local(
     config: PipelineConfig, model_uri: str, examples_uri: str, output_dir: str
 ) -> LocalRun:
-    """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD."""
+    """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD.
+
+    Raises:
+      TfxOptError: a bad input, before anything runs.
+      StepFailed: a step failed while running (its cause chained).
+    """
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipelines.pipeline import create_pipeline
@@ -61,6 +75,9 @@ def run_local(
     from pipelines import progress
 
     with progress.report_progress(total=len(pipeline.components)):
-        LocalDagRunner().run(pipeline)
+        try:
+            LocalDagRunner().run(pipeline)
+        except Exception as e:  # noqa: BLE001 - any executor's failure: named, cause chained
+            raise StepFailed(_failed_steps(connection, config.pipeline_name), e) from e
     run_id, steps = metadata.latest_run(connection, config.pipeline_name)
     return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)

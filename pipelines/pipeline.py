@@ -6,6 +6,11 @@ ExampleGen, CheckpointImporter -> BaselineProfiler
 
 With ``candidates:`` (recipes) the optimisation part is a tree instead of one chain: stages
 shared by several recipes run once (:mod:`pipelines.recipes` plans it).
+
+The candidate steps (Quantizer_<name>, Profiler_<name>) isolate their failures: a candidate whose
+verification, conversion or measurement fails is marked failed and rejected by the Evaluator,
+while the shared steps (ExampleGen, BaselineProfiler, Distiller, Pruner, Clusterer) fail the run
+(see components/common/candidate.py).
 """
 
 from __future__ import annotations
@@ -81,7 +86,11 @@ def create_pipeline(
     if config.profile_candidates:
         for name, channel in candidates.items():
             profiler = Profiler(
-                model=channel, examples=examples, config=config.profiler, data_config=data
+                model=channel,
+                examples=examples,
+                config=config.profiler,
+                data_config=data,
+                isolate_failures=True,
             ).with_id(profiler_id(name))
             profiles[name] = profiler.outputs["profile"]
             components.append(profiler)
@@ -129,7 +138,10 @@ def _stage_component(kind: str, config, model, examples, data):
         return stage, OUTPUT_MODEL_KEY
     from components.quantizer.component import OUTPUT_MODEL_KEY, Quantizer
 
-    stage = Quantizer(model=model, examples=examples, config=config, data_config=data)
+    # A candidate's own step: its failure rejects the candidate, not the run.
+    stage = Quantizer(
+        model=model, examples=examples, config=config, data_config=data, isolate_failures=True
+    )
     return stage, OUTPUT_MODEL_KEY
 
 

@@ -571,6 +571,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                     "eligible": cand.get("eligible"),
                     "selected": decision.get("selected") == cand["name"],
                     "rejected_because": cand.get("rejected_because") or [],
+                    "failure": _failure(cand.get("failure")),
                     "warnings": cand.get("warnings") or [],
                     **_optimisations(run, producer),
                     **_profile_entry(profile),
@@ -644,6 +645,14 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
     if push is not None:
         summary["push"] = _push_summary(push)
     return summary, extras
+
+
+def _failure(failure: dict | None) -> dict | None:
+    """What the report says of a candidate whose own step failed: step, where, summary, reason."""
+    if not failure:
+        return None
+    keys = ("step", "component", "summary", "reason", "error_type")
+    return {k: failure.get(k) for k in keys if failure.get(k) is not None}
 
 
 def _chosen(summary: dict) -> str | None:

@@ -225,9 +225,13 @@ def _model_rows(summary: dict) -> str:
             "the input model" if m["role"] == "baseline" else "-"
         )
         ratio = m.get("compression_ratio")
+        failure = m.get("failure") or {}
+        failed_text = (
+            f"<br><span class='small fail'>{_e(failure['summary'])}</span>" if failure else ""
+        )
         cells = [
             f"<b>{_e(m['name'])}</b> <span class='tag {cls}'>{_e(verdict)}</span>"
-            f"<br><span class='small'>{_e(stages)}</span>",
+            f"<br><span class='small'>{_e(stages)}</span>{failed_text}",
             f"{_bytes(size.get('raw_bytes'))} / {_bytes(size.get('gzip_bytes'))}"
             + (f"<br><span class='small'>{ratio:.1f}x smaller</span>" if finite(ratio) else ""),
             f"{_bytes(m.get('saved_model_bytes'))} / {_bytes(m.get('saved_model_gzip_bytes'))}",

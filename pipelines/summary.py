@@ -26,7 +26,12 @@ def _pct(x) -> str:
 
 
 def profile_rows(record: dict) -> dict[str, str]:
-    """The figures of one profile as label -> text."""
+    """The figures of one profile as label -> text (a failed candidate's: why it has none)."""
+    if record.get("failed"):
+        return {
+            "SavedModel size (gzip)": record.get("note") or "not profiled",
+            "TFLite size (gzip)": f"({record.get('summary', 'failed')})"[:60],
+        }
     sizes = record["sizes"]
     params = record.get("parameters", {})
     kernels = params.get("kernels", {})
@@ -109,6 +114,13 @@ def evaluation_record(run) -> dict | None:
     from components.evaluator.constants import EVALUATION_FILE, EVALUATION_KEY
 
     return _first_output_record(run, EVALUATION_KEY, EVALUATION_FILE)
+
+
+def all_candidates_failed(run) -> str | None:
+    """The gate's reason when every candidate failed before it could be judged, else None."""
+    evaluation = evaluation_record(run)
+    decision = (evaluation or {}).get("decision") or {}
+    return decision.get("reason") if decision.get("all_candidates_failed") else None
 
 
 def push_record(run) -> dict | None:

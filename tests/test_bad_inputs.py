@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -532,3 +533,12 @@ def test_a_bad_input_through_a_real_process(world, tmp_path):
     assert last.startswith("tfxopt: error: pusher.ota.0: signing_key_path"), done.stderr[-2000:]
     assert "not an Ed25519 private key" in last
     assert _written(str(tmp_path / "out")) == []
+
+
+def test_guarantees_md_counts_the_cases_of_this_table():
+    """docs/GUARANTEES.md quotes how many bad inputs this table holds: the number stays true."""
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "GUARANTEES.md")
+    with open(path) as f:
+        quoted = re.search(r"`tests/test_bad_inputs\.py`, (\d+) cases", f.read())
+    assert quoted, "GUARANTEES.md no longer quotes the number of bad-input cases"
+    assert int(quoted.group(1)) == len(CASES)

@@ -567,8 +567,10 @@ QUICK_QAT = {"epochs": 1, "max_train_examples": 128, "learning_rate": 1e-4}
         ("plain", "full_int8"),
         ("plain", "int16x8"),
         # QAT on the CNN costs ~20-60 s a mode here (tfmot graph building, tracing): the default
-        # suite keeps pcqat, the headline path; the tiny model covers qat, pqat and cqat
-        # there, and the benchmark measures all of them.
+        # suite keeps pcqat, the headline path, and the tiny model covers qat, pqat and
+        # cqat there; these three run on the CNN with `make test-all`. (`make bench` times full
+        # int8 only; components/quantizer/benchmark.py, run by hand, times every mode and
+        # asserts nothing.)
         pytest.param("plain", "qat", marks=pytest.mark.slow),
         pytest.param("pruned", "pqat", marks=pytest.mark.slow),
         pytest.param("clustered", "cqat", marks=pytest.mark.slow),

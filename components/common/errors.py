@@ -15,3 +15,49 @@ class ModelInputError(TfxOptError):
 
 class DataError(TfxOptError):
     """Examples are missing, empty or do not match the data configuration."""
+
+
+class StepFailed(RuntimeError):
+    """A pipeline step failed while it ran (a fault, not a bad input caught beforehand).
+
+    The message is one line naming the failed step(s) and the cause; the cause is chained.
+    """
+
+    def __init__(self, steps: list[str], cause: BaseException):
+        self.steps = steps
+        text = (str(cause).strip().splitlines() or [""])[0][:500]
+        super().__init__(
+            f"step {', '.join(steps) or '(unknown)'} failed: {type(cause).__name__}: {text} "
+            "(run the same command again to resume: finished steps are reused from the cache)"
+        )
+
+
+class CandidateError(TfxOptError):
+    """One candidate's own work failed: its conversion, verification or measurement.
+
+    A verdict on that candidate, not on the run: a candidate step built with failure isolation
+    records it as a rejected candidate (see :mod:`components.common.candidate`).
+
+    Attributes:
+      step: the part of the candidate's work that failed (``verification``, ``conversion``,
+        ``profiling``, ...); shown as ``failed: <step>, <detail>``.
+      detail: a short account for tables (``max abs diff 0.703 > 0.683``); the message says more.
+    """
+
+    step = "candidate"
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+class ConversionError(CandidateError, ModelInputError):
+    """TFLite conversion of a model failed (an op without a kernel for the mode, ...)."""
+
+    step = "conversion"
+
+
+class MeasurementError(CandidateError):
+    """A model could not be run to measure it (its flatbuffer does not load or invoke)."""
+
+    step = "profiling"

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from components.common.errors import ModelInputError
+from components.common.errors import ConversionError
 
 _OP_PATTERN = re.compile(r"'(tf\.[A-Za-z0-9_]+)'|op[s]? (?:named )?'?([A-Z][A-Za-z0-9_]+)'?")
 
@@ -25,7 +25,7 @@ def convert_float32(saved_model_dir: str) -> bytes:
     """Converts a SavedModel to a float32 TFLite flatbuffer (builtin ops only).
 
     Raises:
-      ModelInputError: naming the ops TFLite has no builtin kernel for.
+      ConversionError: (a ModelInputError) naming the ops TFLite has no builtin kernel for.
     """
     import tensorflow as tf
 
@@ -37,9 +37,10 @@ def convert_float32(saved_model_dir: str) -> bytes:
         ops = unsupported_ops(str(e))
         which = f" (ops without a TFLite builtin kernel: {', '.join(ops)})" if ops else ""
         first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ModelInputError(
+        raise ConversionError(
             f"the model at {saved_model_dir!r} cannot be converted to TFLite{which}: "
-            f"{first_line[:400]}. Replace those ops or leave the model out of TFLite conversion."
+            f"{first_line[:400]}. Replace those ops or leave the model out of TFLite conversion.",
+            detail=f"float32 TFLite conversion: {first_line[:160]}",
         ) from None
 
 

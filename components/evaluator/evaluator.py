@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 
+from components.common import candidate as candidate_lib
 from components.common import examples as examples_lib
 from components.common import model_io
 from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
@@ -255,6 +256,12 @@ def evaluate(
             "profile": _profile_numbers(ref.profile_uri),
         }
     for ref in candidates:
+        failure = _step_failure(ref)
+        if failure is not None:
+            # Marked failed by its own step (or its Profiler): nothing to load, judged as failed.
+            entries[ref.name].update(failure=failure, error=failure["summary"])
+            log.warning("candidate %s failed upstream: %s", ref.name, failure["summary"])
+            continue
         try:
             model = models.prepare(ref, "auto", work_dir)
             if config.require_saved_model and not models.has_saved_model(ref.uri):
@@ -317,6 +324,7 @@ def evaluate(
         )
         for name, figures in measured.items():
             entries[name]["latency_measured"] = figures
+        _latency_failures(measured, entries)
     external = external_latency(config, latency_report_uri)
     for name, entry in entries.items():
         if name in external["models"]:
@@ -351,7 +359,10 @@ def evaluate(
             # Nothing measured for a failed candidate counts, whatever figures it has.
             metrics = {k: (v if k.startswith("baseline_") else None) for k, v in metrics.items()}
         entry["metrics"] = metrics
-        verdict = rules.judge_candidate(metrics, config, error, production_state)
+        if entry.get("failure"):
+            verdict = rules.failed_candidate_verdict(entry["failure"]["summary"])
+        else:
+            verdict = rules.judge_candidate(metrics, config, error, production_state)
         entry.update(verdict)
         entry["warnings"] = (comparison or {}).get("warnings", []) + notes
         judged.append({"name": ref.name, **verdict, "metrics": metrics})
@@ -405,6 +416,30 @@ def evaluate(
     return record
 
 
+def _step_failure(ref: ModelRef) -> dict | None:
+    """The failure a candidate step recorded in the candidate's model or its profile, if any."""
+    failure = candidate_lib.read_failure(ref.uri)
+    if failure is None:
+        failure = candidate_lib.read_failure(ref.profile_uri)
+    return failure
+
+
+def _latency_failures(measured: dict, entries: dict) -> None:
+    """A candidate that cannot run at batch 1 for its latency failed its latency measurement."""
+    for name, figures in measured.items():
+        entry = entries[name]
+        if name == BASELINE or "error" not in figures or entry.get("failure"):
+            continue
+        failure = candidate_lib.failure_record(
+            "latency",
+            "Evaluator",
+            f"batch-1 latency could not be measured: {figures['error']}",
+            detail=f"does not run at batch 1: {figures['error']}"[:160],
+        )
+        entry.update(failure=failure, error=failure["summary"])
+        log.warning("candidate %s fails: %s", name, failure["summary"])
+
+
 def _infer_logits(baseline_uri: str) -> bool:
     from components.common import model_io, training
 
@@ -439,6 +474,8 @@ def key_numbers(record: dict) -> dict:
         "objective": decision["objective"],
         "eval_examples": record["eval"]["examples"],
         "candidates": len(record["candidates"]),
+        "failed_candidates": sum(1 for c in record["candidates"] if c.get("failure")),
+        "all_candidates_failed": int(bool(decision.get("all_candidates_failed"))),
         "baseline_accuracy": (record["baseline"].get("accuracy") or {}).get("top1_accuracy"),
     }
     if decision["selected"]:
@@ -489,8 +526,10 @@ def rules_table(record: dict) -> str:
             )
         for req in cand.get("requirements", []):
             if not req["passed"]:
+                # A failed candidate has no rules to show: its row says why it failed.
+                why = f"  {req['detail']}" if req["check"] == rules.CANDIDATE_BUILT else ""
                 lines.append(
-                    f"{cand['name']:<16} {req['check']:<40} {'':>12} {'':>2} {'':>10}  FAIL"
+                    f"{cand['name']:<16} {req['check']:<40} {'':>12} {'':>2} {'':>10}  FAIL{why}"
                 )
     decision = record["decision"]
     verdict = f"BLESSED {decision['selected']!r}" if decision["blessed"] else "NOT BLESSED"

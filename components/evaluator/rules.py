@@ -499,6 +499,23 @@ def judge_candidate(
     }
 
 
+CANDIDATE_BUILT = "candidate_built"
+
+
+def failed_candidate_verdict(summary: str) -> dict:
+    """The verdict on a candidate whose own step failed (``failed: verification, ...``).
+
+    No rule is checked (nothing was measured): the one failed requirement says why.
+    """
+    return {
+        "rules": [],
+        "requirements": [{"check": CANDIDATE_BUILT, "passed": False, "detail": summary}],
+        "eligible": False,
+        "failed": True,
+        "rejected_because": [summary],
+    }
+
+
 def _rank_key(metrics: dict, name: str, config: EvaluatorConfig) -> tuple:
     order = [config.objective] + [o for o in _TIE_ORDER if o != config.objective]
     key = []
@@ -531,11 +548,16 @@ def select(judged: list[dict], config: EvaluatorConfig) -> dict:
         why = "; ".join(
             f"{c['name']}: {', '.join(c['rejected_because']) or 'not eligible'}" for c in judged
         )
+        all_failed = bool(judged) and all(c.get("failed") for c in judged)
+        reason = f"no candidate passed every rule ({why or 'no candidates'})"
+        if all_failed:
+            reason = f"every candidate failed before it could be judged ({why})"
         return {
             "blessed": False,
             "selected": None,
             "ranking": [],
-            "reason": f"no candidate passed every rule ({why or 'no candidates'})",
+            "reason": reason,
+            "all_candidates_failed": all_failed,
         }
     ranked = sorted(eligible, key=lambda c: _rank_key(c["metrics"], c["name"], config))
     best = ranked[0]

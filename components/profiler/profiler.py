@@ -16,6 +16,7 @@ from components.common import examples as examples_lib
 from components.common import flops as flops_lib
 from components.common import measure, model_io, tflite
 from components.common import weights as weights_lib
+from components.common.errors import MeasurementError
 from components.common.examples import DataConfig
 from components.profiler.config import ProfilerConfig
 
@@ -79,6 +80,32 @@ def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(predictions, axis=-1) == labels))
 
 
+def _runner(flatbuffer: bytes, num_threads: int) -> tflite.TFLiteModel:
+    """The flatbuffer loaded in ``tf.lite.Interpreter``.
+
+    Raises:
+      MeasurementError: it does not load (this model cannot be measured).
+    """
+    try:
+        return tflite.TFLiteModel(flatbuffer, num_threads=num_threads)
+    except (ValueError, RuntimeError) as e:
+        raise MeasurementError(
+            f"the TFLite flatbuffer ({len(flatbuffer)} bytes) does not load in "
+            f"tf.lite.Interpreter: {e}",
+            detail=f"the flatbuffer does not load: {str(e).strip()[:160]}",
+        ) from None
+
+
+def _invoke_once(runner: tflite.TFLiteModel) -> None:
+    try:
+        runner.invoke()
+    except (ValueError, RuntimeError) as e:
+        raise MeasurementError(
+            f"the TFLite flatbuffer does not run on a batch-1 input: {e}",
+            detail=f"the flatbuffer does not run: {str(e).strip()[:160]}",
+        ) from None
+
+
 def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
     """Cheap checks and loads before any heavy work: returns (saved_model_dir, keras model or None).
 
@@ -105,6 +132,10 @@ def profile_model(
 
     Returns:
       The full record (JSON-serializable): sizes, parameters, compute, latency, memory, accuracy.
+    Raises:
+      ModelInputError / DataError: the model or the Examples are unusable (cheap checks first).
+      ConversionError / MeasurementError: the model cannot be converted to TFLite, or its
+        flatbuffer does not load or run.
     """
     started = time.time()
     saved_model_dir, keras_model = prepare(model_uri, examples_uri, data)
@@ -127,6 +158,7 @@ def profile_model(
         "tflite_source": tflite_source,
     }
 
+    runner = _runner(flatbuffer, config.num_threads)  # a flatbuffer that cannot run fails first
     tflite_weights = [
         weights_lib.tensor_stats(w["name"], w["values"])
         for w in tflite.flatbuffer_weights(flatbuffer)
@@ -156,13 +188,13 @@ def profile_model(
             examples_uri, data.eval_split, data, keras_model, limit=config.max_eval_examples
         )
 
-    runner = tflite.TFLiteModel(flatbuffer, num_threads=config.num_threads)
     record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
     one = _sample_inputs(keras_model, eval_x, 1) if keras_model is not None else None
     if one is None:
         one = tuple(np.zeros(d["shape"], np.float32) for d in runner.input_details)
         one = one if len(one) > 1 else one[0]
     runner.set_inputs(one)
+    _invoke_once(runner)
     tflite_ms = measure.time_calls(runner.invoke, config.warmup_runs, config.timed_runs)
     latency = {"tflite_batch1": measure.summarize_ms(tflite_ms)}
     latency["tflite_batch1"]["samples_ms"] = [round(float(v), 5) for v in tflite_ms]
@@ -221,7 +253,12 @@ def profile_model(
 
 
 def key_numbers(record: dict) -> dict:
-    """The figures stored as custom properties on the ModelProfile artifact."""
+    """The figures stored as custom properties on the ModelProfile artifact.
+
+    A profile marked failed (see :mod:`components.common.candidate`) has only its failure.
+    """
+    if record.get("failed"):
+        return {"failed": 1, "failure_step": record.get("step"), "note": record.get("note")}
     sizes = record["sizes"]
     params = record.get("parameters", {})
     lat = record["latency"]["tflite_batch1"]

@@ -23,7 +23,13 @@ import numpy as np
 from components.common import examples as examples_lib
 from components.common import measure, model_io, properties, tflite, training
 from components.common import weights as weights_lib
-from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
+from components.common.errors import (
+    CandidateError,
+    ConfigError,
+    ConversionError,
+    DataError,
+    ModelInputError,
+)
 from components.common.examples import DataConfig
 from components.quantizer import flatbuffer as fb_lib
 from components.quantizer.config import (
@@ -44,8 +50,10 @@ SERVING_QAT_WEIGHTS = "float model with QAT-learned weights"
 SERVING_QAT_MODEL = "QAT Keras model"
 
 
-class VerificationError(TfxOptError):
+class VerificationError(CandidateError):
     """The converted flatbuffer does not run, or disagrees with its Keras model beyond tolerance."""
+
+    step = "verification"
 
 
 @dataclass
@@ -344,8 +352,9 @@ def _convert(converter, config: QuantizerConfig) -> bytes:
         if config.mode == "int16x8":
             hint += ", or use mode full_int8"
         last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
-        raise ModelInputError(
-            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}."
+        raise ConversionError(
+            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
+            detail=f"mode {config.mode}: {last[:160]}",
         ) from None
 
 
@@ -398,10 +407,11 @@ def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
     layers = sorted({op["layer"] for op in stray if op["layer"]})
     bits = "16x8-bit" if config.mode == "int16x8" else "int8"
     other = "full_int8" if config.mode == "int16x8" else "int16x8"
-    raise ModelInputError(
+    raise ConversionError(
         f"mode {config.mode!r}: op(s) {named} have no {bits} kernel and would run in float, "
         f"dequantizing around them. Try mode {other!r}, or leave the layer(s) in float with "
-        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}."
+        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}.",
+        detail=f"mode {config.mode}: {named} left in float (no {bits} kernel)",
     )
 
 
@@ -417,11 +427,13 @@ def check_integer_io(flatbuffer: bytes, config: QuantizerConfig) -> None:
     for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
         for detail in details:
             if not np.issubdtype(detail["dtype"], np.integer):
-                raise ModelInputError(
+                dtype = np.dtype(detail["dtype"]).name
+                raise ConversionError(
                     f"mode {config.mode!r}: integer_only_io was asked for but the flatbuffer's "
-                    f"{kind} {detail['name']!r} stayed {np.dtype(detail['dtype']).name} (a layer "
+                    f"{kind} {detail['name']!r} stayed {dtype} (a layer "
                     "left in float produces or consumes it). Drop integer_only_io or that "
-                    "layer's exclusion."
+                    "layer's exclusion.",
+                    detail=f"integer_only_io: {kind} {detail['name']!r} stayed {dtype}",
                 )
 
 
@@ -451,12 +463,16 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
         runner = tflite.TFLiteModel(flatbuffer)
         got = runner.predict(example)
     except (ValueError, RuntimeError) as e:
-        raise VerificationError(f"the converted flatbuffer does not run: {e}") from None
+        raise VerificationError(
+            f"the converted flatbuffer does not run: {e}",
+            detail=f"the flatbuffer does not run: {str(e)[:160]}",
+        ) from None
     expected = np.asarray(keras_model(example, training=False), dtype=np.float32)
     if got.shape != expected.shape:
         raise VerificationError(
             f"the flatbuffer's output shape {got.shape} differs from the Keras model's "
-            f"{expected.shape}."
+            f"{expected.shape}.",
+            detail=f"output shape {got.shape} != {expected.shape}",
         )
     diff = float(np.max(np.abs(got - expected)))
     allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
@@ -471,7 +487,8 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
         raise VerificationError(
             f"the flatbuffer's output differs from the Keras model by {diff:.4g} on one eval "
             f"example (allowed {allowed:.4g}). The model is too sensitive for this mode: try "
-            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance."
+            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance.",
+            detail=f"max abs diff {diff:.3g} > {allowed:.3g}",
         )
     return result
 
