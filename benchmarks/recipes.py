@@ -58,9 +58,11 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
         while current is not None:
             chain.insert(0, current)
             current = plan.node(current).parent
-        [model] = run.outputs_of(node_id, "quantized_model")
+        models = run.outputs_of(node_id, "quantized_model")
+        path = model_io.tflite_path(models[0].uri) if models else None
         candidates[name] = {
-            "tflite_path": model_io.tflite_path(model.uri),
+            # a candidate whose step failed (isolated) has no flatbuffer: reported, not measured
+            "tflite_path": path if path and os.path.exists(path) else None,
             "chain": chain,
             "chain_steps_s": round(sum(steps.get(n, 0.0) for n in chain), 3),
         }
@@ -165,14 +167,15 @@ def run(reference_dir: str, work_dir: str, runs: int = 2000) -> dict:
         "pipeline", reference_dir, os.path.join(work_dir, "pipeline"), f"{work_dir}/pipeline.log"
     )
     flatbuffers = {"fp32": tflite.convert_float32(os.path.join(reference_dir, "model"))}
+    measured = {n: c for n, c in pipeline["candidates"].items() if c["tflite_path"]}
     for name, path in [("hand", hand["tflite_path"])] + [
-        (name, c["tflite_path"]) for name, c in pipeline["candidates"].items()
+        (name, c["tflite_path"]) for name, c in measured.items()
     ]:
         with open(path, "rb") as f:
             flatbuffers[name] = f.read()
     models = measure_all(flatbuffers, os.path.join(reference_dir, "examples"), runs)
     models["hand"]["wall_s"] = hand["process_wall_s"]
-    for name, candidate in pipeline["candidates"].items():
+    for name, candidate in measured.items():
         models[name]["wall_s"] = candidate["chain_steps_s"]
         models[name]["chain"] = candidate["chain"]
     return {
@@ -185,7 +188,8 @@ def run(reference_dir: str, work_dir: str, runs: int = 2000) -> dict:
         "pipeline_states": pipeline["states"],
         "decision": pipeline["decision"],
         "models": models,
-        "targets": _targets(models, pipeline["decision"], list(pipeline["candidates"])),
+        "targets": _targets(models, pipeline["decision"], list(measured)),
+        "failed_candidates": sorted(set(pipeline["candidates"]) - set(measured)),
         "load_average_1m": {
             "hand": hand["load_average_1m"],
             "pipeline": pipeline["load_average_1m"],
@@ -271,6 +275,11 @@ def render(section: dict, number: int) -> list[str]:
             rows,
         ),
         "",
+        *(
+            [f"Candidates whose step failed (not measured): {section['failed_candidates']}.", ""]
+            if section.get("failed_candidates")
+            else []
+        ),
         f"Gate decision: {'BLESSED ' + repr(decision['selected']) if decision['blessed'] else 'NOT BLESSED'}"
         f" - {decision['reason']}",
         "",

@@ -178,6 +178,23 @@ def test_shipped_recipes_config_names_no_layer():
     assert kinds.count("pruner") == 2 and kinds.count("structured") == 1  # shared, not per recipe
 
 
+def test_preflight_checks_each_recipe_against_the_checkpoint(reference_data):
+    from components.common.errors import TfxOptError
+    from pipelines import preflight
+
+    good = {"pruner": PRUNE, "quantization": {"mode": "full_int8", "exclude_layers": ["conv1"]}}
+    config = PipelineConfig.parse({"candidates": {"good": good, "slim": {"structured": SLIM}}})
+    preflight.check_inputs(config, reference_data["model"], reference_data["examples"])
+    for recipe, named in (
+        ({"pruner": {**PRUNE, "layers": {"names": ["nope"]}}}, "nope"),
+        ({"pruner": PRUNE, "quantization": {"mode": "int16x8", "exclude_layers": ["x"]}}, "'x'"),
+    ):
+        bad = PipelineConfig.parse({"candidates": {"good": good, "bad": recipe}})
+        with pytest.raises(TfxOptError, match="candidates.bad: ") as error:
+            preflight.check_inputs(bad, reference_data["model"], reference_data["examples"])
+        assert named in str(error.value)
+
+
 # -- the built and compiled pipeline --------------------------------------------------------------
 def test_pipeline_has_one_component_per_planned_node_and_judges_every_leaf(tmp_path):
     from pipelines.pipeline import create_pipeline
