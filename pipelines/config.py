@@ -18,6 +18,7 @@ from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.constants import MAX_CANDIDATES
+from components.importer.config import ImporterConfig
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
@@ -69,6 +70,11 @@ class PipelineConfig(StrictModel):
         ),
     )
     data: DataConfig = pydantic.Field(default_factory=DataConfig)
+    importer: ImporterConfig = pydantic.Field(
+        default_factory=ImporterConfig,
+        description="How the checkpoint is brought in (Keras 3 conversion, nested models "
+        "flattened, the output check's tolerance).",
+    )
     profiler: ProfilerConfig = pydantic.Field(default_factory=ProfilerConfig)
     profile_candidates: bool = pydantic.Field(
         True, description="Profile every candidate (the summary shows them beside the baseline)."
@@ -226,7 +232,7 @@ def default_run_config(model_uri: str, serving_dir: str | None = None) -> Pipeli
     """The default recipe (``configs/default.yaml``), pushing to ``serving_dir`` when one is given.
 
     The pushed model's name is the model directory's name (a TFX ``Format-Serving`` directory's
-    parent's), made safe for the repository layout.
+    parent's; a ``.keras`` file's stem), made safe for the repository layout.
     """
     config = load_config(DEFAULT_CONFIG)
     if serving_dir is None:
@@ -234,7 +240,10 @@ def default_run_config(model_uri: str, serving_dir: str | None = None) -> Pipeli
     path = os.path.abspath(model_uri).rstrip("/")
     if os.path.basename(path) == "Format-Serving":
         path = os.path.dirname(path)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)).lstrip("_.-") or "model"
+    base = os.path.basename(path)
+    if os.path.isfile(path):  # a Keras 3 `.keras` file: its stem
+        base = os.path.splitext(base)[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip("_.-") or "model"
     data = config.model_dump()
     serving = {"base_directory": os.path.abspath(serving_dir)}  # relative to where it was typed
     data["pusher"] = {"model_name": name[:128], "serving": [serving]}

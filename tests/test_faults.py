@@ -322,7 +322,12 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     from pipelines.pipeline import PRUNER_ID
 
     out = driver.output_dir
-    cached_before_pruner = ("ExampleGen", "CheckpointImporter", "BaselineProfiler")
+    cached_before_pruner = (
+        "ExampleGen",
+        "CheckpointImporter",
+        "ModelImporter",
+        "BaselineProfiler",
+    )
     after_pruner = (PRUNER_ID, "Quantizer_float32", "Quantizer_dynamic_range", "Evaluator")
 
     # 1. in the middle of fine-tuning

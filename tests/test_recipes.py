@@ -197,7 +197,7 @@ def test_preflight_checks_each_recipe_against_the_checkpoint(reference_data):
 
 # -- the built and compiled pipeline --------------------------------------------------------------
 def test_pipeline_has_one_component_per_planned_node_and_judges_every_leaf(tmp_path):
-    from pipelines.pipeline import create_pipeline
+    from pipelines.pipeline import MODEL_IMPORTER_ID, create_pipeline
 
     config = PipelineConfig.parse({"candidates": RECIPES})
     pipeline = create_pipeline(config, "/m", "/e", str(tmp_path))
@@ -205,7 +205,7 @@ def test_pipeline_has_one_component_per_planned_node_and_judges_every_leaf(tmp_p
     plan = config.plan()
     for node in plan.stages:
         upstream = {u.id for u in by_id[node.node_id].upstream_nodes}
-        assert (node.parent or "CheckpointImporter") in upstream
+        assert (node.parent or MODEL_IMPORTER_ID) in upstream
     evaluator = by_id["Evaluator"]
     import json
 
