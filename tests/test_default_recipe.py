@@ -38,7 +38,8 @@ def test_default_recipe_text_and_choice_text():
     from pipelines import summary
 
     text = summary.default_recipe_text(default_run_config("/m/digits"))
-    assert "small: prune 80% -> cluster 16 -> full_int8" in text
+    assert "small: structured 50% -> cluster 16 -> full_int8" in text
+    assert "pruned_int8: prune 80% -> cluster 16 -> full_int8" in text
     assert "fast_float32: structured 50% -> float32" in text
     assert "accuracy drop <= 1 point(s)" in text and "push: none" in text
     evaluation = {
@@ -81,7 +82,7 @@ def test_tfxopt_run_without_config_runs_the_default_recipe(tmp_path, reference_d
     assert cli.main([*argv, "--output", str(out), "--serving", str(serving)]) == 0
     printed = capsys.readouterr().out
     assert "no --config: the default recipe" in printed
-    for node in ("Pruner_s80", "StructuredPruner_f50", "Quantizer_small", "Evaluator"):
+    for node in ("Pruner_s80", "StructuredPruner_f50", "Clusterer_f50_c16", "Evaluator"):
         assert f"  {node} " in printed and "FAILED" not in printed
     [choice] = [line for line in printed.splitlines() if line.startswith("chose ")]
     if choice.startswith("chose nothing"):
