@@ -274,6 +274,7 @@ def test_two_recipes_share_one_pruner_in_a_local_run(tmp_path, reference_data):
         for node in (
             "ExampleGen",
             "CheckpointImporter",
+            "ModelImporter",
             "BaselineProfiler",
             "Pruner_s50",
             "Quantizer_pruned_float",
