@@ -29,13 +29,26 @@ def _cmd_example_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from pipelines.config import load_config
+    from pipelines.config import default_run_config, load_config
 
-    config = load_config(args.config)  # fails fast, before TensorFlow loads
+    # Both fail fast, before TensorFlow loads.
+    if args.config is not None:
+        if args.serving is not None:
+            print(
+                "tfxopt: error: --serving goes with the default recipe; with --config, name "
+                "destinations in its pusher section",
+                file=sys.stderr,
+            )
+            return 2
+        config = load_config(args.config)
+    else:
+        config = default_run_config(args.model, args.serving)
     from pipelines import summary
     from pipelines.local_runner import run_local
 
     print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
+    if args.config is None:
+        print(summary.default_recipe_text(config), flush=True)
     run = run_local(config, args.model, args.examples, args.output)
     print(summary.render(run))
     from pipelines.report import write_report
@@ -70,8 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--examples", required=True, help="TFX Examples dir (Split-train/, Split-eval/)"
     )
-    run.add_argument("--config", help="pipeline YAML config (default: built-in defaults)")
+    run.add_argument(
+        "--config",
+        help="pipeline YAML config (default: the default recipe, pipelines/configs/default.yaml)",
+    )
     run.add_argument("--output", default="tfxopt-output", help="pipeline root, metadata, reports")
+    run.add_argument(
+        "--serving",
+        metavar="DIR",
+        help="default recipe only: push the blessed model to this TF Serving repository "
+        "(default: nothing is pushed)",
+    )
     run.set_defaults(func=_cmd_run)
 
     data = sub.add_parser(
@@ -79,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("out_dir", help="directory to write examples/ and model/ into")
     data.add_argument(
-        "--epochs", type=int, help="training epochs of the baseline (default: the reference recipe's)"
+        "--epochs",
+        type=int,
+        help="training epochs of the baseline (default: the reference recipe's)",
     )
     data.set_defaults(func=_cmd_example_data)
 

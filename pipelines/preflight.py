@@ -8,7 +8,7 @@ import os
 
 from components.common import examples as examples_lib
 from components.common.errors import ConfigError, TfxOptError
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, QuantizationCandidate
 
 # Preflight counts at most this many train examples to check the pruning schedule.
 MAX_COUNTED_EXAMPLES = 100_000
@@ -96,6 +96,9 @@ def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
     Raises:
       ModelInputError / ConfigError / DataError: the stage's own message, naming the layer or field.
     """
+    if config.candidates:
+        _check_recipes(config, model, examples_uri)
+        return
     if config.distiller is not None:
         return
     if config.pruner is not None and config.pruner.mode == "structured":
@@ -134,3 +137,28 @@ def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
                 )
             except TfxOptError as e:
                 raise type(e)(f"quantization candidate {candidate.candidate_name!r}: {e}") from None
+
+
+def _check_recipes(config: PipelineConfig, model, examples_uri: str) -> None:
+    """:func:`check_stages` for each recipe, as the one chain it is; errors name the recipe."""
+    for name, recipe in config.candidates.items():
+        stages = dict(recipe.stages())
+        quantization = stages.get("quantization")
+        chain = config.model_copy(
+            update={
+                "candidates": {},
+                "distiller": stages.get("distiller"),
+                # structured pruning comes first and rebuilds the model: only it is checked then
+                "pruner": stages.get("structured") or stages.get("pruner"),
+                "clusterer": stages.get("clusterer"),
+                "quantization": [
+                    QuantizationCandidate.parse({**quantization.model_dump(), "name": name})
+                ]
+                if quantization is not None
+                else [],
+            }
+        )
+        try:
+            check_stages(chain, model, examples_uri)
+        except TfxOptError as e:
+            raise type(e)(f"candidates.{name}: {e}") from None

@@ -150,6 +150,52 @@ def push_lines(record: dict) -> list[str]:
     return lines
 
 
+def default_recipe_text(config) -> str:
+    """What the default recipe will do: its candidates, the gate's rules, where it pushes."""
+    from pipelines.recipes import describe
+
+    rules = config.evaluator.rules
+    gate = [f"accuracy drop <= {rules.max_accuracy_drop_points:g} point(s)"]
+    if rules.min_speedup is not None:
+        gate.append(f"{rules.latency_statistic} latency speed-up >= {rules.min_speedup:g}x")
+    lines = ["no --config: the default recipe (pipelines/configs/default.yaml), candidates:"]
+    lines += [f"  {line}" for line in describe(config.plan())]
+    lines.append(
+        f"gate: {' and '.join(gate)} vs the baseline; of those that pass, the "
+        f"{config.evaluator.objective} is chosen"
+    )
+    if config.pusher is None:
+        lines.append("push: none (give --serving DIR to push the chosen model)")
+    else:
+        lines.append(
+            f"push: {config.pusher.serving[0].base_directory} as {config.pusher.model_name!r}"
+        )
+    return "\n".join(lines)
+
+
+def choice_text(evaluation: dict) -> str:
+    """What was chosen and why, and why each other candidate was not."""
+    decision = evaluation["decision"]
+    lines = [
+        f"chose {decision['selected']!r}: {decision['reason']}"
+        if decision["blessed"]
+        else f"chose nothing: {decision['reason']}"
+    ]
+    ranking = decision.get("ranking") or []
+    for candidate in evaluation["candidates"]:
+        name = candidate["name"]
+        if name == decision.get("selected"):
+            continue
+        if candidate.get("rejected_because"):
+            why = "rejected: " + "; ".join(candidate["rejected_because"])
+        elif name in ranking:
+            why = f"passed, ranked {ranking.index(name) + 1} of {len(ranking)}"
+        else:
+            why = "not eligible"
+        lines.append(f"  {name}: {why}")
+    return "\n".join(lines)
+
+
 def import_record(run) -> dict | None:
     """The ModelImporter's ``import.json`` of this run (how the checkpoint was brought in)."""
     from components.importer.executor import OUTPUT_MODEL_KEY
@@ -188,6 +234,7 @@ def render(run) -> str:
         from components.evaluator.evaluator import rules_table
 
         lines += ["", "Gate (every rule per candidate):", rules_table(evaluation)]
+        lines += ["", choice_text(evaluation)]
     pushed = push_record(run)
     if pushed is not None:
         lines += ["", *push_lines(pushed)]

@@ -287,20 +287,19 @@ def test_a_pattern_that_matches_no_step_fails(tmp_path, compiled):
         assert not path.exists()
 
 
-def test_golden_compiled_spec(compiled):
-    """The compiled package matches tests/golden/kfp_pipeline.yaml (UPDATE_GOLDEN=1 rewrites it)."""
-    actual = _normalize(_docs(compiled.path))
+def compare_with_golden(actual: list[dict], golden: str, source: str) -> None:
+    """Fails with a diff when ``actual`` differs from the golden file (UPDATE_GOLDEN=1 rewrites it)."""
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
-        with open(GOLDEN, "w") as f:
+        os.makedirs(os.path.dirname(golden), exist_ok=True)
+        with open(golden, "w") as f:
             f.write(
-                "# Golden compiled KFP package (tests/test_kubeflow.py: GOLDEN_CONFIG, GOLDEN_KUBEFLOW)\n"
-                "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py "
+                f"# Golden compiled KFP package ({source})\n"
+                f"# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest {source.split(':')[0]} "
                 "-k golden\n"
             )
             yaml.safe_dump_all(actual, f, sort_keys=True)
-    assert os.path.exists(GOLDEN), "no golden file: run with UPDATE_GOLDEN=1 to create it"
-    expected = _docs(GOLDEN)
+    assert os.path.exists(golden), "no golden file: run with UPDATE_GOLDEN=1 to create it"
+    expected = _docs(golden)
     if actual != expected:
         diff = difflib.unified_diff(
             yaml.safe_dump_all(expected, sort_keys=True).splitlines(),
@@ -314,6 +313,15 @@ def test_golden_compiled_spec(compiled):
             "compiled spec differs from the golden file; if the change is intended, rerun with "
             "UPDATE_GOLDEN=1 and review the diff:\n" + "\n".join(list(diff)[:200])
         )
+
+
+def test_golden_compiled_spec(compiled):
+    """The compiled package matches tests/golden/kfp_pipeline.yaml (UPDATE_GOLDEN=1 rewrites it)."""
+    compare_with_golden(
+        _normalize(_docs(compiled.path)),
+        GOLDEN,
+        "tests/test_kubeflow.py: GOLDEN_CONFIG, GOLDEN_KUBEFLOW",
+    )
 
 
 def test_compiled_twice_is_identical(tmp_path, compiled):

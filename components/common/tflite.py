@@ -131,11 +131,68 @@ _TFLITE_DTYPES = {
 }
 
 
+def densify(values: np.ndarray, shape, sparsity) -> np.ndarray:
+    """The dense tensor of a sparse-encoded one (TFLite ``SparsityParameters``, CSR levels).
+
+    ``values`` are the stored (non-zero) values in traversal order; each level of
+    ``dim_metadata`` is DENSE (``dense_size`` entries) or SPARSE_CSR (segments and indices); the
+    levels past the tensor's rank are the inner dimensions of blocks (``block_map``). This is
+    TFLite's own ``FormatConverter::SparseToDense``, so a sparse flatbuffer's weights read as
+    what the model computes with.
+    """
+    rank = len(shape)
+    order = [int(i) for i in sparsity.traversalOrder]
+    block_map = [int(i) for i in (sparsity.blockMap if sparsity.blockMap is not None else [])]
+    levels = sparsity.dimMetadata
+    block_size = {d: int(levels[rank + k].denseSize) for k, d in enumerate(block_map)}
+    dense = np.zeros([int(d) for d in shape], dtype=values.dtype)
+    index = [0] * len(levels)
+
+    def coordinate() -> tuple[int, ...]:
+        at = {dim: index[level] for level, dim in enumerate(order)}
+        return tuple(
+            at[d] * block_size[d] + at[rank + block_map.index(d)] if d in block_size else at[d]
+            for d in range(rank)
+        )
+
+    def fill(level: int, position: int) -> None:
+        if level == len(levels):
+            dense[coordinate()] = values[position]
+            return
+        meta = levels[level]
+        if meta.format == 0:  # DENSE
+            for i in range(int(meta.denseSize)):
+                index[level] = i
+                fill(level + 1, position * int(meta.denseSize) + i)
+            return
+        segments, indices = meta.arraySegments.values, meta.arrayIndices.values
+        for i in range(int(segments[position]), int(segments[position + 1])):
+            index[level] = int(indices[i])
+            fill(level + 1, i)
+
+    fill(0, 0)
+    return dense
+
+
+def tensor_values(model, tensor) -> np.ndarray | None:
+    """A constant tensor's values from its buffer, densified when sparse-encoded (None: no data)."""
+    buffer = model.buffers[tensor.buffer] if tensor.buffer else None
+    dtype = _TFLITE_DTYPES.get(tensor.type)
+    if buffer is None or buffer.data is None or len(buffer.data) == 0 or dtype is None:
+        return None
+    data = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype)
+    shape = list(tensor.shape) if tensor.shape is not None else [data.size]
+    if tensor.sparsity is not None:
+        return densify(data, shape, tensor.sparsity)
+    return data.reshape(shape) if data.size == np.prod(shape) else data
+
+
 def flatbuffer_weights(flatbuffer: bytes) -> list[dict]:
     """Every constant tensor stored in a flatbuffer (weights, biases), read from its buffers.
 
     Reads the model file itself rather than the interpreter, so it sees exactly what ships:
-    int8 weights stay int8, and sparsity or clustering that survived conversion is visible.
+    int8 weights stay int8, and sparsity or clustering that survived conversion is visible
+    (sparse-encoded tensors are densified).
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -143,20 +200,9 @@ def flatbuffer_weights(flatbuffer: bytes) -> list[dict]:
     weights = []
     for subgraph in model.subgraphs or []:
         for tensor in subgraph.tensors or []:
-            buffer = model.buffers[tensor.buffer] if tensor.buffer else None
-            if buffer is None or buffer.data is None or len(buffer.data) == 0:
+            values = tensor_values(model, tensor)
+            if values is None:
                 continue
-            dtype = _TFLITE_DTYPES.get(tensor.type)
-            if dtype is None:
-                continue
-            data = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype)
-            shape = list(tensor.shape) if tensor.shape is not None else [data.size]
             name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-            weights.append(
-                {
-                    "name": name,
-                    "dtype": np.dtype(dtype).name,
-                    "values": data.reshape(shape) if data.size == np.prod(shape) else data,
-                }
-            )
+            weights.append({"name": name, "dtype": values.dtype.name, "values": values})
     return weights

@@ -38,6 +38,7 @@ from components.quantizer.config import (
     DEFAULT_REPRESENTATIVE_SAMPLES,
     INTEGER_MODES,
     QAT_MODES,
+    SPARSE_MODES,
     SPARSITY_PRESERVING_MODES,
     QuantizerConfig,
 )
@@ -145,7 +146,7 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
             f"mode {mode!r} keeps the sparsity of a pruned model, but the input's kernels are "
             f"only {summary['sparsity']:.1%} zeros (quantizer.min_input_sparsity is "
             f"{config.min_input_sparsity:.0%}). Prune the model first (Pruner), or use "
-            f"{'cqat' if mode == 'pcqat' else 'qat'}."
+            f"{_dense_alternative(mode)}."
         )
     if mode in CLUSTER_PRESERVING_MODES:
         clustered = [k for k in kernels if _is_clustered(k, config.max_cluster_values)]
@@ -180,6 +181,10 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
             )
         calibration = wanted or min(DEFAULT_REPRESENTATIVE_SAMPLES, available)
     return {"kernels": summary, "per_kernel": kernels, "calibration_samples": calibration}
+
+
+def _dense_alternative(mode: str) -> str:
+    return {"pcqat": "cqat", "pqat": "qat"}.get(mode) or SPARSE_MODES[mode]
 
 
 # --------------------------------------------------------------------------- QAT
@@ -309,9 +314,12 @@ def _converter(model, config: QuantizerConfig, samples, allow_float: bool):
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
-    mode = config.mode
+    mode = config.base_mode
     if mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if config.mode in SPARSE_MODES:
+        # The pruned zeros stored sparse (XNNPACK / TFLite sparse kernels where there are some).
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in CALIBRATED_MODES:
@@ -379,7 +387,7 @@ def convert(model, config: QuantizerConfig, samples=None) -> bytes:
     """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes)."""
     allow_float = bool(config.exclude_layers)
     flatbuffer = _convert(_converter(model, config, samples, allow_float), config)
-    if config.mode == "full_int8" and config.exclude_layers:
+    if config.base_mode == "full_int8" and config.exclude_layers:
         flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer)
     return flatbuffer
 
@@ -610,6 +618,11 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
             f"clusters lost: the input's kernels held at most {most} distinct values, "
             f"the flatbuffer's hold up to {kept} per channel (cqat or pcqat keeps them)."
         )
+    if config.mode in SPARSE_MODES and not record["tflite_kernels"]["sparse_encoded_kernels"]:
+        notes.append(
+            f"mode {config.mode!r}: the converter stored no kernel sparse (it does so only where "
+            "that saves space), so the flatbuffer is the dense mode's."
+        )
     if record["float_ops"] and config.mode in INTEGER_MODES:
         notes.append(
             f"{len(record['float_ops'])} op(s) left in float by exclude_layers: "
@@ -704,6 +717,7 @@ def key_numbers(record: dict) -> dict:
         "input_max_unique_values": record["input"]["max_unique_values"],
         "tflite_kernel_sparsity": record["tflite_kernels"]["kernel_sparsity"],
         "tflite_max_unique_per_channel": record["tflite_kernels"]["max_unique_per_channel"],
+        "tflite_sparse_encoded_kernels": record["tflite_kernels"]["sparse_encoded_kernels"],
         "serving_model": record["serving_model"],
         "notes": record["notes"] or None,
     }
