@@ -109,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     except TfxOptError as e:
         print(f"tfxopt: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a failed step: one line, the traceback in a file
+        from pipelines.local_runner import StepError
+
+        if not isinstance(e, StepError):
+            raise
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
+        print(f"tfxopt: error: {e}", file=sys.stderr)
+        print(f"tfxopt: traceback and details: {e.log_path} (-v prints it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

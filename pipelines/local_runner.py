@@ -11,6 +11,36 @@ from pipelines.config import PipelineConfig, resolve_paths
 
 PIPELINE_ROOT_DIR = "pipeline-root"
 METADATA_FILE = metadata_config.SQLITE_FILE
+ERROR_LOG = "tfxopt-error.log"
+
+
+class StepError(Exception):
+    """A step of a local run failed: which step, why (one line), and where the traceback is."""
+
+    def __init__(self, step: str, cause: str, log_path: str):
+        super().__init__(f"{step}: {cause}")
+        self.step, self.cause, self.log_path = step, cause, log_path
+
+
+def _cause(error: BaseException) -> str:
+    """One line saying why: the innermost error's message, with its type unless it is ours."""
+    from components.common.errors import TfxOptError
+
+    while error.__cause__ is not None and not isinstance(error, TfxOptError):
+        error = error.__cause__
+    text = " ".join(str(error).split()) or "no message"
+    text = text if len(text) <= 600 else text[:600] + " ..."
+    return text if isinstance(error, TfxOptError) else f"{type(error).__name__}: {text}"
+
+
+def _step_error(error: BaseException, step: str, output_dir: str) -> StepError:
+    import traceback
+
+    log_path = os.path.join(output_dir, ERROR_LOG)
+    with open(log_path, "w") as f:
+        f.write(f"step: {step}\n")
+        traceback.print_exception(type(error), error, error.__traceback__, file=f)
+    return StepError(step, _cause(error), log_path)
 
 
 @dataclass
@@ -45,7 +75,9 @@ def run_local(
     output_dir = preflight.check_output_dir(output_dir)
     store = metadata_config.metadata_store(output_dir)
     config = resolve_paths(config, output_dir)
-    preflight.check_inputs(config, model_uri, examples_uri)
+    task = preflight.check_inputs(config, model_uri, examples_uri)
+    if task is not None:
+        print(f"tfxopt: task: {task.describe()}", flush=True)
     metadata_config.check_connection(store)
 
     pipeline_root = os.path.join(output_dir, PIPELINE_ROOT_DIR)
@@ -60,7 +92,12 @@ def run_local(
     )
     from pipelines import progress
 
-    with progress.report_progress(total=len(pipeline.components)):
-        LocalDagRunner().run(pipeline)
+    with progress.report_progress(total=len(pipeline.components)) as handler:
+        try:
+            LocalDagRunner().run(pipeline)
+        except Exception as e:  # noqa: BLE001 - reported as the failed step, traceback logged
+            current = handler.state.current
+            step = current.node_id if current is not None else "pipeline"
+            raise _step_error(e, step, output_dir) from e
     run_id, steps = metadata.latest_run(connection, config.pipeline_name)
     return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)

@@ -41,9 +41,11 @@ def check_output_dir(path: str) -> str:
     return path
 
 
-def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> None:
+def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
     """Validates the checkpoint and the Examples against the config and each other.
 
+    Returns:
+      The task (components/common/metrics.Task) every step will use, or None with a module_file.
     Raises:
       TfxOptError: a ModelInputError, DataError or ConfigError naming what is wrong.
     """
@@ -52,11 +54,39 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> N
         examples_lib.split_files(examples_uri, split)
     check_pusher(config)
     if config.data.module_file:
-        return  # the user's input_fn decides what the model is fed
+        return None  # the user's input_fn decides what the model is fed
     model = model_io.load_keras_model(model_uri)
-    for split in (config.data.train_split, config.data.eval_split):
+    mappings = [
         examples_lib.resolve_mapping(examples_uri, split, config.data, model)
+        for split in (config.data.train_split, config.data.eval_split)
+    ]
+    task = mappings[0].task
+    check_rules_fit(config, task)
+    if config.pruner is not None and config.pruner.mode == "structured" and (
+        task.kind != "multiclass"
+    ):
+        raise ConfigError(
+            f"pruner.mode: structured pruning scores and fine-tunes multiclass classifiers; this "
+            f"model's task is {task.kind}. Use magnitude pruning (pruner.mode: unstructured)."
+        )
     check_stages(config, model, examples_uri)
+    return task
+
+
+def check_rules_fit(config: PipelineConfig, task) -> None:
+    """A gate rule that does not fit the task (an accuracy drop for a regression model) fails here.
+
+    Raises:
+      ConfigError: naming the rule and the rules that fit.
+    """
+    if not config.has_candidates:
+        return
+    from components.evaluator.config import EvaluatorConfig
+
+    evaluator = config.evaluator or EvaluatorConfig()
+    problems = evaluator.rule_problems(task.kind)
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)} (task: {task.describe()})")
 
 
 def check_pusher(config: PipelineConfig) -> None:

@@ -88,7 +88,9 @@ class Task:
     @property
     def label_shape(self) -> tuple[int, ...]:
         """Per-example shape labels are reshaped to, so the Keras loss takes them as they are."""
-        if self.kind == "multiclass":
+        if self.kind == "multiclass" or (
+            self.kind in ("binary", "regression") and math.prod(self.output_shape) == 1
+        ):
             return ()
         if self.kind == "dense":
             spatial = tuple(self.output_shape[:-1])
@@ -356,3 +358,47 @@ def primary(result: dict | None) -> float | None:
         return None
     value = result.get(result.get("metric", ""))
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def comparable_outputs(task: Task, outputs) -> np.ndarray:
+    """Outputs on the scale two flavours of a model are compared on: probabilities for the
+    classification tasks (logits are unbounded, their scale says nothing), values for regression.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if task.kind == "regression" or not task.from_logits:
+        return outputs
+    if task.classes > 1 and task.kind in ("multiclass", "dense"):
+        shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    return _sigmoid(outputs)
+
+
+def per_example_counts(task: Task, preds, labels) -> list[dict]:
+    """What the secondary metric sums per example: multilabel ``tp``/``fp``/``fn`` (micro-F1),
+    dense ``confusion`` (a flattened C x C matrix, mean IoU); nothing for the other tasks."""
+    flat_preds, flat_labels = _flat(task, preds, labels)
+    n = flat_preds.shape[0]
+    if task.kind == "multilabel":
+        decided = _probabilities(task, flat_preds) >= 0.5
+        truth = _binary_labels(flat_labels).astype(bool)
+        return [
+            {
+                "tp": int(np.sum(decided[i] & truth[i])),
+                "fp": int(np.sum(decided[i] & ~truth[i])),
+                "fn": int(np.sum(~decided[i] & truth[i])),
+            }
+            for i in range(n)
+        ]
+    if task.kind == "dense":
+        classes = max(task.classes, 2)
+        ids = _check_ids(flat_labels, classes)
+        got = _class_ids(task, flat_preds)
+        return [
+            {
+                "confusion": np.bincount(
+                    ids[i] * classes + got[i], minlength=classes * classes
+                ).tolist()
+            }
+            for i in range(n)
+        ]
+    return [{} for _ in range(n)]

@@ -59,6 +59,14 @@ def outputs_probabilities(model) -> bool:
     return isinstance(last, tf_keras.layers.Softmax)
 
 
+def outputs_squashed(model) -> bool:
+    """True when the model ends in a softmax or a sigmoid (probabilities), False for logits or
+    values."""
+    from components.common.tasks import final_activation
+
+    return final_activation(model) in ("softmax", "sigmoid")
+
+
 def make_optimizer(config: FineTuneConfig, learning_rate=None):
     import tf_keras
 
