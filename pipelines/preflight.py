@@ -62,8 +62,10 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
     ]
     task = mappings[0].task
     check_rules_fit(config, task)
-    if config.pruner is not None and config.pruner.mode == "structured" and (
-        task.kind != "multiclass"
+    if (
+        config.pruner is not None
+        and config.pruner.mode == "structured"
+        and (task.kind != "multiclass")
     ):
         raise ConfigError(
             f"pruner.mode: structured pruning scores and fine-tunes multiclass classifiers; this "

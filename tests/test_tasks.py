@@ -205,3 +205,123 @@ def test_labels_parsed_per_task(tmp_path):
     assert examples_lib.resolve_task(root, data, model).kind == "multilabel"
     _, y = examples_lib.load_arrays(root, "eval", data, model)
     assert y.shape == (n, 3) and y.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- fine-tuning loss
+
+
+def test_loss_from_module_file_then_the_model_then_the_task(tmp_path):
+    import tf_keras
+
+    from components.common import model_io, training
+
+    task = Task("binary", (1,))
+    model = _dense(1, "sigmoid")
+    model.compile("adam", loss=tf_keras.losses.BinaryCrossentropy(label_smoothing=0.1))
+    own = str(tmp_path / "own")
+    model.save(own, save_format="tf")
+    args = training.compile_args(task, own)
+    assert args.source == "model" and args.loss.get_config()["label_smoothing"] == 0.1
+    # A step's output keeps its input's training config beside the SavedModel.
+    out = str(tmp_path / "step")
+    model_io.save_keras_model(_dense(1, "sigmoid"), out, args.training_config)
+    assert training.compile_args(task, out).source == "model"
+    plain = str(tmp_path / "plain")
+    model_io.save_keras_model(_dense(1, "sigmoid"), plain)
+    default = training.compile_args(task, plain)
+    assert default.source == "task default"
+    assert isinstance(default.loss, tf_keras.losses.BinaryCrossentropy)
+    module = tmp_path / "losses.py"
+    module.write_text(
+        "import tf_keras\n"
+        "def loss_fn():\n    return tf_keras.losses.Hinge()\n"
+        "def metrics_fn():\n    return [tf_keras.metrics.AUC(name='auc')]\n"
+    )
+    user = training.compile_args(task, own, str(module))
+    assert user.source == "module_file" and isinstance(user.loss, tf_keras.losses.Hinge)
+    regression = training.compile_args(Task("regression", (1,)), plain)
+    assert isinstance(regression.loss, tf_keras.losses.MeanSquaredError)
+    assert training.task_metric_name(Task("regression", (1,))) == "mae"
+
+
+def test_distillation_soft_term_per_task():
+    import tensorflow as tf
+
+    from components.distiller.distill import distillation_loss
+
+    student = tf.constant([[0.5], [-1.0]])
+    teacher = tf.constant([[1.5], [-1.0]])
+    labels = tf.constant([1.0, 0.0])
+    regression = distillation_loss(labels, student, teacher, 1.0, 1.0, 2.0, task="regression")
+    assert float(regression["soft_loss"]) == pytest.approx(0.5)  # mean of (1, 0) squared
+    assert float(regression["label_loss"]) == pytest.approx((0.25 + 1.0) / 2)
+    binary = distillation_loss(labels, student, teacher, 1.0, 1.0, 2.0, task="binary")
+    same = distillation_loss(labels, teacher, teacher, 1.0, 1.0, 2.0, task="binary")
+    assert float(binary["soft_loss"]) > 0 and float(same["soft_loss"]) == pytest.approx(0, abs=1e-6)
+    dense = distillation_loss(
+        tf.constant([[0, 1]]), tf.zeros((1, 2, 3)), tf.zeros((1, 2, 3)), 1.0, 1.0, 2.0, task="dense"
+    )
+    assert float(dense["label_loss"]) == pytest.approx(math.log(3), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- small layers
+
+
+def test_small_layers_are_left_out_with_the_reason():
+    import tf_keras
+
+    from components.clusterer import clusterer
+    from components.clusterer.config import ClustererConfig
+    from components.pruner import pruner
+    from components.pruner.config import PrunerConfig
+
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Input((8,), name="x"),
+            tf_keras.layers.Dense(16, name="wide"),
+            tf_keras.layers.Dense(1, name="head"),
+        ]
+    )
+    wide = model.get_layer("wide")
+    kernel = wide.kernel.numpy()
+    kernel[:] = 0
+    kernel.flat[:9] = np.arange(1, 10)  # 9 distinct non-zero weights, fewer than 16 clusters
+    wide.kernel.assign(kernel)
+    sparse = ClustererConfig(number_of_clusters=16, preserve_sparsity=True)
+    selection = clusterer.plan(model, sparse)
+    assert selection.selected == ["head"]  # 16 distinct weights: 15 non-zero clusters fit
+    assert "9 distinct non-zero weights <= 15" in selection.skipped["wide"]
+    with pytest.raises(Exception, match="no selected layer has more distinct weights"):
+        clusterer.plan(model, ClustererConfig(number_of_clusters=64, preserve_sparsity=True))
+    selection = clusterer.plan(model, ClustererConfig(number_of_clusters=12))
+    assert "10 distinct weights <= 12" in selection.skipped["wide"]  # zero counts here
+    selection = pruner.plan(model, PrunerConfig(target_sparsity=0.5))
+    assert selection.selected == ["wide"]
+    assert "16 prunable weights < 32" in selection.skipped["head"]
+    named = PrunerConfig(target_sparsity=0.5, layers={"names": ["head"]})
+    assert pruner.plan(model, named).selected == ["head"]
+
+
+# ----------------------------------------------------------------------------- failed steps
+
+
+def test_failed_step_prints_one_line_and_the_log_path(tmp_path, capsys, monkeypatch):
+    from pipelines import cli, local_runner
+
+    def fail(*_args, **_kwargs):
+        try:
+            raise RuntimeError("deep inside") from DataError("labels must be class ids in [0, 3)")
+        except RuntimeError as e:
+            raise local_runner._step_error(e, "Evaluator", str(tmp_path)) from e
+
+    monkeypatch.setattr(local_runner, "run_local", fail)
+    config = tmp_path / "c.yaml"
+    config.write_text("pipeline_name: x\n")
+    argv = ["run", "--model", "m", "--examples", "e", "--config", str(config)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "tfxopt: error: Evaluator: labels must be class ids in [0, 3)" in err
+    assert local_runner.ERROR_LOG in err and "Traceback" not in err
+    assert "Traceback" in (tmp_path / local_runner.ERROR_LOG).read_text()
+    assert cli.main(["-v", *argv]) == 1
+    assert "Traceback" in capsys.readouterr().err

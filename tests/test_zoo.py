@@ -2,7 +2,9 @@
 
 One generic config for all (prune 0.6, cluster 16 with sparsity kept, float32 / dynamic-range /
 full-int8 candidates, a 2-point drop gate or the task's equivalent, a serving push); only the
-label key (and, for the regression model, the gate's rule) changes per model. Each run must end
+label key changes per model, the regression model's gate uses the task's equivalent rule (MAE at
+most 10% worse), and the text model's full_int8 candidate leaves its embedding in float, as the
+quantizer's error tells a user to. Each run must end
 with the task inferred as expected, every step complete and a gate decision; a multi-output model
 must fail at preflight with a clear message. With ``TFXOPT_ZOO_REPORT=path`` each run's task,
 metric before/after and decision are appended there as JSON lines.
@@ -31,11 +33,15 @@ GENERIC = {
         "throughput_runs": 2,
         "measure_memory": False,
     },
-    "pruner": {"target_sparsity": 0.6, "fine_tuning": {"epochs": 1, "batch_size": 32}},
+    "pruner": {
+        "target_sparsity": 0.6,
+        "schedule": {"kind": "constant", "frequency_steps": 2},
+        "fine_tuning": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3},
+    },
     "clusterer": {
         "number_of_clusters": 16,
         "preserve_sparsity": True,
-        "fine_tuning": {"epochs": 1, "batch_size": 32},
+        "fine_tuning": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3},
     },
     "quantization": [
         {"mode": "none", "name": "float32"},
@@ -59,6 +65,9 @@ def _config(case: zoo.ZooCase) -> dict:
         config[section] = {**config.get(section, {}), **values}
     if case.task == "regression":
         config["evaluator"]["rules"] = REGRESSION_RULES
+    for candidate in config["quantization"]:
+        if candidate["mode"] == "full_int8" and case.int8_exclude:
+            candidate["exclude_layers"] = case.int8_exclude
     return config
 
 

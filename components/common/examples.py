@@ -155,9 +155,7 @@ class FeatureMapping:
             key: tf.io.FixedLenFeature([self.infos[key].length], dtypes[self.infos[key].kind])
             for key in self.feature_keys
         }
-        spec[self.label_key] = tf.io.FixedLenFeature(
-            [self.label_length], dtypes[self.label_kind]
-        )
+        spec[self.label_key] = tf.io.FixedLenFeature([self.label_length], dtypes[self.label_kind])
         label_dtype = tf.float32 if self.task.float_labels else tf.int64
         label_shape = [-1, *self.task.label_shape]
 

@@ -1,7 +1,6 @@
 """The gate's decision on plain numbers: paired statistics, rules as data, selection.
 
-No TensorFlow and no TFX here: everything takes and returns plain dicts and numbers, so the rules
-are tested in milliseconds on synthetic metric sets.
+No TensorFlow, no TFX: plain dicts and numbers in and out, tested in milliseconds.
 
 Conventions. A *drop* is baseline minus candidate top-1 accuracy (positive: the candidate is
 worse); an *error increase* is candidate minus baseline MAE/RMSE (positive: worse). The paired
@@ -327,20 +326,16 @@ def score_comparison(
     baseline_value: float,
     config: EvaluatorConfig,
 ) -> dict:
-    """Drop of a per-example score (fraction of labels or pixels right) and its paired interval.
-
-    Shaped like :func:`classification_comparison` (drop in points, relative drop, interval), for
-    tasks whose per-example outcome is a fraction rather than right/wrong (multilabel, dense).
-    """
+    """Drop of a per-example score (fraction of labels or pixels right) and its paired interval,
+    shaped like :func:`classification_comparison`, for multilabel and dense tasks."""
     conf = config.confidence
     base = np.asarray(baseline_scores, dtype=np.float64)
     cand = np.asarray(candidate_scores, dtype=np.float64)
     n = int(base.size)
     drop = float(base.mean() - cand.mean()) if n else math.nan
     # regression_interval bounds mean(candidate) - mean(baseline): the drop is its negative.
-    lo, hi = regression_interval(
-        base, cand, "mae", conf.level, conf.method, conf.resamples, conf.seed
-    )
+    args = (conf.level, conf.method, conf.resamples, conf.seed)
+    lo, hi = regression_interval(base, cand, "mae", *args)
     interval = (-hi, -lo)
     relative = [v / baseline_value if baseline_value else math.nan for v in interval]
     comparison = {
