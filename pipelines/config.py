@@ -104,12 +104,14 @@ class PipelineConfig(StrictModel):
         if task is None:
             return data
         section = dict(data.get("data") or {})
+        # "classification" names no one task: the classifier's task is still inferred.
         if section.get("task", "auto") == "auto" and task != "classification":
-            section["task"] = "multiclass" if task == "classification" else task
+            section["task"] = task
             data = {**data, "data": section}
         logging.getLogger(__name__).warning(
-            "tfxopt: evaluator.task is deprecated: set data.task (read by every step)%s",
-            f"; using data.task: {section.get('task', 'auto')}",
+            "tfxopt: evaluator.task is deprecated: set data.task (read by every step); "
+            "using data.task: %s",
+            section.get("task", "auto"),
         )
         return data
 

@@ -365,6 +365,13 @@ def _headline(summary: dict) -> str:
                 f"<div class='banner fail'>NOT BLESSED: nothing is pushed. {_e(gate['reason'])}"
                 "</div>"
             )
+    task = _task(summary)
+    if "kind" in task:
+        direction = "higher" if task.get("higher_is_better", True) else "lower"
+        parts.append(
+            f"<p class='small'>Task <b>{_e(task['kind'])}</b>: every model is scored by its "
+            f"{_e(task['label'])} on the eval split ({direction} is better).</p>"
+        )
     models = {m["name"]: m for m in summary["models"]}
     base, chosen = models.get(BASELINE), models.get(summary.get("chosen") or "")
     if base and chosen:

@@ -325,3 +325,52 @@ def test_failed_step_prints_one_line_and_the_log_path(tmp_path, capsys, monkeypa
     assert "Traceback" in (tmp_path / local_runner.ERROR_LOG).read_text()
     assert cli.main(["-v", *argv]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- gate per task
+
+
+def test_evaluator_task_moves_to_data_task_and_rules_must_fit():
+    from components.evaluator.config import EvaluatorConfig
+    from pipelines.config import PipelineConfig
+
+    config = PipelineConfig.parse(
+        {"evaluator": {"task": "regression", "rules": {"max_error_increase": 0.1}}}
+    )
+    assert config.data.task == "regression"
+    assert PipelineConfig.parse({"evaluator": {"task": "classification"}}).data.task == "auto"
+    gate = EvaluatorConfig.parse({"rules": {"max_accuracy_drop_points": 2.0}})
+    assert gate.rule_problems("dense") == []
+    assert "does not fit task regression" in gate.rule_problems("regression")[0]
+
+
+def test_score_drop_interval_for_fractional_outcomes():
+    from components.evaluator import rules
+    from components.evaluator.config import EvaluatorConfig
+
+    config = EvaluatorConfig.parse(
+        {
+            "task": "dense",
+            "rules": {"max_accuracy_drop_points": 2.0},
+            "confidence": {"resamples": 500},
+        }
+    )
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.8, 1.0, 200)
+    cand = base - 0.05 + rng.normal(0, 0.01, 200)
+    comparison = rules.score_comparison(base, cand, float(base.mean()), config)
+    lo, hi = comparison["interval"]["drop_points"]
+    assert lo <= comparison["drop_points"] <= hi and 4 < comparison["drop_points"] < 6
+    metrics = rules.derive_metrics(
+        {"accuracy": {"pixel_accuracy": float(cand.mean())}},
+        {"accuracy": {"pixel_accuracy": float(base.mean())}},
+        comparison,
+        None,
+        config,
+    )
+    verdict = rules.judge_candidate(metrics, config)
+    assert verdict["rules"][0]["passed"] is False and not verdict["eligible"]
+    assert rules.objective_metric(config.model_copy(update={"objective": "most_accurate"})) == (
+        "pixel_accuracy",
+        -1,
+    )
