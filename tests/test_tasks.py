@@ -374,3 +374,30 @@ def test_score_drop_interval_for_fractional_outcomes():
         "pixel_accuracy",
         -1,
     )
+
+
+@pytest.mark.parametrize("builder", ["binary_sigmoid", "regression_linear"])
+def test_distiller_trains_a_student_for_the_task(builder, tmp_path):
+    from components.common.examples import DataConfig
+    from components.distiller import distiller
+    from components.distiller.config import DistillerConfig
+    from tests import zoo
+
+    case = zoo.BUILDERS[builder](str(tmp_path))
+    data = DataConfig(**case.config.get("data", {}))
+    config = DistillerConfig.parse(
+        {"width_multiplier": 0.5, "training": {"epochs": 2, "warmup_epochs": 0}}
+    )
+    result = distiller.distill(case.model_dir, case.examples_dir, data, config)
+    record = result.record
+    assert record["task"]["kind"] == case.task and record["metric"] == Task(case.task, (1,)).metric
+    assert record["student"]["parameters"] < record["teacher"]["parameters"]
+    assert math.isfinite(record["student"]["eval_accuracy"])
+    assert math.isfinite(record["label_only"]["eval_accuracy"])
+    history = record["training"]["history"]
+    assert history and "soft_loss" in history[0]
+    # Saved with the teacher's output convention: a sigmoid unit stays a sigmoid unit.
+    from components.common.tasks import final_activation
+
+    expected = "sigmoid" if case.task == "binary" else "linear"
+    assert final_activation(result.student) == expected
