@@ -300,6 +300,12 @@ def test_small_layers_are_left_out_with_the_reason():
     assert "16 prunable weights < 32" in selection.skipped["head"]
     named = PrunerConfig(target_sparsity=0.5, layers={"names": ["head"]})
     assert pruner.plan(model, named).selected == ["head"]
+    inputs = tf_keras.layers.Input((8, 8, 16))
+    depthwise = tf_keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    pointwise = tf_keras.layers.Conv2D(16, 1, name="pw")(depthwise)
+    block = tf_keras.Model(inputs, pointwise)
+    selection = pruner.plan(block, PrunerConfig(target_sparsity=0.5))
+    assert selection.selected == ["pw"] and "DepthwiseConv2D" in selection.skipped["dw"]
 
 
 # ----------------------------------------------------------------------------- failed steps

@@ -87,6 +87,7 @@ MIN_PRUNABLE_WEIGHTS = 32
 
 
 def _leave_out_tiny(model, selection: optimization.Selection) -> optimization.Selection:
+    """Leaves out layers too small to prune, and records the layers the toolkit never prunes."""
     kept, skipped = [], dict(selection.skipped)
     for name in selection.selected:
         count = sum(int(np.prod(w.shape)) for w in prunable_weights(model.get_layer(name)))
@@ -97,6 +98,12 @@ def _leave_out_tiny(model, selection: optimization.Selection) -> optimization.Se
             )
         else:
             kept.append(name)
+    for layer in model.layers:
+        if layer.name not in skipped and layer.weights and prunable_weights(layer) == []:
+            skipped[layer.name] = (
+                f"not pruned: tensorflow-model-optimization prunes no weight of "
+                f"{type(layer).__name__} (depthwise kernels, normalisation)"
+            )
     if not kept:
         raise ConfigError(
             f"{FIELD}: every prunable layer has fewer than {MIN_PRUNABLE_WEIGHTS} weights "
@@ -107,16 +114,11 @@ def _leave_out_tiny(model, selection: optimization.Selection) -> optimization.Se
 
 
 def layer_notes(model, names: list[str]) -> dict[str, str]:
-    """What a reader should know about some pruned layers (depthwise kernels, embeddings)."""
+    """What a reader should know about some pruned layers (embeddings)."""
     notes = {}
     for name in names:
         kind = type(model.get_layer(name)).__name__
-        if kind.startswith("DepthwiseConv"):
-            notes[name] = (
-                "depthwise kernel: each channel has its own small filter, so pruning removes taps "
-                f"from every channel; exclude it ({FIELD}.layers.exclude_names) if accuracy suffers"
-            )
-        elif kind == "Embedding":
+        if kind == "Embedding":
             notes[name] = "embedding table: pruned entry by entry (rows of rare tokens lose most)"
     return notes
 
