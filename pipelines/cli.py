@@ -146,12 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     except TfxOptError as e:
         print(f"tfxopt: error: {e}", file=sys.stderr)
         return 2
-    except StepFailed as e:  # the cause's traceback only with -v; the user gets one line
+    except StepFailed as e:  # one line for the user; the traceback in a file, or with -v
         if args.verbose:
             import traceback
 
-            traceback.print_exception(e.__cause__, file=sys.stderr)
+            traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
         print(f"tfxopt: error: {e}", file=sys.stderr)
+        if e.log_path:
+            print(
+                f"tfxopt: traceback and details: {e.log_path} (-v prints it); run the same "
+                "command again to resume: finished steps are reused from the cache",
+                file=sys.stderr,
+            )
         return 1
 
 

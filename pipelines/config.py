@@ -5,6 +5,7 @@ Unknown keys and out-of-range values fail at once with the field's dotted name.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Literal
@@ -106,6 +107,28 @@ class PipelineConfig(StrictModel):
         default_factory=KubeflowConfig,
         description="Image, pipeline root and per-step Kubernetes settings for `tfxopt compile`.",
     )
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _evaluator_task_to_data(cls, data):
+        """``evaluator.task`` (deprecated) moves to ``data.task``, the key every step reads."""
+        if not isinstance(data, dict):
+            return data
+        evaluator = data.get("evaluator")
+        task = evaluator.get("task") if isinstance(evaluator, dict) else None
+        if task is None:
+            return data
+        section = dict(data.get("data") or {})
+        # "classification" names no one task: the classifier's task is still inferred.
+        if section.get("task", "auto") == "auto" and task != "classification":
+            section["task"] = task
+            data = {**data, "data": section}
+        logging.getLogger(__name__).warning(
+            "tfxopt: evaluator.task is deprecated: set data.task (read by every step); "
+            "using data.task: %s",
+            section.get("task", "auto"),
+        )
+        return data
 
     @pydantic.field_validator("pipeline_name")
     @classmethod

@@ -40,9 +40,11 @@ def check_output_dir(path: str) -> str:
     return path
 
 
-def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> None:
+def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
     """Validates the checkpoint and the Examples against the config and each other.
 
+    Returns:
+      The task (components/common/metrics.Task) every step will use, or None with a module_file.
     Raises:
       TfxOptError: a ModelInputError, DataError or ConfigError naming what is wrong.
     """
@@ -54,12 +56,45 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> N
         examples_lib.split_files(examples_uri, split)
     check_pusher(config)
     if config.data.module_file:
-        return  # the user's input_fn decides what the model is fed
+        return None  # the user's input_fn decides what the model is fed
     # The stages see the ModelImporter's output: converted and flattened, so judge that model.
     model = importer.model_to_check(source, config.importer, config.data)
-    for split in (config.data.train_split, config.data.eval_split):
+    mappings = [
         examples_lib.resolve_mapping(examples_uri, split, config.data, model)
+        for split in (config.data.train_split, config.data.eval_split)
+    ]
+    task = mappings[0].task
+    check_rules_fit(config, task)
+    if task.kind != "multiclass":
+        structured = [
+            f"candidates.{n}.structured" for n, r in config.candidates.items() if r.structured
+        ]
+        if config.pruner is not None and config.pruner.mode == "structured":
+            structured.insert(0, "pruner.mode: structured")
+        if structured:
+            raise ConfigError(
+                f"{structured[0]}: structured pruning scores and fine-tunes multiclass "
+                f"classifiers; this model's task is {task.kind}. Use magnitude pruning "
+                "(`pruner` with mode unstructured) instead."
+            )
     check_stages(config, model, examples_uri)
+    return task
+
+
+def check_rules_fit(config: PipelineConfig, task) -> None:
+    """A gate rule that does not fit the task (an accuracy drop for a regression model) fails here.
+
+    Raises:
+      ConfigError: naming the rule and the rules that fit.
+    """
+    if not config.has_candidates:
+        return
+    from components.evaluator.config import EvaluatorConfig
+
+    evaluator = config.evaluator or EvaluatorConfig()
+    problems = evaluator.rule_problems(task.kind)
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)} (task: {task.describe()})")
 
 
 def check_pusher(config: PipelineConfig) -> None:

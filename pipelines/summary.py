@@ -59,12 +59,22 @@ def profile_rows(record: dict) -> dict[str, str]:
         ),
         "peak memory TFLite (+model)": _mem(mem.get("tflite")),
         "peak memory SavedModel (+model)": _mem(mem.get("saved_model")),
-        "accuracy SavedModel / TFLite": (
-            f"{_pct(acc.get('saved_model_top1'))} / {_pct(acc.get('tflite_top1'))} (n={acc['examples']})"
-            if acc
-            else "-"
-        ),
+        **metric_row(acc),
     }
+
+
+def metric_row(acc: dict) -> dict[str, str]:
+    """``<task's metric> SavedModel / TFLite`` -> values (percentages for accuracies)."""
+    from components.common import metrics
+
+    name = acc.get("metric", "top1_accuracy") if acc else "top1_accuracy"
+    label = "accuracy" if name == "top1_accuracy" else metrics.metric_label(name)
+    if not acc:
+        return {f"{label} SavedModel / TFLite": "-"}
+    saved = acc.get("saved_model", acc.get("saved_model_top1"))
+    lite = acc.get("tflite", acc.get("tflite_top1"))
+    show = _pct if metrics.is_accuracy(name) else (lambda x: "-" if x is None else f"{x:.4g}")
+    return {f"{label} SavedModel / TFLite": f"{show(saved)} / {show(lite)} (n={acc['examples']})"}
 
 
 def _mem(entry: dict | None) -> str:
@@ -233,6 +243,9 @@ def render(run) -> str:
     if evaluation is not None:
         from components.evaluator.evaluator import rules_table
 
+        task = evaluation.get("task")
+        if task:
+            lines += ["", f"Task: {task['kind']} (metric {task.get('metric')})"]
         lines += ["", "Gate (every rule per candidate):", rules_table(evaluation)]
         lines += ["", choice_text(evaluation)]
     pushed = push_record(run)

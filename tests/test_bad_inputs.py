@@ -304,7 +304,7 @@ CASES = [
     ),
     Case(
         "config-contradicting-rules-task",
-        ("max_error_increase", "applies to task: regression"),
+        ("max_error_increase", "does not fit task multiclass"),
         config={**PUSH_CANDIDATE, "evaluator": {"rules": {"max_error_increase": 0.1}}},
     ),
     Case(

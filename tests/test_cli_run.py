@@ -171,7 +171,7 @@ def test_push_to_a_destination_that_refuses_writes_fails_cleanly_and_the_next_ru
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("tfxopt: error:")]
     assert len(errors) == 1, done.stderr[-3000:]
-    assert "step Pusher failed: PermissionError" in errors[0], errors
+    assert errors[0].startswith("tfxopt: error: Pusher: PermissionError"), errors
     assert refusal in errors[0] and str(model_dir) in errors[0], errors
     _, states, _ = _recorded(story)
     assert states["Pusher"] == "FAILED", states

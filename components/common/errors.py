@@ -20,16 +20,24 @@ class DataError(TfxOptError):
 class StepFailed(RuntimeError):
     """A pipeline step failed while it ran (a fault, not a bad input caught beforehand).
 
-    The message is one line naming the failed step(s) and the cause; the cause is chained.
+    The message is ``<step>: <cause>`` on one line (the innermost error's message, with its type
+    unless it is one of ours); the full traceback is in ``log_path`` and the cause is chained.
     """
 
-    def __init__(self, steps: list[str], cause: BaseException):
+    def __init__(self, steps: list[str], cause: BaseException, log_path: str | None = None):
         self.steps = steps
-        text = (str(cause).strip().splitlines() or [""])[0][:500]
-        super().__init__(
-            f"step {', '.join(steps) or '(unknown)'} failed: {type(cause).__name__}: {text} "
-            "(run the same command again to resume: finished steps are reused from the cache)"
-        )
+        self.cause = one_line_cause(cause)
+        self.log_path = log_path
+        super().__init__(f"{', '.join(steps) or 'pipeline'}: {self.cause}")
+
+
+def one_line_cause(error: BaseException, limit: int = 600) -> str:
+    """Why a step failed, in one line: the innermost error's message, typed unless it is ours."""
+    while error.__cause__ is not None and not isinstance(error, TfxOptError):
+        error = error.__cause__
+    text = " ".join(str(error).split()) or "no message"
+    text = text if len(text) <= limit else text[:limit] + " ..."
+    return text if isinstance(error, TfxOptError) else f"{type(error).__name__}: {text}"
 
 
 class CandidateError(TfxOptError):

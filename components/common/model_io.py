@@ -128,14 +128,57 @@ def load_keras_model(uri: str):
         raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
 
 
-def save_keras_model(model, output_uri: str) -> str:
-    """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path."""
+def save_keras_model(model, output_uri: str, training_config: dict | None = None) -> str:
+    """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path.
+
+    ``training_config`` (the input model's compiled loss and metrics, see
+    :func:`read_training_config`) is kept beside it, so the next step fine-tunes with the same loss.
+    """
     from components.common import training
 
     training.skip_autograph_for_tf_keras()
     path = os.path.join(output_uri, SERVING_DIR)
     model.save(path, include_optimizer=False, save_format="tf")
+    if training_config:
+        import json
+
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(os.path.join(output_uri, TRAINING_CONFIG_FILE), "w") as f:
+            json.dump(training_config, f)
     return path
+
+
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def read_training_config(uri: str) -> dict | None:
+    """The Keras training config (compiled loss, metrics) a model was saved with, or None.
+
+    tf_keras keeps it in ``keras_metadata.pb`` when the model was compiled and saved with its
+    optimizer (the default of ``model.save``); a step of ours keeps its input's beside its output
+    (``training_config.json``).
+    """
+    import json
+
+    import tensorflow as tf
+
+    sidecar = os.path.join(uri, TRAINING_CONFIG_FILE)
+    if tf.io.gfile.exists(sidecar):
+        with tf.io.gfile.GFile(sidecar) as f:
+            return json.load(f)
+    try:
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        proto = saved_metadata_pb2.SavedMetadata()
+        with tf.io.gfile.GFile(os.path.join(serving_model_dir(uri), KERAS_METADATA_PB), "rb") as f:
+            proto.ParseFromString(f.read())
+        for node in proto.nodes:
+            if node.node_path == "root":
+                return json.loads(node.metadata).get("training_config")
+    except Exception:  # noqa: BLE001 - no readable metadata: no training config
+        return None
+    return None
 
 
 def copy_serving_model(source_dir: str, output_uri: str) -> str:

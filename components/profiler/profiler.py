@@ -15,6 +15,7 @@ import numpy as np
 from components.common import examples as examples_lib
 from components.common import flops as flops_lib
 from components.common import measure, model_io, tflite
+from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
 from components.common.errors import MeasurementError
 from components.common.examples import DataConfig
@@ -74,10 +75,29 @@ def _memory(kind: str, path: str, config: ProfilerConfig) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    if predictions.ndim == 1 or predictions.shape[-1] == 1:
-        raise ValueError("top-1 accuracy needs class scores; the model outputs one value")
-    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+def accuracy_record(task, keras_pred, tflite_pred, labels, split: str) -> dict:
+    """The task's metrics of the SavedModel and the TFLite flavour on the eval split.
+
+    ``saved_model``/``tflite`` hold the primary metric (named by ``metric``); a multiclass model
+    keeps the ``*_top1`` names and per-example correctness older readers use.
+    """
+    saved = metrics_lib.summarize(task, keras_pred, labels)
+    lite = metrics_lib.summarize(task, tflite_pred, labels)
+    record = {
+        "split": split,
+        "examples": int(labels.shape[0]),
+        "task": task.kind,
+        "metric": task.metric,
+        "saved_model": metrics_lib.primary(saved),
+        "tflite": metrics_lib.primary(lite),
+        "saved_model_metrics": saved,
+        "tflite_metrics": lite,
+    }
+    if task.kind == "multiclass":
+        record["saved_model_top1"] = record["saved_model"]
+        record["tflite_top1"] = record["tflite"]
+        record["correct_tflite"] = (np.argmax(tflite_pred, -1) == labels).astype(int).tolist()
+    return record
 
 
 def _runner(flatbuffer: bytes, num_threads: int) -> tflite.TFLiteModel:
@@ -116,9 +136,10 @@ def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
     keras_model = None
     if os.path.exists(os.path.join(saved_model_dir, model_io.KERAS_METADATA_PB)):
         keras_model = model_io.load_keras_model(model_uri)
+    task = None
     if examples_uri is not None and keras_model is not None:
-        examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model)
-    return saved_model_dir, keras_model
+        task = examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model).task
+    return saved_model_dir, keras_model, task
 
 
 def profile_model(
@@ -138,7 +159,7 @@ def profile_model(
         flatbuffer does not load or run.
     """
     started = time.time()
-    saved_model_dir, keras_model = prepare(model_uri, examples_uri, data)
+    saved_model_dir, keras_model, task = prepare(model_uri, examples_uri, data)
     record: dict = {"model_uri": model_uri, "config": config.model_dump()}
 
     # Flatbuffer: the artifact's own TFLite flavour (e.g. quantized), else a float32 conversion.
@@ -241,13 +262,9 @@ def profile_model(
     if eval_y is not None:
         keras_pred = keras_model.predict(eval_x, batch_size=256, verbose=0)
         tflite_pred = runner.predict_each(eval_x, batch_size=1)
-        record["accuracy"] = {
-            "split": data.eval_split,
-            "examples": int(eval_y.shape[0]),
-            "saved_model_top1": _accuracy(np.asarray(keras_pred), eval_y),
-            "tflite_top1": _accuracy(tflite_pred, eval_y),
-            "correct_tflite": (np.argmax(tflite_pred, -1) == eval_y).astype(int).tolist(),
-        }
+        record["accuracy"] = accuracy_record(
+            task, np.asarray(keras_pred), tflite_pred, eval_y, data.eval_split
+        )
     record["wall_time_s"] = time.time() - started
     return record
 
@@ -288,7 +305,15 @@ def key_numbers(record: dict) -> dict:
             out[f"{kind}_peak_rss_bytes"] = memory[kind]["peak_rss_bytes"]
             out[f"{kind}_model_peak_rss_bytes"] = memory[kind]["model_peak_rss_bytes"]
     if "accuracy" in record:
-        out["accuracy"] = record["accuracy"]["saved_model_top1"]
-        out["tflite_accuracy"] = record["accuracy"]["tflite_top1"]
-        out["eval_examples"] = record["accuracy"]["examples"]
+        acc = record["accuracy"]
+        saved = acc.get("saved_model", acc.get("saved_model_top1"))
+        lite = acc.get("tflite", acc.get("tflite_top1"))
+        out["task"] = acc.get("task", "multiclass")
+        out["metric"] = acc.get("metric", "top1_accuracy")
+        out["metric_value"] = saved
+        out["tflite_metric_value"] = lite
+        if metrics_lib.is_accuracy(out["metric"]):
+            out["accuracy"] = saved
+            out["tflite_accuracy"] = lite
+        out["eval_examples"] = acc["examples"]
     return out

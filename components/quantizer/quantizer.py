@@ -22,6 +22,7 @@ import numpy as np
 
 from components.common import examples as examples_lib
 from components.common import measure, model_io, properties, tflite, training
+from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
 from components.common.errors import (
     CandidateError,
@@ -221,7 +222,7 @@ def _annotate(model, exclude: list[str]):
     return annotated
 
 
-def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConfig):
+def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, args=None):
     """Builds the fake-quant model for the mode and fine-tunes it; returns (model, fit record)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
@@ -232,7 +233,8 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
     training.skip_autograph_for_tf_keras()
     train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, tuning)
     tf_keras.utils.set_random_seed(tuning.seed)
-    from_logits = not training.outputs_probabilities(model)
+    if args is None:
+        args = training.CompileArgs.default(training.classifier_task(model))
     strategy = training.make_local_strategy(tuning.strategy)
     with strategy.scope():
         try:
@@ -245,9 +247,11 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
                 f"{str(e)[:400]}. Leave the layer in float with quantizer.exclude_layers."
             ) from None
         # The QAT wrapper hides the output activation, so the loss is chosen from the input.
-        training.compile_classifier(qat_model, tuning, from_logits=from_logits)
+        training.compile_for_task(qat_model, tuning, args)
     validation = eval_ds if tuning.early_stopping_patience else None
-    fit = training.fit(qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]")
+    fit = training.fit(
+        qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]", task=args.task
+    )
     return qat_model, fit
 
 
@@ -453,8 +457,11 @@ def _first(inputs):
     return inputs[:1]
 
 
-def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
+def verify(flatbuffer: bytes, keras_model, example, tolerance: float, task=None) -> dict:
     """Loads the flatbuffer, runs one example, and compares it with the Keras model.
+
+    Per task: classification outputs are compared as probabilities (softmax/sigmoid of logits),
+    regression outputs as values, relative to max(1, |Keras output|).
 
     Raises:
       VerificationError: when it does not load or run, or differs beyond the tolerance.
@@ -474,10 +481,16 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
             f"{expected.shape}.",
             detail=f"output shape {got.shape} != {expected.shape}",
         )
+    compared = "outputs"
+    if task is not None:
+        got = metrics_lib.comparable_outputs(task, got)
+        expected = metrics_lib.comparable_outputs(task, expected)
+        compared = "values" if task.kind == "regression" else "probabilities"
     diff = float(np.max(np.abs(got - expected)))
     allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
     result = {
         "examples": 1,
+        "compared": compared,
         "max_abs_diff": diff,
         "tolerance": tolerance,
         "allowed_abs_diff": allowed,
@@ -496,8 +509,8 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
 # --------------------------------------------------------------------------- the whole run
 
 
-def _top1(predictions, labels) -> float:
-    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+def _metric(task, predictions, labels) -> float | None:
+    return metrics_lib.primary(metrics_lib.summarize(task, predictions, labels))
 
 
 def _predict(model, inputs, batch_size: int = 256) -> np.ndarray:
@@ -510,7 +523,7 @@ def _predict(model, inputs, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig):
+def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, model_uri=None):
     """Quantizes ``model`` (a tf_keras model; not changed) as ``config.mode`` says.
 
     Returns:
@@ -523,8 +536,10 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     started = time.time()
     mode = config.mode
     facts = check_inputs(model, examples_uri, data, config)
+    task = examples_lib.resolve_task(examples_uri, data, model)
     record: dict = {
         "mode": mode,
+        "task": task.to_dict(),
         "config": config.model_dump(),
         "input": facts["kernels"],
         "input_kernels": facts["per_kernel"],
@@ -539,7 +554,8 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
 
     reference, serving, serving_kind = model, model, SERVING_INPUT
     if mode in QAT_MODES:
-        reference, record["fine_tuning"] = _train_qat(model, examples_uri, data, config)
+        args = training.compile_args(task, model_uri, data.module_file)
+        reference, record["fine_tuning"] = _train_qat(model, examples_uri, data, config, args)
         serving = float_model_with_qat_weights(model, reference)
         serving_kind = SERVING_QAT_WEIGHTS
         if serving is None:  # an architecture QAT rewrote: keep the QAT model itself
@@ -557,7 +573,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
     )
-    record["verification"] = verify(flatbuffer, reference, _first(eval_x), config.tolerance)
+    record["verification"] = verify(flatbuffer, reference, _first(eval_x), config.tolerance, task)
 
     runner = tflite.TFLiteModel(flatbuffer)
     record["tflite"] = {
@@ -574,12 +590,14 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     accuracy = {
         "split": data.eval_split,
         "examples": int(eval_y.shape[0]),
-        "tflite_top1": _top1(tflite_pred, eval_y),
-        "input_top1": _top1(_predict(model, eval_x), eval_y),
+        "metric": task.metric,
+        "tflite_top1": _metric(task, tflite_pred, eval_y),
+        "input_top1": _metric(task, _predict(model, eval_x), eval_y),
     }
-    accuracy["drop"] = accuracy["input_top1"] - accuracy["tflite_top1"]
+    # "drop": how much worse the flatbuffer is than its input, in the metric's own direction.
+    accuracy["drop"] = metrics_lib.worse_by(task, accuracy["input_top1"], accuracy["tflite_top1"])
     if serving is not model:
-        accuracy["serving_top1"] = _top1(_predict(serving, eval_x), eval_y)
+        accuracy["serving_top1"] = _metric(task, _predict(serving, eval_x), eval_y)
     record["accuracy"] = accuracy
 
     tflite_kernels = fb_lib.kernels(flatbuffer)
@@ -634,7 +652,7 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
 def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: QuantizerConfig):
     """:func:`quantize` for the model of an artifact (or a plain SavedModel path)."""
     model = model_io.load_keras_model(model_uri)
-    result = quantize(model, examples_uri, data, config)
+    result = quantize(model, examples_uri, data, config, model_uri=model_uri)
     source = model_io.serving_model_dir(model_uri)
     # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again.
     # A checkpoint given by the user may hold optimizer state or other extras: it is saved anew.
@@ -708,6 +726,7 @@ def key_numbers(record: dict) -> dict:
         "conversion_ops": record["conversion_ops"],
         "verify_tolerance": verification["tolerance"],
         "verify_max_abs_diff": verification["max_abs_diff"],
+        "metric": accuracy.get("metric", "top1_accuracy"),
         "accuracy": accuracy["tflite_top1"],
         "input_accuracy": accuracy["input_top1"],
         "accuracy_drop": accuracy["drop"],
