@@ -89,7 +89,7 @@ def test_summary_holds_the_runs_numbers(report_run):
     by_node = {s["node_id"]: s for s in summary["steps"]}
     # The graph comes from the artifacts' lineage in ML Metadata.
     assert set(by_node["Evaluator"]["upstream"]) >= {
-        "CheckpointImporter",
+        "ModelImporter",
         "ExampleGen",
         "BaselineProfiler",
         "Quantizer_float32",

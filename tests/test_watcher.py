@@ -345,5 +345,8 @@ def test_local_submitter_runs_the_pipeline_for_a_new_checkpoint(
     assert (run_dir / "metadata.sqlite").exists()
     profiles = list(run_dir.glob("pipeline-root/BaselineProfiler/profile/*/profile.json"))
     assert len(profiles) == 1
-    assert json.loads(profiles[0].read_text())["model_uri"].startswith(ckpt)
+    # The baseline is the ModelImporter's copy of the new checkpoint.
+    [imported] = run_dir.glob("pipeline-root/ModelImporter/imported_model/*/import.json")
+    assert json.loads(imported.read_text())["source_uri"].startswith(ckpt)
+    assert json.loads(profiles[0].read_text())["model_uri"] == str(imported.parent)
     assert record["run_id"] and watch.poll_once() == []
