@@ -444,7 +444,9 @@ def _infer_logits(baseline_uri: str) -> bool:
     from components.common import model_io, training
 
     try:
-        return not training.outputs_probabilities(model_io.load_keras_model(baseline_uri))
+        return not training.outputs_probabilities(
+            model_io.load_keras_model(baseline_uri, shared=True)
+        )
     except TfxOptError:
         return False
 
