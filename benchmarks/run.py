@@ -8,6 +8,8 @@ Sections:
    (:mod:`benchmarks.scaling`).
 3. ``stability``: one model's latency measured 5 times (:mod:`benchmarks.stability`).
 4. ``structured_pruning``: :mod:`benchmarks.structured_pruning` (its own JSON, unchanged).
+5. ``mobilenet``: MobileNetV2 (0.35 at 32x32, 1.0 at 224x224) through the pipeline, per-step
+   load / convert / work / save / measure, vs by hand (:mod:`benchmarks.mobilenet`).
 
 Usage::
 
@@ -30,7 +32,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("overhead", "scaling", "stability", "structured_pruning")
+SECTIONS = ("overhead", "scaling", "stability", "structured_pruning", "mobilenet")
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 NOTES_HEADING = "## Notes"
@@ -85,6 +87,12 @@ def structured_pruning(reference_dir: str, work_dir: str) -> dict:
     return result
 
 
+def _mobilenet():
+    from benchmarks import mobilenet
+
+    return mobilenet
+
+
 def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1) -> dict:
     """Runs the chosen sections; each records its wall time and the load around it."""
     from benchmarks import overhead, scaling, stability
@@ -100,6 +108,7 @@ def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1
         "scaling": lambda d: scaling.run(reference_dir, d),
         "stability": lambda d: stability.run(reference_dir, d),
         "structured_pruning": lambda d: structured_pruning(reference_dir, d),
+        "mobilenet": lambda d: _mobilenet().run(d),
     }
     for name in only:
         directory = os.path.join(work_dir, name)
@@ -358,6 +367,8 @@ def render_markdown(results: dict) -> str:
         ]
     elif sp:
         lines += ["## 4. Structured pruning", "", f"Failed: {sp['error']}", ""]
+    if results.get("mobilenet"):
+        lines += _mobilenet().render_section(results["mobilenet"], number=5)
     lines += [
         "## Section wall times",
         "",
