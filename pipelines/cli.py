@@ -74,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("out_dir", help="directory to write examples/ and model/ into")
     data.add_argument(
-        "--epochs",
-        type=int,
-        help="training epochs of the baseline (default: the reference recipe's)",
+        "--epochs", type=int, help="training epochs of the baseline (default: the reference recipe's)"
     )
     data.set_defaults(func=_cmd_example_data)
 
