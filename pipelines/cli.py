@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD)")
-    run.add_argument("--model", required=True, help="the new checkpoint: a SavedModel directory")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="the new checkpoint: a tf_keras SavedModel directory, or a Keras 3 .keras file (or a "
+        "directory holding one)",
+    )
     run.add_argument(
         "--examples", required=True, help="TFX Examples dir (Split-train/, Split-eval/)"
     )

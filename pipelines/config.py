@@ -17,6 +17,7 @@ from components.common.errors import ConfigError
 from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
+from components.importer.config import ImporterConfig
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
@@ -67,6 +68,11 @@ class PipelineConfig(StrictModel):
         ),
     )
     data: DataConfig = pydantic.Field(default_factory=DataConfig)
+    importer: ImporterConfig = pydantic.Field(
+        default_factory=ImporterConfig,
+        description="How the checkpoint is brought in (Keras 3 conversion, nested models "
+        "flattened, the output check's tolerance).",
+    )
     profiler: ProfilerConfig = pydantic.Field(default_factory=ProfilerConfig)
     profile_candidates: bool = pydantic.Field(
         True, description="Profile every candidate (the summary shows them beside the baseline)."

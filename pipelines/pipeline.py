@@ -1,6 +1,6 @@
 """The pipeline factory: one ``tfx.dsl.Pipeline`` from a :class:`PipelineConfig`, for every runner.
 
-ExampleGen, CheckpointImporter -> BaselineProfiler
+ExampleGen, CheckpointImporter -> ModelImporter -> BaselineProfiler
   -> [Distiller] -> [Pruner] -> [Clusterer] -> Quantizer_<name> (one branch per candidate)
   -> Profiler_<name> -> Evaluator (the gate) -> Pusher
 
@@ -16,6 +16,7 @@ from pipelines.config import PipelineConfig
 
 EXAMPLE_GEN_ID = "ExampleGen"
 IMPORTER_ID = "CheckpointImporter"
+MODEL_IMPORTER_ID = "ModelImporter"
 BASELINE_PROFILER_ID = "BaselineProfiler"
 DISTILLER_ID = "Distiller"
 PRUNER_ID = "Pruner"
@@ -43,7 +44,8 @@ def create_pipeline(
 
     Args:
       config: the validated pipeline config.
-      model_uri: the new checkpoint (a SavedModel directory); a string, or a RuntimeParameter
+      model_uri: the new checkpoint (a tf_keras SavedModel directory, or a Keras 3 ``.keras``
+        file or a directory holding one); a string, or a RuntimeParameter
         so one compiled KFP pipeline serves every checkpoint.
       examples_uri: TFX Examples directory (``Split-train/``, ``Split-eval/``).
       pipeline_root: where artifacts are written.
@@ -54,6 +56,8 @@ def create_pipeline(
     from tfx.dsl.components.common.importer import Importer
     from tfx.types import standard_artifacts
 
+    from components.importer.component import OUTPUT_MODEL_KEY as IMPORTED_MODEL_KEY
+    from components.importer.component import ModelImporter
     from components.profiler.component import Profiler
 
     data = config.data
@@ -62,11 +66,18 @@ def create_pipeline(
     checkpoint = Importer(source_uri=model_uri, artifact_type=standard_artifacts.Model).with_id(
         IMPORTER_ID
     )
-    baseline = checkpoint.outputs["result"]
+    # One flat tf_keras model for every later step: Keras 3 converted, nested models flattened.
+    model_importer = ModelImporter(
+        model=checkpoint.outputs["result"],
+        examples=examples,
+        config=config.importer,
+        data_config=data,
+    ).with_id(MODEL_IMPORTER_ID)
+    baseline = model_importer.outputs[IMPORTED_MODEL_KEY]
     baseline_profiler = Profiler(
         model=baseline, examples=examples, config=config.profiler, data_config=data
     ).with_id(BASELINE_PROFILER_ID)
-    components = [example_gen, checkpoint, baseline_profiler]
+    components = [example_gen, checkpoint, model_importer, baseline_profiler]
 
     # The weight-optimisation chain: each enabled stage takes the previous stage's model.
     model, last_stage = baseline, None

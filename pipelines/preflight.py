@@ -7,7 +7,6 @@ import math
 import os
 
 from components.common import examples as examples_lib
-from components.common import model_io
 from components.common.errors import ConfigError, TfxOptError
 from pipelines.config import PipelineConfig
 
@@ -47,13 +46,17 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> N
     Raises:
       TfxOptError: a ModelInputError, DataError or ConfigError naming what is wrong.
     """
-    model_io.validate_saved_model(model_uri, require_keras=True)
+    from components.importer import importer
+
+    # A Keras 3 file is checked (intact, every layer convertible) without loading Keras 3.
+    source = importer.check_source(model_uri, config.importer, config.data)
     for split in (config.data.train_split, config.data.eval_split):
         examples_lib.split_files(examples_uri, split)
     check_pusher(config)
     if config.data.module_file:
         return  # the user's input_fn decides what the model is fed
-    model = model_io.load_keras_model(model_uri)
+    # The stages see the ModelImporter's output: converted and flattened, so judge that model.
+    model = importer.model_to_check(source, config.importer, config.data)
     for split in (config.data.train_split, config.data.eval_split):
         examples_lib.resolve_mapping(examples_uri, split, config.data, model)
     check_stages(config, model, examples_uri)

@@ -150,11 +150,36 @@ def push_lines(record: dict) -> list[str]:
     return lines
 
 
+def import_record(run) -> dict | None:
+    """The ModelImporter's ``import.json`` of this run (how the checkpoint was brought in)."""
+    from components.importer.executor import OUTPUT_MODEL_KEY
+    from components.importer.importer import RECORD_FILE
+
+    return _first_output_record(run, OUTPUT_MODEL_KEY, RECORD_FILE)
+
+
+def import_line(record: dict) -> str:
+    """One line: where the model came from and what the import did to it."""
+    source = "Keras 3" if record.get("source_format") == "keras3" else "tf_keras"
+    line = f"Model: {source} {record.get('keras_version', '?')}, {record.get('import_action')}"
+    if record.get("flattened_models"):
+        line += f" (nested models flattened: {', '.join(record['flattened_models'])})"
+    if record.get("import_action") != "copied":
+        line += (
+            f"; max output difference {record.get('max_abs_diff', float('nan')):.3g} on "
+            f"{record.get('verified_examples')} eval examples (tolerance {record.get('tolerance')})"
+        )
+    return line
+
+
 def render(run) -> str:
     """The text printed at the end of ``tfxopt run``."""
     lines = [f"Run {run.run_id}  (outputs in {run.output_dir})", ""]
     for step in run.steps:
         lines.append(f"  {step.node_id:<28} {step.state:<9} {step.duration_s:7.1f} s")
+    imported = import_record(run)
+    if imported is not None:
+        lines += ["", import_line(imported)]
     profiles = load_profiles(run)
     if profiles:
         lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]

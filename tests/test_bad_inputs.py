@@ -88,6 +88,9 @@ def world(tmp_path_factory):
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
         model.export({str(root / "keras3-export")!r})
         model.save({str(root / "keras3.keras")!r})
+        inputs = keras.Input((64,))
+        squared = keras.layers.Lambda(lambda t: keras.ops.square(t), name="square")(inputs)
+        keras.Model(inputs, keras.layers.Dense(10)(squared)).save({str(root / "lambda.keras")!r})
         """
     )
     keras3_log = open(root / "keras3.log", "w+")  # noqa: SIM115 - closed below
@@ -164,6 +167,8 @@ def world(tmp_path_factory):
     keras3_log.seek(0)
     assert keras3.returncode == 0, keras3_log.read()[-3000:]
     keras3_log.close()
+    whole = (root / "keras3.keras").read_bytes()
+    (root / "truncated.keras").write_bytes(whole[: len(whole) // 2])
     return {
         "root": str(root),
         "model": str(root / "model"),
@@ -217,13 +222,18 @@ CASES = [
     ),
     Case(
         "model-keras3-export",
-        ("keras3-export", "not written by tf_keras", "Keras 3"),
+        ("keras3-export", "not written by tf_keras", "save with `model.save('model.keras')`"),
         model="keras3-export",
     ),
     Case(
-        "model-keras3-file",
-        ("keras3.keras", "is a file, not a SavedModel directory", "single-file Keras model"),
-        model="keras3.keras",
+        "model-keras3-file-truncated",
+        ("truncated.keras", "is damaged", "model.save('model.keras')"),
+        model="truncated.keras",
+    ),
+    Case(
+        "model-keras3-lambda",
+        ("'square' (Lambda", "keras.ops", "build_tf_keras_model()"),
+        model="lambda.keras",
     ),
     Case(
         "model-custom-layer-pruner",

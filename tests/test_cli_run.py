@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
@@ -45,46 +44,23 @@ CONFIG = {
 }
 
 
-def _train(root, seed: int, x, y) -> str:
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(seed)
-    model = tf_keras.Sequential(
-        [
-            tf_keras.layers.Input(shape=(64,), name="image"),
-            tf_keras.layers.Dense(32, activation="relu", name="hidden"),
-            tf_keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    path = str(root / f"model-{seed}")
-    model.save(path, save_format="tf")
-    return path
-
-
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
     """The inputs (two checkpoints, Examples, config, signing key) and the shared output dir."""
     from components.pusher import keys
-    from pipelines.reference_data import write_examples
+    from tests.small_inputs import train_small_classifier, write_learnable_examples
 
     root = tmp_path_factory.mktemp("cli-run")
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        x = rng.random((n, 64), dtype=np.float32)
-        return x, np.argmax(x[:, :10], axis=1).astype(np.int64)  # learnable in a few epochs
-
-    (x_train, y_train), (x_eval, y_eval) = split(256), split(128)
-    write_examples(str(root / "examples" / "Split-train" / "data.gz"), x_train, y_train)
-    write_examples(str(root / "examples" / "Split-eval" / "data.gz"), x_eval, y_eval)
+    x_train, y_train = write_learnable_examples(str(root / "examples"))
     output = root / "out"
     keys.write_keypair(str(output / "keys" / "ota.pem"))
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     return {
-        "models": [_train(root, seed, x_train, y_train) for seed in (1, 2)],
+        "models": [
+            train_small_classifier(str(root / f"model-{seed}"), x_train, y_train, seed)
+            for seed in (1, 2)
+        ],
         "examples": str(root / "examples"),
         "config": str(config),
         "output": output,

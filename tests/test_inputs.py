@@ -80,7 +80,7 @@ def _corrupt(p):
     [
         (_missing, "does not exist"),
         (_empty, "is empty"),
-        (_keras_file, "single-file Keras model"),
+        (_keras_file, "is a file, not a SavedModel directory"),
         (_no_pb, "holds no saved_model.pb"),
         (_corrupt, "not a valid SavedModel protobuf"),
     ],

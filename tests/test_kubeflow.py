@@ -466,9 +466,15 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     for split in ("train", "eval"):
         assert os.listdir(os.path.join(examples["uri"], f"Split-{split}"))
 
+    # The ModelImporter copied the flat checkpoint and said so in its output's properties.
+    imported = results["ModelImporter"].artifacts["imported_model"][0]
+    assert imported["metadata"]["import_action"] == "copied"
+    assert imported["metadata"]["source_format"] == "tf_keras"
+    assert os.path.exists(os.path.join(imported["uri"], "Format-Serving", "saved_model.pb"))
+
     # The Profiler got both artifacts through its ExecutorInput and reported its numbers back.
     profiler_input = results["BaselineProfiler"].executor_input["inputs"]
-    assert profiler_input["artifacts"]["model"]["artifacts"][0]["uri"] == reference_data["model"]
+    assert profiler_input["artifacts"]["model"]["artifacts"][0]["uri"] == imported["uri"]
     assert profiler_input["artifacts"]["examples"]["artifacts"][0]["uri"] == examples["uri"]
     profile = results["BaselineProfiler"].artifacts["profile"][0]
     with open(os.path.join(profile["uri"], "profile.json")) as f:

@@ -22,6 +22,7 @@ def test_local_run_profiles_the_baseline_and_second_run_is_cached(tmp_path, refe
     assert states == {
         "ExampleGen": "COMPLETE",
         "CheckpointImporter": "COMPLETE",
+        "ModelImporter": "COMPLETE",
         BASELINE_PROFILER_ID: "COMPLETE",
     }
     [profile] = run.outputs_of(BASELINE_PROFILER_ID, "profile")

@@ -42,10 +42,10 @@ def serving_model_dir(uri: str) -> str:
         raise ModelInputError(f"model path {uri!r} does not exist: pass a SavedModel directory.")
     if not _isdir(uri):
         hint = ""
-        if uri.endswith((".keras", ".h5")):
+        if uri.endswith(".h5"):
             hint = (
-                " It looks like a single-file Keras model: load it and save it with tf_keras "
-                "(`model.save(path, save_format='tf')`)."
+                " It looks like a legacy HDF5 Keras model: load it and save it with tf_keras "
+                "(`model.save(path, save_format='tf')`), or with Keras 3 as `model.keras`."
             )
         raise ModelInputError(f"model path {uri!r} is a file, not a SavedModel directory.{hint}")
     for candidate in (os.path.join(uri, SERVING_DIR), uri):
@@ -99,8 +99,9 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
         )
     if require_keras and not _exists(os.path.join(path, KERAS_METADATA_PB)):
         raise ModelInputError(
-            f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}). "
-            "A Keras 3 `model.export()` or a plain tf.Module cannot be optimised: build and save "
+            f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}): it "
+            "holds no architecture to optimise. A Keras 3 model: save with "
+            "`model.save('model.keras')` and pass that file. A plain tf.Module: build and save "
             "the model with tf_keras (`import tf_keras; model.save(path, save_format='tf')`)."
         )
     return path
