@@ -205,13 +205,17 @@ def run_pipeline_side(inputs: dict, case: dict, out_dir: str) -> dict:
 
 
 def _candidates(run) -> dict:
-    """Accuracy, size and latency per model (baseline and candidates), from the Evaluator."""
+    """:func:`candidates_from` the Evaluator's record of ``run``."""
     from components.common import properties
 
-    [report] = run.outputs_of("Evaluator", "evaluation") or [None]
-    if report is None:
+    [blessing] = run.outputs_of("Evaluator", "blessing") or [None]
+    if blessing is None:
         return {}
-    record = properties.read_json(report.uri, "evaluation.json")
+    return candidates_from(properties.read_json(blessing.uri, "evaluation.json"))
+
+
+def candidates_from(record: dict) -> dict:
+    """Accuracy, size, latency and verdict per model, from an Evaluator record."""
     decision, models = record["decision"], {}
     for entry in [{**record["baseline"], "name": "baseline"}, *record["candidates"]]:
         latency = entry.get("latency_used") or entry.get("latency_measured") or {}

@@ -42,6 +42,7 @@ WRAPPED = (
 )
 
 EXECUTORS = (
+    "components.importer.executor",
     "components.profiler.executor",
     "components.pruner.executor",
     "components.clusterer.executor",

@@ -111,3 +111,27 @@ def test_failed_load_is_not_kept(tmp_path):
     with pytest.raises(ValueError):
         model_cache.get_or_load("thing", str(tmp_path), broken)
     assert model_cache.get_or_load("thing", str(tmp_path), lambda: 1) == 1
+
+
+def test_working_copy_saved_without_traces_loads_back(tmp_path):
+    """The Pruner's and Clusterer's output: layers re-created and built explicitly."""
+    import tf_keras
+
+    from components.common import optimization
+
+    tf_keras.utils.set_random_seed(2)
+    inputs = tf_keras.Input((8, 8, 3), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="out")(x))
+    copy = optimization.working_copy(model)
+    path = model_io.save_keras_model(copy, str(tmp_path / "m"))
+    traced = _traced_save(copy, str(tmp_path / "t"))
+    pb = model_io.SAVED_MODEL_PB
+    assert os.path.getsize(os.path.join(path, pb)) < os.path.getsize(os.path.join(traced, pb))
+    loaded = model_io.load_keras_model(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((2, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert type(loaded.get_layer("conv")).__module__.startswith("tf_keras.src.layers")

@@ -174,18 +174,32 @@ def save_keras_model(model, output_uri: str) -> str:
 
 
 def _builtin_layers_only(model) -> bool:
-    """True for a Sequential/functional model whose layers are all tf_keras' own classes."""
+    """True for a Sequential/functional model of tf_keras' own layers, each rebuildable alone.
+
+    tf_keras rebuilds a layer saved without traces from its config and its recorded build
+    shape. A layer built explicitly (``layer.build(shape)``, as a working copy's layers are)
+    has no recorded shape: it is set here from the layer's input in the graph, or, when that
+    is ambiguous (a layer called on several shapes), the model keeps its traces.
+    """
     import tf_keras
 
     graph = isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False)
     if not graph or not type(model).__module__.startswith("tf_keras.src.engine."):
         return False  # subclassed, or revived without its class
+    missing = []
     for layer in model.layers:
         module = type(layer).__module__
         if not module.startswith("tf_keras.") or ".saved_model." in module:  # revived: no class
             return False
         if isinstance(layer, tf_keras.Model):
             return False
+        if layer.weights and getattr(layer, "_build_input_shape", None) is None:
+            try:
+                missing.append((layer, layer.input_shape))
+            except (AttributeError, RuntimeError):  # several inbound shapes
+                return False
+    for layer, shape in missing:
+        layer._build_input_shape = shape
     return True
 
 
