@@ -95,3 +95,46 @@ def test_pruner_numbers_match_the_target_over_the_layers_it_pruned():
     assert numbers["targeted_layers"]["sparsity"] == pytest.approx(record["achieved_sparsity"])
     # The excluded kernels stay dense: over every kernel the sparsity is lower, as it should be.
     assert numbers["all_kernels"]["sparsity"] < numbers["targeted_layers"]["sparsity"] - 0.05
+
+
+def test_report_section_lists_reasons_and_both_kernel_numbers(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from pipelines import report_layers
+
+    record = {
+        "coverage": {
+            "technique": "clustering",
+            "optimised": 2,
+            "left_out": 3,
+            "left_out_by_reason": {"excluded by name": ["head"], "DepthwiseConv2D: x": ["dw"]},
+        },
+        "kernel_numbers": {
+            "targeted_layers": {
+                "kernels": 2,
+                "sparsity": 0.6,
+                "max_unique_values": 16,
+                "max_unique_values_layer": "stem",
+            },
+            "all_kernels": {
+                "kernels": 4,
+                "sparsity": 0.5,
+                "max_unique_values": 3024,
+                "max_unique_values_layer": "dw",
+            },
+        },
+    }
+    (tmp_path / "clustering.json").write_text(json.dumps(record))
+    step = SimpleNamespace(
+        component="Clusterer", node_id="Clusterer", outputs={"m": [{"uri": str(tmp_path)}]}
+    )
+    other = SimpleNamespace(component="Pusher", node_id="Pusher", outputs={})
+    entries = report_layers.layer_coverage(SimpleNamespace(steps=[other, step]))
+    assert [e["step"] for e in entries] == ["Clusterer"]
+    page = "\n".join(report_layers.html_section({"layer_coverage": entries}))
+    assert "clustering of 2 layers, 3 left as they were" in page
+    assert "excluded by name" in page and "dw" in page
+    assert "60.0% over the 2 targeted kernels, 50.0% over all 4" in page
+    assert "3,024 in any kernel (dw)" in page
+    assert report_layers.html_section({"layer_coverage": []}) == []
