@@ -454,6 +454,10 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def render_section(section: dict, number: int) -> list[str]:
     """RESULTS.md lines for the section (one set of tables per case)."""
     lines = [f"## {number}. MobileNetV2 through the pipeline (benchmarks/mobilenet.py)", ""]
@@ -527,8 +531,8 @@ def render_section(section: dict, number: int) -> list[str]:
                         _pct(m["accuracy"]),
                         f"{m['raw_bytes']:,}" if m["raw_bytes"] else "-",
                         f"{m['gzip_bytes']:,}" if m["gzip_bytes"] else "-",
-                        m["p50_ms"],
-                        m["p95_ms"],
+                        _ms(m["p50_ms"]),
+                        _ms(m["p95_ms"]),
                         m["verdict"],
                     ]
                     for model, m in case["candidates"].get("models", {}).items()

@@ -69,6 +69,6 @@ def test_results_section_states_the_targets_and_whether_they_were_met():
     assert "pipeline 13.0 s, by hand 10.0 s: 1.3x** (target <= 1.3x: met)" in page
     assert "dynamic_range 2.5x (target <= 2.0x: NOT met)" in page
     assert "| Pruner | 10.0 | 2.0 | 0.0 | 6.0 | 1.0 | 0.5 | 0.5 |" in page
-    assert "| baseline | 90.0% | 10 | 9 | 0.1 | 0.2 | baseline |" in page
+    assert "| baseline | 90.0% | 10 | 9 | 0.1000 | 0.2000 | baseline |" in page
     failed = mobilenet.render_section({"error": "RuntimeError: boom"}, number=5)
     assert "Failed: RuntimeError: boom" in failed
