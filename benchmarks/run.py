@@ -10,6 +10,8 @@ Sections:
 4. ``structured_pruning``: :mod:`benchmarks.structured_pruning` (its own JSON, unchanged).
 5. ``recipes``: the hand recipe and ``tfxopt run`` with ``recipes.yaml``, a table per recipe
    (:mod:`benchmarks.recipes`).
+6. ``mobilenet``: MobileNetV2 (0.35 at 32x32, 1.0 at 224x224) through the pipeline, per-step
+   load / convert / work / save / measure, vs by hand (:mod:`benchmarks.mobilenet`).
 
 Usage::
 
@@ -32,7 +34,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("overhead", "scaling", "stability", "structured_pruning", "recipes")
+SECTIONS = ("overhead", "scaling", "stability", "structured_pruning", "recipes", "mobilenet")
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 NOTES_HEADING = "## Notes"
@@ -96,6 +98,12 @@ def structured_pruning(reference_dir: str, work_dir: str) -> dict:
     return result
 
 
+def _mobilenet():
+    from benchmarks import mobilenet
+
+    return mobilenet
+
+
 def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1) -> dict:
     """Runs the chosen sections; each records its wall time and the load around it."""
     from benchmarks import overhead, recipes, scaling, stability
@@ -112,6 +120,7 @@ def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1
         "stability": lambda d: stability.run(reference_dir, d),
         "structured_pruning": lambda d: structured_pruning(reference_dir, d),
         "recipes": lambda d: recipes.run(reference_dir, d),
+        "mobilenet": lambda d: _mobilenet().run(d),
     }
     for name in only:
         directory = os.path.join(work_dir, name)
@@ -389,6 +398,8 @@ def render_markdown(results: dict) -> str:
         lines += recipes.render(rc, 5)
     elif rc:
         lines += ["## 5. Recipes as candidates", "", f"Failed: {rc['error']}", ""]
+    if results.get("mobilenet"):
+        lines += _mobilenet().render_section(results["mobilenet"], number=6)
     lines += [
         "## Section wall times",
         "",

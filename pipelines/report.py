@@ -20,6 +20,8 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from pipelines import report_layers
+
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "tfxopt.run_report/v1"
@@ -682,6 +684,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
         for axis in ("size_bytes", "latency_ms")
     }
     summary["chosen"] = _chosen(summary)
+    summary["layer_coverage"] = report_layers.layer_coverage(run)
     if push is not None:
         summary["push"] = _push_summary(push)
     return summary, extras

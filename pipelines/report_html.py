@@ -9,6 +9,7 @@ import html
 import math
 from collections import defaultdict
 
+from pipelines import report_layers
 from pipelines.report import BASELINE, finite, get_path
 
 # Box fill and border per step state (the states ML Metadata records).
@@ -528,6 +529,7 @@ def render_html(summary: dict, plots: dict[str, str]) -> str:
             "Profiler measured it (one model at a time, after warm-up).</p>",
             img("latency_distribution", "latency distributions"),
         ]
+    body += report_layers.html_section(summary)
     body += ["<h2>Push</h2>", _push_html(summary.get("push"))]
     if warnings:
         body += [

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from components.clusterer.config import ClustererConfig
-from components.common import optimization, training
+from components.common import layer_report, optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
@@ -244,6 +244,15 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
         "config": config.model_dump(mode="json"),
         "clustered_layers": clustered,
         "skipped_layers": skipped,
+        "coverage": layer_report.coverage(
+            model,
+            optimization.Selection(selection.selected, skipped),
+            clustered,
+            clusterable_weights,
+            "clustering",
+            f"{FIELD}.layers",
+        ),
+        "kernel_numbers": layer_report.kernel_numbers(stripped, clustered),
         "layers": layers,
         "number_of_clusters": config.number_of_clusters,
         "max_unique_values": max(e["unique_values"] for e in layers.values()),

@@ -107,25 +107,44 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
     return path
 
 
-def load_keras_model(uri: str):
+def load_keras_model(uri: str, shared: bool = False):
     """Loads the tf_keras model of an artifact (or SavedModel path) without compiling it.
 
     Every step that works on a Keras model loads it here, so this is also where AutoGraph is told
     to leave tf_keras' own code alone (see :func:`training.skip_autograph_for_tf_keras`): the
     first ``predict``, ``evaluate``, ``fit`` or save of a process then traces in about a second
     instead of 10-30 s.
+
+    Args:
+      shared: the caller only reads the model (predicts, converts, counts weights): the same
+        object may then come from, and go to, this process's cache
+        (:mod:`components.common.model_cache`) while the SavedModel's bytes are unchanged.
     """
     path = validate_saved_model(uri, require_keras=True)
     import tf_keras
 
-    from components.common import training
+    from components.common import model_cache, training
 
     training.skip_autograph_for_tf_keras()
 
-    try:
-        return tf_keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001
-        raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
+    def load():
+        try:
+            return tf_keras.models.load_model(path, compile=False)
+        except Exception as e:  # noqa: BLE001
+            raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
+
+    return model_cache.get_or_load("keras", path, load) if shared else load()
+
+
+def load_saved_model(saved_model_dir: str):
+    """``tf.saved_model.load`` (what TF Serving runs), shared by readers in this process."""
+    import tensorflow as tf
+
+    from components.common import model_cache
+
+    return model_cache.get_or_load(
+        "saved_model", saved_model_dir, lambda: tf.saved_model.load(saved_model_dir)
+    )
 
 
 def save_keras_model(model, output_uri: str, training_config: dict | None = None) -> str:
@@ -133,12 +152,27 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
 
     ``training_config`` (the input model's compiled loss and metrics, see
     :func:`read_training_config`) is kept beside it, so the next step fine-tunes with the same loss.
+
+    A model made only of tf_keras' own layers is saved without the traces of every layer's call
+    (``save_traces=False``), with its serving signature traced once: 3-4x faster to save and
+    about 2x faster to load for a MobileNet-class model, and the same ``serving_default``
+    signature (names, shapes, outputs) TF Serving and the TFLite converter use. tf_keras
+    rebuilds such a model from its config. Any other model (a custom or revived layer) keeps
+    the traces, without which it could not be loaded again.
     """
     from components.common import training
 
     training.skip_autograph_for_tf_keras()
     path = os.path.join(output_uri, SERVING_DIR)
-    model.save(path, include_optimizer=False, save_format="tf")
+    if _builtin_layers_only(model):
+        from tf_keras.src.saving.legacy import saving_utils
+
+        signature = saving_utils.trace_model_call(model)
+        model.save(
+            path, include_optimizer=False, save_format="tf", save_traces=False, signatures=signature
+        )
+    else:
+        model.save(path, include_optimizer=False, save_format="tf")
     if training_config:
         import json
 
@@ -179,6 +213,36 @@ def read_training_config(uri: str) -> dict | None:
     except Exception:  # noqa: BLE001 - no readable metadata: no training config
         return None
     return None
+
+
+def _builtin_layers_only(model) -> bool:
+    """True for a Sequential/functional model of tf_keras' own layers, each rebuildable alone.
+
+    tf_keras rebuilds a layer saved without traces from its config and its recorded build
+    shape. A layer built explicitly (``layer.build(shape)``, as a working copy's layers are)
+    has no recorded shape: it is set here from the layer's input in the graph, or, when that
+    is ambiguous (a layer called on several shapes), the model keeps its traces.
+    """
+    import tf_keras
+
+    graph = isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False)
+    if not graph or not type(model).__module__.startswith("tf_keras.src.engine."):
+        return False  # subclassed, or revived without its class
+    missing = []
+    for layer in model.layers:
+        module = type(layer).__module__
+        if not module.startswith("tf_keras.") or ".saved_model." in module:  # revived: no class
+            return False
+        if isinstance(layer, tf_keras.Model):
+            return False
+        if layer.weights and getattr(layer, "_build_input_shape", None) is None:
+            try:
+                missing.append((layer, layer.input_shape))
+            except (AttributeError, RuntimeError):  # several inbound shapes
+                return False
+    for layer, shape in missing:
+        layer._build_input_shape = shape
+    return True
 
 
 def copy_serving_model(source_dir: str, output_uri: str) -> str:

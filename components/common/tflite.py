@@ -24,9 +24,20 @@ def unsupported_ops(message: str) -> list[str]:
 def convert_float32(saved_model_dir: str) -> bytes:
     """Converts a SavedModel to a float32 TFLite flatbuffer (builtin ops only).
 
+    The baseline is converted by its Profiler and again by the Evaluator: in one process the
+    second conversion of the same SavedModel bytes comes from :mod:`components.common.model_cache`.
+
     Raises:
       ConversionError: (a ModelInputError) naming the ops TFLite has no builtin kernel for.
     """
+    from components.common import model_cache
+
+    return model_cache.get_or_load(
+        "float32_tflite", saved_model_dir, lambda: _convert_float32(saved_model_dir)
+    )
+
+
+def _convert_float32(saved_model_dir: str) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)

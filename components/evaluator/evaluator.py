@@ -467,7 +467,7 @@ def resolve_task_and_inputs(
     key = effective_task_key(data, config)
     task_data = data.model_copy(update={"task": key})
     try:
-        keras_model = model_io.load_keras_model(baseline_uri)
+        keras_model = model_io.load_keras_model(baseline_uri, shared=True)
     except TfxOptError:
         keras_model = None
     if keras_model is not None:

@@ -192,7 +192,7 @@ class Predictor:
             import tensorflow as tf
 
             # The serving signature is what TF Serving runs; Keras call overhead is not shipped.
-            loaded = tf.saved_model.load(self.model.path)
+            loaded = model_io.load_saved_model(self.model.path)
             fn = loaded.signatures["serving_default"]
             _, kwargs = fn.structured_input_signature
             arrays = inputs if isinstance(inputs, tuple | list) else (inputs,)

@@ -41,7 +41,7 @@ def _serving_fn(saved_model_dir: str, model):
     """The SavedModel's serving signature (what TF Serving runs) and a feed builder for it."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = model_io.load_saved_model(saved_model_dir)
     fn = loaded.signatures["serving_default"]
     _, kwargs = fn.structured_input_signature
     names = list(kwargs)
@@ -135,7 +135,7 @@ def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
     saved_model_dir = model_io.validate_saved_model(model_uri, require_keras=False)
     keras_model = None
     if os.path.exists(os.path.join(saved_model_dir, model_io.KERAS_METADATA_PB)):
-        keras_model = model_io.load_keras_model(model_uri)
+        keras_model = model_io.load_keras_model(model_uri, shared=True)  # read only
     task = None
     if examples_uri is not None and keras_model is not None:
         task = examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model).task

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from components.common import optimization, training
+from components.common import layer_report, optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError, ModelInputError
 from components.common.examples import DataConfig
@@ -326,6 +326,10 @@ def prune_model(
         "pruned_layers": selection.selected,
         "skipped_layers": selection.skipped,
         "layer_notes": layer_notes(model, selection.selected),
+        "coverage": layer_report.coverage(
+            model, selection, selection.selected, prunable_weights, "pruning", f"{FIELD}.layers"
+        ),
+        "kernel_numbers": layer_report.kernel_numbers(stripped, selection.selected),
         "layers": per_layer,
         "target_sparsity": config.effective_sparsity,
         "achieved_sparsity": pruned_zeros / pruned_weights if pruned_weights else 0.0,

@@ -651,7 +651,8 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
 
 def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: QuantizerConfig):
     """:func:`quantize` for the model of an artifact (or a plain SavedModel path)."""
-    model = model_io.load_keras_model(model_uri)
+    # Post-training modes only read the model: the branches share one load of it.
+    model = model_io.load_keras_model(model_uri, shared=config.mode not in QAT_MODES)
     result = quantize(model, examples_uri, data, config, model_uri=model_uri)
     source = model_io.serving_model_dir(model_uri)
     # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again.

@@ -1,0 +1,137 @@
+"""Per-step fixed costs: saving without per-layer traces, and what one process reuses."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from components.common import model_cache, model_io, tflite
+
+
+def _signature(saved_model_dir):
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    _, inputs = fn.structured_input_signature
+    return (
+        {k: (tuple(v.shape), v.dtype.name) for k, v in inputs.items()},
+        {k: (tuple(v.shape), v.dtype.name) for k, v in fn.structured_outputs.items()},
+    )
+
+
+def _traced_save(model, uri):
+    path = os.path.join(uri, model_io.SERVING_DIR)
+    model.save(path, include_optimizer=False, save_format="tf")
+    return path
+
+
+def test_builtin_model_saves_without_traces_same_signature(tmp_path, tiny_model):
+    fast = model_io.save_keras_model(tiny_model, str(tmp_path / "fast"))
+    traced = _traced_save(tiny_model, str(tmp_path / "traced"))
+    assert _signature(fast) == _signature(traced)
+    # No per-layer call traces: a smaller graph, the same model when loaded back.
+    pb = model_io.SAVED_MODEL_PB
+    assert os.path.getsize(os.path.join(fast, pb)) < os.path.getsize(os.path.join(traced, pb))
+    x = np.random.default_rng(0).random((5, 64), np.float32)
+    loaded = model_io.load_keras_model(str(tmp_path / "fast"))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), tiny_model.predict(x, verbose=0))
+    assert [type(a) for a in loaded.layers] == [type(b) for b in tiny_model.layers]
+    # What TF Serving and the converter read: the signature, as before.
+    assert len(tflite.convert_float32(fast)) > 0
+
+
+def test_model_with_custom_layer_keeps_its_traces(tmp_path):
+    import tf_keras
+
+    class Scale(tf_keras.layers.Layer):  # not registered: loadable only from its traces
+        def build(self, input_shape):
+            self.w = self.add_weight(name="w", shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+
+    inputs = tf_keras.Input((4,), name="x")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="out")(Scale(name="s")(inputs)))
+    model_io.save_keras_model(model, str(tmp_path / "m"))
+    loaded = model_io.load_keras_model(str(tmp_path / "m"))  # revived from the traces
+    x = np.ones((3, 4), np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
+
+
+def test_cache_reuses_same_bytes_and_never_changed_ones(tmp_path, tiny_model):
+    model_cache.clear()
+    first = model_io.save_keras_model(tiny_model, str(tmp_path / "a"))
+    a = model_io.load_keras_model(str(tmp_path / "a"), shared=True)
+    assert model_io.load_keras_model(str(tmp_path / "a"), shared=True) is a
+    # A byte copy (a Quantizer's Format-Serving) is the same model: the same object.
+    shutil.copytree(first, str(tmp_path / "copy" / model_io.SERVING_DIR))
+    assert model_io.load_keras_model(str(tmp_path / "copy"), shared=True) is a
+    # Not shared: a fresh object the caller may change.
+    assert model_io.load_keras_model(str(tmp_path / "a")) is not a
+    # Other weights, other bytes: loaded anew.
+    layer = tiny_model.get_layer("hidden")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 0, bias])
+    model_io.save_keras_model(tiny_model, str(tmp_path / "b"))
+    b = model_io.load_keras_model(str(tmp_path / "b"), shared=True)
+    assert b is not a
+    assert not np.any(b.get_layer("hidden").get_weights()[0])
+    assert model_cache.stats == {"hits": 2, "misses": 2}
+
+
+def test_float32_conversion_made_once_per_content(tmp_path, tiny_model):
+    model_cache.clear()
+    path = model_io.save_keras_model(tiny_model, str(tmp_path / "a"))
+    first = tflite.convert_float32(path)
+    assert tflite.convert_float32(path) == first
+    assert model_cache.stats == {"hits": 1, "misses": 1}
+
+
+def test_cache_keeps_a_bounded_number_per_kind(tmp_path):
+    model_cache.clear()
+    made = []
+    for i in range(model_cache.MAX_ENTRIES_PER_KIND + 1):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        (directory / "f").write_text(str(i))
+        model_cache.get_or_load("thing", str(directory), lambda i=i: made.append(i) or i)
+    # The oldest was dropped: asking for it loads it again.
+    model_cache.get_or_load("thing", str(tmp_path / "0"), lambda: made.append("again") or 0)
+    assert made[-1] == "again"
+
+
+def test_failed_load_is_not_kept(tmp_path):
+    model_cache.clear()
+    (tmp_path / "f").write_text("x")
+
+    def broken():
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        model_cache.get_or_load("thing", str(tmp_path), broken)
+    assert model_cache.get_or_load("thing", str(tmp_path), lambda: 1) == 1
+
+
+def test_working_copy_saved_without_traces_loads_back(tmp_path):
+    """The Pruner's and Clusterer's output: layers re-created and built explicitly."""
+    import tf_keras
+
+    from components.common import optimization
+
+    tf_keras.utils.set_random_seed(2)
+    inputs = tf_keras.Input((8, 8, 3), name="image")
+    x = tf_keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = tf_keras.layers.BatchNormalization(name="bn")(x)
+    x = tf_keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="out")(x))
+    copy = optimization.working_copy(model)
+    path = model_io.save_keras_model(copy, str(tmp_path / "m"))
+    traced = _traced_save(copy, str(tmp_path / "t"))
+    pb = model_io.SAVED_MODEL_PB
+    assert os.path.getsize(os.path.join(path, pb)) < os.path.getsize(os.path.join(traced, pb))
+    loaded = model_io.load_keras_model(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((2, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert type(loaded.get_layer("conv")).__module__.startswith("tf_keras.src.layers")
