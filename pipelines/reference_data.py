@@ -102,9 +102,7 @@ def shifted_copies(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def train_reference_model(
-    x_train, y_train, x_eval, y_eval, epochs: int = EPOCHS, seed: int = SEED
-):
+def train_reference_model(x_train, y_train, x_eval, y_eval, epochs: int = EPOCHS, seed: int = SEED):
     """Trains the reference CNN deterministically; returns (model, eval accuracy).
 
     The recipe (one-pixel shifted copies, Adam with a cosine-decayed learning rate) reaches
