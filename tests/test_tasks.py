@@ -318,7 +318,7 @@ def test_failed_step_prints_one_line_and_the_log_path(tmp_path, capsys, monkeypa
         try:
             raise RuntimeError("deep inside") from DataError("labels must be class ids in [0, 3)")
         except RuntimeError as e:
-            raise local_runner._step_error(e, "Evaluator", str(tmp_path)) from e
+            raise local_runner._step_failed(e, ["Evaluator"], str(tmp_path)) from e
 
     monkeypatch.setattr(local_runner, "run_local", fail)
     config = tmp_path / "c.yaml"
