@@ -240,7 +240,12 @@ def make_dataset(
         dataset = dataset.take(limit)
     if shuffle:
         dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(mapping.parse_fn()).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(mapping.parse_fn()).prefetch(tf.data.AUTOTUNE)
+    # Across workers (multi_worker_mirrored) each takes every N-th batch of the same seeded order:
+    # sharding by file fails when a split has fewer files than workers, as TFX splits often do.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def load_arrays(examples_uri: str, split: str, data: DataConfig, model, limit: int | None = None):

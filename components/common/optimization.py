@@ -7,6 +7,7 @@ to leave it out, before any heavy work.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import ConfigError, ModelInputError
+
+log = logging.getLogger(__name__)
 
 
 class LayerSelection(StrictModel):
@@ -277,14 +280,23 @@ def run_technique(
     Returns:
       The record, with ``model_uri`` added.
     """
-    from components.common import model_io
+    from components.common import model_io, training
 
+    # A multi-worker strategy configures collective ops, which TensorFlow accepts only before it
+    # has run anything in the process: make it before the model is loaded.
+    training.make_local_strategy(config.fine_tuning.strategy)
     model = model_io.load_keras_model(model_uri)
     plan(model, config)  # fail on the model before reading any data
     train_ds, eval_ds, steps_per_epoch = datasets(examples_uri, data, model, config.fine_tuning)
     stripped, record, history = optimize(model, train_ds, eval_ds, steps_per_epoch)
     record["model_uri"] = model_uri
-    write_model_artifact(stripped, output_uri, {record_file: record, history_file: history})
+    workers, chief = training.cluster_task()
+    record.setdefault("fine_tuning", {}).update(workers=workers, chief=chief)
+    if chief:
+        write_model_artifact(stripped, output_uri, {record_file: record, history_file: history})
+    else:
+        # Every worker ends with the same weights; a second writer would race the chief.
+        log.warning("%s: not the chief of %d workers: no artifact written", record_file, workers)
     return record
 
 
