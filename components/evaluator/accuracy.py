@@ -28,6 +28,8 @@ from components.evaluator.models import BASELINE, PreparedModel
 METRICS_FILE = "accuracy_metrics.json"
 PER_EXAMPLE_DIR = "per_example"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# Worker processes on one machine, as a distributed runner's workers (pickled DoFns, own setup).
+PARALLEL_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
 
 @dataclass(frozen=True)
