@@ -77,7 +77,8 @@ def split_files(examples_uri: str, split: str) -> list[str]:
     return files
 
 
-def _compression(path: str) -> str:
+def compression(path: str) -> str:
+    """The TFRecord compression of a record file by its name: GZIP for .gz, else none."""
     return "GZIP" if path.endswith(".gz") else ""
 
 
@@ -86,7 +87,7 @@ def iter_serialized(files: list[str]) -> Iterator[bytes]:
     import tensorflow as tf
 
     for path in files:
-        for record in tf.data.TFRecordDataset(path, compression_type=_compression(path)):
+        for record in tf.data.TFRecordDataset(path, compression_type=compression(path)):
             yield record.numpy()
 
 
@@ -235,7 +236,7 @@ def make_dataset(
         dataset = _load_module_input_fn(data.module_file)(files, batch_size, split)
         return dataset.take(math.ceil(limit / batch_size)) if limit else dataset
     mapping = resolve_mapping(examples_uri, split, data, model)
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
+    dataset = tf.data.TFRecordDataset(files, compression_type=compression(files[0]))
     if limit:
         dataset = dataset.take(limit)
     if shuffle:
