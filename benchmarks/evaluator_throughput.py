@@ -30,6 +30,7 @@ SIZES = (1_000, 10_000, 100_000)
 ENGINES = ("bare_interpreter", "ours", "ours_parallel", "tfma")
 BARE_BATCH = 32
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+RATIO_KEYS = ("ours_vs_bare", "ours_vs_tfma", "ours_parallel_vs_bare", "ours_parallel_vs_tfma")
 
 
 def _status_mb(field: str) -> float:
@@ -173,6 +174,55 @@ def ratios(rows: list[dict]) -> dict:
                 entry[f"{engine}_vs_tfma"] = round(by[engine, n] / by["tfma", n], 2)
         out[str(n)] = entry
     return out
+
+
+def render_markdown(section: dict | None) -> list[str]:
+    """The RESULTS.md lines of this section (none when it was not run)."""
+    if not section:
+        return []
+    title = "## 5. Evaluator throughput: ours vs TFMA vs the bare interpreter"
+    if "error" in section:
+        return [title, "", f"Failed: {section['error']}", ""]
+    names = {
+        "bare_interpreter": f"bare TFLite interpreter, batch {section['bare_batch']}",
+        "ours": "ours (Beam, in memory, 1 worker)",
+        "ours_parallel": "ours (Beam, multi_processing, 2 workers)",
+        "tfma": "TFMA 0.47.1 (Beam, in memory, 1 worker)",
+    }
+    rows = [
+        [
+            f"{r['examples']:,}",
+            names.get(r["engine"], r["engine"]),
+            r["seconds"],
+            f"{r['examples_per_s']:,.0f}",
+            r["peak_rss_mb"],
+            f"{r['accuracy']:.4f}",
+        ]
+        for r in section["rows"]
+    ]
+    ratio_rows = [
+        [f"{int(n):,}", *(entry.get(k, "-") for k in RATIO_KEYS)]
+        for n, entry in section["ratios"].items()
+    ]
+    return [
+        title,
+        "",
+        f"{section['what']} The reference CNN; eval splits as in section 2; each engine and size "
+        "in a fresh process after a 64-example warm-up run; the bare interpreter's time is its "
+        "invokes alone (inputs parsed beforehand). Peak RSS is the process's high-water mark.",
+        "",
+        *_table(["examples", "engine", "seconds", "examples/s", "peak RSS (MB)", "accuracy"], rows),
+        "",
+        *_table(["examples", *RATIO_KEYS], ratio_rows),
+        "",
+    ]
+
+
+def _table(headers, rows) -> list[str]:
+    def row(cells):
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return [row(headers), row(["---"] * len(headers)), *[row(r) for r in rows]]
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,8 @@ Sections:
    (:mod:`benchmarks.scaling`).
 3. ``stability``: one model's latency measured 5 times (:mod:`benchmarks.stability`).
 4. ``structured_pruning``: :mod:`benchmarks.structured_pruning` (its own JSON, unchanged).
+5. ``throughput``: the Evaluator's accuracy pass vs TFMA vs the bare TFLite interpreter at 1k,
+   10k and 100k examples (:mod:`benchmarks.evaluator_throughput`).
 
 Usage::
 
@@ -30,7 +32,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("overhead", "scaling", "stability", "structured_pruning")
+SECTIONS = ("overhead", "scaling", "stability", "structured_pruning", "throughput")
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 NOTES_HEADING = "## Notes"
@@ -87,7 +89,7 @@ def structured_pruning(reference_dir: str, work_dir: str) -> dict:
 
 def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1) -> dict:
     """Runs the chosen sections; each records its wall time and the load around it."""
-    from benchmarks import overhead, scaling, stability
+    from benchmarks import evaluator_throughput, overhead, scaling, stability
 
     reference_dir = os.path.abspath(reference_dir)
     results = {
@@ -100,6 +102,7 @@ def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1
         "scaling": lambda d: scaling.run(reference_dir, d),
         "stability": lambda d: stability.run(reference_dir, d),
         "structured_pruning": lambda d: structured_pruning(reference_dir, d),
+        "throughput": lambda d: evaluator_throughput.run(reference_dir, d),
     }
     for name in only:
         directory = os.path.join(work_dir, name)
@@ -135,6 +138,8 @@ def _table(headers, rows) -> list[str]:
 
 def render_markdown(results: dict) -> str:
     """RESULTS.md: the machine, then one section per benchmark, numbers from ``results``."""
+    from benchmarks import evaluator_throughput
+
     m = results["machine"]
     lines = [
         "# Benchmark results",
@@ -358,6 +363,7 @@ def render_markdown(results: dict) -> str:
         ]
     elif sp:
         lines += ["## 4. Structured pruning", "", f"Failed: {sp['error']}", ""]
+    lines += evaluator_throughput.render_markdown(results.get("throughput"))
     lines += [
         "## Section wall times",
         "",

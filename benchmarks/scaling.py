@@ -8,8 +8,9 @@ its dynamic-range int8 flavour.
 
 Each size runs in a fresh process (so peak RSS belongs to that size alone) through
 ``components.evaluator.accuracy.run_accuracy`` with the Evaluator's defaults: DirectRunner in
-memory, one worker, batches of up to 64, per-example rows written. A 64-example warm-up run first
-absorbs Beam's and TFLite's one-time start-up, so the timed run shows the per-example cost.
+memory, one worker, ``EvaluatorConfig.batch_size``'s default batch, per-example rows written.
+A 64-example warm-up run first absorbs Beam's and TFLite's one-time start-up, so the timed run
+shows the per-example cost.
 Peak memory is the process's high-water RSS (``VmHWM``); its growth over the RSS before the timed
 run is what the split's size adds.
 """
@@ -32,7 +33,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (1_000, 10_000, 100_000)
 JITTER = 0.03
 WARMUP_EXAMPLES = 64
-BATCH_SIZE = 64  # EvaluatorConfig.batch_size's default
 
 
 def _status_kb(field: str) -> int:
@@ -87,9 +87,11 @@ def measure_size(examples_dir: str, warmup_dir: str, models: dict[str, str], wor
     import components  # noqa: F401
     from components.common.examples import DataConfig
     from components.evaluator import accuracy
+    from components.evaluator.config import EvaluatorConfig
     from components.evaluator.models import ModelRef, prepare
 
     prepared = [prepare(ModelRef(name, uri)) for name, uri in models.items()]
+    batch_size = EvaluatorConfig().batch_size
     data = DataConfig(label_key="label", feature_keys=["image"])
     settings = accuracy.AccuracySettings()
 
@@ -98,7 +100,7 @@ def measure_size(examples_dir: str, warmup_dir: str, models: dict[str, str], wor
             split_dir, "eval", data, prepared[0].input_shapes, "classification"
         )
         return accuracy.run_accuracy(
-            prepared, split_dir, "eval", inputs, settings, out, batch_size=BATCH_SIZE
+            prepared, split_dir, "eval", inputs, settings, out, batch_size=batch_size
         )
 
     started = time.perf_counter()
