@@ -5,6 +5,8 @@ Dataflow, Flink or Spark workers do: the transforms are pickled, every worker lo
 in ``setup``, and the per-model sums and paired tables are merged by the combiner (issue 22).
 """
 
+import os
+
 import pytest
 
 from components.evaluator.accuracy import PARALLEL_BEAM_ARGS
@@ -23,12 +25,30 @@ def _rows(per_example_dir) -> dict:
     }
 
 
+def _split_into_files(examples: str, out: str, files: int) -> str:
+    """The eval split copied into ``files`` gzipped record files (round robin), as ExampleGen
+    shards a large split; the runner spreads whole files over its workers."""
+    import tensorflow as tf
+
+    from components.common import examples as examples_lib
+
+    records = list(examples_lib.iter_serialized(examples_lib.split_files(examples, "eval")))
+    os.makedirs(os.path.join(out, "Split-eval"))
+    for shard in range(files):
+        path = os.path.join(out, "Split-eval", f"data-{shard:05d}-of-{files:05d}.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in records[shard::files]:
+                writer.write(record)
+    return out
+
+
 def test_multi_processing_workers_match_in_memory(tmp_path, reference_data):
     from components.common.examples import DataConfig
     from components.evaluator import accuracy
     from components.evaluator.models import ModelRef, prepare
 
-    model, examples = reference_data["model"], reference_data["examples"]
+    model = reference_data["model"]
+    examples = _split_into_files(reference_data["examples"], str(tmp_path / "examples"), 4)
     prepared = [
         prepare(ModelRef("baseline", model), "tflite", str(tmp_path / "work")),
         prepare(ModelRef("saved_model", model), "saved_model"),
@@ -49,7 +69,7 @@ def test_multi_processing_workers_match_in_memory(tmp_path, reference_data):
             inputs,
             settings,
             str(tmp_path / mode),
-            batch_size=16,  # many bundles, so both workers get some
+            batch_size=32,  # several batches per file, the last one short
             beam_pipeline_args=args,
         )
     serial, parallel = results["in_memory"], results["parallel"]

@@ -119,8 +119,7 @@ def resolve_inputs(
     )
 
 
-def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
-    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+def _feature_spec(inputs: EvalInputs) -> dict:
     import tensorflow as tf
 
     dtypes = {"float": tf.float32, "int64": tf.int64}
@@ -131,17 +130,50 @@ def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
         )
     }
     spec[inputs.label_key] = tf.io.FixedLenFeature([1], dtypes[inputs.label_kind])
+    return spec
+
+
+def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
+    """Parsed feature tensors -> (model inputs as float32 numpy, labels as numpy)."""
+    arrays = tuple(
+        np.asarray(parsed[key], dtype=np.float32).reshape([-1, *shape])
+        for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
+    )
+    labels = np.asarray(parsed[inputs.label_key]).reshape([-1])
+    return (arrays[0] if len(arrays) == 1 else arrays), labels
+
+
+def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
+    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+    import tensorflow as tf
+
+    spec = _feature_spec(inputs)
 
     def parse(serialized: list[bytes]):
         parsed = tf.io.parse_example(tf.constant(serialized), spec)
-        arrays = tuple(
-            parsed[key].numpy().astype(np.float32).reshape([-1, *shape])
-            for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
-        )
-        labels = parsed[inputs.label_key].numpy().reshape([-1])
-        return (arrays[0] if len(arrays) == 1 else arrays), labels
+        return _to_arrays(inputs, {key: value.numpy() for key, value in parsed.items()})
 
     return parse
+
+
+def read_batches(path: str, batch_size: int, inputs: EvalInputs):
+    """Yields ``(serialized examples, model inputs, labels)`` of one TFRecord file, per batch.
+
+    TensorFlow reads (decompression, framing, checksums) and parses with the feature spec once
+    per batch, in tf.data's own threads and a batch ahead, so this overlaps the models' work
+    on the previous batch; any ``tf.io.gfile`` filesystem.
+    """
+    import tensorflow as tf
+
+    spec = _feature_spec(inputs)
+    dataset = tf.data.TFRecordDataset(path, compression_type=examples_lib.compression(path))
+    dataset = dataset.batch(batch_size).map(
+        lambda serialized: (serialized, tf.io.parse_example(serialized, spec)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    for serialized, parsed in dataset.prefetch(2).as_numpy_iterator():
+        x, labels = _to_arrays(inputs, parsed)
+        yield list(serialized), x, labels
 
 
 def example_key(serialized: bytes) -> str:
@@ -282,31 +314,22 @@ def finalize(acc: dict, settings: AccuracySettings) -> dict:
     return {"examples": acc["examples"], "models": models, "paired": acc["paired"]}
 
 
-def read_batches(path: str, batch_size: int):
-    """Yields the serialized records of one TFRecord file in lists of ``batch_size``.
-
-    TensorFlow's reader (C++: decompression, framing and checksums) over any ``tf.io.gfile``
-    filesystem; one Beam element per batch instead of one per record.
-    """
-    import tensorflow as tf
-
-    dataset = tf.data.TFRecordDataset(path, compression_type=examples_lib.compression(path))
-    for batch in dataset.batch(batch_size).prefetch(2):
-        yield list(batch.numpy())
-
-
 def _beam_transforms():
     """Beam classes, defined lazily so importing this module does not import Beam."""
     import apache_beam as beam
 
     class ReadBatchesFn(beam.DoFn):
-        """A record file -> lists of serialized examples (one element per batch)."""
+        """A record file -> (serialized, inputs, labels) per batch (one element per batch)."""
 
-        def __init__(self, batch_size: int):
+        def __init__(self, batch_size: int, inputs: EvalInputs):
             self._batch_size = batch_size
+            self._inputs = inputs
+
+        def setup(self):
+            import components  # noqa: F401 - pins tf_keras on the worker before TF loads
 
         def process(self, path):
-            yield from read_batches(path, self._batch_size)
+            yield from read_batches(path, self._batch_size, self._inputs)
 
     class PredictFn(beam.DoFn):
         """Runs every model on a batch of serialized examples; one element of rows per batch.
@@ -325,7 +348,6 @@ def _beam_transforms():
             import components  # noqa: F401 - pins tf_keras on the worker before TF loads
             from components.evaluator.models import Predictor
 
-            self._parse = make_parser(self._inputs)
             self._predictors = {}
             self._load_errors = {}
             for model in self._models:
@@ -343,8 +365,8 @@ def _beam_transforms():
             except Exception as e:  # noqa: BLE001 - recorded per model: it fails closed
                 return [{"error": f"{type(e).__name__}: {e}"[:300]}] * n
 
-        def process(self, batch):
-            x, labels = self._parse(batch)
+        def process(self, element):
+            batch, x, labels = element
             n = len(batch)
             per_model = {m.name: self._outcomes(m, x, labels, n) for m in self._models}
             labels = labels.tolist()
@@ -396,9 +418,10 @@ def run_accuracy(
 ) -> dict:
     """Runs the Beam accuracy pipeline and returns per-model metrics and paired tables.
 
-    Each record file is read in batches of ``batch_size`` (TensorFlow's reader), the batches are
-    redistributed over the workers (``Reshuffle``: a split's few files need not limit them), and
-    each batch is parsed once and run through every model at once.
+    The record files are spread over the workers (``Reshuffle`` of their names: a gzipped file is
+    read by one worker, as Beam's own TFRecord source does); each is read and parsed in batches
+    of ``batch_size`` by TensorFlow, a batch ahead of the models, and each batch runs through every
+    model at once.
 
     Args:
       models: the prepared models; the baseline is named ``baseline``.
@@ -426,8 +449,8 @@ def run_accuracy(
         rows = (
             pipeline
             | "Files" >> beam.Create(files)
-            | "ReadBatches" >> beam.ParDo(read_fn(batch_size))
-            | "Redistribute" >> beam.Reshuffle()
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadBatches" >> beam.ParDo(read_fn(batch_size, inputs))
             | "Predict" >> beam.ParDo(predict_fn(models, inputs, settings))
         )
         (
