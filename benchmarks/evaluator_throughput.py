@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (1_000, 10_000, 100_000)
 ENGINES = ("bare_interpreter", "ours", "ours_parallel", "tfma")
 BARE_BATCH = 32
+PARALLEL_CHECK_EXAMPLES = 100_000
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 RATIO_KEYS = ("ours_vs_bare", "ours_vs_tfma", "ours_parallel_vs_bare", "ours_parallel_vs_tfma")
 
@@ -137,26 +138,45 @@ def run(reference_dir: str, work_dir: str, sizes=SIZES, engines=ENGINES) -> dict
     for n in sizes:
         split = write_split(examples, n, os.path.join(work_dir, f"split-{n}"))
         for engine in engines:
-            work = os.path.join(work_dir, f"{engine}-{n}")
-            os.makedirs(work, exist_ok=True)
-            command = [sys.executable, "-m", "benchmarks.evaluator_throughput", "--child"]
-            command += [engine, model, split, warmup, work]
-            load = os.getloadavg()[0]
-            with open(os.path.join(work, "log.txt"), "w") as log:
-                done = subprocess.run(
-                    command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO
-                )
-            if done.returncode != 0:
-                raise RuntimeError(f"{engine} at {n} examples failed; see {log.name}")
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            row["load_average_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
-            rows.append(row)
+            rows.append(
+                _child(engine, model, split, warmup, os.path.join(work_dir, f"{engine}-{n}"))
+            )
     return {
         "what": __doc__.split("\n\n")[0],
         "bare_batch": BARE_BATCH,
         "rows": rows,
         "ratios": ratios(rows),
+        "local_default": local_default(model, examples, warmup, work_dir),
     }
+
+
+def local_default(model: str, examples: str, warmup: str, work_dir: str) -> dict:
+    """Our pass in memory vs on two worker processes, on a split of two files (one per worker)."""
+    from benchmarks.scaling import write_split
+
+    n = PARALLEL_CHECK_EXAMPLES
+    split = write_split(examples, n, os.path.join(work_dir, f"split-{n}-2files"), files=2)
+    rows = [
+        _child(engine, model, split, warmup, os.path.join(work_dir, f"{engine}-{n}-2files"))
+        for engine in ("ours", "ours_parallel")
+    ]
+    fastest = max(rows, key=lambda r: r["examples_per_s"])["engine"]
+    return {"examples": n, "files": 2, "rows": rows, "fastest": fastest}
+
+
+def _child(engine: str, model: str, split: str, warmup: str, work: str) -> dict:
+    """Runs :func:`measure` in a fresh process; its row, with the load average around it."""
+    os.makedirs(work, exist_ok=True)
+    command = [sys.executable, "-m", "benchmarks.evaluator_throughput", "--child"]
+    command += [engine, model, split, warmup, work]
+    load = os.getloadavg()[0]
+    with open(os.path.join(work, "log.txt"), "w") as log:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{engine} on {split} failed; see {log.name}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["load_average_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    return row
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -214,6 +234,22 @@ def render_markdown(section: dict | None) -> list[str]:
         *_table(["examples", "engine", "seconds", "examples/s", "peak RSS (MB)", "accuracy"], rows),
         "",
         *_table(["examples", *RATIO_KEYS], ratio_rows),
+        "",
+        *_local_default_lines(section.get("local_default")),
+    ]
+
+
+def _local_default_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    speeds = {r["engine"]: r["examples_per_s"] for r in check["rows"]}
+    return [
+        f"Local default: on {check['examples']:,} examples in {check['files']} files (one per "
+        f"worker), our pass in memory with one worker ran at {speeds['ours']:,.0f} examples/s, "
+        f"on two worker processes (`--direct_running_mode=multi_processing "
+        f"--direct_num_workers=2`) at {speeds['ours_parallel']:,.0f} examples/s; fastest: "
+        f"`{check['fastest']}`. Local runs default to the DirectRunner in memory, one worker "
+        "(`beam_pipeline_args`).",
         "",
     ]
 

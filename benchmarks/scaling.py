@@ -43,8 +43,11 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def write_split(reference_examples: str, n: int, out_dir: str, seed: int = 0) -> str:
-    """Writes ``n`` jittered eval examples as ``<out_dir>/Split-eval/data.gz``; returns out_dir."""
+def write_split(
+    reference_examples: str, n: int, out_dir: str, seed: int = 0, files: int = 1
+) -> str:
+    """Writes ``n`` jittered eval examples under ``<out_dir>/Split-eval/`` (``data.gz``, or
+    ``files`` shards ``data-0000i-of-0000N.gz`` in turn, as ExampleGen shards); returns out_dir."""
     import numpy as np
 
     from benchmarks.hand_recipe import load_split
@@ -54,9 +57,11 @@ def write_split(reference_examples: str, n: int, out_dir: str, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     index = rng.integers(0, x.shape[0], size=n)
     jittered = np.clip(x[index] + rng.normal(0.0, JITTER, size=(n, x.shape[1])), 0.0, 1.0)
-    write_examples(
-        os.path.join(out_dir, "Split-eval", "data.gz"), jittered.astype("float32"), y[index]
-    )
+    jittered, labels = jittered.astype("float32"), y[index]
+    for shard in range(files):
+        name = "data.gz" if files == 1 else f"data-{shard:05d}-of-{files:05d}.gz"
+        path = os.path.join(out_dir, "Split-eval", name)
+        write_examples(path, jittered[shard::files], labels[shard::files])
     return out_dir
 
 
