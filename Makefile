@@ -23,6 +23,7 @@ demo: venv
 test: venv
 	@bash scripts/install_chromium.sh   # the report is checked in a real browser
 	@bash scripts/install_mariadb.sh    # ML Metadata on a real MySQL-compatible server
+	@bash scripts/install_kubectl.sh    # renders the k8s overlays (tests/test_k8s_manifests.py)
 	$(PY) -m pytest -m "not slow" tests
 
 # The same suite with TensorFlow's oneDNN kernels held to AVX2, the code path of AVX2-only processors

@@ -200,7 +200,7 @@ def render_markdown(section: dict | None) -> list[str]:
     """The RESULTS.md lines of this section (none when it was not run)."""
     if not section:
         return []
-    title = "## 5. Evaluator throughput: ours vs TFMA vs the bare interpreter"
+    title = "## 6. Evaluator throughput: ours vs TFMA vs the bare interpreter"
     if "error" in section:
         return [title, "", f"Failed: {section['error']}", ""]
     names = {

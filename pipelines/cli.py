@@ -29,19 +29,38 @@ def _cmd_example_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from pipelines.config import load_config
+    from pipelines.config import default_run_config, load_config
 
-    config = load_config(args.config)  # fails fast, before TensorFlow loads
+    # Both fail fast, before TensorFlow loads.
+    if args.config is not None:
+        if args.serving is not None:
+            print(
+                "tfxopt: error: --serving goes with the default recipe; with --config, name "
+                "destinations in its pusher section",
+                file=sys.stderr,
+            )
+            return 2
+        config = load_config(args.config)
+    else:
+        config = default_run_config(args.model, args.serving)
     from pipelines import summary
     from pipelines.local_runner import run_local
 
     print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
+    if args.config is None:
+        print(summary.default_recipe_text(config), flush=True)
     run = run_local(config, args.model, args.examples, args.output)
     print(summary.render(run))
     from pipelines.report import write_report
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")
+    # A gate that rejects every candidate is a verdict (exit 0); when no candidate could even be
+    # built or measured, the run did not do its job: exit 1, after the summary and the report.
+    failed = summary.all_candidates_failed(run)
+    if failed:
+        print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -55,12 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD)")
-    run.add_argument("--model", required=True, help="the new checkpoint: a SavedModel directory")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="the new checkpoint: a tf_keras SavedModel directory, or a Keras 3 .keras file (or a "
+        "directory holding one)",
+    )
     run.add_argument(
         "--examples", required=True, help="TFX Examples dir (Split-train/, Split-eval/)"
     )
-    run.add_argument("--config", help="pipeline YAML config (default: built-in defaults)")
+    run.add_argument(
+        "--config",
+        help="pipeline YAML config (default: the default recipe, pipelines/configs/default.yaml)",
+    )
     run.add_argument("--output", default="tfxopt-output", help="pipeline root, metadata, reports")
+    run.add_argument(
+        "--serving",
+        metavar="DIR",
+        help="default recipe only: push the blessed model to this TF Serving repository "
+        "(default: nothing is pushed)",
+    )
     run.set_defaults(func=_cmd_run)
 
     data = sub.add_parser(
@@ -68,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("out_dir", help="directory to write examples/ and model/ into")
     data.add_argument(
-        "--epochs", type=int, help="training epochs of the baseline (default: the reference recipe's)"
+        "--epochs",
+        type=int,
+        help="training epochs of the baseline (default: the reference recipe's)",
     )
     data.set_defaults(func=_cmd_example_data)
 
@@ -104,13 +139,26 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("absl").addFilter(
             lambda record: not record.getMessage().endswith("property_predicate is not supported.")
         )
-    from components.common.errors import TfxOptError
+    from components.common.errors import StepFailed, TfxOptError
 
     try:
         return args.func(args)
     except TfxOptError as e:
         print(f"tfxopt: error: {e}", file=sys.stderr)
         return 2
+    except StepFailed as e:  # one line for the user; the traceback in a file, or with -v
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
+        print(f"tfxopt: error: {e}", file=sys.stderr)
+        if e.log_path:
+            print(
+                f"tfxopt: traceback and details: {e.log_path} (-v prints it); run the same "
+                "command again to resume: finished steps are reused from the cache",
+                file=sys.stderr,
+            )
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Unknown keys and out-of-range values fail at once with the field's dotted name.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Literal
@@ -17,16 +18,19 @@ from components.common.errors import ConfigError
 from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
+from components.evaluator.constants import MAX_CANDIDATES
+from components.importer.config import ImporterConfig
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
 from components.quantizer.config import QuantizerConfig
 from pipelines.kubeflow_config import KubeflowConfig
+from pipelines.recipes import Plan, Recipe, check_candidate_name, plan_recipes, plan_sections
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-
-_CANDIDATE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+#: What ``tfxopt run`` runs without ``--config``: three recipes and a documented gate.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
 
 
 class QuantizationCandidate(QuantizerConfig):
@@ -67,6 +71,11 @@ class PipelineConfig(StrictModel):
         ),
     )
     data: DataConfig = pydantic.Field(default_factory=DataConfig)
+    importer: ImporterConfig = pydantic.Field(
+        default_factory=ImporterConfig,
+        description="How the checkpoint is brought in (Keras 3 conversion, nested models "
+        "flattened, the output check's tolerance).",
+    )
     profiler: ProfilerConfig = pydantic.Field(default_factory=ProfilerConfig)
     profile_candidates: bool = pydantic.Field(
         True, description="Profile every candidate (the summary shows them beside the baseline)."
@@ -81,6 +90,13 @@ class PipelineConfig(StrictModel):
         description="One Quantizer branch per entry; each output is a candidate. Empty: the "
         "last of distiller/pruner/clusterer is the one candidate.",
     )
+    candidates: dict[str, Recipe] = pydantic.Field(
+        default_factory=dict,
+        validation_alias=pydantic.AliasChoices("candidates", "recipes"),
+        description="Recipes as candidates (also `recipes:`): name -> chain of stages "
+        "(distiller, structured, pruner, clusterer, quantization). Stages shared by several "
+        "recipes run once. Replaces the top-level distiller/pruner/clusterer/quantization.",
+    )
     evaluator: EvaluatorConfig | None = pydantic.Field(
         None, description="The gate over the candidates (absent with candidates: default rules)."
     )
@@ -91,6 +107,28 @@ class PipelineConfig(StrictModel):
         default_factory=KubeflowConfig,
         description="Image, pipeline root and per-step Kubernetes settings for `tfxopt compile`.",
     )
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _evaluator_task_to_data(cls, data):
+        """``evaluator.task`` (deprecated) moves to ``data.task``, the key every step reads."""
+        if not isinstance(data, dict):
+            return data
+        evaluator = data.get("evaluator")
+        task = evaluator.get("task") if isinstance(evaluator, dict) else None
+        if task is None:
+            return data
+        section = dict(data.get("data") or {})
+        # "classification" names no one task: the classifier's task is still inferred.
+        if section.get("task", "auto") == "auto" and task != "classification":
+            section["task"] = task
+            data = {**data, "data": section}
+        logging.getLogger(__name__).warning(
+            "tfxopt: evaluator.task is deprecated: set data.task (read by every step); "
+            "using data.task: %s",
+            section.get("task", "auto"),
+        )
+        return data
 
     @pydantic.field_validator("pipeline_name")
     @classmethod
@@ -104,20 +142,21 @@ class PipelineConfig(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        if self.candidates:
+            self._check_recipes()
         names = [c.candidate_name for c in self.quantization]
         for name in names:
-            if not _CANDIDATE_NAME.match(name):
-                raise ValueError(
-                    f"quantization candidate name {name!r}: use lower-case letters, digits and '_'"
-                )
+            check_candidate_name(name, "quantization")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(
                 f"quantization: candidate names must be unique, {duplicates} repeat; give each "
                 "entry a distinct `name`"
             )
-        if len(names) > 8:
-            raise ValueError("quantization: at most 8 candidates (the Evaluator's slots)")
+        if len(names) > MAX_CANDIDATES:
+            raise ValueError(
+                f"quantization: at most {MAX_CANDIDATES} candidates (the Evaluator's slots)"
+            )
         if self.pusher is not None and not self.has_candidates:
             raise ValueError(
                 "pusher is configured but no stage makes a candidate: enable distiller, pruner, "
@@ -125,11 +164,41 @@ class PipelineConfig(StrictModel):
             )
         return self
 
+    def _check_recipes(self) -> None:
+        sections = [
+            key
+            for key in ("distiller", "pruner", "clusterer", "quantization")
+            if getattr(self, key)
+        ]
+        if sections:
+            raise ValueError(
+                f"candidates (recipes) and the top-level {sections} exclude each other: put "
+                "those stages inside the recipes"
+            )
+        for name in self.candidates:
+            check_candidate_name(name, "candidates:")
+        if len(self.candidates) > MAX_CANDIDATES:
+            raise ValueError(
+                f"candidates: at most {MAX_CANDIDATES} recipes (the Evaluator's slots), got "
+                f"{len(self.candidates)}"
+            )
+        plan_recipes(self.candidates)  # two recipes that are the same chain fail here
+
     @property
     def has_candidates(self) -> bool:
         return bool(
-            self.quantization or self.pruner or self.clusterer or self.distiller is not None
+            self.candidates
+            or self.quantization
+            or self.pruner
+            or self.clusterer
+            or self.distiller is not None
         )
+
+    def plan(self) -> Plan:
+        """The optimisation DAG: the recipes, or the top-level sections as one chain."""
+        if self.candidates:
+            return plan_recipes(self.candidates)
+        return plan_sections(self.distiller, self.pruner, self.clusterer, self.quantization)
 
 
 def resolve_paths(config: PipelineConfig, base_dir: str) -> PipelineConfig:
@@ -180,3 +249,25 @@ def load_config(path: str | None) -> PipelineConfig:
         return PipelineConfig.parse(data or {})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def default_run_config(model_uri: str, serving_dir: str | None = None) -> PipelineConfig:
+    """The default recipe (``configs/default.yaml``), pushing to ``serving_dir`` when one is given.
+
+    The pushed model's name is the model directory's name (a TFX ``Format-Serving`` directory's
+    parent's; a ``.keras`` file's stem), made safe for the repository layout.
+    """
+    config = load_config(DEFAULT_CONFIG)
+    if serving_dir is None:
+        return config
+    path = os.path.abspath(model_uri).rstrip("/")
+    if os.path.basename(path) == "Format-Serving":
+        path = os.path.dirname(path)
+    base = os.path.basename(path)
+    if os.path.isfile(path):  # a Keras 3 `.keras` file: its stem
+        base = os.path.splitext(base)[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip("_.-") or "model"
+    data = config.model_dump()
+    serving = {"base_directory": os.path.abspath(serving_dir)}  # relative to where it was typed
+    data["pusher"] = {"model_name": name[:128], "serving": [serving]}
+    return PipelineConfig.parse(data)

@@ -6,11 +6,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from components.common.errors import StepFailed
 from pipelines import metadata, metadata_config, preflight
 from pipelines.config import PipelineConfig, resolve_paths
 
 PIPELINE_ROOT_DIR = "pipeline-root"
 METADATA_FILE = metadata_config.SQLITE_FILE
+ERROR_LOG = "tfxopt-error.log"
+
+
+def _step_failed(error: BaseException, steps: list[str], output_dir: str) -> StepFailed:
+    """The failure as one line for the user; its traceback written to ``ERROR_LOG``."""
+    import traceback
+
+    log_path = os.path.join(output_dir, ERROR_LOG)
+    with open(log_path, "w") as f:
+        f.write(f"step: {', '.join(steps) or 'pipeline'}\n")
+        traceback.print_exception(type(error), error, error.__traceback__, file=f)
+    return StepFailed(steps, error, log_path)
 
 
 @dataclass
@@ -32,10 +45,23 @@ class LocalRun:
         return []
 
 
+def _failed_steps(connection, pipeline_name: str) -> list[str]:
+    try:
+        _, steps = metadata.latest_run(connection, pipeline_name)
+    except LookupError:  # failed before ML Metadata recorded any step
+        return []
+    return [s.node_id for s in steps if s.state == "FAILED"]
+
+
 def run_local(
     config: PipelineConfig, model_uri: str, examples_uri: str, output_dir: str
 ) -> LocalRun:
-    """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD."""
+    """Checks the inputs, runs the pipeline to completion and reads the run back from MLMD.
+
+    Raises:
+      TfxOptError: a bad input, before anything runs.
+      StepFailed: a step failed while running (its cause chained).
+    """
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipelines.pipeline import create_pipeline
@@ -45,7 +71,9 @@ def run_local(
     output_dir = preflight.check_output_dir(output_dir)
     store = metadata_config.metadata_store(output_dir)
     config = resolve_paths(config, output_dir)
-    preflight.check_inputs(config, model_uri, examples_uri)
+    task = preflight.check_inputs(config, model_uri, examples_uri)
+    if task is not None:
+        print(f"tfxopt: task: {task.describe()}", flush=True)
     metadata_config.check_connection(store)
 
     pipeline_root = os.path.join(output_dir, PIPELINE_ROOT_DIR)
@@ -60,7 +88,13 @@ def run_local(
     )
     from pipelines import progress
 
-    with progress.report_progress(total=len(pipeline.components)):
-        LocalDagRunner().run(pipeline)
+    with progress.report_progress(total=len(pipeline.components)) as handler:
+        try:
+            LocalDagRunner().run(pipeline)
+        except Exception as e:  # noqa: BLE001 - any executor's failure: named, traceback logged
+            steps = _failed_steps(connection, config.pipeline_name)
+            if not steps and handler.state.current is not None:
+                steps = [handler.state.current.node_id]
+            raise _step_failed(e, steps, output_dir) from e
     run_id, steps = metadata.latest_run(connection, config.pipeline_name)
     return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)

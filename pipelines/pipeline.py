@@ -1,30 +1,44 @@
 """The pipeline factory: one ``tfx.dsl.Pipeline`` from a :class:`PipelineConfig`, for every runner.
 
-ExampleGen, CheckpointImporter -> BaselineProfiler
+ExampleGen, CheckpointImporter -> ModelImporter -> BaselineProfiler
   -> [Distiller] -> [Pruner] -> [Clusterer] -> Quantizer_<name> (one branch per candidate)
   -> Profiler_<name> -> Evaluator (the gate) -> Pusher
+
+With ``candidates:`` (recipes) the optimisation part is a tree instead of one chain: stages
+shared by several recipes run once (:mod:`pipelines.recipes` plans it).
+
+The candidate steps (Quantizer_<name>, Profiler_<name>) isolate their failures: a candidate whose
+verification, conversion or measurement fails is marked failed and rejected by the Evaluator,
+while the shared steps (ExampleGen, BaselineProfiler, Distiller, Pruner, Clusterer) fail the run
+(see components/common/candidate.py).
 """
 
 from __future__ import annotations
 
 from pipelines.config import PipelineConfig
+from pipelines.recipes import (
+    CLUSTERER_ID,
+    DISTILLER_ID,
+    PRUNER_ID,
+    profiler_id,
+    quantizer_id,
+)
+
+__all__ = [
+    "CLUSTERER_ID",
+    "DISTILLER_ID",
+    "PRUNER_ID",
+    "create_pipeline",
+    "profiler_id",
+    "quantizer_id",
+]
 
 EXAMPLE_GEN_ID = "ExampleGen"
 IMPORTER_ID = "CheckpointImporter"
+MODEL_IMPORTER_ID = "ModelImporter"
 BASELINE_PROFILER_ID = "BaselineProfiler"
-DISTILLER_ID = "Distiller"
-PRUNER_ID = "Pruner"
-CLUSTERER_ID = "Clusterer"
 EVALUATOR_ID = "Evaluator"
 PUSHER_ID = "Pusher"
-
-
-def quantizer_id(name: str) -> str:
-    return f"Quantizer_{name}"
-
-
-def profiler_id(name: str) -> str:
-    return f"Profiler_{name}"
 
 
 def create_pipeline(
@@ -38,7 +52,8 @@ def create_pipeline(
 
     Args:
       config: the validated pipeline config.
-      model_uri: the new checkpoint (a SavedModel directory); a string, or a RuntimeParameter
+      model_uri: the new checkpoint (a tf_keras SavedModel directory, or a Keras 3 ``.keras``
+        file or a directory holding one); a string, or a RuntimeParameter
         so one compiled KFP pipeline serves every checkpoint.
       examples_uri: TFX Examples directory (``Split-train/``, ``Split-eval/``).
       pipeline_root: where artifacts are written.
@@ -49,6 +64,8 @@ def create_pipeline(
     from tfx.dsl.components.common.importer import Importer
     from tfx.types import standard_artifacts
 
+    from components.importer.component import OUTPUT_MODEL_KEY as IMPORTED_MODEL_KEY
+    from components.importer.component import ModelImporter
     from components.profiler.component import Profiler
 
     data = config.data
@@ -57,53 +74,22 @@ def create_pipeline(
     checkpoint = Importer(source_uri=model_uri, artifact_type=standard_artifacts.Model).with_id(
         IMPORTER_ID
     )
-    baseline = checkpoint.outputs["result"]
+    # One flat tf_keras model for every later step: Keras 3 converted, nested models flattened.
+    model_importer = ModelImporter(
+        model=checkpoint.outputs["result"],
+        examples=examples,
+        config=config.importer,
+        data_config=data,
+    ).with_id(MODEL_IMPORTER_ID)
+    baseline = model_importer.outputs[IMPORTED_MODEL_KEY]
     baseline_profiler = Profiler(
         model=baseline, examples=examples, config=config.profiler, data_config=data
     ).with_id(BASELINE_PROFILER_ID)
-    components = [example_gen, checkpoint, baseline_profiler]
+    components = [example_gen, checkpoint, model_importer, baseline_profiler]
 
-    # The weight-optimisation chain: each enabled stage takes the previous stage's model.
-    model, last_stage = baseline, None
-    if config.distiller is not None:
-        from components.distiller.component import Distiller
-
-        stage = Distiller(
-            teacher=model, examples=examples, config=config.distiller, data_config=data
-        ).with_id(DISTILLER_ID)
-        model, last_stage = stage.outputs["model"], "distilled"
-        components.append(stage)
-    if config.pruner is not None:
-        from components.pruner.component import Pruner
-
-        stage = Pruner(model=model, examples=examples, config=config.pruner, data_config=data)
-        stage = stage.with_id(PRUNER_ID)
-        model, last_stage = stage.outputs["pruned_model"], "pruned"
-        components.append(stage)
-    if config.clusterer is not None:
-        from components.clusterer.component import Clusterer
-
-        stage = Clusterer(model=model, examples=examples, config=config.clusterer, data_config=data)
-        stage = stage.with_id(CLUSTERER_ID)
-        model, last_stage = stage.outputs["clustered_model"], "clustered"
-        components.append(stage)
-
-    candidates = {}
-    if config.quantization:
-        from components.quantizer.component import OUTPUT_MODEL_KEY, Quantizer
-
-        for candidate in config.quantization:
-            name = candidate.candidate_name
-            quantizer = Quantizer(
-                model=model,
-                examples=examples,
-                config=candidate.quantizer_config(),
-                data_config=data,
-            ).with_id(quantizer_id(name))
-            candidates[name] = quantizer.outputs[OUTPUT_MODEL_KEY]
-            components.append(quantizer)
-    elif last_stage is not None:
-        candidates[last_stage] = model
+    # The optimisation DAG: the recipes (shared prefixes once) or the sections as one chain.
+    stages, candidates = _optimisation_stages(config.plan(), baseline, examples, data)
+    components += stages
     if not candidates:
         return _pipeline(config, pipeline_root, components, metadata_connection_config)
 
@@ -111,7 +97,11 @@ def create_pipeline(
     if config.profile_candidates:
         for name, channel in candidates.items():
             profiler = Profiler(
-                model=channel, examples=examples, config=config.profiler, data_config=data
+                model=channel,
+                examples=examples,
+                config=config.profiler,
+                data_config=data,
+                isolate_failures=True,
             ).with_id(profiler_id(name))
             profiles[name] = profiler.outputs["profile"]
             components.append(profiler)
@@ -139,6 +129,47 @@ def create_pipeline(
         ).with_id(PUSHER_ID)
         components.append(pusher)
     return _pipeline(config, pipeline_root, components, metadata_connection_config)
+
+
+def _stage_component(kind: str, config, model, examples, data):
+    """The component of one stage and the key of its output model."""
+    if kind == "distiller":
+        from components.distiller.component import Distiller
+
+        return Distiller(teacher=model, examples=examples, config=config, data_config=data), "model"
+    if kind in ("pruner", "structured"):
+        from components.pruner.component import OUTPUT_MODEL_KEY, Pruner
+
+        stage = Pruner(model=model, examples=examples, config=config, data_config=data)
+        return stage, OUTPUT_MODEL_KEY
+    if kind == "clusterer":
+        from components.clusterer.component import OUTPUT_MODEL_KEY, Clusterer
+
+        stage = Clusterer(model=model, examples=examples, config=config, data_config=data)
+        return stage, OUTPUT_MODEL_KEY
+    from components.quantizer.component import OUTPUT_MODEL_KEY, Quantizer
+
+    # A candidate's own step: its failure rejects the candidate, not the run.
+    stage = Quantizer(
+        model=model, examples=examples, config=config, data_config=data, isolate_failures=True
+    )
+    return stage, OUTPUT_MODEL_KEY
+
+
+def _optimisation_stages(plan, baseline, examples, data):
+    """One component per planned stage, each reading its parent's model (or the baseline).
+
+    Returns:
+      (the components in topological order, {candidate name: its model channel}).
+    """
+    models, components = {None: baseline}, []
+    for node in plan.stages:
+        stage, output_key = _stage_component(
+            node.kind, node.config, models[node.parent], examples, data
+        )
+        components.append(stage.with_id(node.node_id))
+        models[node.node_id] = stage.outputs[output_key]
+    return components, {name: models[node_id] for name, node_id in plan.candidates.items()}
 
 
 def _example_gen(config: PipelineConfig, examples_uri):

@@ -7,9 +7,8 @@ import math
 import os
 
 from components.common import examples as examples_lib
-from components.common import model_io
 from components.common.errors import ConfigError, TfxOptError
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, QuantizationCandidate
 
 # Preflight counts at most this many train examples to check the pruning schedule.
 MAX_COUNTED_EXAMPLES = 100_000
@@ -41,22 +40,61 @@ def check_output_dir(path: str) -> str:
     return path
 
 
-def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str) -> None:
+def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
     """Validates the checkpoint and the Examples against the config and each other.
 
+    Returns:
+      The task (components/common/metrics.Task) every step will use, or None with a module_file.
     Raises:
       TfxOptError: a ModelInputError, DataError or ConfigError naming what is wrong.
     """
-    model_io.validate_saved_model(model_uri, require_keras=True)
+    from components.importer import importer
+
+    # A Keras 3 file is checked (intact, every layer convertible) without loading Keras 3.
+    source = importer.check_source(model_uri, config.importer, config.data)
     for split in (config.data.train_split, config.data.eval_split):
         examples_lib.split_files(examples_uri, split)
     check_pusher(config)
     if config.data.module_file:
-        return  # the user's input_fn decides what the model is fed
-    model = model_io.load_keras_model(model_uri)
-    for split in (config.data.train_split, config.data.eval_split):
+        return None  # the user's input_fn decides what the model is fed
+    # The stages see the ModelImporter's output: converted and flattened, so judge that model.
+    model = importer.model_to_check(source, config.importer, config.data)
+    mappings = [
         examples_lib.resolve_mapping(examples_uri, split, config.data, model)
+        for split in (config.data.train_split, config.data.eval_split)
+    ]
+    task = mappings[0].task
+    check_rules_fit(config, task)
+    if task.kind != "multiclass":
+        structured = [
+            f"candidates.{n}.structured" for n, r in config.candidates.items() if r.structured
+        ]
+        if config.pruner is not None and config.pruner.mode == "structured":
+            structured.insert(0, "pruner.mode: structured")
+        if structured:
+            raise ConfigError(
+                f"{structured[0]}: structured pruning scores and fine-tunes multiclass "
+                f"classifiers; this model's task is {task.kind}. Use magnitude pruning "
+                "(`pruner` with mode unstructured) instead."
+            )
     check_stages(config, model, examples_uri)
+    return task
+
+
+def check_rules_fit(config: PipelineConfig, task) -> None:
+    """A gate rule that does not fit the task (an accuracy drop for a regression model) fails here.
+
+    Raises:
+      ConfigError: naming the rule and the rules that fit.
+    """
+    if not config.has_candidates:
+        return
+    from components.evaluator.config import EvaluatorConfig
+
+    evaluator = config.evaluator or EvaluatorConfig()
+    problems = evaluator.rule_problems(task.kind)
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)} (task: {task.describe()})")
 
 
 def check_pusher(config: PipelineConfig) -> None:
@@ -93,6 +131,9 @@ def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
     Raises:
       ModelInputError / ConfigError / DataError: the stage's own message, naming the layer or field.
     """
+    if config.candidates:
+        _check_recipes(config, model, examples_uri)
+        return
     if config.distiller is not None:
         return
     if config.pruner is not None and config.pruner.mode == "structured":
@@ -131,3 +172,28 @@ def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
                 )
             except TfxOptError as e:
                 raise type(e)(f"quantization candidate {candidate.candidate_name!r}: {e}") from None
+
+
+def _check_recipes(config: PipelineConfig, model, examples_uri: str) -> None:
+    """:func:`check_stages` for each recipe, as the one chain it is; errors name the recipe."""
+    for name, recipe in config.candidates.items():
+        stages = dict(recipe.stages())
+        quantization = stages.get("quantization")
+        chain = config.model_copy(
+            update={
+                "candidates": {},
+                "distiller": stages.get("distiller"),
+                # structured pruning comes first and rebuilds the model: only it is checked then
+                "pruner": stages.get("structured") or stages.get("pruner"),
+                "clusterer": stages.get("clusterer"),
+                "quantization": [
+                    QuantizationCandidate.parse({**quantization.model_dump(), "name": name})
+                ]
+                if quantization is not None
+                else [],
+            }
+        )
+        try:
+            check_stages(chain, model, examples_uri)
+        except TfxOptError as e:
+            raise type(e)(f"candidates.{name}: {e}") from None

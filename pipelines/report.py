@@ -298,6 +298,14 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: (usable[n][0], -usable[n][1]))
 
 
+def _oriented(model: dict, task: dict):
+    """The model's metric, negated when lower is better, so the Pareto front keeps 'higher'."""
+    value = get_path(model, "metrics", "score")
+    if not finite(value):
+        return None
+    return value if task["higher_is_better"] else -value
+
+
 def _per_layer(profile: dict | None) -> dict | None:
     """Per-layer parameters (all and nonzero) and FLOPs of a profile (keras side)."""
     per_layer = get_path(profile, "compute", "per_layer")
@@ -370,7 +378,36 @@ def _profile_entry(profile: dict | None) -> dict:
             profile, "latency", "throughput", "tflite_examples_per_s"
         ),
         "peak_memory": _memory(profile),
-        "profile_accuracy": get_path(profile, "accuracy", "tflite_top1"),
+        "profile_accuracy": _profile_metric(profile),
+    }
+
+
+def _profile_metric(profile: dict | None):
+    """The task's metric of a profile's TFLite flavour (top-1 accuracy in older records)."""
+    acc = get_path(profile, "accuracy") or {}
+    return acc.get("tflite", acc.get("tflite_top1"))
+
+
+def task_summary(evaluation: dict | None, profiles: dict) -> dict:
+    """The task and how its metric reads: ``{"kind", "metric", "label", "percent",
+    "higher_is_better", "value_key"}`` (``value_key``: the metric the models' rows hold)."""
+    from components.common import metrics
+
+    task = (evaluation or {}).get("task")
+    kind = task.get("kind") if task else None
+    if kind is None:
+        profile = next((p for _, p in profiles.values() if get_path(p, "accuracy")), None)
+        kind = get_path(profile, "accuracy", "task") or "multiclass"
+    metric = metrics.PRIMARY_METRIC[kind]
+    if kind == "regression" and evaluation is not None:
+        metric = get_path(evaluation, "config", "regression_metric") or metric
+    return {
+        "kind": kind,
+        "metric": metric,
+        "label": metrics.metric_label(metric),
+        "percent": metrics.is_accuracy(metric),
+        "higher_is_better": kind != "regression",
+        "value_key": "error" if kind == "regression" else metric,
     }
 
 
@@ -423,7 +460,7 @@ def _producers(run: RunInfo) -> dict[str, str]:
 
 def _threshold_lines(rules: dict, baseline_metrics: dict) -> dict:
     """The gate's thresholds as lines on the plots' axes (accuracy fraction, size, latency)."""
-    base_acc = baseline_metrics.get("top1_accuracy")
+    base_acc = baseline_metrics.get("score")
     base_size = baseline_metrics.get("size_bytes")
     base_latency = baseline_metrics.get("latency_ms")
     suffix = (
@@ -475,6 +512,8 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                 profiles[os.path.normpath(record["model_uri"])] = (step.node_id, record)
     evaluation, evaluator_node = _first_record(run, EVALUATION_KEY, EVALUATION_FILE)
     push, _ = _first_record(run, PUSHED_MODEL_KEY, PUSH_FILE)
+    task = task_summary(evaluation, profiles)
+    value_key = task["value_key"]
 
     steps = [
         {
@@ -495,6 +534,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
         "steps": steps,
         "total_step_time_s": round(sum(s.duration_s for s in run.steps), 3),
         "failed_steps": [s.node_id for s in run.steps if s.state == "FAILED"],
+        "task": task,
     }
     extras: dict = {}
 
@@ -512,7 +552,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
         base_profile_node, base_profile = profiles.get(base_uri, (None, None))
         first_metrics = next((c.get("metrics") or {} for c in evaluation["candidates"]), {})
         baseline_metrics = {
-            "top1_accuracy": get_path(base, "accuracy", "top1_accuracy"),
+            "score": get_path(base, "accuracy", task["metric"]),
             "size_bytes": first_metrics.get("baseline_size_bytes"),
             "latency_ms": first_metrics.get("baseline_latency_ms"),
         }
@@ -529,7 +569,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                 "profiler": base_profile_node,
                 "flavour": base.get("flavour"),
                 "size": base.get("size"),
-                "accuracy": baseline_metrics["top1_accuracy"],
+                "accuracy": baseline_metrics["score"],
                 "metrics": baseline_metrics,
                 "latency_ms": _latency_stats(
                     base.get("latency_measured"), "Evaluator, interleaved"
@@ -556,10 +596,13 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                     "profiler": profiler_node,
                     "flavour": cand.get("flavour"),
                     "size": cand.get("size"),
-                    "accuracy": metrics.get("top1_accuracy"),
+                    "accuracy": metrics.get(value_key),
                     "accuracy_drop_points": metrics.get("accuracy_drop_points"),
                     "accuracy_drop_interval_points": interval,
-                    "metrics": {k: _num(v) for k, v in metrics.items()},
+                    "metrics": {
+                        **{k: _num(v) for k, v in metrics.items()},
+                        "score": _num(metrics.get(value_key)),
+                    },
                     "latency_ms": _latency_stats(cand.get("latency_used")),
                     "speedup": metrics.get("speedup"),
                     "compression_ratio": metrics.get("compression_ratio"),
@@ -571,6 +614,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                     "eligible": cand.get("eligible"),
                     "selected": decision.get("selected") == cand["name"],
                     "rejected_because": cand.get("rejected_because") or [],
+                    "failure": _failure(cand.get("failure")),
                     "warnings": cand.get("warnings") or [],
                     **_optimisations(run, producer),
                     **_profile_entry(profile),
@@ -610,9 +654,9 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                         "raw_bytes": sizes.get("tflite_bytes"),
                         "gzip_bytes": sizes.get("tflite_gzip_bytes"),
                     },
-                    "accuracy": get_path(profile, "accuracy", "tflite_top1"),
+                    "accuracy": _profile_metric(profile),
                     "metrics": {
-                        "top1_accuracy": get_path(profile, "accuracy", "tflite_top1"),
+                        "score": _profile_metric(profile),
                         "size_bytes": sizes.get("tflite_gzip_bytes"),
                         "latency_ms": (lat or {}).get("p95_ms"),
                     },
@@ -628,15 +672,12 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
     base_row = next((m for m in models if m["role"] == "baseline"), None)
     if base_row is not None:
         for m in models:
-            if m["role"] == "candidate" and "accuracy_drop_points" not in m:
+            if m["role"] == "candidate" and "accuracy_drop_points" not in m and task["percent"]:
                 if finite(m.get("accuracy")) and finite(base_row.get("accuracy")):
                     m["accuracy_drop_points"] = 100 * (base_row["accuracy"] - m["accuracy"])
     summary["pareto"] = {
         axis: pareto_front(
-            {
-                m["name"]: (get_path(m, "metrics", axis), get_path(m, "metrics", "top1_accuracy"))
-                for m in models
-            }
+            {m["name"]: (get_path(m, "metrics", axis), _oriented(m, task)) for m in models}
         )
         for axis in ("size_bytes", "latency_ms")
     }
@@ -644,6 +685,14 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
     if push is not None:
         summary["push"] = _push_summary(push)
     return summary, extras
+
+
+def _failure(failure: dict | None) -> dict | None:
+    """What the report says of a candidate whose own step failed: step, where, summary, reason."""
+    if not failure:
+        return None
+    keys = ("step", "component", "summary", "reason", "error_type")
+    return {k: failure.get(k) for k in keys if failure.get(k) is not None}
 
 
 def _chosen(summary: dict) -> str | None:

@@ -179,6 +179,17 @@ def _verdict(model: dict) -> tuple[str, str]:
     return ("passed", "pass") if model.get("passed_all") else ("failed", "fail")
 
 
+def _task(summary: dict) -> dict:
+    """The run's task and how its metric reads (older summaries: top-1 accuracy)."""
+    return summary.get("task") or {"label": "top-1 accuracy", "percent": True}
+
+
+def _metric_text(summary: dict, value) -> str:
+    if _task(summary)["percent"]:
+        return _pct(value)
+    return "-" if not finite(value) else f"{value:.4g}"
+
+
 def _model_rows(summary: dict) -> str:
     """One row per model: the figures the issue asks for, the gate's verdict."""
     headers = [
@@ -188,8 +199,8 @@ def _model_rows(summary: dict) -> str:
         "kernel sparsity",
         "clusters (max unique / kernel)",
         "dtype: weights; I/O",
-        "top-1 accuracy",
-        "drop, points [95% CI]",
+        _task(summary)["label"],
+        "drop, points [95% CI]" if _task(summary)["percent"] else "increase [95% CI]",
         "latency ms p50 / p95 / p99",
         "speed-up",
         "peak RSS TFLite (model's part)",
@@ -202,7 +213,10 @@ def _model_rows(summary: dict) -> str:
         lat = m.get("latency_ms") or {}
         interval = m.get("accuracy_drop_interval_points")
         drop = m.get("accuracy_drop_points")
-        drop_text = "-" if not finite(drop) else f"{drop:+.2f}"
+        if not _task(summary)["percent"]:
+            drop = get_path(m, "metrics", "error_increase")
+            interval = None
+        drop_text = "-" if not finite(drop) else f"{drop:+.4g}"
         if interval and all(finite(v) for v in interval):
             drop_text += f"<br><span class='small'>[{interval[0]:+.2f}, {interval[1]:+.2f}]</span>"
         clusters = m.get("clusters")
@@ -225,16 +239,20 @@ def _model_rows(summary: dict) -> str:
             "the input model" if m["role"] == "baseline" else "-"
         )
         ratio = m.get("compression_ratio")
+        failure = m.get("failure") or {}
+        failed_text = (
+            f"<br><span class='small fail'>{_e(failure['summary'])}</span>" if failure else ""
+        )
         cells = [
             f"<b>{_e(m['name'])}</b> <span class='tag {cls}'>{_e(verdict)}</span>"
-            f"<br><span class='small'>{_e(stages)}</span>",
+            f"<br><span class='small'>{_e(stages)}</span>{failed_text}",
             f"{_bytes(size.get('raw_bytes'))} / {_bytes(size.get('gzip_bytes'))}"
             + (f"<br><span class='small'>{ratio:.1f}x smaller</span>" if finite(ratio) else ""),
             f"{_bytes(m.get('saved_model_bytes'))} / {_bytes(m.get('saved_model_gzip_bytes'))}",
             _pct(m.get("kernel_sparsity"), 1),
             f"{_e(clusters if clusters is not None else '-')} ({_e(_fmt(unique))})",
             dtype_text,
-            _pct(m.get("accuracy")),
+            _metric_text(summary, m.get("accuracy")),
             drop_text,
             f"{_ms(lat.get('p50_ms'))} / {_ms(lat.get('p95_ms'))} / {_ms(lat.get('p99_ms'))}",
             f"{m['speedup']:.2f}x" if finite(m.get("speedup")) else "-",
@@ -351,6 +369,13 @@ def _headline(summary: dict) -> str:
                 f"<div class='banner fail'>NOT BLESSED: nothing is pushed. {_e(gate['reason'])}"
                 "</div>"
             )
+    task = _task(summary)
+    if "kind" in task:
+        direction = "higher" if task.get("higher_is_better", True) else "lower"
+        parts.append(
+            f"<p class='small'>Task <b>{_e(task['kind'])}</b>: every model is scored by its "
+            f"{_e(task['label'])} on the eval split ({direction} is better).</p>"
+        )
     models = {m["name"]: m for m in summary["models"]}
     base, chosen = models.get(BASELINE), models.get(summary.get("chosen") or "")
     if base and chosen:
@@ -364,10 +389,18 @@ def _headline(summary: dict) -> str:
                 ("size", f"{_bytes(bsize)} \u2192 {_bytes(csize)}", f"{bsize / csize:.1f}x smaller")
             )
         bacc, cacc = base.get("accuracy"), chosen.get("accuracy")
-        if finite(bacc) and finite(cacc):
+        if finite(bacc) and finite(cacc) and not _task(summary)["percent"]:
             tiles.append(
                 (
-                    "accuracy",
+                    _task(summary)["label"],
+                    f"{bacc:.4g} \u2192 {cacc:.4g}",
+                    f"{cacc - bacc:+.4g} (lower is better)",
+                )
+            )
+        elif finite(bacc) and finite(cacc):
+            tiles.append(
+                (
+                    _task(summary)["label"],
                     f"{_pct(bacc)} \u2192 {_pct(cacc)}",
                     f"{100 * (bacc - cacc):+.2f} pt drop",
                 )

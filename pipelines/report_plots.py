@@ -93,9 +93,10 @@ def _place_labels(fig, ax, items: list[tuple[str, float, float]], fontsize: floa
 
 def _tradeoff_plot(summary: dict, axis: str) -> str | None:
     models = summary["models"]
+    task = summary.get("task") or {"label": "top-1 accuracy", "percent": True}
+    unit = 100 if task["percent"] else 1
     points = {
-        m["name"]: (get_path(m, "metrics", axis), get_path(m, "metrics", "top1_accuracy"))
-        for m in models
+        m["name"]: (get_path(m, "metrics", axis), get_path(m, "metrics", "score")) for m in models
     }
     points = {n: p for n, p in points.items() if finite(p[0]) and finite(p[1])}
     if len(points) < 2:
@@ -105,15 +106,15 @@ def _tradeoff_plot(summary: dict, axis: str) -> str | None:
     rules = gate.get("rules") or {}
     if axis == "size_bytes":
         xlabel = f"size, {rules.get('size_measure', 'gzip')} (KB)"
-        title = "Accuracy vs size"
+        title = f"{task['label'].capitalize()} vs size"
     else:
         xlabel = f"batch-1 latency, {rules.get('latency_statistic', 'p95')} (ms)"
-        title = "Accuracy vs latency"
+        title = f"{task['label'].capitalize()} vs latency"
     fig = _figure(6.4, 4.6)
     ax = fig.add_subplot()
     front = summary["pareto"][axis]
     fx = [points[n][0] / scale for n in front]
-    fy = [100 * points[n][1] for n in front]
+    fy = [unit * points[n][1] for n in front]
     ax.step(fx, fy, where="post", color="#90a4ae", lw=1.5, zorder=1)
     ax.scatter(
         fx,
@@ -136,11 +137,11 @@ def _tradeoff_plot(summary: dict, axis: str) -> str | None:
             style = dict(marker="X", color=FAIL_COLOUR, s=70)
         else:
             style = dict(marker="o", color="#1565c0", s=60)
-        ax.scatter([x / scale], [100 * y], zorder=3, edgecolors="white", linewidths=0.8, **style)
+        ax.scatter([x / scale], [unit * y], zorder=3, edgecolors="white", linewidths=0.8, **style)
         if model.get("selected"):
             ax.scatter(
                 [x / scale],
-                [100 * y],
+                [unit * y],
                 marker="*",
                 s=420,
                 color=BLESSED_COLOUR,
@@ -186,17 +187,17 @@ def _tradeoff_plot(summary: dict, axis: str) -> str | None:
             min(0.0, min(xs)) if min(xs) < 0 else max(0.0, min(xs) - 0.2 * span),
             max(xs) + 0.2 * span,
         )
-    ys = [100 * p[1] for p in points.values()] + [
+    ys = [unit * p[1] for p in points.values()] + [
         100 * t["value"] for t in (gate.get("thresholds") or {}).get("accuracy", [])
     ]
-    pad = max(0.5, 0.15 * (max(ys) - min(ys)))
+    pad = max(0.5 if task["percent"] else 1e-3, 0.15 * (max(ys) - min(ys)))
     ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 accuracy, eval split (%)")
+    ax.set_ylabel(f"{task['label']}, eval split{' (%)' if task['percent'] else ''}")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    _place_labels(fig, ax, [(n, p[0] / scale, 100 * p[1]) for n, p in points.items()])
+    _place_labels(fig, ax, [(n, p[0] / scale, unit * p[1]) for n, p in points.items()])
     return _png(fig)
 
 

@@ -26,7 +26,12 @@ def _pct(x) -> str:
 
 
 def profile_rows(record: dict) -> dict[str, str]:
-    """The figures of one profile as label -> text."""
+    """The figures of one profile as label -> text (a failed candidate's: why it has none)."""
+    if record.get("failed"):
+        return {
+            "SavedModel size (gzip)": record.get("note") or "not profiled",
+            "TFLite size (gzip)": f"({record.get('summary', 'failed')})"[:60],
+        }
     sizes = record["sizes"]
     params = record.get("parameters", {})
     kernels = params.get("kernels", {})
@@ -54,12 +59,22 @@ def profile_rows(record: dict) -> dict[str, str]:
         ),
         "peak memory TFLite (+model)": _mem(mem.get("tflite")),
         "peak memory SavedModel (+model)": _mem(mem.get("saved_model")),
-        "accuracy SavedModel / TFLite": (
-            f"{_pct(acc.get('saved_model_top1'))} / {_pct(acc.get('tflite_top1'))} (n={acc['examples']})"
-            if acc
-            else "-"
-        ),
+        **metric_row(acc),
     }
+
+
+def metric_row(acc: dict) -> dict[str, str]:
+    """``<task's metric> SavedModel / TFLite`` -> values (percentages for accuracies)."""
+    from components.common import metrics
+
+    name = acc.get("metric", "top1_accuracy") if acc else "top1_accuracy"
+    label = "accuracy" if name == "top1_accuracy" else metrics.metric_label(name)
+    if not acc:
+        return {f"{label} SavedModel / TFLite": "-"}
+    saved = acc.get("saved_model", acc.get("saved_model_top1"))
+    lite = acc.get("tflite", acc.get("tflite_top1"))
+    show = _pct if metrics.is_accuracy(name) else (lambda x: "-" if x is None else f"{x:.4g}")
+    return {f"{label} SavedModel / TFLite": f"{show(saved)} / {show(lite)} (n={acc['examples']})"}
 
 
 def _mem(entry: dict | None) -> str:
@@ -111,6 +126,13 @@ def evaluation_record(run) -> dict | None:
     return _first_output_record(run, EVALUATION_KEY, EVALUATION_FILE)
 
 
+def all_candidates_failed(run) -> str | None:
+    """The gate's reason when every candidate failed before it could be judged, else None."""
+    evaluation = evaluation_record(run)
+    decision = (evaluation or {}).get("decision") or {}
+    return decision.get("reason") if decision.get("all_candidates_failed") else None
+
+
 def push_record(run) -> dict | None:
     """The Pusher's ``push.json`` of this run, when the run has a Pusher."""
     from components.pusher.executor import PUSH_FILE
@@ -138,11 +160,82 @@ def push_lines(record: dict) -> list[str]:
     return lines
 
 
+def default_recipe_text(config) -> str:
+    """What the default recipe will do: its candidates, the gate's rules, where it pushes."""
+    from pipelines.recipes import describe
+
+    rules = config.evaluator.rules
+    gate = [f"accuracy drop <= {rules.max_accuracy_drop_points:g} point(s)"]
+    if rules.min_speedup is not None:
+        gate.append(f"{rules.latency_statistic} latency speed-up >= {rules.min_speedup:g}x")
+    lines = ["no --config: the default recipe (pipelines/configs/default.yaml), candidates:"]
+    lines += [f"  {line}" for line in describe(config.plan())]
+    lines.append(
+        f"gate: {' and '.join(gate)} vs the baseline; of those that pass, the "
+        f"{config.evaluator.objective} is chosen"
+    )
+    if config.pusher is None:
+        lines.append("push: none (give --serving DIR to push the chosen model)")
+    else:
+        lines.append(
+            f"push: {config.pusher.serving[0].base_directory} as {config.pusher.model_name!r}"
+        )
+    return "\n".join(lines)
+
+
+def choice_text(evaluation: dict) -> str:
+    """What was chosen and why, and why each other candidate was not."""
+    decision = evaluation["decision"]
+    lines = [
+        f"chose {decision['selected']!r}: {decision['reason']}"
+        if decision["blessed"]
+        else f"chose nothing: {decision['reason']}"
+    ]
+    ranking = decision.get("ranking") or []
+    for candidate in evaluation["candidates"]:
+        name = candidate["name"]
+        if name == decision.get("selected"):
+            continue
+        if candidate.get("rejected_because"):
+            why = "rejected: " + "; ".join(candidate["rejected_because"])
+        elif name in ranking:
+            why = f"passed, ranked {ranking.index(name) + 1} of {len(ranking)}"
+        else:
+            why = "not eligible"
+        lines.append(f"  {name}: {why}")
+    return "\n".join(lines)
+
+
+def import_record(run) -> dict | None:
+    """The ModelImporter's ``import.json`` of this run (how the checkpoint was brought in)."""
+    from components.importer.executor import OUTPUT_MODEL_KEY
+    from components.importer.importer import RECORD_FILE
+
+    return _first_output_record(run, OUTPUT_MODEL_KEY, RECORD_FILE)
+
+
+def import_line(record: dict) -> str:
+    """One line: where the model came from and what the import did to it."""
+    source = "Keras 3" if record.get("source_format") == "keras3" else "tf_keras"
+    line = f"Model: {source} {record.get('keras_version', '?')}, {record.get('import_action')}"
+    if record.get("flattened_models"):
+        line += f" (nested models flattened: {', '.join(record['flattened_models'])})"
+    if record.get("import_action") != "copied":
+        line += (
+            f"; max output difference {record.get('max_abs_diff', float('nan')):.3g} on "
+            f"{record.get('verified_examples')} eval examples (tolerance {record.get('tolerance')})"
+        )
+    return line
+
+
 def render(run) -> str:
     """The text printed at the end of ``tfxopt run``."""
     lines = [f"Run {run.run_id}  (outputs in {run.output_dir})", ""]
     for step in run.steps:
         lines.append(f"  {step.node_id:<28} {step.state:<9} {step.duration_s:7.1f} s")
+    imported = import_record(run)
+    if imported is not None:
+        lines += ["", import_line(imported)]
     profiles = load_profiles(run)
     if profiles:
         lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]
@@ -150,7 +243,11 @@ def render(run) -> str:
     if evaluation is not None:
         from components.evaluator.evaluator import rules_table
 
+        task = evaluation.get("task")
+        if task:
+            lines += ["", f"Task: {task['kind']} (metric {task.get('metric')})"]
         lines += ["", "Gate (every rule per candidate):", rules_table(evaluation)]
+        lines += ["", choice_text(evaluation)]
     pushed = push_record(run)
     if pushed is not None:
         lines += ["", *push_lines(pushed)]

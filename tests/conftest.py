@@ -57,6 +57,24 @@ def tiny_examples(tmp_path):
     return str(root)
 
 
+@pytest.fixture
+def eval_top1():
+    """``top1(model, examples_uri, split="eval")``: top-1 accuracy worked out here, independently.
+
+    For checking a recorded accuracy against the model it describes: the examples are read with
+    the default mapping and the arg-max compared with the labels in numpy.
+    """
+
+    def top1(model, examples_uri: str, split: str = "eval") -> float:
+        from components.common.examples import DataConfig, load_arrays
+
+        x, y = load_arrays(examples_uri, split, DataConfig(), model)
+        predictions = model.predict(x, verbose=0)
+        return float(np.mean(np.argmax(predictions, axis=-1) == y))
+
+    return top1
+
+
 def pytest_report_header(config):
     """The processor and the instruction set TensorFlow's kernels may use: trained weights,
     accuracies and latencies move with them, so the tests assert relationships (issue 14)."""

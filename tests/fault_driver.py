@@ -13,8 +13,9 @@ leaving the step's ML Metadata execution RUNNING and whatever the step had writt
 The test then kills the process with SIGKILL from outside, exactly as an out-of-memory kill or a
 lost node would, and reruns the pipeline. No production code carries a fault hook.
 
-Points (see STALL_POINTS): the middle of the Pruner's fine-tuning, the Quantizer's conversion, the
-Evaluator's accuracy pass, and three moments of a push: half-way through copying a SavedModel file
+Points (see STALL_POINTS): the middle of the Pruner's fine-tuning (after two batches), the
+Quantizer's conversion (inside ``TFLiteConverter.convert()``, once the MLIR converter produced the
+flatbuffer), the Evaluator's Beam accuracy pass (after 32 examples were predicted), and three moments of a push: half-way through copying a SavedModel file
 into a serving version, after a version directory is published but before its push record, and
 after an OTA channel's history and signatures are written but before its manifest.
 
@@ -61,18 +62,63 @@ def _stall_in_fine_tuning(marker: str) -> None:
     training.fit = fit
 
 
-def _stall_on_entry(module_name: str, attr: str, point: str):
-    def install(marker: str) -> None:
-        import importlib
+def _stall_mid_conversion(marker: str) -> None:
+    """Stalls inside the Quantizer's ``TFLiteConverter.convert()``, after the MLIR converter ran.
 
-        module = importlib.import_module(module_name)
+    The converter has traced the Keras model and converted it to a flatbuffer; the stall comes
+    where the converter hands that flatbuffer to its own post-processing
+    (``_optimize_tflite_model``, every converter path's last step), so the Quantizer's execution
+    is RUNNING with a conversion genuinely in progress. Conversions outside the Quantizer's
+    ``convert`` (the Profiler's TFLite flavour) pass untouched.
+    """
+    from tensorflow.lite.python import lite
 
-        def stalled(*args, **kwargs):
-            _stall(marker, point)
+    from components.quantizer import quantizer
 
-        setattr(module, attr, stalled)
+    real_optimize = lite.TFLiteConverterBase._optimize_tflite_model
+    real_quantizer_convert = quantizer.convert
+    inside = {"quantizer": False}
 
-    return install
+    def quantizer_convert(*args, **kwargs):
+        inside["quantizer"] = True
+        try:
+            return real_quantizer_convert(*args, **kwargs)
+        finally:
+            inside["quantizer"] = False
+
+    def optimize_tflite_model(self, model, *args, **kwargs):
+        if inside["quantizer"] and model:  # the converter's work so far is real; then it dies
+            _stall(marker, "quantizer.convert")
+        return real_optimize(self, model, *args, **kwargs)
+
+    quantizer.convert = quantizer_convert
+    lite.TFLiteConverterBase._optimize_tflite_model = optimize_tflite_model
+
+
+STALL_AFTER_EXAMPLES = 32
+
+
+def _stall_mid_accuracy_pass(marker: str) -> None:
+    """Stalls inside the Evaluator's Beam accuracy pass once STALL_AFTER_EXAMPLES were predicted.
+
+    Wraps ``accuracy.outcomes``, which ``PredictFn.process`` calls for each model and batch
+    after the models ran on it: by then Beam has read and batched the eval split and the DoFn has
+    loaded the models and predicted at least that many examples. The in-memory DirectRunner runs
+    the DoFn in this process, so the SIGKILL lands mid-pass.
+    """
+    from components.evaluator import accuracy
+
+    real_outcomes = accuracy.outcomes
+    seen = {"examples": 0}
+
+    def outcomes(preds, labels, settings):
+        result = real_outcomes(preds, labels, settings)
+        seen["examples"] += len(labels)
+        if seen["examples"] >= STALL_AFTER_EXAMPLES:
+            _stall(marker, "evaluator.accuracy")
+        return result
+
+    accuracy.outcomes = outcomes
 
 
 def _stall_mid_serving_file(marker: str) -> None:
@@ -115,12 +161,8 @@ def _stall_on_write(pattern: str, point: str):
 
 STALL_POINTS = {
     "pruner.fine_tuning": _stall_in_fine_tuning,
-    "quantizer.convert": _stall_on_entry(
-        "components.quantizer.quantizer", "convert", "quantizer.convert"
-    ),
-    "evaluator.accuracy": _stall_on_entry(
-        "components.evaluator.accuracy", "run_accuracy", "evaluator.accuracy"
-    ),
+    "quantizer.convert": _stall_mid_conversion,
+    "evaluator.accuracy": _stall_mid_accuracy_pass,
     "pusher.serving.mid_file": _stall_mid_serving_file,
     "pusher.serving.before_record": _stall_on_write(
         r"/versions/\d+\.json$", "pusher.serving.before_record"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -87,6 +88,9 @@ def world(tmp_path_factory):
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
         model.export({str(root / "keras3-export")!r})
         model.save({str(root / "keras3.keras")!r})
+        inputs = keras.Input((64,))
+        squared = keras.layers.Lambda(lambda t: keras.ops.square(t), name="square")(inputs)
+        keras.Model(inputs, keras.layers.Dense(10)(squared)).save({str(root / "lambda.keras")!r})
         """
     )
     keras3_log = open(root / "keras3.log", "w+")  # noqa: SIM115 - closed below
@@ -163,6 +167,8 @@ def world(tmp_path_factory):
     keras3_log.seek(0)
     assert keras3.returncode == 0, keras3_log.read()[-3000:]
     keras3_log.close()
+    whole = (root / "keras3.keras").read_bytes()
+    (root / "truncated.keras").write_bytes(whole[: len(whole) // 2])
     return {
         "root": str(root),
         "model": str(root / "model"),
@@ -216,13 +222,18 @@ CASES = [
     ),
     Case(
         "model-keras3-export",
-        ("keras3-export", "not written by tf_keras", "Keras 3"),
+        ("keras3-export", "not written by tf_keras", "save with `model.save('model.keras')`"),
         model="keras3-export",
     ),
     Case(
-        "model-keras3-file",
-        ("keras3.keras", "is a file, not a SavedModel directory", "single-file Keras model"),
-        model="keras3.keras",
+        "model-keras3-file-truncated",
+        ("truncated.keras", "is damaged", "model.save('model.keras')"),
+        model="truncated.keras",
+    ),
+    Case(
+        "model-keras3-lambda",
+        ("'square' (Lambda", "keras.ops", "build_tf_keras_model()"),
+        model="lambda.keras",
     ),
     Case(
         "model-custom-layer-pruner",
@@ -293,7 +304,7 @@ CASES = [
     ),
     Case(
         "config-contradicting-rules-task",
-        ("max_error_increase", "applies to task: regression"),
+        ("max_error_increase", "does not fit task multiclass"),
         config={**PUSH_CANDIDATE, "evaluator": {"rules": {"max_error_increase": 0.1}}},
     ),
     Case(
@@ -532,3 +543,12 @@ def test_a_bad_input_through_a_real_process(world, tmp_path):
     assert last.startswith("tfxopt: error: pusher.ota.0: signing_key_path"), done.stderr[-2000:]
     assert "not an Ed25519 private key" in last
     assert _written(str(tmp_path / "out")) == []
+
+
+def test_guarantees_md_counts_the_cases_of_this_table():
+    """docs/GUARANTEES.md quotes how many bad inputs this table holds: the number stays true."""
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "GUARANTEES.md")
+    with open(path) as f:
+        quoted = re.search(r"`tests/test_bad_inputs\.py`, (\d+) cases", f.read())
+    assert quoted, "GUARANTEES.md no longer quotes the number of bad-input cases"
+    assert int(quoted.group(1)) == len(CASES)

@@ -98,3 +98,55 @@ def test_throughput_ratios_and_markdown():
     page = "\n".join(render_markdown({"what": "x.", "bare_batch": 32, "rows": rows, "ratios": out}))
     assert "| 1,000 | 0.5 | 4.0 | - | - |" in page
     assert render_markdown(None) == []
+
+
+def test_recipes_benchmark_drop_interval_and_targets():
+    from benchmarks.recipes import _targets, paired_drop_ci, render
+
+    rng = np.random.default_rng(0)
+    base = rng.random(360) < 0.99
+    same, point_ci = paired_drop_ci(base, base)
+    assert same == 0.0 and point_ci == [0.0, 0.0]  # paired: identical outcomes, no spread
+    worse = base.copy()
+    worse[:20] = False
+    drop, (low, high) = paired_drop_ci(base, worse)
+    assert low <= drop <= high and drop > 0
+    assert drop == pytest.approx(100 * (base.mean() - worse.mean()), abs=1e-3)
+
+    def model(gzip_ratio, p50_ratio, drop_points):
+        return {
+            "tflite_gzip_bytes": 1000,
+            "gzip_ratio": gzip_ratio,
+            "accuracy": 0.99,
+            "drop_points": drop_points,
+            "drop_ci95": [drop_points - 0.5, drop_points + 0.5],
+            "p50_ratio": p50_ratio,
+            "p50_ms": 0.1,
+            "p95_ratio": p50_ratio,
+            "wall_s": 10.0,
+            "chain": ["Pruner_s80", "Quantizer_x"],
+        }
+
+    models = {
+        "fp32": model(1.0, 1.0, 0.0),
+        "hand": model(12.0, 0.9, 1.1),
+        "small": model(15.0, 0.9, 0.2),
+        "fast": model(4.0, 0.4, 0.4),
+    }
+    decision = {"blessed": True, "selected": "small", "reason": "smallest"}
+    targets = _targets(models, decision, ["small", "fast"])
+    assert targets["size"]["met"] and targets["size"]["candidates_meeting"] == ["small"]
+    assert targets["speed"]["met"] and targets["speed"]["candidates_meeting"] == ["fast"]
+    unblessed = _targets(models, {"blessed": False, "selected": None}, ["small", "fast"])
+    assert not unblessed["size"]["met"]  # the size target needs the gate to bless it
+    section = {
+        "models": models,
+        "decision": decision,
+        "targets": targets,
+        "latency_runs": 100,
+        "pipeline_wall_s": 100.0,
+        "hand_wall_s": 20.0,
+    }
+    text = "\n".join(render(section, 5))
+    assert "`small` **(blessed)**" in text and "Size target" in text
+    assert text.count("**met**") == 2

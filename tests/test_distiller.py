@@ -367,7 +367,7 @@ def test_feature_hints_with_a_projection_and_a_module_student(
 
 
 def test_executor_writes_the_student_record_and_properties(
-    tmp_path, tiny_teacher_uri, tiny_examples
+    tmp_path, tiny_teacher_uri, tiny_examples, eval_top1
 ):
     import tf_keras
     from tfx.types import artifact_utils, standard_artifacts
@@ -410,7 +410,14 @@ def test_executor_writes_the_student_record_and_properties(
     assert output.get_int_custom_property("teacher_parameters") == 1210
     accuracy = output.get_float_custom_property("accuracy")
     assert accuracy == pytest.approx(record["student"]["eval_accuracy"])
-    assert 0.0 <= accuracy <= 1.0
+    # the student's and the teacher's accuracies are those of the saved models on the eval split
+    assert accuracy == pytest.approx(eval_top1(student, tiny_examples), abs=1e-9)
+    teacher_model = tf_keras.models.load_model(
+        model_io.serving_model_dir(tiny_teacher_uri), compile=False
+    )
+    assert record["teacher"]["eval_accuracy"] == pytest.approx(
+        eval_top1(teacher_model, tiny_examples), abs=1e-9
+    )
     assert output.get_float_custom_property("temperature") == 2.0
     assert output.has_custom_property("label_only_accuracy")
     # The teacher artifact is unchanged.
@@ -479,6 +486,13 @@ def test_distilling_the_reference_digits_model(tmp_path, reference_data):
 def test_mixed_precision_mechanics_run_on_any_device(tiny_model):
     """What distill() does on a GPU when asked for mixed_float16: float16 layers, float32 logits,
     a loss-scaled optimizer; run here for a few steps on whatever device there is."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        # TensorFlow picks oneDNN's float16 kernels from the processor's own flags (AVX512-FP16
+        # here); capped below them, oneDNN has no implementation and aborts the process. A real
+        # AVX2-only processor never asks for them, so this is an artifact of the cap alone.
+        pytest.skip(
+            "float16 training under an ONEDNN_MAX_CPU_ISA cap aborts in oneDNN (emulation only)"
+        )
     import tensorflow as tf
     import tf_keras
 

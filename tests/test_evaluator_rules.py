@@ -31,7 +31,7 @@ def judge(metrics, config, error=None, production_state="not_configured"):
         ({"rules": {"max_relative_accuracy_drop": -0.01}}, "rules.max_relative_accuracy_drop"),
         ({"rules": {"max_accuracy_drop_points": -1}}, "rules.max_accuracy_drop_points"),
         ({"rules": {"min_speedup": 0}}, "rules.min_speedup"),
-        ({"rules": {"max_error_increase": 0.1}}, "max_error_increase"),
+        ({"task": "classification", "rules": {"max_error_increase": 0.1}}, "max_error_increase"),
         ({"task": "regression", "rules": {"max_accuracy_drop_points": 1}}, "max_accuracy_drop"),
         ({"rules": {"accuracy_drop_bound": "upper_confidence"}}, "accuracy_drop_bound"),
         ({"rules": {"max_size_vs_production_ratio": 1.0}}, "production.metrics_path"),

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -67,32 +66,12 @@ def _config(key_path: str) -> dict:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A small trained classifier (64 inputs, 10 classes), its Examples and an OTA signing key."""
-    import tf_keras
-
     from components.pusher import keys
-    from pipelines.reference_data import write_examples
+    from tests.small_inputs import train_small_classifier, write_learnable_examples
 
     root = tmp_path_factory.mktemp("fault-inputs")
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        x = rng.random((n, 64), dtype=np.float32)
-        return x, np.argmax(x[:, :10], axis=1).astype(np.int64)  # learnable in a few epochs
-
-    (x_train, y_train), (x_eval, y_eval) = split(256), split(128)
-    write_examples(str(root / "examples" / "Split-train" / "data.gz"), x_train, y_train)
-    write_examples(str(root / "examples" / "Split-eval" / "data.gz"), x_eval, y_eval)
-    tf_keras.utils.set_random_seed(1)
-    model = tf_keras.Sequential(
-        [
-            tf_keras.layers.Input(shape=(64,), name="image"),
-            tf_keras.layers.Dense(32, activation="relu", name="hidden"),
-            tf_keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=30, batch_size=32, verbose=0)
-    model.save(str(root / "model"), save_format="tf")
+    x_train, y_train = write_learnable_examples(str(root / "examples"))
+    train_small_classifier(str(root / "model"), x_train, y_train, seed=1)
     key = str(root / "keys" / "ota.pem")
     keys.write_keypair(key)
     config = _config(key)
@@ -343,7 +322,12 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     from pipelines.pipeline import PRUNER_ID
 
     out = driver.output_dir
-    cached_before_pruner = ("ExampleGen", "CheckpointImporter", "BaselineProfiler")
+    cached_before_pruner = (
+        "ExampleGen",
+        "CheckpointImporter",
+        "ModelImporter",
+        "BaselineProfiler",
+    )
     after_pruner = (PRUNER_ID, "Quantizer_float32", "Quantizer_dynamic_range", "Evaluator")
 
     # 1. in the middle of fine-tuning

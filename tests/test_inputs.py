@@ -1,6 +1,5 @@
 """Model and Examples inputs: layouts accepted, and clear errors for bad ones before heavy work."""
 
-import os
 
 import numpy as np
 import pytest
@@ -81,7 +80,7 @@ def _corrupt(p):
     [
         (_missing, "does not exist"),
         (_empty, "is empty"),
-        (_keras_file, "single-file Keras model"),
+        (_keras_file, "is a file, not a SavedModel directory"),
         (_no_pb, "holds no saved_model.pb"),
         (_corrupt, "not a valid SavedModel protobuf"),
     ],
@@ -168,7 +167,9 @@ def test_module_file_input_fn(tmp_path, tiny_examples, tiny_model):
         examples_lib.load_arrays(
             tiny_examples, "eval", DataConfig(module_file=str(bad)), tiny_model
         )
-    assert os.path.exists(module)
+    missing = str(tmp_path / "missing.py")
+    with pytest.raises(DataError, match=f"data.module_file '{missing}' does not exist"):
+        examples_lib.load_arrays(tiny_examples, "eval", DataConfig(module_file=missing), tiny_model)
 
 
 def test_reference_training_adds_one_pixel_shifted_copies():

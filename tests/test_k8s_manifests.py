@@ -1,6 +1,8 @@
 """k8s/: the overlays render with kustomize, validate against the Kubernetes schemas, and hold together.
 
-Rendering uses ``kubectl kustomize`` (or a standalone ``kustomize build``); schema validation uses the
+Rendering uses ``kubectl kustomize`` (or a standalone ``kustomize build``): where no kubectl on
+PATH renders the overlays, scripts/install_kubectl.sh (run by ``make test``) installs one, and
+without a renderer these tests fail saying so, never skip. Schema validation uses the
 ``kubernetes-validate`` package, offline, in strict mode (unknown fields are errors). Beyond the
 schemas, the tests check what a cluster would only reveal at run time: references between objects,
 the restricted Pod Security profile, least-privilege RBAC, and that no key material is in the files.
@@ -27,20 +29,30 @@ KUBERNETES_VERSION = "1.30.0"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
 
-def _renderer() -> list[str] | None:
+# Installed by scripts/install_kubectl.sh (make test runs it) where no kubectl on PATH renders
+# the overlays; it lives beside kubernetes-validate, outside the venv's site-packages.
+KUBECTL_PATH = os.path.join(sys.prefix, "tools", "kubectl", "bin", "kubectl")
+
+
+def _renderer() -> list[str]:
+    """The command that renders an overlay; fails (never skips) when there is none."""
+    if os.access(KUBECTL_PATH, os.X_OK):
+        return [KUBECTL_PATH, "kustomize"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
     if shutil.which("kustomize"):
         return ["kustomize", "build"]
-    return None
+    pytest.fail(
+        "neither kubectl nor kustomize is installed, so the overlays cannot be rendered: run "
+        "scripts/install_kubectl.sh (make test does), which installs kubectl into "
+        f"{os.path.dirname(os.path.dirname(KUBECTL_PATH))}"
+    )
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request):
     """(overlay, [objects]) for each overlay, rendered by kustomize."""
     command = _renderer()
-    if command is None:
-        pytest.skip("neither kubectl nor kustomize is installed: cannot render the overlays")
     proc = subprocess.run(
         [*command, os.path.join(K8S, "overlays", request.param)],
         capture_output=True,
@@ -65,7 +77,7 @@ def _pod_specs(objects: list[dict]):
 
 # kubernetes-validate is installed outside the venv's site-packages (scripts/setup_venv.sh):
 # where the kubernetes client can import it, every TFX import pays for loading it.
-VALIDATOR_PATH = os.path.join(REPO_ROOT, ".venv", "tools", "kubernetes-validate")
+VALIDATOR_PATH = os.path.join(sys.prefix, "tools", "kubernetes-validate")
 _VALIDATE = """
 import json, sys
 import kubernetes_validate
@@ -303,22 +315,89 @@ def test_the_shipped_pipeline_configs_compile(rendered, tmp_path):
         assert mounts[ota.base_directory] == ota_volume["persistentVolumeClaim"]["claimName"]
 
 
-def test_dockerfile_builds_on_tfx_1_16_as_non_root_with_the_pins():
+def _dockerfile() -> list[tuple[str, str]]:
+    """k8s/Dockerfile as (instruction, arguments) pairs, continuation lines joined."""
     with open(os.path.join(K8S, "Dockerfile")) as f:
         text = f.read()
-    instructions = [
-        line.split(None, 1)
-        for line in re.sub(r"\\\n", " ", text).splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+    return [
+        (op.upper(), arg)
+        for op, arg in (
+            line.split(None, 1)
+            for line in re.sub(r"\\\n", " ", text).splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        )
     ]
-    froms = [arg for op, arg in instructions if op == "FROM"]
-    assert froms == ["gcr.io/tfx-oss-public/tfx:1.16.0"]
-    users = [arg for op, arg in instructions if op == "USER"]
-    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
-    env = " ".join(arg for op, arg in instructions if op == "ENV")
-    assert "TF_USE_LEGACY_KERAS=1" in env
-    runs = " ".join(arg for op, arg in instructions if op == "RUN")
-    assert "python -m pip install -c requirements/constraints.txt ." in runs
+
+
+def _pin(package: str) -> str:
+    with open(os.path.join(REPO_ROOT, "requirements", "constraints.txt")) as f:
+        return re.search(rf"^{re.escape(package)}==(\S+)$", f.read(), re.MULTILINE).group(1)
+
+
+def test_dockerfile_text_pins_the_base_runs_as_non_root_and_checks_its_imports():
+    """The Dockerfile's text, checked as far as text can be (nothing is built here: no registry).
+
+    The base image is the TFX release the constraints pin, by tag or digest; every RUN comes
+    before a numeric non-root USER that a RUN created; TF_USE_LEGACY_KERAS is set before the first
+    RUN; the build fails unless its import check passes, and that check is run here, against the
+    same pins; the entrypoint is reset and the command is the package's own script.
+    """
+    instructions = _dockerfile()
+    ops = [op for op, _ in instructions]
+    (base,) = [arg for op, arg in instructions if op == "FROM"]
+    tfx_pin = _pin("tfx")
+    assert re.fullmatch(
+        rf"gcr\.io/tfx-oss-public/tfx(:{re.escape(tfx_pin)})?(@sha256:[0-9a-f]{{64}})?", base
+    ) and ("@sha256:" in base or base.endswith(f":{tfx_pin}")), base
+
+    users = [i for i, op in enumerate(ops) if op == "USER"]
+    assert users, "no USER: the image would run as root"
+    uid, _, gid = instructions[users[-1]][1].partition(":")
+    assert uid.isdigit() and int(uid) != 0 and (not gid or gid.isdigit()), uid
+    runs = [i for i, op in enumerate(ops) if op == "RUN"]
+    assert max(runs) < users[-1], "a RUN after the last USER would need root"
+    assert any(re.search(rf"useradd\b.*--uid {uid}\b", instructions[i][1]) for i in runs)
+
+    envs = [
+        i
+        for i, (op, arg) in enumerate(instructions)
+        if op == "ENV" and "TF_USE_LEGACY_KERAS=1" in arg
+    ]
+    assert envs and envs[0] < min(runs), "TF_USE_LEGACY_KERAS=1 must hold for every RUN"
+
+    # The install RUN: Python 3.10, pip with the constraints, then the import check, chained with
+    # && so a failing check fails the build.
+    (install,) = [instructions[i][1] for i in runs if "pip install" in instructions[i][1]]
+    commands = [c.strip() for c in install.split(" && ")]
+    assert "python -m pip install -c requirements/constraints.txt ." in commands
+    checks = [c for c in commands if c.startswith('python -c "') and "import tfx" in c]
+    assert len(checks) == 1 and commands.index(checks[0]) > commands.index(
+        "python -m pip install -c requirements/constraints.txt ."
+    ), commands
+    code = checks[0][len('python -c "') : -1]
+    assert f"tfx.__version__ == '{tfx_pin}'" in code
+    assert "import_class_by_path(f'components.{n}.executor.Executor') for n in (" in code
+    for name in os.listdir(os.path.join(REPO_ROOT, "components")):
+        if os.path.exists(os.path.join(REPO_ROOT, "components", name, "executor.py")):
+            assert f"'{name}'" in code, f"the import check does not load the {name} executor"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT, "TF_USE_LEGACY_KERAS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"tensorflow {_pin('tensorflow')} tfx {tfx_pin}" in done.stdout
+
+    assert instructions[ops.index("ENTRYPOINT")][1] == "[]"
+    command = json.loads([arg for op, arg in instructions if op == "CMD"][-1])
+    with open(os.path.join(REPO_ROOT, "pyproject.toml")) as f:
+        scripts = re.search(r"\[project\.scripts\]\n(\w+) =", f.read()).group(1)
+    assert command[0] == scripts, command
+
     # Everything the package installs is copied in, and let through the build context filter.
     with open(os.path.join(REPO_ROOT, "pyproject.toml")) as f:
         include = re.search(r"include = \[([^\]]*)\]", f.read()).group(1)

@@ -15,6 +15,7 @@ regenerate it and review the diff::
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -89,7 +90,17 @@ def _e2e_config(out_dir: str) -> dict:
             "max_eval_examples": 100,
         },
         "profile_candidates": False,
-        "quantization": [{"mode": "dynamic_range"}],
+        # The second candidate fails verification (a tolerance no int8 model meets): the step
+        # succeeds with its output marked failed, the gate rejects it, the run goes on.
+        "quantization": [
+            {"mode": "dynamic_range"},
+            {
+                "mode": "full_int8",
+                "name": "int8_strict",
+                "verify_tolerance": 1e-6,
+                "representative_samples": 32,
+            },
+        ],
         "evaluator": {
             "rules": {"max_accuracy_drop_points": 2.0},
             "latency": {"warmup_runs": 2, "timed_runs": 10},
@@ -276,20 +287,19 @@ def test_a_pattern_that_matches_no_step_fails(tmp_path, compiled):
         assert not path.exists()
 
 
-def test_golden_compiled_spec(compiled):
-    """The compiled package matches tests/golden/kfp_pipeline.yaml (UPDATE_GOLDEN=1 rewrites it)."""
-    actual = _normalize(_docs(compiled.path))
+def compare_with_golden(actual: list[dict], golden: str, source: str) -> None:
+    """Fails with a diff when ``actual`` differs from the golden file (UPDATE_GOLDEN=1 rewrites it)."""
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
-        with open(GOLDEN, "w") as f:
+        os.makedirs(os.path.dirname(golden), exist_ok=True)
+        with open(golden, "w") as f:
             f.write(
-                "# Golden compiled KFP package (tests/test_kubeflow.py: GOLDEN_CONFIG, GOLDEN_KUBEFLOW)\n"
-                "# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_kubeflow.py "
+                f"# Golden compiled KFP package ({source})\n"
+                f"# Regenerate: UPDATE_GOLDEN=1 .venv/bin/python -m pytest {source.split(':')[0]} "
                 "-k golden\n"
             )
             yaml.safe_dump_all(actual, f, sort_keys=True)
-    assert os.path.exists(GOLDEN), "no golden file: run with UPDATE_GOLDEN=1 to create it"
-    expected = _docs(GOLDEN)
+    assert os.path.exists(golden), "no golden file: run with UPDATE_GOLDEN=1 to create it"
+    expected = _docs(golden)
     if actual != expected:
         diff = difflib.unified_diff(
             yaml.safe_dump_all(expected, sort_keys=True).splitlines(),
@@ -303,6 +313,15 @@ def test_golden_compiled_spec(compiled):
             "compiled spec differs from the golden file; if the change is intended, rerun with "
             "UPDATE_GOLDEN=1 and review the diff:\n" + "\n".join(list(diff)[:200])
         )
+
+
+def test_golden_compiled_spec(compiled):
+    """The compiled package matches tests/golden/kfp_pipeline.yaml (UPDATE_GOLDEN=1 rewrites it)."""
+    compare_with_golden(
+        _normalize(_docs(compiled.path)),
+        GOLDEN,
+        "tests/test_kubeflow.py: GOLDEN_CONFIG, GOLDEN_KUBEFLOW",
+    )
 
 
 def test_compiled_twice_is_identical(tmp_path, compiled):
@@ -417,12 +436,14 @@ def test_json_package_for_vertex(tmp_path, compiled):
 def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, reference_data):
     """Every step of the package runs via kubeflow_v2_run_executor, outputs wired to inputs.
 
-    The compiled pipeline (baseline profile, a quantized candidate, the gate, the pusher) runs
-    without Kubernetes on a local pipeline root, each step in a clean subprocess as in its pod.
+    The compiled pipeline (baseline profile, two quantized candidates, one of which fails its
+    verification, the gate, the pusher) runs without Kubernetes on a local pipeline root, each
+    step in a clean subprocess as in its pod: the failing candidate does not fail the run.
     """
     from google.protobuf import json_format
 
     from pipelines.kubeflow_runner import compile_pipeline, load_package
+    from pipelines.pipeline import quantizer_id
     from tests.kfp_emulator import KfpEmulator
 
     config = PipelineConfig.parse(_e2e_config(str(tmp_path)))
@@ -453,9 +474,15 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     for split in ("train", "eval"):
         assert os.listdir(os.path.join(examples["uri"], f"Split-{split}"))
 
+    # The ModelImporter copied the flat checkpoint and said so in its output's properties.
+    imported = results["ModelImporter"].artifacts["imported_model"][0]
+    assert imported["metadata"]["import_action"] == "copied"
+    assert imported["metadata"]["source_format"] == "tf_keras"
+    assert os.path.exists(os.path.join(imported["uri"], "Format-Serving", "saved_model.pb"))
+
     # The Profiler got both artifacts through its ExecutorInput and reported its numbers back.
     profiler_input = results["BaselineProfiler"].executor_input["inputs"]
-    assert profiler_input["artifacts"]["model"]["artifacts"][0]["uri"] == reference_data["model"]
+    assert profiler_input["artifacts"]["model"]["artifacts"][0]["uri"] == imported["uri"]
     assert profiler_input["artifacts"]["examples"]["artifacts"][0]["uri"] == examples["uri"]
     profile = results["BaselineProfiler"].artifacts["profile"][0]
     with open(os.path.join(profile["uri"], "profile.json")) as f:
@@ -464,17 +491,38 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     assert profile["metadata"]["total_parameters"] == 89930
     assert 0 < profile["metadata"]["latency_p50_ms"] <= profile["metadata"]["latency_p99_ms"]
 
-    # The gate blessed the candidate and the pusher pushed it, to serving and to the OTA channel.
+    # The failed candidate's step succeeded, its Model marked failed (no model files in it).
+    (failed,) = results["Quantizer_int8_strict"].artifacts["quantized_model"]
+    assert failed["metadata"]["failed"] == 1, failed
+    assert failed["metadata"]["failure_step"] == "verification"
+    assert sorted(os.listdir(failed["uri"])) == ["candidate_failure.json", "quantization.json"]
+
+    # The gate rejected it, blessed the other candidate, and the pusher pushed that one, to
+    # serving and to the OTA channel.
     (blessing,) = results["Evaluator"].artifacts["blessing"]
     assert blessing["metadata"]["blessed"] == 1, blessing
+    assert blessing["metadata"]["selected_candidate"] == "dynamic_range"
+    assert blessing["metadata"]["failed_candidates"] == 1
     (pushed,) = results["Pusher"].artifacts["pushed_model"]
     assert pushed["metadata"]["pushed"] == 1, pushed
     version_dir = pushed["metadata"]["pushed_destination"]
     assert version_dir.startswith(str(tmp_path / "serving" / "digits"))
     assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
+    # The OTA release verifies with the public key, and its flatbuffer is, byte for byte, the
+    # candidate the gate blessed (the Quantizer's output the blessing names).
+    from components.common import model_io
+    from components.pusher import keys, ota
+
+    (candidate,) = results[quantizer_id("dynamic_range")].artifacts["quantized_model"]
+    assert blessing["metadata"]["current_model"] == candidate["uri"], blessing
+    trusted = keys.trusted_keys([keys.load_public_key(str(tmp_path / "keys" / "ota.pem.pub"))])
     channel = tmp_path / "ota" / "digits" / "canary"
-    assert (channel / "manifest.json").exists() and (channel / "manifest.json.sig").exists()
-    assert list((channel / "files").glob("*.tflite"))
+    manifest = ota.verify_channel(str(channel), trusted)
+    (shipped,) = [f for f in manifest["files"] if f["path"].endswith(".tflite")]
+    with open(model_io.tflite_path(candidate["uri"]), "rb") as f:
+        blessed_bytes = f.read()
+    assert shipped["sha256"] == hashlib.sha256(blessed_bytes).hexdigest()
+    assert shipped["length"] == len(blessed_bytes)
 
 
 # -- submit and schedule against a fake KFP API -------------------------------------------------
@@ -486,6 +534,8 @@ def fake_kfp(monkeypatch, tmp_path):
     server = FakeKfp()
     yield server
     server.close()
+    # every request matched kfp_server_api's operations and models (see tests/fake_kfp.py)
+    assert server.errors == [], server.errors
 
 
 def test_submit_sends_the_package_parameters_and_root(fake_kfp, compiled):
@@ -528,12 +578,45 @@ def test_schedule_cron_and_interval(fake_kfp, compiled, monkeypatch):
     first, second = fake_kfp.posted("/apis/v2beta1/recurringruns")
     assert first["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
     assert first["display_name"] == "nightly" and first["no_catchup"] is True
-    assert first["max_concurrency"] == "1" or first["max_concurrency"] == 1
-    assert second["trigger"] == {"periodic_schedule": {"interval_second": "21600"}} or second[
-        "trigger"
-    ] == {"periodic_schedule": {"interval_second": 21600}}
+    # int64 fields: kfp.Client sends JSON numbers (the fake accepts a number or a digit string,
+    # as the API server's decoder does)
+    assert first["max_concurrency"] == 1
+    assert second["trigger"] == {"periodic_schedule": {"interval_second": 21600}}
     assert second["no_catchup"] is False
     assert first["runtime_config"]["parameters"] == params
+
+
+def test_the_fake_kfp_refuses_requests_that_drift_from_the_api(fake_kfp):
+    """The fake checks bodies against kfp_server_api: a drift answers 400 and is recorded."""
+    import urllib.error
+    import urllib.request
+
+    from tests import fake_kfp as fake
+
+    run = {"display_name": "r", "runtime_config": {"parameters": {"model_uri": "gs://m"}}}
+    assert fake.check_request("POST", "/apis/v2beta1/runs", run) == []
+    assert fake.check_request("POST", "/apis/v2beta1/runs", {**run, "runtime_cfg": {}}) == [
+        "RunServiceApi.create_run body: V2beta1Run has no field 'runtime_cfg'"
+    ]
+    [wrong_type] = fake.check_request("POST", "/apis/v2beta1/runs", {"display_name": 7})
+    assert "7 is not a str" in wrong_type
+    [bad_mode] = fake.check_request("POST", "/apis/v2beta1/recurringruns", {"mode": "ON"})
+    assert "'ON' is not one of" in bad_mode
+    [no_route] = fake.check_request("POST", "/apis/v2beta1/jobs", {})
+    assert "no such operation" in no_route
+    [bad_query] = fake.check_request("GET", "/apis/v2beta1/experiments?name=x", None)
+    assert "unknown query parameter 'name'" in bad_query
+
+    request = urllib.request.Request(
+        f"{fake_kfp.host}/apis/v2beta1/runs",
+        data=json.dumps({**run, "pipeline": "x"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert fake_kfp.errors == ["RunServiceApi.create_run body: V2beta1Run has no field 'pipeline'"]
+    fake_kfp.errors.clear()  # expected here; the fixture fails any other test that has some
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,7 @@ def test_local_pipeline_records_into_mariadb_and_reuses_its_cache(
     assert {s.node_id: s.state for s in run.steps} == {
         "ExampleGen": "COMPLETE",
         "CheckpointImporter": "COMPLETE",
+        "ModelImporter": "COMPLETE",
         BASELINE_PROFILER_ID: "COMPLETE",
     }
     assert run.metadata_path == (

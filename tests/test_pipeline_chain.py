@@ -81,7 +81,8 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
                 else rule["value"] >= rule["threshold"]
             )
 
-    # the serving push is a SavedModel TF Serving can load, and its signature runs
+    # the serving push loads as a SavedModel and its signature runs (with tf.saved_model.load:
+    # no model server runs here; tests/test_pusher_serving.py loads one as TF Serving does)
     pushed = summary.push_record(run)
     assert pushed["pushed"] is True
     version_dir = pushed["serving"][0]["path"]
@@ -101,7 +102,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     # an identical second run is served from the cache and pushes nothing new
     again = run_local(config, reference_data["model"], reference_data["examples"], str(out))
     states = {s.node_id: s.state for s in again.steps}
-    assert states["Pruner"] == "CACHED" and states["Evaluator"] == "CACHED", states
+    assert set(states.values()) == {"CACHED"}, states  # every step, not a sample of them
     versions = [d for d in os.listdir(out / "serving" / "digits") if d.isdigit()]
     assert versions == ["1"]
     with open(out / "ota" / "digits" / "canary" / "manifest.json") as f:

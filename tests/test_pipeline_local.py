@@ -22,6 +22,7 @@ def test_local_run_profiles_the_baseline_and_second_run_is_cached(tmp_path, refe
     assert states == {
         "ExampleGen": "COMPLETE",
         "CheckpointImporter": "COMPLETE",
+        "ModelImporter": "COMPLETE",
         BASELINE_PROFILER_ID: "COMPLETE",
     }
     [profile] = run.outputs_of(BASELINE_PROFILER_ID, "profile")
@@ -38,7 +39,7 @@ def test_local_run_profiles_the_baseline_and_second_run_is_cached(tmp_path, refe
     )
     assert again.run_id != run.run_id
     states = {s.node_id: s.state for s in again.steps}
-    assert states[BASELINE_PROFILER_ID] == "CACHED" and states["ExampleGen"] == "CACHED"
+    assert set(states.values()) == {"CACHED"}, states  # every step, not a sample of them
     [cached] = again.outputs_of(BASELINE_PROFILER_ID, "profile")
     assert cached.id == profile.id
 

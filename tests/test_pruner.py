@@ -181,7 +181,9 @@ def test_schedule_that_cannot_reach_the_target_fails_before_training():
 # --- the executor: real artifacts on tmp_path ------------------------------------------------
 
 
-def test_executor_writes_a_sparse_model_records_and_properties(tmp_path, tiny_model, tiny_examples):
+def test_executor_writes_a_sparse_model_records_and_properties(
+    tmp_path, tiny_model, tiny_examples, eval_top1
+):
     import tf_keras
 
     from components.common import model_io, properties
@@ -209,8 +211,15 @@ def test_executor_writes_a_sparse_model_records_and_properties(tmp_path, tiny_mo
     assert per_layer["hidden"] == pytest.approx(0.7, abs=0.01)
     assert props["fine_tuning_epochs"].int_value == 2
     assert props["fine_tuning_wall_time_s"].double_value > 0
-    assert 0 <= props["accuracy_before"].double_value <= 1
-    assert 0 <= props["accuracy_after"].double_value <= 1
+    # the recorded accuracies are the input's and the saved model's, on the eval split
+    input_model = tf_keras.models.load_model(model_io.serving_model_dir(model_uri), compile=False)
+    assert props["accuracy_before"].double_value == pytest.approx(
+        eval_top1(input_model, tiny_examples), abs=1e-9
+    )
+    assert props["accuracy_after"].double_value == pytest.approx(
+        eval_top1(saved, tiny_examples), abs=1e-9
+    )
+    assert record["accuracy_after"] == props["accuracy_after"].double_value
     assert _dir_digest(model_uri) == before  # the input model is never changed
 
 

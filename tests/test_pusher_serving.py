@@ -1,4 +1,11 @@
-"""Serving repository pushes: read back by TF Serving's loader path, atomic, idempotent, labelled."""
+"""Serving repository pushes: read back as TF Serving reads them, atomic, idempotent, labelled.
+
+No model server runs here: TF Serving ships as a binary or a container image, neither of which
+this project's registries (PyPI, Debian, npm) carry. What the tests do instead is what TF
+Serving's own loading amounts to: ``models.config`` parsed as its ``ModelServerConfig`` proto, and
+the version loaded by tag ``serve`` into a TF1 session (SavedModelBundle's path) and run by the
+tensor names of its ``serving_default`` SignatureDef, as a Predict request is.
+"""
 
 from __future__ import annotations
 
@@ -40,9 +47,21 @@ def _labels(config, name=MODEL) -> tuple[list[int], dict]:
     return list(entry.model_version_policy.specific.versions), dict(entry.version_labels)
 
 
-def test_push_reads_back_with_tf_serving_loader_and_config(tmp_path, saved_model, tiny_model):
+def _run_like_tf_serving(version_dir: str, x: np.ndarray) -> np.ndarray:
+    """The version loaded by tag ``serve`` into a TF1 session, run by its SignatureDef's tensors."""
     import tensorflow as tf
 
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
+        signature = meta_graph.signature_def["serving_default"]
+        (input_info,) = signature.inputs.values()
+        (output_info,) = signature.outputs.values()
+        return session.run(output_info.name, {input_info.name: x})
+
+
+def test_push_runs_by_signature_def_in_a_tf1_session_and_config_parses(
+    tmp_path, saved_model, tiny_model
+):
     base = str(tmp_path / "serving")
     destination = ServingDestination(base_directory=base, server_base_directory="/models")
     metrics = {"accuracy": 0.97, "latency_p95_ms": 0.31, "size_bytes": 12345}
@@ -50,11 +69,9 @@ def test_push_reads_back_with_tf_serving_loader_and_config(tmp_path, saved_model
     assert (result.version, result.created) == (1, True)
     assert result.path == os.path.join(base, MODEL, "1")
 
-    loaded = tf.saved_model.load(result.path)
-    serve = loaded.signatures["serving_default"]
     x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
-    (out,) = serve(tf.constant(x)).values()
-    np.testing.assert_allclose(out.numpy(), tiny_model.predict(x, verbose=0), atol=1e-6)
+    out = _run_like_tf_serving(result.path, x)
+    np.testing.assert_allclose(out, tiny_model.predict(x, verbose=0), atol=1e-6)
 
     config = serving.read_model_config(os.path.join(base, "models.config"))
     entry = config.model_config_list.config[0]

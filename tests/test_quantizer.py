@@ -266,6 +266,34 @@ def test_pqat_keeps_the_zeros_and_plain_qat_loses_them(tiny_data):
     assert np.all(serving_kernel[pruned.get_layer("hidden").kernel.numpy() == 0] == 0)
 
 
+@pytest.mark.parametrize("mode, dense", [("sparse_float32", "none"), ("sparse_int8", "full_int8")])
+def test_sparse_modes_store_the_zeros_sparse_and_compute_the_same(tiny_data, mode, dense):
+    sparse = _run("pruned", tiny_data, mode=mode, representative_samples=64)
+    plain = _run("pruned", tiny_data, mode=dense, representative_samples=64)
+    numbers = quantizer.key_numbers(sparse.record)
+    assert numbers["tflite_sparse_encoded_kernels"] >= 1
+    assert quantizer.key_numbers(plain.record)["tflite_sparse_encoded_kernels"] == 0
+    if mode == "sparse_float32":  # 4-byte values: the indices cost less than the zeros saved
+        assert len(sparse.flatbuffer) < len(plain.flatbuffer)
+    assert sparse.record["verification"]["passed"]
+    # read back densified, the stored kernels are the dense flatbuffer's, zeros where pruned
+    pruned = _load(tiny_data["pruned"])
+    sparse_kernels = _kernel_pairs(pruned, sparse.flatbuffer)
+    for (name, expected, stored), (_, _, dense_stored) in zip(
+        sparse_kernels, _kernel_pairs(pruned, plain.flatbuffer), strict=True
+    ):
+        np.testing.assert_array_equal(stored, dense_stored, err_msg=name)
+        assert np.all(stored[expected == 0] == 0), name
+    assert numbers["tflite_kernel_sparsity"] >= numbers["input_kernel_sparsity"] - 1e-6
+    assert numbers.get("notes") is None
+    x, _ = examples_lib.load_arrays(tiny_data["examples"], "eval", DATA, pruned)
+    np.testing.assert_allclose(
+        tflite.TFLiteModel(sparse.flatbuffer).predict_each(x),
+        tflite.TFLiteModel(plain.flatbuffer).predict_each(x),
+        atol=1e-5,
+    )
+
+
 def test_cqat_keeps_at_most_n_values(tiny_data):
     result = _run("clustered", tiny_data, mode="cqat")
     clustered = _load(tiny_data["clustered"])
@@ -336,6 +364,7 @@ def no_heavy_work(monkeypatch):
         ("plain", {"mode": "pqat"}, ModelInputError, "only 0.0% zeros.*Prune the model first"),
         ("plain", {"mode": "cqat"}, ModelInputError, "no kernel of the input is clustered"),
         ("pruned", {"mode": "pcqat"}, ModelInputError, "Cluster the model first.*or use pqat"),
+        ("plain", {"mode": "sparse_int8"}, ModelInputError, "Prune the model first.*full_int8"),
         ("plain", {"mode": "full_int8", "representative_samples": 129}, DataError, "only 128"),
         ("plain", {"mode": "int16x8", "exclude_layers": ["nope"]}, ConfigError, "'nope'"),
         (
@@ -538,12 +567,16 @@ QUICK_QAT = {"epochs": 1, "max_train_examples": 128, "learning_rate": 1e-4}
         ("plain", "full_int8"),
         ("plain", "int16x8"),
         # QAT on the CNN costs ~20-60 s a mode here (tfmot graph building, tracing): the default
-        # suite keeps pcqat, the headline path; the tiny model covers qat, pqat and cqat
-        # there, and the benchmark measures all of them.
+        # suite keeps pcqat, the headline path, and the tiny model covers qat, pqat and
+        # cqat there; these three run on the CNN with `make test-all`. (`make bench` times full
+        # int8 only; components/quantizer/benchmark.py, run by hand, times every mode and
+        # asserts nothing.)
         pytest.param("plain", "qat", marks=pytest.mark.slow),
         pytest.param("pruned", "pqat", marks=pytest.mark.slow),
         pytest.param("clustered", "cqat", marks=pytest.mark.slow),
         ("clustered", "pcqat"),
+        ("pruned", "sparse_float32"),
+        ("pruned", "sparse_int8"),
     ],
 )
 def test_every_mode_on_the_reference_model(reference_inputs, source, mode):
@@ -569,10 +602,10 @@ def test_every_mode_on_the_reference_model(reference_inputs, source, mode):
     assert (numbers["input_dtype"], numbers["output_dtype"]) == (io_dtype, io_dtype)
     kernels = _kernel_pairs(model, result.flatbuffer)
     assert len(kernels) == 5  # conv1..3, dense1, predictions
-    if mode in ("full_int8", "int16x8", "qat", "pqat", "cqat", "pcqat"):
+    if mode in ("full_int8", "int16x8", "qat", "pqat", "cqat", "pcqat", "sparse_int8"):
         assert numbers["float_ops"] == []
         assert {stored.dtype for _, _, stored in kernels} == {np.dtype(np.int8)}
-    if mode in ("pqat", "pcqat"):
+    if mode in ("pqat", "pcqat", "sparse_float32", "sparse_int8"):
         for name, expected, stored in kernels:
             assert np.all(stored[expected == 0] == 0), f"{name}: zeros lost"
         assert numbers["tflite_kernel_sparsity"] >= 0.79

@@ -311,6 +311,7 @@ def test_kfp_submitter_sends_one_run_per_checkpoint(tmp_path, saved_model, monke
         (run,) = server.posted("/apis/v2beta1/runs")
     finally:
         server.close()
+    assert server.errors == []  # every request matched kfp_server_api's models
     assert record["run_id"] == "run-42"
     assert run["runtime_config"]["parameters"] == {"model_uri": ckpt}
     assert run["runtime_config"]["pipeline_root"] == "gs://b/root"

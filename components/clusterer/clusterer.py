@@ -73,11 +73,47 @@ def _channel_axis(layer) -> int:
     return 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
 
 
+def distinct_values(values: np.ndarray, per_channel_axis: int | None, nonzero: bool) -> int:
+    """Distinct (non-zero, with sparsity preserved) values of a tensor; the fewest in any
+    channel when clustered per channel. Clustering needs more of them than clusters."""
+
+    def count(part: np.ndarray) -> int:
+        unique = np.unique(part)
+        return int(np.count_nonzero(unique)) if nonzero else int(unique.size)
+
+    if per_channel_axis is None:
+        return count(values)
+    return min(count(channel) for channel in np.moveaxis(values, per_channel_axis, 0))
+
+
+def _too_small(layer, config: ClustererConfig) -> str | None:
+    """Why ``layer`` is left out (too few distinct weights to make the clusters), or None."""
+    per_channel = _per_channel(layer, config)
+    axis = _channel_axis(layer) if per_channel else None
+    fewest = min(
+        distinct_values(np.asarray(w.numpy()), axis, config.preserve_sparsity)
+        for w in clusterable_weights(layer)
+    )
+    # k-means++ samples its centroids among the weights (the non-zero ones when sparsity is
+    # preserved, a centroid being pinned to zero): fewer distinct weights than clusters crash it,
+    # and such a tensor already holds no more values than the clusters would give it.
+    needed = config.number_of_clusters - (1 if config.preserve_sparsity else 0)
+    if fewest > needed:
+        return None
+    what = "distinct non-zero weights" if config.preserve_sparsity else "distinct weights"
+    unit = " per channel" if per_channel else ""
+    return (
+        f"left out: {fewest} {what}{unit} <= {needed} (number_of_clusters "
+        f"{config.number_of_clusters}): it already holds no more values than clustering gives"
+    )
+
+
 def plan(model, config: ClustererConfig) -> optimization.Selection:
     """Checks the model against the config and picks the layers to cluster, before any training.
 
-    A tensor with no more weights than clusters (per channel, when clustering per channel) is
-    left as it is: it cannot gain from clustering.
+    A tensor with no more distinct weights than clusters (non-zero ones with sparsity preserved;
+    per channel, when clustering per channel) is left out, with the reason in the record: it
+    cannot gain from clustering, and the toolkit's k-means++ would fail on it.
 
     Raises:
       ModelInputError: a subclassed model or an unsupported selected layer (the message names it).
@@ -89,24 +125,16 @@ def plan(model, config: ClustererConfig) -> optimization.Selection:
     )
     kept = []
     for name in selection.selected:
-        layer = model.get_layer(name)
-        sizes = []
-        for weight in clusterable_weights(layer):
-            size = int(np.prod(weight.shape))
-            if _per_channel(layer, config):
-                size //= int(weight.shape[_channel_axis(layer)])
-            sizes.append(size)
-        if min(sizes) <= config.number_of_clusters:
-            unit = "per channel " if _per_channel(layer, config) else ""
-            selection.skipped[name] = (
-                f"{min(sizes)} weights {unit}<= number_of_clusters {config.number_of_clusters}"
-            )
+        reason = _too_small(model.get_layer(name), config)
+        if reason:
+            selection.skipped[name] = reason
             continue
         kept.append(name)
     if not kept:
         raise ConfigError(
-            f"{FIELD}: no selected layer has more weights than number_of_clusters "
-            f"{config.number_of_clusters}: {selection.skipped}."
+            f"{FIELD}: no selected layer has more distinct weights than number_of_clusters "
+            f"{config.number_of_clusters}: {selection.skipped}. Lower number_of_clusters or "
+            "leave the clusterer out."
         )
     return optimization.Selection(kept, selection.skipped)
 
@@ -150,7 +178,7 @@ def _layer_record(original, clustered, config: ClustererConfig) -> dict:
     }
 
 
-def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
+def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_args=None):
     """Clusters and fine-tunes ``model`` (not changed); returns (stripped model, record, history).
 
     Args:
@@ -171,13 +199,15 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
         "preserve_sparsity": config.preserve_sparsity,
         "cluster_per_channel": config.cluster_per_channel,
     }
-    accuracy_before = training.accuracy(model, eval_ds)
+    task = optimization.task_of(compile_args, model)
+    accuracy_before = training.accuracy(model, eval_ds, task)
     log.warning(
-        "clusterer: clustering %s to %d values (%s%s), eval accuracy before %.4f",
+        "clusterer: clustering %s to %d values (%s%s), eval %s before %.4f",
         selection.selected,
         config.number_of_clusters,
         config.centroid_initialization,
         ", sparsity preserved" if config.preserve_sparsity else "",
+        task.metric,
         accuracy_before,
     )
     tuned = optimization.fine_tune_wrapped(
@@ -189,6 +219,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
         eval_ds,
         config.fine_tuning,
         "clusterer",
+        compile_args=compile_args,
     )
     from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 
@@ -202,7 +233,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
         if name not in clustered:
             skipped[name] = "left unclustered by the toolkit (too few weights)"
     stripped = tuned.model
-    accuracy_after = training.accuracy(stripped, eval_ds)
+    accuracy_after = training.accuracy(stripped, eval_ds, task)
     layers = {
         name: _layer_record(model.get_layer(name), stripped.get_layer(name), config)
         for name in clustered
@@ -218,9 +249,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
         "max_unique_values": max(e["unique_values"] for e in layers.values()),
         "sparsity_preserved": all(e["zeros_kept"] for e in layers.values()),
         "model_sparsity": weights_lib.summarize(kernels)["sparsity"],
-        "accuracy_before": accuracy_before,
-        "accuracy_after": accuracy_after,
-        "accuracy_drop": accuracy_before - accuracy_after,
+        **optimization.metric_fields(task, accuracy_before, accuracy_after),
         "fine_tuning": {
             "epochs_run": tuned.fit["epochs_run"],
             "wall_time_s": tuned.fit["wall_time_s"],
@@ -230,9 +259,10 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig):
         "wall_time_s": time.time() - started,
     }
     log.warning(
-        "clusterer: at most %d values per clustered tensor%s, eval accuracy %.4f -> %.4f",
+        "clusterer: at most %d values per clustered tensor%s, eval %s %.4f -> %.4f",
         record["max_unique_values"],
         " (per channel)" if config.cluster_per_channel else "",
+        task.metric,
         accuracy_before,
         accuracy_after,
     )
@@ -257,8 +287,8 @@ def run(
         config,
         output_uri,
         plan=plan,
-        optimize=lambda model, train_ds, eval_ds, _steps: cluster_model(
-            model, train_ds, eval_ds, config
+        optimize=lambda model, train_ds, eval_ds, _steps, args: cluster_model(
+            model, train_ds, eval_ds, config, args
         ),
         record_file=RECORD_FILE,
         history_file=HISTORY_FILE,
@@ -275,8 +305,11 @@ def key_numbers(record: dict) -> dict:
         MAX_UNIQUE_VALUES: record["max_unique_values"],
         SPARSITY_PRESERVED: record["sparsity_preserved"],
         MODEL_SPARSITY: record["model_sparsity"],
-        ACCURACY_BEFORE: record["accuracy_before"],
-        ACCURACY_AFTER: record["accuracy_after"],
+        ACCURACY_BEFORE: record.get("accuracy_before"),
+        ACCURACY_AFTER: record.get("accuracy_after"),
+        "metric": record.get("metric"),
+        "metric_before": record.get("metric_before"),
+        "metric_after": record.get("metric_after"),
         FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
         FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
     }

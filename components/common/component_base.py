@@ -16,6 +16,16 @@ def json_parameter(optional: bool = False) -> ExecutionParameter:
     return ExecutionParameter(type=str, optional=optional)
 
 
+def isolate_parameter() -> ExecutionParameter:
+    """``isolate_failures`` (1/0) of a candidate step: see :mod:`components.common.candidate`."""
+    return ExecutionParameter(type=int, optional=True)
+
+
+def isolate_value(isolate_failures: bool) -> int | None:
+    """The exec property's value: 1 when isolating, else left out (so the spec stays as it was)."""
+    return 1 if isolate_failures else None
+
+
 def config_json(config: StrictModel | dict | None, cls: type[StrictModel], where: str) -> str:
     """Validates ``config`` (at pipeline build time) and serializes it for an exec property."""
     parsed = config if isinstance(config, cls) else cls.parse(config, where=where)

@@ -13,23 +13,37 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import pydantic
 
+from components.common import tasks as tasks_lib
 from components.common.config import StrictModel
 from components.common.errors import DataError
+from components.common.metrics import Task
 
 
 class DataConfig(StrictModel):
     """How Examples feed a model."""
 
     label_key: str = pydantic.Field(
-        "label", min_length=1, description="Feature holding the class id."
+        "label",
+        min_length=1,
+        description="Feature holding the label: a class id, 0/1 value(s), float target(s) or "
+        "one class id per output position.",
     )
     feature_keys: list[str] | None = pydantic.Field(
         None,
-        description="Features fed to the model inputs, in the model's input order. "
-        "Default: every feature but the label (there must be one per model input).",
+        description="Features fed to the model inputs: matched to the inputs by name when they "
+        "are the inputs' names, else in the model's input order. Default: the features named "
+        "like the inputs, else every feature but the label (one per model input).",
+    )
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "dense"] = (
+        pydantic.Field(
+            "auto",
+            description="What the model predicts (components/common/metrics.py); auto: "
+            "inferred from the model's output and the label feature.",
+        )
     )
     train_split: str = pydantic.Field("train", min_length=1)
     eval_split: str = pydantic.Field("eval", min_length=1)
@@ -110,22 +124,28 @@ def inspect_features(files: list[str]) -> dict[str, FeatureInfo]:
 
 
 def input_specs(model) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, per-example shape) of each model input."""
+    """(name, per-example shape) of each model input, in the model's order."""
+    names = list(getattr(model, "input_names", None) or [])
     specs = []
-    for tensor in model.inputs:
+    for i, tensor in enumerate(model.inputs):
         shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
-        specs.append((tensor.name.split(":")[0], shape))
+        name = names[i] if i < len(names) else tensor.name.split(":")[0]
+        specs.append((name, shape))
     return specs
 
 
 @dataclass(frozen=True)
 class FeatureMapping:
-    """Resolved mapping: which feature feeds which model input, with what shape."""
+    """Resolved mapping: which feature feeds which model input, with what shape; the label."""
 
     label_key: str
     feature_keys: tuple[str, ...]
     input_shapes: tuple[tuple[int, ...], ...]
     infos: dict
+    task: Task
+    label_kind: str = "int64"
+    label_length: int = 1
+    matched_by: str = "order"  # "name" or "order"
 
     def parse_fn(self):
         """A tf function turning a serialized batch into (inputs, labels)."""
@@ -136,7 +156,9 @@ class FeatureMapping:
             key: tf.io.FixedLenFeature([self.infos[key].length], dtypes[self.infos[key].kind])
             for key in self.feature_keys
         }
-        spec[self.label_key] = tf.io.FixedLenFeature([1], tf.int64)
+        spec[self.label_key] = tf.io.FixedLenFeature([self.label_length], dtypes[self.label_kind])
+        label_dtype = tf.float32 if self.task.float_labels else tf.int64
+        label_shape = [-1, *self.task.label_shape]
 
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
@@ -144,14 +166,104 @@ class FeatureMapping:
                 tf.reshape(tf.cast(parsed[key], tf.float32), [-1, *shape])
                 for key, shape in zip(self.feature_keys, self.input_shapes, strict=True)
             ]
-            labels = tf.reshape(parsed[self.label_key], [-1])
+            labels = tf.reshape(tf.cast(parsed[self.label_key], label_dtype), label_shape)
             return (inputs[0] if len(inputs) == 1 else tuple(inputs)), labels
 
         return parse
 
 
+# Label values read at preflight to tell 0/1 labels from class ids and targets.
+LABEL_SAMPLE = 256
+
+
+def label_sample(files: list[str], key: str, limit: int = LABEL_SAMPLE) -> list[float]:
+    """Values of the label feature in the first ``limit`` records (streamed)."""
+    import tensorflow as tf
+
+    values: list[float] = []
+    for i, record in enumerate(iter_serialized(files)):
+        if i >= limit:
+            break
+        feature = tf.train.Example.FromString(record).features.feature.get(key)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        if kind in ("int64_list", "float_list"):
+            values.extend(getattr(feature, kind).value)
+    return values
+
+
+def _label_info(files: list[str], key: str, infos: dict) -> tasks_lib.LabelInfo:
+    info = infos[key]
+    values = label_sample(files, key) if info.kind != "bytes" else []
+    return tasks_lib.label_info(key, info.kind, info.length, values)
+
+
+def _describe_features(infos: dict, keys) -> str:
+    return ", ".join(f"{k} ({infos[k].length} {infos[k].kind})" for k in keys)
+
+
+def _describe_inputs(shapes) -> str:
+    return ", ".join(f"{name} {shape}" for name, shape in shapes)
+
+
+def match_features(data: DataConfig, infos: dict, shapes) -> tuple[list[str], str]:
+    """The feature feeding each model input, in input order, and how they matched.
+
+    By name when the features (data.feature_keys, or the Examples' features) include every
+    input's name; otherwise by order (data.feature_keys, or every feature but the label, sorted).
+
+    Raises:
+      DataError: listing both sides when neither works.
+    """
+    names = [name for name, _ in shapes]
+    candidates = data.feature_keys if data.feature_keys is not None else list(infos)
+    if set(names) <= set(candidates) - {data.label_key} and (
+        data.feature_keys is None or len(data.feature_keys) == len(names)
+    ):
+        return names, "name"
+    keys = list(data.feature_keys or [k for k in sorted(infos) if k != data.label_key])
+    missing = [k for k in keys if k not in infos]
+    if missing:
+        raise DataError(
+            f"data.feature_keys names {missing}, not features of the Examples (features: "
+            f"{_describe_features(infos, sorted(infos))})."
+        )
+    if len(keys) != len(shapes):
+        raise DataError(
+            f"the model's {len(shapes)} input(s) [{_describe_inputs(shapes)}] cannot be fed from "
+            f"the feature(s) {keys} (the Examples hold [{_describe_features(infos, sorted(infos))}"
+            "]): no feature is named like each input, and the counts differ for matching by order. Name the features like the "
+            "inputs, set data.feature_keys (one per model input, in order) or data.module_file "
+            "with an input_fn."
+        )
+    return keys, "order"
+
+
+def _check_feature(key: str, info, input_name: str, shape, infos, shapes, matched_by: str):
+    if info.kind == "bytes":
+        raise DataError(
+            f"feature {key!r} holds bytes; the default input mapping feeds numeric features "
+            "only. Provide data.module_file with an input_fn."
+        )
+    if -1 in shape:
+        raise DataError(
+            f"model input {input_name!r} has an unknown dimension {shape}; the default "
+            "mapping needs a fixed input shape. Provide data.module_file with an input_fn."
+        )
+    if math.prod(shape) != info.length:
+        raise DataError(
+            f"feature {key!r} has {info.length} values per example but model input "
+            f"{input_name!r} expects shape {shape} ({math.prod(shape)} values); features were "
+            f"matched to inputs by {matched_by}. Model inputs: [{_describe_inputs(shapes)}]; "
+            f"features: [{_describe_features(infos, sorted(infos))}]. Name the features like "
+            "the inputs or set data.feature_keys in the inputs' order."
+        )
+
+
 def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> FeatureMapping:
-    """Checks the Examples against the data config and the model; raises DataError naming the problem."""
+    """Checks the Examples against the data config and the model; raises DataError naming the problem.
+
+    Also settles the task (data.task, or inferred from the model's output and the label).
+    """
     files = split_files(examples_uri, split)
     infos = inspect_features(files)
     if data.label_key not in infos:
@@ -159,49 +271,34 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
             f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
             f"(features: {sorted(infos)}). Set data.label_key to the feature holding the label."
         )
-    if infos[data.label_key].kind != "int64" or infos[data.label_key].length != 1:
-        info = infos[data.label_key]
-        raise DataError(
-            f"label {data.label_key!r} must be a single int64 class id per example, "
-            f"found {info.length} {info.kind} value(s)."
-        )
+    label = infos[data.label_key]
+    task = tasks_lib.infer(model, _label_info(files, data.label_key, infos), data.task)
     shapes = input_specs(model)
-    keys = data.feature_keys
-    if keys is None:
-        keys = [k for k in sorted(infos) if k != data.label_key]
-    missing = [k for k in keys if k not in infos]
-    if missing:
-        raise DataError(
-            f"data.feature_keys names {missing}, not features of the Examples (features: "
-            f"{sorted(infos)})."
-        )
-    if len(keys) != len(shapes):
-        raise DataError(
-            f"the model has {len(shapes)} input(s) {[n for n, _ in shapes]} but {len(keys)} "
-            f"feature(s) {keys} would feed them: set data.feature_keys (one per model input, in "
-            "order) or data.module_file with an input_fn."
-        )
+    keys, matched_by = match_features(data, infos, shapes)
     for key, (input_name, shape) in zip(keys, shapes, strict=True):
-        info = infos[key]
-        if info.kind == "bytes":
-            raise DataError(
-                f"feature {key!r} holds bytes; the default input mapping feeds numeric features "
-                "only. Provide data.module_file with an input_fn."
-            )
-        if -1 in shape:
-            raise DataError(
-                f"model input {input_name!r} has an unknown dimension {shape}; the default "
-                "mapping needs a fixed input shape. Provide data.module_file with an input_fn."
-            )
-        if math.prod(shape) != info.length:
-            raise DataError(
-                f"feature {key!r} has {info.length} values per example but model input "
-                f"{input_name!r} expects shape {shape} ({math.prod(shape)} values). Check "
-                "data.feature_keys or the model."
-            )
+        _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by)
     return FeatureMapping(
-        data.label_key, tuple(keys), tuple(s for _, s in shapes), {k: infos[k] for k in keys}
+        data.label_key,
+        tuple(keys),
+        tuple(s for _, s in shapes),
+        {k: infos[k] for k in keys},
+        task,
+        label.kind,
+        label.length,
+        matched_by,
     )
+
+
+def resolve_task(examples_uri: str, data: DataConfig, model) -> Task:
+    """The task of ``model`` on these Examples (train split); with a module_file input_fn and no
+    label feature, from the model (and data.task) alone."""
+    files = split_files(examples_uri, data.train_split)
+    infos = inspect_features(files)
+    if data.label_key not in infos:
+        if data.module_file:
+            return tasks_lib.infer(model, None, data.task)
+        return resolve_mapping(examples_uri, data.train_split, data, model).task  # raises
+    return tasks_lib.infer(model, _label_info(files, data.label_key, infos), data.task)
 
 
 def _load_module_input_fn(module_file: str):

@@ -42,10 +42,10 @@ def serving_model_dir(uri: str) -> str:
         raise ModelInputError(f"model path {uri!r} does not exist: pass a SavedModel directory.")
     if not _isdir(uri):
         hint = ""
-        if uri.endswith((".keras", ".h5")):
+        if uri.endswith(".h5"):
             hint = (
-                " It looks like a single-file Keras model: load it and save it with tf_keras "
-                "(`model.save(path, save_format='tf')`)."
+                " It looks like a legacy HDF5 Keras model: load it and save it with tf_keras "
+                "(`model.save(path, save_format='tf')`), or with Keras 3 as `model.keras`."
             )
         raise ModelInputError(f"model path {uri!r} is a file, not a SavedModel directory.{hint}")
     for candidate in (os.path.join(uri, SERVING_DIR), uri):
@@ -99,8 +99,9 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
         )
     if require_keras and not _exists(os.path.join(path, KERAS_METADATA_PB)):
         raise ModelInputError(
-            f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}). "
-            "A Keras 3 `model.export()` or a plain tf.Module cannot be optimised: build and save "
+            f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}): it "
+            "holds no architecture to optimise. A Keras 3 model: save with "
+            "`model.save('model.keras')` and pass that file. A plain tf.Module: build and save "
             "the model with tf_keras (`import tf_keras; model.save(path, save_format='tf')`)."
         )
     return path
@@ -127,14 +128,57 @@ def load_keras_model(uri: str):
         raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
 
 
-def save_keras_model(model, output_uri: str) -> str:
-    """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path."""
+def save_keras_model(model, output_uri: str, training_config: dict | None = None) -> str:
+    """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path.
+
+    ``training_config`` (the input model's compiled loss and metrics, see
+    :func:`read_training_config`) is kept beside it, so the next step fine-tunes with the same loss.
+    """
     from components.common import training
 
     training.skip_autograph_for_tf_keras()
     path = os.path.join(output_uri, SERVING_DIR)
     model.save(path, include_optimizer=False, save_format="tf")
+    if training_config:
+        import json
+
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(os.path.join(output_uri, TRAINING_CONFIG_FILE), "w") as f:
+            json.dump(training_config, f)
     return path
+
+
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+def read_training_config(uri: str) -> dict | None:
+    """The Keras training config (compiled loss, metrics) a model was saved with, or None.
+
+    tf_keras keeps it in ``keras_metadata.pb`` when the model was compiled and saved with its
+    optimizer (the default of ``model.save``); a step of ours keeps its input's beside its output
+    (``training_config.json``).
+    """
+    import json
+
+    import tensorflow as tf
+
+    sidecar = os.path.join(uri, TRAINING_CONFIG_FILE)
+    if tf.io.gfile.exists(sidecar):
+        with tf.io.gfile.GFile(sidecar) as f:
+            return json.load(f)
+    try:
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        proto = saved_metadata_pb2.SavedMetadata()
+        with tf.io.gfile.GFile(os.path.join(serving_model_dir(uri), KERAS_METADATA_PB), "rb") as f:
+            proto.ParseFromString(f.read())
+        for node in proto.nodes:
+            if node.node_path == "root":
+                return json.loads(node.metadata).get("training_config")
+    except Exception:  # noqa: BLE001 - no readable metadata: no training config
+        return None
+    return None
 
 
 def copy_serving_model(source_dir: str, output_uri: str) -> str:

@@ -273,13 +273,15 @@ def run_technique(
 ) -> dict:
     """The shared body of the Pruner's and the Clusterer's ``run``.
 
-    Loads the model, checks it with ``plan(model, config)`` before any data is read, makes the
-    fine-tuning datasets, calls ``optimize(model, train_ds, eval_ds, steps_per_epoch)`` for
-    (stripped model, record, history) and writes the model artifact (nothing when anything fails).
+    Loads the model, checks it with ``plan(model, config)`` before any data is read, settles the
+    task and the loss (:func:`training.compile_args`), makes the fine-tuning datasets, calls
+    ``optimize(model, train_ds, eval_ds, steps_per_epoch, compile_args)`` for (stripped model,
+    record, history) and writes the model artifact (nothing when anything fails).
 
     Returns:
-      The record, with ``model_uri`` added.
+      The record, with ``model_uri``, ``task`` and ``loss`` added.
     """
+    from components.common import examples as examples_lib
     from components.common import model_io, training
 
     # A multi-worker strategy configures collective ops, which TensorFlow accepts only before it
@@ -287,20 +289,31 @@ def run_technique(
     training.make_local_strategy(config.fine_tuning.strategy)
     model = model_io.load_keras_model(model_uri)
     plan(model, config)  # fail on the model before reading any data
+    task = examples_lib.resolve_task(examples_uri, data, model)
+    args = training.compile_args(task, model_uri, data.module_file)
     train_ds, eval_ds, steps_per_epoch = datasets(examples_uri, data, model, config.fine_tuning)
-    stripped, record, history = optimize(model, train_ds, eval_ds, steps_per_epoch)
+    stripped, record, history = optimize(model, train_ds, eval_ds, steps_per_epoch, args)
     record["model_uri"] = model_uri
+    record["task"] = task.to_dict()
+    record["loss"] = args.describe()
     workers, chief = training.cluster_task()
     record.setdefault("fine_tuning", {}).update(workers=workers, chief=chief)
     if chief:
-        write_model_artifact(stripped, output_uri, {record_file: record, history_file: history})
+        write_model_artifact(
+            stripped,
+            output_uri,
+            {record_file: record, history_file: history},
+            training_config=args.training_config,
+        )
     else:
         # Every worker ends with the same weights; a second writer would race the chief.
         log.warning("%s: not the chief of %d workers: no artifact written", record_file, workers)
     return record
 
 
-def write_model_artifact(model, output_uri: str, json_files: dict[str, object]) -> str:
+def write_model_artifact(
+    model, output_uri: str, json_files: dict[str, object], training_config: dict | None = None
+) -> str:
     """Saves ``model`` in the standard layout and JSON files beside it; on failure removes them.
 
     Returns:
@@ -312,8 +325,10 @@ def write_model_artifact(model, output_uri: str, json_files: dict[str, object]) 
 
     written = []
     try:
-        path = model_io.save_keras_model(model, output_uri)
+        path = model_io.save_keras_model(model, output_uri, training_config)
         written.append(path)
+        if training_config:
+            written.append(f"{output_uri.rstrip('/')}/{model_io.TRAINING_CONFIG_FILE}")
         for name, content in json_files.items():
             written.append(properties.write_json(output_uri, name, content))
     except BaseException:
@@ -351,6 +366,7 @@ def fine_tune_wrapped(
     name: str,
     callbacks=(),
     early_stopping_from_epoch: int = 0,
+    compile_args=None,
 ) -> FineTuned:
     """Wraps the selected layers, fine-tunes under the configured strategy, strips the wrappers.
 
@@ -365,6 +381,8 @@ def fine_tune_wrapped(
       callbacks: extra Keras callbacks (e.g. UpdatePruningStep).
       early_stopping_from_epoch: first epoch (0-based) early stopping may keep the weights of,
         so weights from before e.g. the target sparsity is reached are never restored.
+      compile_args: the loss and metrics (:class:`training.CompileArgs`); default: sparse
+        categorical cross-entropy (a multiclass model).
     """
     import tf_keras
 
@@ -372,21 +390,18 @@ def fine_tune_wrapped(
 
     training.skip_autograph_for_tf_keras()
     tf_keras.utils.set_random_seed(fine_tuning.seed)
-    from_logits = not training.outputs_probabilities(model)
+    if compile_args is None:
+        compile_args = training.CompileArgs.default(training.classifier_task(model))
     strategy = training.make_local_strategy(fine_tuning.strategy)
     with strategy.scope():
         work = working_copy(model, reuse_ok=fine_tuning.strategy == "default")
         wrapped = wrap_layers(work, selected, wrap)
-        training.compile_classifier(wrapped, fine_tuning, from_logits=from_logits)
+        training.compile_for_task(wrapped, fine_tuning, compile_args)
     extra = list(callbacks)
     if fine_tuning.early_stopping_patience and eval_ds is not None:
         extra.append(
-            tf_keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                patience=fine_tuning.early_stopping_patience,
-                mode="max",
-                restore_best_weights=True,
-                start_from_epoch=early_stopping_from_epoch,
+            training.early_stopping(
+                compile_args.task, fine_tuning.early_stopping_patience, early_stopping_from_epoch
             )
         )
     # Early stopping is ours (above): it must not restore weights from before start_from_epoch.
@@ -432,3 +447,30 @@ def datasets(examples_uri: str, data, model, fine_tuning):
         examples_uri, data.eval_split, data, model, fine_tuning.batch_size
     )
     return train_ds, eval_ds, steps_per_epoch
+
+
+def task_of(compile_args, model):
+    """The task of a fine-tuning run (multiclass when the caller gave no compile arguments)."""
+    from components.common import training
+
+    return compile_args.task if compile_args is not None else training.classifier_task(model)
+
+
+def metric_fields(task, before: float, after: float) -> dict:
+    """The record's before/after figures of the task's metric.
+
+    ``metric_before``/``metric_after`` always; ``accuracy_before``/``accuracy_after``/
+    ``accuracy_drop`` too when the metric is an accuracy (higher is better), so a regression
+    model's MAE is never called an accuracy.
+    """
+    from components.common import metrics
+
+    out = {
+        "metric": task.metric,
+        "metric_before": before,
+        "metric_after": after,
+        "metric_worse_by": metrics.worse_by(task, before, after),
+    }
+    if task.higher_is_better:
+        out.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
+    return out

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from components.common.errors import ModelInputError
+from components.common.errors import ConversionError
 
 _OP_PATTERN = re.compile(r"'(tf\.[A-Za-z0-9_]+)'|op[s]? (?:named )?'?([A-Z][A-Za-z0-9_]+)'?")
 
@@ -25,7 +25,7 @@ def convert_float32(saved_model_dir: str) -> bytes:
     """Converts a SavedModel to a float32 TFLite flatbuffer (builtin ops only).
 
     Raises:
-      ModelInputError: naming the ops TFLite has no builtin kernel for.
+      ConversionError: (a ModelInputError) naming the ops TFLite has no builtin kernel for.
     """
     import tensorflow as tf
 
@@ -37,9 +37,10 @@ def convert_float32(saved_model_dir: str) -> bytes:
         ops = unsupported_ops(str(e))
         which = f" (ops without a TFLite builtin kernel: {', '.join(ops)})" if ops else ""
         first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ModelInputError(
+        raise ConversionError(
             f"the model at {saved_model_dir!r} cannot be converted to TFLite{which}: "
-            f"{first_line[:400]}. Replace those ops or leave the model out of TFLite conversion."
+            f"{first_line[:400]}. Replace those ops or leave the model out of TFLite conversion.",
+            detail=f"float32 TFLite conversion: {first_line[:160]}",
         ) from None
 
 
@@ -130,11 +131,68 @@ _TFLITE_DTYPES = {
 }
 
 
+def densify(values: np.ndarray, shape, sparsity) -> np.ndarray:
+    """The dense tensor of a sparse-encoded one (TFLite ``SparsityParameters``, CSR levels).
+
+    ``values`` are the stored (non-zero) values in traversal order; each level of
+    ``dim_metadata`` is DENSE (``dense_size`` entries) or SPARSE_CSR (segments and indices); the
+    levels past the tensor's rank are the inner dimensions of blocks (``block_map``). This is
+    TFLite's own ``FormatConverter::SparseToDense``, so a sparse flatbuffer's weights read as
+    what the model computes with.
+    """
+    rank = len(shape)
+    order = [int(i) for i in sparsity.traversalOrder]
+    block_map = [int(i) for i in (sparsity.blockMap if sparsity.blockMap is not None else [])]
+    levels = sparsity.dimMetadata
+    block_size = {d: int(levels[rank + k].denseSize) for k, d in enumerate(block_map)}
+    dense = np.zeros([int(d) for d in shape], dtype=values.dtype)
+    index = [0] * len(levels)
+
+    def coordinate() -> tuple[int, ...]:
+        at = {dim: index[level] for level, dim in enumerate(order)}
+        return tuple(
+            at[d] * block_size[d] + at[rank + block_map.index(d)] if d in block_size else at[d]
+            for d in range(rank)
+        )
+
+    def fill(level: int, position: int) -> None:
+        if level == len(levels):
+            dense[coordinate()] = values[position]
+            return
+        meta = levels[level]
+        if meta.format == 0:  # DENSE
+            for i in range(int(meta.denseSize)):
+                index[level] = i
+                fill(level + 1, position * int(meta.denseSize) + i)
+            return
+        segments, indices = meta.arraySegments.values, meta.arrayIndices.values
+        for i in range(int(segments[position]), int(segments[position + 1])):
+            index[level] = int(indices[i])
+            fill(level + 1, i)
+
+    fill(0, 0)
+    return dense
+
+
+def tensor_values(model, tensor) -> np.ndarray | None:
+    """A constant tensor's values from its buffer, densified when sparse-encoded (None: no data)."""
+    buffer = model.buffers[tensor.buffer] if tensor.buffer else None
+    dtype = _TFLITE_DTYPES.get(tensor.type)
+    if buffer is None or buffer.data is None or len(buffer.data) == 0 or dtype is None:
+        return None
+    data = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype)
+    shape = list(tensor.shape) if tensor.shape is not None else [data.size]
+    if tensor.sparsity is not None:
+        return densify(data, shape, tensor.sparsity)
+    return data.reshape(shape) if data.size == np.prod(shape) else data
+
+
 def flatbuffer_weights(flatbuffer: bytes) -> list[dict]:
     """Every constant tensor stored in a flatbuffer (weights, biases), read from its buffers.
 
     Reads the model file itself rather than the interpreter, so it sees exactly what ships:
-    int8 weights stay int8, and sparsity or clustering that survived conversion is visible.
+    int8 weights stay int8, and sparsity or clustering that survived conversion is visible
+    (sparse-encoded tensors are densified).
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -142,20 +200,9 @@ def flatbuffer_weights(flatbuffer: bytes) -> list[dict]:
     weights = []
     for subgraph in model.subgraphs or []:
         for tensor in subgraph.tensors or []:
-            buffer = model.buffers[tensor.buffer] if tensor.buffer else None
-            if buffer is None or buffer.data is None or len(buffer.data) == 0:
+            values = tensor_values(model, tensor)
+            if values is None:
                 continue
-            dtype = _TFLITE_DTYPES.get(tensor.type)
-            if dtype is None:
-                continue
-            data = np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype)
-            shape = list(tensor.shape) if tensor.shape is not None else [data.size]
             name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-            weights.append(
-                {
-                    "name": name,
-                    "dtype": np.dtype(dtype).name,
-                    "values": data.reshape(shape) if data.size == np.prod(shape) else data,
-                }
-            )
+            weights.append({"name": name, "dtype": values.dtype.name, "values": values})
     return weights

@@ -17,6 +17,7 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import ConfigError
+from components.common.metrics import Task
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,14 @@ def outputs_probabilities(model) -> bool:
     return isinstance(last, tf_keras.layers.Softmax)
 
 
+def outputs_squashed(model) -> bool:
+    """True when the model ends in a softmax or a sigmoid (probabilities), False for logits or
+    values."""
+    from components.common.tasks import final_activation
+
+    return final_activation(model) in ("softmax", "sigmoid")
+
+
 def make_optimizer(config: FineTuneConfig, learning_rate=None):
     import tf_keras
 
@@ -94,17 +103,140 @@ def make_optimizer(config: FineTuneConfig, learning_rate=None):
     }[config.optimizer](lr)
 
 
-def compile_classifier(model, config: FineTuneConfig, from_logits: bool | None = None) -> None:
-    """Compiles ``model`` for sparse-label classification with the configured optimizer."""
-    import tf_keras
-
+def classifier_task(model, from_logits: bool | None = None) -> Task:
+    """The multiclass task of a softmax/logit classifier (callers that know no other task)."""
     if from_logits is None:
         from_logits = not outputs_probabilities(model)
-    model.compile(
-        optimizer=make_optimizer(config),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-        metrics=["accuracy"],
-    )
+    shape = tuple(int(d) for d in model.outputs[0].shape[1:])
+    return Task("multiclass", shape, from_logits)
+
+
+def compile_classifier(model, config: FineTuneConfig, from_logits: bool | None = None) -> None:
+    """Compiles ``model`` for sparse-label classification with the configured optimizer."""
+    compile_for_task(model, config, CompileArgs.default(classifier_task(model, from_logits)))
+
+
+class CompileArgs:
+    """The loss and metrics fine-tuning compiles a model with, and where they come from.
+
+    ``source`` is ``module_file`` (data.module_file's ``loss_fn``/``metrics_fn``), ``model`` (the
+    loss and metrics the SavedModel was compiled with) or ``task default``. The task's own metric
+    is always added: early stopping and the logs watch it.
+    """
+
+    def __init__(self, task: Task, loss, metrics: list, source: str, training_config=None):
+        self.task = task
+        self.loss = loss
+        self.metrics = metrics
+        self.source = source
+        self.training_config = training_config
+
+    @classmethod
+    def default(cls, task: Task) -> CompileArgs:
+        return cls(task, default_loss(task), [], "task default")
+
+    def describe(self) -> dict:
+        loss = self.loss if isinstance(self.loss, str) else type(self.loss).__name__
+        if callable(self.loss) and not hasattr(self.loss, "get_config"):
+            loss = getattr(self.loss, "__name__", loss)
+        return {
+            "task": self.task.kind,
+            "loss": loss,
+            "source": self.source,
+            "monitor": task_metric_name(self.task),
+        }
+
+
+def default_loss(task: Task):
+    """The task's default loss: sparse CE, binary CE, MSE, or sparse CE per position."""
+    import tf_keras
+
+    losses = tf_keras.losses
+    if task.kind in ("multiclass",) or (task.kind == "dense" and task.classes > 1):
+        return losses.SparseCategoricalCrossentropy(from_logits=task.from_logits)
+    if task.kind == "regression":
+        return losses.MeanSquaredError()
+    return losses.BinaryCrossentropy(from_logits=task.from_logits)
+
+
+def task_metric_name(task: Task) -> str:
+    """The Keras metric name fine-tuning logs and early stopping watches (``val_<name>``)."""
+    return "accuracy" if task.kind == "multiclass" else task.metric
+
+
+def task_metric(task: Task):
+    """A Keras metric computing the task's primary metric on a batch."""
+    import tf_keras
+
+    metrics = tf_keras.metrics
+    name = task_metric_name(task)
+    if task.kind == "regression":
+        return metrics.MeanAbsoluteError(name=name)
+    if task.kind in ("multiclass",) or (task.kind == "dense" and task.classes > 1):
+        return metrics.SparseCategoricalAccuracy(name=name)
+    return metrics.BinaryAccuracy(name=name, threshold=0.0 if task.from_logits else 0.5)
+
+
+def _user_module(module_file: str):
+    import importlib.util
+    import os
+
+    if not os.path.isfile(module_file):
+        raise ConfigError(f"data.module_file {module_file!r} does not exist.")
+    spec = importlib.util.spec_from_file_location("tfxopt_user_losses", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compile_args(task: Task, model_uri: str | None = None, module_file: str | None = None):
+    """The loss and metrics to fine-tune with: ``module_file``'s ``loss_fn``/``metrics_fn``, else
+    the model's own compiled loss (kept in the SavedModel), else the task's default."""
+    if module_file:
+        module = _user_module(module_file)
+        if hasattr(module, "loss_fn"):
+            metrics = list(module.metrics_fn()) if hasattr(module, "metrics_fn") else []
+            return CompileArgs(task, module.loss_fn(), metrics, "module_file")
+    if model_uri:
+        from components.common import model_io
+
+        config = model_io.read_training_config(model_uri)
+        parsed = _from_training_config(config) if config else None
+        if parsed is not None:
+            return CompileArgs(task, parsed[0], parsed[1], "model", config)
+    return CompileArgs.default(task)
+
+
+def _from_training_config(config: dict):
+    """(loss, metrics) of a Keras training config, or None when it cannot be revived."""
+    from tf_keras.src.saving.legacy import saving_utils
+
+    try:
+        args = saving_utils.compile_args_from_training_config(
+            {k: v for k, v in config.items() if k != "optimizer_config"}
+            | {"optimizer_config": {"class_name": "Adam", "config": {}}}
+        )
+    except Exception as e:  # noqa: BLE001 - a custom loss without its code: use the default
+        log.warning("the model's compiled loss cannot be revived (%s): using the task's", e)
+        return None
+    if args.get("loss") is None or isinstance(args["loss"], dict | list):
+        return None  # several outputs' losses: not a model this pipeline takes
+    metrics = args.get("metrics") or []
+    flat = []
+    for item in metrics:
+        flat.extend(item if isinstance(item, list) else [item])
+    return args["loss"], flat
+
+
+def compile_for_task(model, config: FineTuneConfig, args: CompileArgs) -> None:
+    """Compiles ``model`` with the configured optimizer and ``args``' loss and metrics."""
+    ours = task_metric(args.task)
+    own = [m for m in args.metrics if _metric_name(m) != ours.name]
+    model.compile(optimizer=make_optimizer(config), loss=args.loss, metrics=[ours, *own])
+
+
+def _metric_name(metric) -> str:
+    return metric if isinstance(metric, str) else getattr(metric, "name", "")
 
 
 class _EpochLog:
@@ -135,24 +267,32 @@ class _EpochLog:
         self.callback = Callback()
 
 
-def fit(model, train_ds, eval_ds, config: FineTuneConfig, name: str, callbacks=()) -> dict:
-    """Trains a compiled model; returns {'history': [...], 'epochs_run', 'wall_time_s'}.
-
-    Early stopping (when configured) watches eval accuracy and restores the best weights.
-    """
+def early_stopping(task: Task | None, patience: int, start_from_epoch: int = 0):
+    """Stops after ``patience`` epochs without gain of the task's eval metric; keeps the best."""
     import tf_keras
 
+    name = task_metric_name(task) if task is not None else "accuracy"
+    higher = task.higher_is_better if task is not None else True
+    return tf_keras.callbacks.EarlyStopping(
+        monitor=f"val_{name}",
+        patience=patience,
+        mode="max" if higher else "min",
+        restore_best_weights=True,
+        start_from_epoch=start_from_epoch,
+    )
+
+
+def fit(
+    model, train_ds, eval_ds, config: FineTuneConfig, name: str, callbacks=(), task=None
+) -> dict:
+    """Trains a compiled model; returns {'history': [...], 'epochs_run', 'wall_time_s'}.
+
+    Early stopping (when configured) watches the task's eval metric and restores the best weights.
+    """
     epoch_log = _EpochLog(name)
     all_callbacks = [epoch_log.callback, *callbacks]
     if config.early_stopping_patience and eval_ds is not None:
-        all_callbacks.append(
-            tf_keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                patience=config.early_stopping_patience,
-                mode="max",
-                restore_best_weights=True,
-            )
-        )
+        all_callbacks.append(early_stopping(task, config.early_stopping_patience))
     started = time.time()
     if config.epochs > 0:
         model.fit(
@@ -169,16 +309,15 @@ def fit(model, train_ds, eval_ds, config: FineTuneConfig, name: str, callbacks=(
     }
 
 
-def accuracy(model, dataset) -> float:
-    """Top-1 accuracy of a Keras model over a (inputs, labels) dataset, streamed."""
-    import numpy as np
+def accuracy(model, dataset, task: Task | None = None) -> float:
+    """The task's primary metric of a Keras model over a (inputs, labels) dataset, streamed
+    (top-1 accuracy when no task is given)."""
+    from components.common import metrics
 
-    correct = total = 0
-    for x, y in dataset:
-        pred = model(x, training=False).numpy()
-        correct += int(np.sum(np.argmax(pred, axis=-1) == y.numpy()))
-        total += int(y.shape[0])
-    return correct / total if total else float("nan")
+    if task is None:
+        task = classifier_task(model)
+    value = metrics.primary(metrics.evaluate_model(model, dataset, task))
+    return float("nan") if value is None else value
 
 
 def warmup_cosine_schedule(

@@ -6,7 +6,9 @@ Loss per batch (means over the batch)::
     + beta * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
     + gamma * sum_pairs mean((projection(student_feature) - teacher_feature)^2)
 
-The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T changes
+Per task (``task``): binary and multi-label models use sigmoid cross-entropy and the Bernoulli KL of
+the sigmoids at T; regression uses MSE to the labels and MSE to the teacher's outputs (no T); dense
+models use CE and KL per position. The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T changes
 (Hinton et al., 2015). A teacher that outputs probabilities is turned back into logits by a log
 (``log p`` differs from the logits by a per-example constant, which a softmax ignores), so the
 temperature applies to logits either way. Feature hints (FitNets) compare a student layer's output
@@ -28,10 +30,50 @@ from components.common.errors import ConfigError
 FLOAT32_TINY = 1.1754944e-38
 
 
-def teacher_logits_from_probabilities(probabilities):
-    """Logits (up to a per-example constant) of probabilities; 0 is clipped to float32's tiny."""
+def teacher_logits_from_probabilities(probabilities, sigmoid: bool = False):
+    """Logits (up to a per-example constant) of softmax probabilities, or the exact logits of
+    sigmoid ones; 0 and 1 are clipped to float32's tiny."""
     probabilities = tf.cast(probabilities, tf.float32)
+    if sigmoid:
+        return tf.math.log(tf.maximum(probabilities, FLOAT32_TINY)) - tf.math.log(
+            tf.maximum(1.0 - probabilities, FLOAT32_TINY)
+        )
     return tf.math.log(tf.maximum(probabilities, FLOAT32_TINY))
+
+
+def _hard_and_soft(task: str, labels, student, teacher, temperature: float):
+    """(label loss, soft loss, soft-term scale) of one task on logits (values for regression).
+
+    multiclass/dense: CE and KL of the softmax at temperature T (scale T^2, per position for
+    dense); binary/multilabel: sigmoid CE and the Bernoulli KL of the sigmoids at T, summed over
+    the units (scale T^2); regression: MSE to the labels and MSE to the teacher's outputs (scale 1).
+    """
+    if task == "regression":
+        labels = tf.reshape(tf.cast(labels, tf.float32), tf.shape(student))
+        hard = tf.reduce_mean(tf.square(student - labels))
+        return hard, tf.reduce_mean(tf.square(student - teacher)), 1.0
+    if task in ("binary", "multilabel"):
+        labels = tf.reshape(tf.cast(labels, tf.float32), tf.shape(student))
+        hard = tf.reduce_mean(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=student)
+        )
+        t, s = teacher / temperature, student / temperature
+        p_t = tf.sigmoid(t)
+        kl = p_t * (tf.math.log_sigmoid(t) - tf.math.log_sigmoid(s)) + (1 - p_t) * (
+            tf.math.log_sigmoid(-t) - tf.math.log_sigmoid(-s)
+        )
+        per_example = tf.reduce_sum(tf.reshape(kl, [tf.shape(kl)[0], -1]), axis=-1)
+        return hard, tf.reduce_mean(per_example), temperature**2
+    ids = tf.cast(tf.reshape(labels, tf.shape(student)[:-1]), tf.int32)
+    hard = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=student)
+    )
+    teacher_log_p = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    student_log_p = tf.nn.log_softmax(student / temperature, axis=-1)
+    soft = tf.reduce_mean(
+        tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    )
+    return hard, soft, temperature**2
 
 
 def distillation_loss(
@@ -43,35 +85,30 @@ def distillation_loss(
     temperature: float,
     gamma: float = 0.0,
     feature_pairs=(),
+    task: str = "multiclass",
 ) -> dict:
     """The distillation loss and its parts, as float32 scalars.
 
     Args:
-      labels: int class ids, shape (batch,).
-      student_logits, teacher_logits: shape (batch, classes).
+      labels: the task's labels (class ids, 0/1 values, targets or ids per position).
+      student_logits, teacher_logits: the logits (values, for regression), same shape.
       alpha, beta, gamma, temperature: see the module docstring.
       feature_pairs: (projected student feature, teacher feature) tensors of equal shape.
+      task: multiclass, binary, multilabel, regression or dense (see :func:`_hard_and_soft`).
 
     Returns:
-      {'loss', 'label_loss' (CE), 'soft_loss' (KL, before T^2 and beta), 'feature_loss'}.
+      {'loss', 'label_loss', 'soft_loss' (before its scale and beta), 'feature_loss'}.
     """
     student_logits = tf.cast(student_logits, tf.float32)
     teacher_logits = tf.cast(teacher_logits, tf.float32)
-    label_loss = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(tf.reshape(labels, [-1]), tf.int32), logits=student_logits
-        )
-    )
-    teacher_log_p = tf.nn.log_softmax(teacher_logits / temperature, axis=-1)
-    student_log_p = tf.nn.log_softmax(student_logits / temperature, axis=-1)
-    soft_loss = tf.reduce_mean(
-        tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    label_loss, soft_loss, soft_scale = _hard_and_soft(
+        task, labels, student_logits, teacher_logits, temperature
     )
     feature_loss = tf.constant(0.0, tf.float32)
     for student_feature, teacher_feature in feature_pairs:
         diff = tf.cast(student_feature, tf.float32) - tf.cast(teacher_feature, tf.float32)
         feature_loss += tf.reduce_mean(tf.square(diff))
-    loss = alpha * label_loss + beta * temperature**2 * soft_loss + gamma * feature_loss
+    loss = alpha * label_loss + beta * soft_scale * soft_loss + gamma * feature_loss
     return {
         "loss": loss,
         "label_loss": label_loss,
@@ -157,6 +194,7 @@ class Distiller(tf_keras.Model):
         temperature: float,
         gamma: float = 0.0,
         feature_pairs: list[ResolvedPair] = (),
+        task=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,7 +229,14 @@ class Distiller(tf_keras.Model):
             for key in ("loss", "label_loss", "soft_loss", "feature_loss")
             if key != "feature_loss" or self.feature_pairs
         }
-        self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # The student's metric on its logits (the twin trained here outputs logits).
+        self.task = task
+        if task is None:
+            self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        else:
+            from components.common import training
+
+            self.accuracy = training.task_metric(task)
 
     @property
     def metrics(self):
@@ -209,8 +254,10 @@ class Distiller(tf_keras.Model):
         teacher_out, teacher_feats = self._logits_and_features(
             self._teacher_features(x, training=False)
         )
+        kind = self.task.kind if self.task is not None else "multiclass"
+        sigmoid = kind in ("binary", "multilabel") or (kind == "dense" and self.task.classes == 1)
         teacher_logits = (
-            teacher_logits_from_probabilities(teacher_out)
+            teacher_logits_from_probabilities(teacher_out, sigmoid)
             if self.teacher_outputs_probabilities
             else teacher_out
         )
@@ -232,6 +279,7 @@ class Distiller(tf_keras.Model):
             self.temperature,
             self.gamma,
             pairs,
+            kind,
         )
         return parts, student_logits
 

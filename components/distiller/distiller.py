@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from components.common import examples as examples_lib
+from components.common import metrics as metrics_lib
 from components.common import model_io, training
 from components.common.examples import DataConfig
 from components.distiller import student as student_lib
@@ -99,8 +100,25 @@ def _train_dataset(examples_uri, data, teacher, config: DistillerConfig):
     )
 
 
+def _logits_task(task):
+    """The task as the trained twin sees it: logits out (values for regression)."""
+    from components.common.metrics import Task
+
+    return Task(task.kind, task.output_shape, task.kind != "regression", task.reason)
+
+
 def _label_only(
-    student, teacher, config, initial_weights, examples_uri, data, eval_ds, steps, mixed, strategy
+    student,
+    teacher,
+    config,
+    initial_weights,
+    examples_uri,
+    data,
+    eval_ds,
+    steps,
+    mixed,
+    strategy,
+    task,
 ):
     """Trains the same student on labels alone: same epochs, seed, data order and schedule."""
     import tf_keras
@@ -109,18 +127,21 @@ def _label_only(
         tf_keras.utils.set_random_seed(config.training.seed)
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         baseline = _fresh_copy(student, config, teacher, initial_weights)
-        probabilities = training.outputs_probabilities(baseline)
+        probabilities = training.outputs_squashed(baseline)
         twin, shares = student_lib.training_copy(baseline, probabilities, mixed)
+        logits_task = _logits_task(task)
         twin.compile(
             optimizer=_make_optimizer(config, steps, mixed),
-            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+            loss=training.default_loss(logits_task),
+            metrics=[training.task_metric(logits_task)],
         )
-    run = training.fit(twin, train_ds, eval_ds, config.training, name="label-only student")
+    run = training.fit(
+        twin, train_ds, eval_ds, config.training, name="label-only student", task=logits_task
+    )
     if not shares:
         baseline.set_weights(twin.get_weights())
     return {
-        "eval_accuracy": training.accuracy(baseline, eval_ds),
+        "eval_accuracy": training.accuracy(baseline, eval_ds, task),
         "epochs_run": run["epochs_run"],
         "wall_time_s": run["wall_time_s"],
         "history": run["history"],
@@ -148,8 +169,9 @@ def distill(
     strategy = training.make_strategy(train_cfg.strategy)
     with strategy.scope():
         teacher = model_io.load_keras_model(teacher_uri)
+    task = examples_lib.resolve_task(examples_uri, data, teacher)
     teacher_probabilities = (
-        training.outputs_probabilities(teacher)
+        training.outputs_squashed(teacher)
         if config.teacher_outputs == "auto"
         else config.teacher_outputs == "probabilities"
     )
@@ -168,10 +190,10 @@ def distill(
         tf_keras.utils.set_random_seed(train_cfg.seed)
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         student, report = _build_student(config, teacher)
-        student_lib.check_compatible(teacher, student)
+        student_lib.check_compatible(teacher, student, task.kind)
         pairs = distill_lib.resolve_feature_pairs(teacher, student, config.feature_pairs)
         initial_weights = student.get_weights()
-        student_probabilities = training.outputs_probabilities(student)
+        student_probabilities = training.outputs_squashed(student)
         twin, shares = student_lib.training_copy(student, student_probabilities, mixed)
         distiller = distill_lib.Distiller(
             twin,
@@ -182,6 +204,7 @@ def distill(
             gamma=config.gamma,
             temperature=config.temperature,
             feature_pairs=pairs,
+            task=_logits_task(task),
         )
         distiller.compile(optimizer=_make_optimizer(config, steps, mixed))
     log.warning(
@@ -192,16 +215,21 @@ def distill(
         train_examples,
         steps,
     )
-    run = training.fit(distiller, train_ds, eval_ds, train_cfg, name="distillation")
+    run = training.fit(
+        distiller, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
+    )
     if not shares:
         student.set_weights(twin.get_weights())
     if report.source == "module_file":
         student = student_lib.match_output_convention(
-            student, student_probabilities, teacher_probabilities
+            student,
+            student_probabilities,
+            teacher_probabilities,
+            "sigmoid" if task.kind in ("binary", "multilabel") else "softmax",
         )
 
-    teacher_accuracy = training.accuracy(teacher, eval_ds)
-    student_accuracy = training.accuracy(student, eval_ds)
+    teacher_accuracy = training.accuracy(teacher, eval_ds, task)
+    student_accuracy = training.accuracy(student, eval_ds, task)
     label_only = None
     if config.label_only_baseline:
         label_only = _label_only(
@@ -215,6 +243,7 @@ def distill(
             steps,
             mixed,
             strategy,
+            task,
         )
     eval_examples = sum(int(y.shape[0]) for _, y in eval_ds)
     teacher_params, student_params = teacher.count_params(), student.count_params()
@@ -228,14 +257,19 @@ def distill(
         "student": {
             "parameters": student_params,
             "eval_accuracy": student_accuracy,
-            "outputs": "probabilities" if training.outputs_probabilities(student) else "logits",
+            "outputs": "probabilities" if training.outputs_squashed(student) else "logits",
             "architecture": report.as_dict(),
         },
         "parameter_ratio": student_params / teacher_params,
-        "accuracy_gap": teacher_accuracy - student_accuracy,
+        "task": task.to_dict(),
+        "metric": task.metric,
+        # Positive: the student is worse, in the metric's own direction (MAE up, accuracy down).
+        "accuracy_gap": metrics_lib.worse_by(task, teacher_accuracy, student_accuracy),
         "label_only": label_only,
         "distillation_gain": (
-            student_accuracy - label_only["eval_accuracy"] if label_only else None
+            metrics_lib.worse_by(task, student_accuracy, label_only["eval_accuracy"])
+            if label_only
+            else None
         ),
         "loss": {
             "alpha": config.alpha,

@@ -510,7 +510,7 @@ def build_module_student(module_file: str, teacher):
     return student, StudentReport("module_file")
 
 
-def check_compatible(teacher, student) -> None:
+def check_compatible(teacher, student, task: str = "multiclass") -> None:
     """Raises ModelInputError unless the student takes the teacher's inputs and gives its outputs."""
     if len(teacher.outputs) != 1:
         raise ModelInputError(
@@ -518,7 +518,7 @@ def check_compatible(teacher, student) -> None:
             "with one output of class scores."
         )
     t_out = tuple(teacher.outputs[0].shape[1:])
-    if len(t_out) != 1 or not t_out[0] or t_out[0] < 2:
+    if task == "multiclass" and (len(t_out) != 1 or not t_out[0] or t_out[0] < 2):
         raise ModelInputError(
             f"the teacher's output has shape {t_out} per example; distillation needs class "
             "scores of shape (num_classes,) with at least 2 classes."
@@ -605,7 +605,9 @@ def training_copy(model, outputs_probabilities: bool, mixed_precision: bool = Fa
     return twin, False
 
 
-def match_output_convention(student, student_probabilities: bool, teacher_probabilities: bool):
+def match_output_convention(
+    student, student_probabilities: bool, teacher_probabilities: bool, activation="softmax"
+):
     """The student as saved: with the teacher's output convention (probabilities or logits)."""
     import tf_keras
 
@@ -613,12 +615,13 @@ def match_output_convention(student, student_probabilities: bool, teacher_probab
         return student
     if teacher_probabilities:
         log.warning(
-            "distiller: the student outputs logits; a Softmax is added to match the teacher"
+            "distiller: the student outputs logits; a %s is added to match the teacher", activation
         )
+        squash = tf_keras.layers.Activation(activation, name="probabilities")
         if _is_graph_model(student):
-            outputs = tf_keras.layers.Softmax(name="probabilities")(student.outputs[0])
+            outputs = squash(student.outputs[0])
             return tf_keras.Model(student.inputs, outputs, name=student.name)
-        return tf_keras.Sequential([student, tf_keras.layers.Softmax(name="probabilities")])
+        return tf_keras.Sequential([student, squash])
     log.warning("distiller: the student outputs probabilities; saved with logits like the teacher")
     twin, shares = training_copy(student, outputs_probabilities=True)
     if not shares:

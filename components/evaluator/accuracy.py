@@ -1,9 +1,9 @@
 """Accuracy of the baseline and every candidate on the eval split, as an Apache Beam pipeline.
 
-The split is streamed (``ReadFromTFRecord``), batched (``BatchElements``) and fed to one DoFn that
-loads every model once per worker (``setup``) and runs each batch through all of them, so each
-example's outcomes for all models sit in one row: pairing baseline and candidate per example needs
-no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
+The split's record files are spread over the workers; TensorFlow reads and parses each in batches
+(one Beam element per batch) for one DoFn that loads every model once per worker (``setup``) and
+runs each batch through all of them, so each example's outcomes for all models sit in one row:
+pairing baseline and candidate per example needs no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
 intervals need) and, when asked, written out per example as JSON lines keyed by a digest of the
 serialized example. The same code runs on the DirectRunner here and on Dataflow, Flink or Spark
 through ``beam_pipeline_args``; model paths must then be readable by the workers.
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.common import examples as examples_lib
+from components.common import metrics as metrics_lib
 from components.common.errors import DataError
 from components.common.examples import DataConfig
+from components.common.metrics import Task
 from components.evaluator.models import BASELINE, PreparedModel
 
 METRICS_FILE = "accuracy_metrics.json"
@@ -43,6 +45,7 @@ class EvalInputs:
     feature_kinds: tuple[str, ...]
     feature_lengths: tuple[int, ...]
     input_shapes: tuple[tuple[int, ...], ...]
+    label_length: int = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ class AccuracySettings:
     top_k: int | None = None
     compute_loss: bool = False
     from_logits: bool = False
+    spec: Task | None = None  # the resolved task (output shape, logits); else from ``task``
+
+    def resolved(self) -> Task:
+        """The task as :class:`components.common.metrics.Task`."""
+        if self.spec is not None:
+            return self.spec
+        kind = "multiclass" if self.task in ("classification", "auto", None) else self.task
+        return Task(kind, (), self.from_logits)
 
 
 def resolve_inputs(
@@ -119,6 +130,20 @@ def resolve_inputs(
     )
 
 
+def inputs_from_mapping(mapping: examples_lib.FeatureMapping) -> EvalInputs:
+    """EvalInputs from a mapping resolved against the baseline Keras model (features by name)."""
+    keys = mapping.feature_keys
+    return EvalInputs(
+        mapping.label_key,
+        mapping.label_kind,
+        tuple(keys),
+        tuple(mapping.infos[k].kind for k in keys),
+        tuple(mapping.infos[k].length for k in keys),
+        tuple(mapping.input_shapes),
+        mapping.label_length,
+    )
+
+
 def _feature_spec(inputs: EvalInputs) -> dict:
     import tensorflow as tf
 
@@ -129,7 +154,7 @@ def _feature_spec(inputs: EvalInputs) -> dict:
             inputs.feature_keys, inputs.feature_kinds, inputs.feature_lengths, strict=True
         )
     }
-    spec[inputs.label_key] = tf.io.FixedLenFeature([1], dtypes[inputs.label_kind])
+    spec[inputs.label_key] = tf.io.FixedLenFeature([inputs.label_length], dtypes[inputs.label_kind])
     return spec
 
 
@@ -139,7 +164,8 @@ def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
         np.asarray(parsed[key], dtype=np.float32).reshape([-1, *shape])
         for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
     )
-    labels = np.asarray(parsed[inputs.label_key]).reshape([-1])
+    labels = np.asarray(parsed[inputs.label_key])
+    labels = labels.reshape([-1]) if inputs.label_length == 1 else labels
     return (arrays[0] if len(arrays) == 1 else arrays), labels
 
 
@@ -182,35 +208,49 @@ def example_key(serialized: bytes) -> str:
 
 
 def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySettings) -> list[dict]:
-    """Per-example outcomes of one model: correctness (top-1, top-k), loss, or errors.
+    """Per-example outcomes of one model, per task: correctness (top-1, top-k), loss, the
+    fraction of labels/positions right (``score``), errors, and what the secondary metrics sum.
 
     Raises:
       DataError: a label outside the model's classes, or outputs that do not fit the task.
     """
+    task = settings.resolved()
     preds = np.asarray(predictions, dtype=np.float64)
-    n = labels.shape[0]
-    if settings.task == "regression":
-        if preds.size != n:
+    if task.kind == "regression":
+        if (
+            preds.reshape(preds.shape[0], -1).shape[1]
+            != labels.reshape(labels.shape[0], -1).shape[1]
+        ):
             raise DataError(
-                f"task: regression needs one output value per example; the model gives "
-                f"{preds.shape}. Use task: classification for class scores."
+                f"task regression needs one output value per label value; the model gives "
+                f"{preds.shape[1:]}. Set data.task to the model's task."
             )
-        error = preds.reshape(n) - labels.astype(np.float64)
-        return [{"abs_err": float(abs(e)), "sq_err": float(e * e)} for e in error]
-    if preds.ndim != 2 or preds.shape[1] < 2:
+        values = metrics_lib.per_example(task, preds, labels)
+        return [
+            {"abs_err": float(a), "sq_err": float(q)}
+            for a, q in zip(values["score"], values["sq_err"], strict=True)
+        ]
+    if task.kind == "multiclass" and (preds.ndim != 2 or preds.shape[1] < 2):
         raise DataError(
             f"top-1 accuracy needs class scores, the model outputs shape {preds.shape}; set "
-            "task: regression for a model with one output value."
+            "data.task to the model's task (binary, regression, ...)."
         )
-    classes = preds.shape[1]
-    labels = labels.astype(np.int64)
-    if labels.min() < 0 or labels.max() >= classes:
-        raise DataError(
-            f"labels must be class ids in [0, {classes}) for a model with {classes} outputs; "
-            f"found {int(labels.min())}..{int(labels.max())}."
-        )
+    scores = metrics_lib.per_example(task, preds, labels)["score"]
+    if task.kind == "multiclass":
+        return _multiclass_outcomes(preds, labels.astype(np.int64), scores, settings)
+    if task.kind == "binary":
+        probs = metrics_lib.comparable_outputs(task, preds).reshape(-1)
+        return [{"correct": int(c), "p": float(p)} for c, p in zip(scores, probs, strict=True)]
+    result = [{"score": float(v)} for v in scores]
+    extras = metrics_lib.per_example_counts(task, preds, labels)
+    for row, extra in zip(result, extras, strict=True):
+        row.update(extra)
+    return result
+
+
+def _multiclass_outcomes(preds, labels, correct, settings: AccuracySettings) -> list[dict]:
+    n, classes = preds.shape
     rows = np.arange(n)
-    correct = np.argmax(preds, axis=1) == labels
     result = [{"correct": int(c)} for c in correct]
     if settings.top_k:
         k = min(settings.top_k, classes)
@@ -238,6 +278,11 @@ def _new_model_sums() -> dict:
         "loss_sum": 0.0,
         "abs_sum": 0.0,
         "sq_sum": 0.0,
+        "score_sum": 0.0,
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
+        "confusion": None,
         "errors": 0,
         "first_error": None,
     }
@@ -259,6 +304,7 @@ def add_row(acc: dict, row: dict, baseline: str = BASELINE) -> dict:
         sums["loss_sum"] += out.get("loss", 0.0)
         sums["abs_sum"] += out.get("abs_err", 0.0)
         sums["sq_sum"] += out.get("sq_err", 0.0)
+        _add_task_sums(sums, out)
     base = outs.get(baseline, {})
     if "correct" in base:
         for name, out in outs.items():
@@ -268,6 +314,19 @@ def add_row(acc: dict, row: dict, baseline: str = BASELINE) -> dict:
             table = acc["paired"].setdefault(name, {"n11": 0, "n10": 0, "n01": 0, "n00": 0})
             table[cell] += 1
     return acc
+
+
+def _add_task_sums(sums: dict, out: dict) -> None:
+    sums["score_sum"] = sums.get("score_sum", 0.0) + out.get("score", 0.0)
+    for key in ("tp", "fp", "fn"):
+        sums[key] = sums.get(key, 0) + out.get(key, 0)
+    if "confusion" in out:
+        current = sums.get("confusion")
+        sums["confusion"] = (
+            list(out["confusion"])
+            if current is None
+            else [a + b for a, b in zip(current, out["confusion"], strict=True)]
+        )
 
 
 def merge(accumulators) -> dict:
@@ -280,8 +339,11 @@ def merge(accumulators) -> dict:
             for key, value in sums.items():
                 if key == "first_error":
                     target[key] = target[key] or value
+                elif key == "confusion":
+                    if value is not None:
+                        _add_task_sums(target, {"confusion": value})
                 else:
-                    target[key] += value
+                    target[key] = target.get(key, 0) + value
         for name, table in acc["paired"].items():
             target = out["paired"].setdefault(name, {"n11": 0, "n10": 0, "n01": 0, "n00": 0})
             for cell, count in table.items():
@@ -300,18 +362,34 @@ def finalize(acc: dict, settings: AccuracySettings) -> dict:
                 f"{sums['errors']} example(s) could not be evaluated: {sums['first_error']}"
             )
         elif n:
-            if settings.task == "classification":
-                entry["top1_accuracy"] = sums["correct"] / n
-                if settings.top_k:
-                    entry["top_k_accuracy"] = sums["top_k"] / n
-                    entry["top_k"] = settings.top_k
-                if settings.compute_loss:
-                    entry["loss"] = sums["loss_sum"] / n
-            else:
-                entry["mae"] = sums["abs_sum"] / n
-                entry["rmse"] = math.sqrt(sums["sq_sum"] / n)
+            entry.update(_task_metrics(sums, n, settings))
         models[name] = entry
     return {"examples": acc["examples"], "models": models, "paired": acc["paired"]}
+
+
+def _task_metrics(sums: dict, n: int, settings: AccuracySettings) -> dict:
+    task = settings.resolved()
+    entry: dict = {"metric": task.metric}
+    if task.kind == "regression":
+        entry["mae"] = sums["abs_sum"] / n
+        entry["rmse"] = math.sqrt(sums["sq_sum"] / n)
+    elif task.kind in ("multiclass", "binary"):
+        entry[task.metric] = sums["correct"] / n
+        if settings.top_k:
+            entry["top_k_accuracy"] = sums["top_k"] / n
+            entry["top_k"] = settings.top_k
+        if settings.compute_loss:
+            entry["loss"] = sums["loss_sum"] / n
+    else:
+        entry[task.metric] = sums.get("score_sum", 0.0) / n
+        if task.kind == "multilabel":
+            denominator = 2 * sums.get("tp", 0) + sums.get("fp", 0) + sums.get("fn", 0)
+            entry["micro_f1"] = 2 * sums.get("tp", 0) / denominator if denominator else 1.0
+        elif sums.get("confusion") is not None:
+            classes = int(round(math.sqrt(len(sums["confusion"]))))
+            matrix = np.asarray(sums["confusion"]).reshape(classes, classes)
+            entry["mean_iou"] = metrics_lib.mean_iou(matrix)
+    return entry
 
 
 def _beam_transforms():
@@ -487,8 +565,8 @@ def read_per_example(per_example_dir: str):
 
 
 def paired_errors(per_example_dir: str, candidate: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example ``key`` values (``abs_err`` / ``sq_err``) of the baseline and one candidate,
-    over the examples both were evaluated on, in the same order."""
+    """Per-example ``key`` values (``abs_err`` / ``sq_err`` / ``score``) of the baseline and one
+    candidate, over the examples both were evaluated on, in the same order."""
     base, cand = [], []
     for row in read_per_example(per_example_dir):
         outs = row["outcomes"]
@@ -496,3 +574,15 @@ def paired_errors(per_example_dir: str, candidate: str, key: str) -> tuple[np.nd
             base.append(outs[BASELINE][key])
             cand.append(outs[candidate][key])
     return np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+
+
+def binary_auc(per_example_dir: str, name: str) -> float:
+    """ROC AUC of one model of a binary task, from the per-example rows (label and ``p``)."""
+    scores, truth = [], []
+    for row in read_per_example(per_example_dir):
+        out = row["outcomes"].get(name, {})
+        if "p" in out:
+            label = row["label"]
+            scores.append(out["p"])
+            truth.append(label[0] if isinstance(label, list) else label)
+    return metrics_lib.auc(np.asarray(scores), np.asarray(truth))

@@ -174,7 +174,14 @@ class ProductionConfig(StrictModel):
 class EvaluatorConfig(StrictModel):
     """The promotion gate's configuration."""
 
-    task: Literal["classification", "regression"] = "classification"
+    task: (
+        Literal["classification", "multiclass", "binary", "multilabel", "regression", "dense"]
+        | None
+    ) = pydantic.Field(
+        None,
+        description="Deprecated: set data.task (read by every step). Still honoured when "
+        "data.task is auto; 'classification' means any classifier (inferred).",
+    )
     top_k: int | None = pydantic.Field(None, ge=2, le=1000, description="Also report top-k.")
     compute_loss: bool = pydantic.Field(False, description="Also report cross-entropy loss.")
     loss_from_logits: bool | None = pydantic.Field(
@@ -218,14 +225,14 @@ class EvaluatorConfig(StrictModel):
     def _consistent(self) -> EvaluatorConfig:
         rules = self.rules
         problems = []
-        if self.task == "classification":
+        if self.task is not None and self.task != "regression":
             set_regression = [r for r in REGRESSION_RULES if getattr(rules, r) is not None]
             if set_regression:
                 problems.append(
                     f"rules.{set_regression[0]} applies to task: regression, but task is "
-                    "classification (use max_accuracy_drop_points / max_relative_accuracy_drop)"
+                    f"{self.task} (use max_accuracy_drop_points / max_relative_accuracy_drop)"
                 )
-        else:
+        elif self.task == "regression":
             set_accuracy = [
                 r
                 for r in (*ACCURACY_RULES, "max_accuracy_drop_vs_production_points")
@@ -262,6 +269,29 @@ class EvaluatorConfig(StrictModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def rule_problems(self, task: str) -> list[str]:
+        """Rules and options that do not fit ``task`` (a task of components/common/metrics.py)."""
+        rules = self.rules
+        if task == "regression":
+            wrong = [
+                r
+                for r in (*ACCURACY_RULES, "max_accuracy_drop_vs_production_points")
+                if getattr(rules, r) is not None
+            ]
+            fix = "use max_error_increase / max_relative_error_increase"
+            extra = ["top_k"] if self.top_k is not None else []
+            extra += ["compute_loss"] if self.compute_loss else []
+        else:
+            wrong = [r for r in REGRESSION_RULES if getattr(rules, r) is not None]
+            fix = "use max_accuracy_drop_points / max_relative_accuracy_drop / min_accuracy"
+            extra = []
+            if task != "multiclass":
+                extra += ["top_k"] if self.top_k is not None else []
+                extra += ["compute_loss"] if self.compute_loss else []
+        problems = [f"evaluator.rules.{r} does not fit task {task} ({fix})" for r in wrong]
+        problems += [f"evaluator.{e} applies to multiclass models only" for e in extra]
+        return problems
 
     def needs_latency(self) -> bool:
         """True when a rule or the objective needs latency figures."""

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 
+from components.common import candidate as candidate_lib
 from components.common import examples as examples_lib
 from components.common import model_io
 from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
@@ -109,7 +110,7 @@ def production_record(candidate: dict, config: EvaluatorConfig, eval_split: str)
         "model_name": candidate["name"],
         "flavour": candidate.get("flavour"),
         "sha256": candidate.get("sha256"),
-        "accuracy": acc.get("top1_accuracy"),
+        "accuracy": acc.get(rules.task_metric(config)) if config.task != "regression" else None,
         "mae": acc.get("mae"),
         "rmse": acc.get("rmse"),
         "eval_split": eval_split,
@@ -242,9 +243,8 @@ def evaluate(
     examples_lib.split_files(examples_uri, data.eval_split)  # cheap: fails before converting
 
     base = models.prepare(baseline, config.baseline_flavour, work_dir)
-    inputs = accuracy.resolve_inputs(
-        examples_uri, data.eval_split, data, base.input_shapes, config.task
-    )
+    task, inputs = resolve_task_and_inputs(baseline.uri, examples_uri, data, config, base)
+    config = config.model_copy(update={"task": task.kind})
     prepared: dict[str, PreparedModel] = {BASELINE: base}
     entries: dict[str, dict] = {}
     for ref in [baseline, *candidates]:
@@ -255,6 +255,12 @@ def evaluate(
             "profile": _profile_numbers(ref.profile_uri),
         }
     for ref in candidates:
+        failure = _step_failure(ref)
+        if failure is not None:
+            # Marked failed by its own step (or its Profiler): nothing to load, judged as failed.
+            entries[ref.name].update(failure=failure, error=failure["summary"])
+            log.warning("candidate %s failed upstream: %s", ref.name, failure["summary"])
+            continue
         try:
             model = models.prepare(ref, "auto", work_dir)
             if config.require_saved_model and not models.has_saved_model(ref.uri):
@@ -280,12 +286,12 @@ def evaluate(
         )
 
     from_logits = config.loss_from_logits
-    if from_logits is None and config.compute_loss:
-        from_logits = _infer_logits(baseline.uri)
+    if from_logits is None:
+        from_logits = task.from_logits
     settings = accuracy.AccuracySettings(
-        config.task, config.top_k, config.compute_loss, bool(from_logits)
+        config.task, config.top_k, config.compute_loss, bool(from_logits), task
     )
-    need_rows = config.write_per_example or config.task == "regression"
+    need_rows = config.write_per_example or task.kind not in ("multiclass",)
     acc = accuracy.run_accuracy(
         list(prepared.values()),
         examples_uri,
@@ -298,6 +304,10 @@ def evaluate(
         make_pipeline=make_pipeline,
         beam_pipeline_args=beam_pipeline_args,
     )
+    if task.kind == "binary" and acc["per_example_dir"]:
+        for name, metrics in acc["models"].items():
+            if "error" not in metrics:
+                metrics["auc"] = accuracy.binary_auc(acc["per_example_dir"], name)
     for name, metrics in acc["models"].items():
         entries[name]["accuracy"] = metrics
         if "error" in metrics and name != BASELINE:
@@ -317,6 +327,7 @@ def evaluate(
         )
         for name, figures in measured.items():
             entries[name]["latency_measured"] = figures
+        _latency_failures(measured, entries)
     external = external_latency(config, latency_report_uri)
     for name, entry in entries.items():
         if name in external["models"]:
@@ -351,7 +362,10 @@ def evaluate(
             # Nothing measured for a failed candidate counts, whatever figures it has.
             metrics = {k: (v if k.startswith("baseline_") else None) for k, v in metrics.items()}
         entry["metrics"] = metrics
-        verdict = rules.judge_candidate(metrics, config, error, production_state)
+        if entry.get("failure"):
+            verdict = rules.failed_candidate_verdict(entry["failure"]["summary"])
+        else:
+            verdict = rules.judge_candidate(metrics, config, error, production_state)
         entry.update(verdict)
         entry["warnings"] = (comparison or {}).get("warnings", []) + notes
         judged.append({"name": ref.name, **verdict, "metrics": metrics})
@@ -372,6 +386,7 @@ def evaluate(
             "selected_uri": entries[selected]["uri"] if selected else None,
             "selected_flavour": entries[selected].get("flavour") if selected else None,
         },
+        "task": task.to_dict(),
         "rules_configured": config.rules.configured(),
         "config": config.model_dump(),
         "eval": {
@@ -405,22 +420,87 @@ def evaluate(
     return record
 
 
-def _infer_logits(baseline_uri: str) -> bool:
-    from components.common import model_io, training
+def _step_failure(ref: ModelRef) -> dict | None:
+    """The failure a candidate step recorded in the candidate's model or its profile, if any."""
+    failure = candidate_lib.read_failure(ref.uri)
+    if failure is None:
+        failure = candidate_lib.read_failure(ref.profile_uri)
+    return failure
 
+
+def _latency_failures(measured: dict, entries: dict) -> None:
+    """A candidate that cannot run at batch 1 for its latency failed its latency measurement."""
+    for name, figures in measured.items():
+        entry = entries[name]
+        if name == BASELINE or "error" not in figures or entry.get("failure"):
+            continue
+        failure = candidate_lib.failure_record(
+            "latency",
+            "Evaluator",
+            f"batch-1 latency could not be measured: {figures['error']}",
+            detail=f"does not run at batch 1: {figures['error']}"[:160],
+        )
+        entry.update(failure=failure, error=failure["summary"])
+        log.warning("candidate %s fails: %s", name, failure["summary"])
+
+
+def effective_task_key(data: DataConfig, config: EvaluatorConfig) -> str:
+    """data.task, else the deprecated evaluator.task when it names a task, else auto."""
+    from components.common.metrics import TASKS
+
+    if data.task != "auto":
+        return data.task
+    return config.task if config.task in TASKS else "auto"
+
+
+def resolve_task_and_inputs(
+    baseline_uri: str, examples_uri: str, data: DataConfig, config: EvaluatorConfig, base
+):
+    """(task, EvalInputs): from the baseline's Keras model when it has one (features matched to
+    its inputs by name), else from the config and the judged flavour's input shapes.
+
+    Raises:
+      DataError / ConfigError: the eval split does not fit, or a rule does not fit the task.
+    """
+    from components.common.metrics import Task
+
+    key = effective_task_key(data, config)
+    task_data = data.model_copy(update={"task": key})
     try:
-        return not training.outputs_probabilities(model_io.load_keras_model(baseline_uri))
+        keras_model = model_io.load_keras_model(baseline_uri)
     except TfxOptError:
-        return False
+        keras_model = None
+    if keras_model is not None:
+        if data.module_file:
+            accuracy.resolve_inputs(examples_uri, data.eval_split, data, (), "classification")
+        mapping = examples_lib.resolve_mapping(
+            examples_uri, data.eval_split, task_data, keras_model
+        )
+        task, inputs = mapping.task, accuracy.inputs_from_mapping(mapping)
+    else:
+        kind = "multiclass" if key == "auto" else key
+        legacy = "regression" if kind == "regression" else "classification"
+        inputs = accuracy.resolve_inputs(
+            examples_uri, data.eval_split, data, base.input_shapes, legacy
+        )
+        task = Task(kind, (), bool(config.loss_from_logits), "from the config (no Keras model)")
+    problems = config.rule_problems(task.kind)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return task, inputs
 
 
 def _compare(name: str, entry: dict, base_entry: dict, acc: dict, config: EvaluatorConfig):
-    if config.task == "classification":
+    metric = rules.task_metric(config)
+    if config.task in ("multiclass", "binary", "classification", None):
         table = acc["paired"].get(name)
         if not table:
             return None
-        return rules.classification_comparison(
-            table, base_entry["accuracy"]["top1_accuracy"], config
+        return rules.classification_comparison(table, base_entry["accuracy"][metric], config)
+    if config.task != "regression":
+        base_scores, cand_scores = accuracy.paired_errors(acc["per_example_dir"], name, "score")
+        return rules.score_comparison(
+            base_scores, cand_scores, base_entry["accuracy"][metric], config
         )
     key = "abs_err" if config.regression_metric == "mae" else "sq_err"
     base_errors, cand_errors = accuracy.paired_errors(acc["per_example_dir"], name, key)
@@ -439,7 +519,11 @@ def key_numbers(record: dict) -> dict:
         "objective": decision["objective"],
         "eval_examples": record["eval"]["examples"],
         "candidates": len(record["candidates"]),
-        "baseline_accuracy": (record["baseline"].get("accuracy") or {}).get("top1_accuracy"),
+        "failed_candidates": sum(1 for c in record["candidates"] if c.get("failure")),
+        "all_candidates_failed": int(bool(decision.get("all_candidates_failed"))),
+        "task": (record.get("task") or {}).get("kind", "multiclass"),
+        "metric": _metric_name(record),
+        "baseline_accuracy": (record["baseline"].get("accuracy") or {}).get(_metric_name(record)),
     }
     if decision["selected"]:
         chosen = next(c for c in record["candidates"] if c["name"] == decision["selected"])
@@ -448,7 +532,7 @@ def key_numbers(record: dict) -> dict:
         out.update(
             selected_index=decision["selected_index"],
             evaluated_flavour=chosen["flavour"],
-            accuracy=metrics.get("top1_accuracy"),
+            accuracy=metrics.get(_metric_name(record)),
             accuracy_drop_points=metrics.get("accuracy_drop_points"),
             error=metrics.get("error"),
             speedup=metrics.get("speedup"),
@@ -460,6 +544,14 @@ def key_numbers(record: dict) -> dict:
         for stat in ("mean", "p50", "p95", "p99"):
             out[f"latency_{stat}_ms"] = lat.get(f"{stat}_ms")
     return {k: v for k, v in out.items() if v is not None and not _nan(v)}
+
+
+def _metric_name(record: dict) -> str:
+    """The accuracy-like metric of the record's task (top-1 accuracy for older records)."""
+    from components.common.metrics import PRIMARY_METRIC
+
+    kind = (record.get("task") or {}).get("kind", "multiclass")
+    return "error" if kind == "regression" else PRIMARY_METRIC[kind]
 
 
 def _nan(value) -> bool:
@@ -489,8 +581,10 @@ def rules_table(record: dict) -> str:
             )
         for req in cand.get("requirements", []):
             if not req["passed"]:
+                # A failed candidate has no rules to show: its row says why it failed.
+                why = f"  {req['detail']}" if req["check"] == rules.CANDIDATE_BUILT else ""
                 lines.append(
-                    f"{cand['name']:<16} {req['check']:<40} {'':>12} {'':>2} {'':>10}  FAIL"
+                    f"{cand['name']:<16} {req['check']:<40} {'':>12} {'':>2} {'':>10}  FAIL{why}"
                 )
     decision = record["decision"]
     verdict = f"BLESSED {decision['selected']!r}" if decision["blessed"] else "NOT BLESSED"

@@ -1,7 +1,6 @@
 """The gate's decision on plain numbers: paired statistics, rules as data, selection.
 
-No TensorFlow and no TFX here: everything takes and returns plain dicts and numbers, so the rules
-are tested in milliseconds on synthetic metric sets.
+No TensorFlow, no TFX: plain dicts and numbers in and out, tested in milliseconds.
 
 Conventions. A *drop* is baseline minus candidate top-1 accuracy (positive: the candidate is
 worse); an *error increase* is candidate minus baseline MAE/RMSE (positive: worse). The paired
@@ -49,6 +48,17 @@ UPPER_BOUND_METRICS = {
     "relative_error_increase",
 }
 assert set(RULE_METRICS) == set(THRESHOLD_RULES)
+
+
+def task_metric(config: EvaluatorConfig) -> str:
+    """The accuracy-like metric the rules read for the config's task (top-1 accuracy by default)."""
+    from components.common.metrics import PRIMARY_METRIC
+
+    return PRIMARY_METRIC.get(config.task or "", "top1_accuracy")
+
+
+def is_regression(config: EvaluatorConfig) -> bool:
+    return config.task == "regression"
 
 
 # --------------------------------------------------------------------------- paired statistics
@@ -310,6 +320,41 @@ def regression_comparison(
     }
 
 
+def score_comparison(
+    baseline_scores: np.ndarray,
+    candidate_scores: np.ndarray,
+    baseline_value: float,
+    config: EvaluatorConfig,
+) -> dict:
+    """Drop of a per-example score (fraction of labels or pixels right) and its paired interval,
+    shaped like :func:`classification_comparison`, for multilabel and dense tasks."""
+    conf = config.confidence
+    base = np.asarray(baseline_scores, dtype=np.float64)
+    cand = np.asarray(candidate_scores, dtype=np.float64)
+    n = int(base.size)
+    drop = float(base.mean() - cand.mean()) if n else math.nan
+    # regression_interval bounds mean(candidate) - mean(baseline): the drop is its negative.
+    args = (conf.level, conf.method, conf.resamples, conf.seed)
+    lo, hi = regression_interval(base, cand, "mae", *args)
+    interval = (-hi, -lo)
+    relative = [v / baseline_value if baseline_value else math.nan for v in interval]
+    comparison = {
+        "examples": n,
+        "drop": drop,
+        "drop_points": 100 * drop,
+        "relative_drop": drop / baseline_value if baseline_value else math.nan,
+        "interval": {
+            "method": conf.method,
+            "level": conf.level,
+            "drop_points": [100 * interval[0], 100 * interval[1]],
+            "relative_drop": relative,
+            "note": "paired bootstrap over examples of the per-example score",
+        },
+    }
+    comparison["warnings"] = _resolution_warnings(comparison, baseline_value, config)
+    return comparison
+
+
 # --------------------------------------------------------------------------- metrics and rules
 
 
@@ -347,9 +392,10 @@ def derive_metrics(
     size = candidate.get("size") or {}
     base_size = baseline.get("size") or {}
     m: dict = {}
-    if config.task == "classification":
-        m["top1_accuracy"] = acc.get("top1_accuracy")
-        m["baseline_top1_accuracy"] = base_acc.get("top1_accuracy")
+    metric = task_metric(config)
+    if not is_regression(config):
+        m[metric] = acc.get(metric)
+        m[f"baseline_{metric}"] = base_acc.get(metric)
         if comparison:
             m["accuracy_drop_points"] = comparison["drop_points"]
             m["relative_accuracy_drop"] = comparison["relative_drop"]
@@ -372,8 +418,8 @@ def derive_metrics(
     m["compression_ratio"] = _ratio(base_size.get(size_key), size.get(size_key))
     if production is not None:
         prod_acc = production.get("accuracy")
-        if _finite(prod_acc) and _finite(m.get("top1_accuracy")):
-            m["accuracy_drop_vs_production_points"] = 100 * (prod_acc - m["top1_accuracy"])
+        if _finite(prod_acc) and _finite(m.get(metric)):
+            m["accuracy_drop_vs_production_points"] = 100 * (prod_acc - m[metric])
         else:
             m["accuracy_drop_vs_production_points"] = None
         m["latency_vs_production_ratio"] = _ratio(
@@ -395,10 +441,13 @@ def compare(value: float, op: str, threshold: float) -> bool:
     return value <= threshold + slack if op == "<=" else value >= threshold - slack
 
 
-def check_rules(metrics: dict, rules: RulesConfig, production_state: str) -> list[dict]:
+def check_rules(
+    metrics: dict, rules: RulesConfig, production_state: str, accuracy_metric: str = "top1_accuracy"
+) -> list[dict]:
     """Every configured rule against the metrics: value, threshold, verdict.
 
     Args:
+      accuracy_metric: the task's accuracy-like metric ``min_accuracy`` reads.
       production_state: ``available``, ``absent_optional`` (rules vs production are skipped and
         say so) or ``absent_required``/``invalid`` (they fail).
     Returns:
@@ -409,6 +458,8 @@ def check_rules(metrics: dict, rules: RulesConfig, production_state: str) -> lis
     for rule in rules.configured():
         threshold = getattr(rules, rule)
         metric, op = RULE_METRICS[rule]
+        if rule == "min_accuracy":
+            metric = accuracy_metric
         if metric in UPPER_BOUND_METRICS and rules.accuracy_drop_bound == "upper_confidence":
             metric = f"{metric}_upper"
         value = metrics.get(metric)
@@ -440,9 +491,7 @@ def objective_metric(config: EvaluatorConfig) -> tuple[str, int]:
 _OBJECTIVES = {
     "smallest": lambda c: ("size_bytes", 1),
     "fastest": lambda c: ("latency_ms", 1),
-    "most_accurate": lambda c: (
-        ("top1_accuracy", -1) if c.task == "classification" else ("error", 1)
-    ),
+    "most_accurate": lambda c: ("error", 1) if is_regression(c) else (task_metric(c), -1),
 }
 _TIE_ORDER = ("most_accurate", "smallest", "fastest")
 
@@ -454,7 +503,7 @@ def judge_candidate(
     production_state: str = "not_configured",
 ) -> dict:
     """Rules and requirements for one candidate; ``eligible`` only when everything holds."""
-    rules = check_rules(metrics, config.rules, production_state)
+    rules = check_rules(metrics, config.rules, production_state, task_metric(config))
     requirements = [
         {
             "check": "loaded_and_evaluated",
@@ -499,6 +548,23 @@ def judge_candidate(
     }
 
 
+CANDIDATE_BUILT = "candidate_built"
+
+
+def failed_candidate_verdict(summary: str) -> dict:
+    """The verdict on a candidate whose own step failed (``failed: verification, ...``).
+
+    No rule is checked (nothing was measured): the one failed requirement says why.
+    """
+    return {
+        "rules": [],
+        "requirements": [{"check": CANDIDATE_BUILT, "passed": False, "detail": summary}],
+        "eligible": False,
+        "failed": True,
+        "rejected_because": [summary],
+    }
+
+
 def _rank_key(metrics: dict, name: str, config: EvaluatorConfig) -> tuple:
     order = [config.objective] + [o for o in _TIE_ORDER if o != config.objective]
     key = []
@@ -531,11 +597,16 @@ def select(judged: list[dict], config: EvaluatorConfig) -> dict:
         why = "; ".join(
             f"{c['name']}: {', '.join(c['rejected_because']) or 'not eligible'}" for c in judged
         )
+        all_failed = bool(judged) and all(c.get("failed") for c in judged)
+        reason = f"no candidate passed every rule ({why or 'no candidates'})"
+        if all_failed:
+            reason = f"every candidate failed before it could be judged ({why})"
         return {
             "blessed": False,
             "selected": None,
             "ranking": [],
-            "reason": f"no candidate passed every rule ({why or 'no candidates'})",
+            "reason": reason,
+            "all_candidates_failed": all_failed,
         }
     ranked = sorted(eligible, key=lambda c: _rank_key(c["metrics"], c["name"], config))
     best = ranked[0]

@@ -8,7 +8,7 @@ from typing import Any
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.common import properties
+from components.common import candidate, properties
 from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
 from components.profiler import profiler
@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class Executor(base_executor.BaseExecutor):
-    """Writes ``profile.json`` and the key numbers as custom properties of the profile artifact."""
+    """Writes ``profile.json`` and the key numbers as custom properties of the profile artifact.
+
+    A model marked failed upstream gets a failed "not profiled" profile; with
+    ``isolate_failures`` so does a model that cannot be converted or run.
+    """
 
     def Do(
         self,
@@ -34,9 +38,21 @@ class Executor(base_executor.BaseExecutor):
         examples_uri = artifact_utils.get_single_uri(examples) if examples else None
         output = artifact_utils.get_single_instance(output_dict["profile"])
 
-        record = profiler.profile_model(model.uri, examples_uri, data, config)
-        record["model_artifact_id"] = model.id
-        properties.write_json(output.uri, PROFILE_FILE, record)
-        numbers = profiler.key_numbers(record)
-        properties.set_properties(output, numbers)
-        log.info("profile of %s: %s", model.uri, numbers)
+        def work() -> None:
+            record = profiler.profile_model(model.uri, examples_uri, data, config)
+            record["model_artifact_id"] = model.id
+            properties.write_json(output.uri, PROFILE_FILE, record)
+            numbers = profiler.key_numbers(record)
+            properties.set_properties(output, numbers)
+            log.info("profile of %s: %s", model.uri, numbers)
+
+        candidate.run_isolated(
+            work,
+            output,
+            component="Profiler",
+            default_step="profiling",
+            isolate=bool(exec_properties.get(candidate.ISOLATE_FAILURES_KEY)),
+            inputs=[model],
+            record_file=PROFILE_FILE,
+            skipped_note="not profiled: upstream failed",
+        )

@@ -15,7 +15,9 @@ import numpy as np
 from components.common import examples as examples_lib
 from components.common import flops as flops_lib
 from components.common import measure, model_io, tflite
+from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
+from components.common.errors import MeasurementError
 from components.common.examples import DataConfig
 from components.profiler.config import ProfilerConfig
 
@@ -73,10 +75,55 @@ def _memory(kind: str, path: str, config: ProfilerConfig) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    if predictions.ndim == 1 or predictions.shape[-1] == 1:
-        raise ValueError("top-1 accuracy needs class scores; the model outputs one value")
-    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+def accuracy_record(task, keras_pred, tflite_pred, labels, split: str) -> dict:
+    """The task's metrics of the SavedModel and the TFLite flavour on the eval split.
+
+    ``saved_model``/``tflite`` hold the primary metric (named by ``metric``); a multiclass model
+    keeps the ``*_top1`` names and per-example correctness older readers use.
+    """
+    saved = metrics_lib.summarize(task, keras_pred, labels)
+    lite = metrics_lib.summarize(task, tflite_pred, labels)
+    record = {
+        "split": split,
+        "examples": int(labels.shape[0]),
+        "task": task.kind,
+        "metric": task.metric,
+        "saved_model": metrics_lib.primary(saved),
+        "tflite": metrics_lib.primary(lite),
+        "saved_model_metrics": saved,
+        "tflite_metrics": lite,
+    }
+    if task.kind == "multiclass":
+        record["saved_model_top1"] = record["saved_model"]
+        record["tflite_top1"] = record["tflite"]
+        record["correct_tflite"] = (np.argmax(tflite_pred, -1) == labels).astype(int).tolist()
+    return record
+
+
+def _runner(flatbuffer: bytes, num_threads: int) -> tflite.TFLiteModel:
+    """The flatbuffer loaded in ``tf.lite.Interpreter``.
+
+    Raises:
+      MeasurementError: it does not load (this model cannot be measured).
+    """
+    try:
+        return tflite.TFLiteModel(flatbuffer, num_threads=num_threads)
+    except (ValueError, RuntimeError) as e:
+        raise MeasurementError(
+            f"the TFLite flatbuffer ({len(flatbuffer)} bytes) does not load in "
+            f"tf.lite.Interpreter: {e}",
+            detail=f"the flatbuffer does not load: {str(e).strip()[:160]}",
+        ) from None
+
+
+def _invoke_once(runner: tflite.TFLiteModel) -> None:
+    try:
+        runner.invoke()
+    except (ValueError, RuntimeError) as e:
+        raise MeasurementError(
+            f"the TFLite flatbuffer does not run on a batch-1 input: {e}",
+            detail=f"the flatbuffer does not run: {str(e).strip()[:160]}",
+        ) from None
 
 
 def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
@@ -89,9 +136,10 @@ def prepare(model_uri: str, examples_uri: str | None, data: DataConfig):
     keras_model = None
     if os.path.exists(os.path.join(saved_model_dir, model_io.KERAS_METADATA_PB)):
         keras_model = model_io.load_keras_model(model_uri)
+    task = None
     if examples_uri is not None and keras_model is not None:
-        examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model)
-    return saved_model_dir, keras_model
+        task = examples_lib.resolve_mapping(examples_uri, data.eval_split, data, keras_model).task
+    return saved_model_dir, keras_model, task
 
 
 def profile_model(
@@ -105,9 +153,13 @@ def profile_model(
 
     Returns:
       The full record (JSON-serializable): sizes, parameters, compute, latency, memory, accuracy.
+    Raises:
+      ModelInputError / DataError: the model or the Examples are unusable (cheap checks first).
+      ConversionError / MeasurementError: the model cannot be converted to TFLite, or its
+        flatbuffer does not load or run.
     """
     started = time.time()
-    saved_model_dir, keras_model = prepare(model_uri, examples_uri, data)
+    saved_model_dir, keras_model, task = prepare(model_uri, examples_uri, data)
     record: dict = {"model_uri": model_uri, "config": config.model_dump()}
 
     # Flatbuffer: the artifact's own TFLite flavour (e.g. quantized), else a float32 conversion.
@@ -127,6 +179,7 @@ def profile_model(
         "tflite_source": tflite_source,
     }
 
+    runner = _runner(flatbuffer, config.num_threads)  # a flatbuffer that cannot run fails first
     tflite_weights = [
         weights_lib.tensor_stats(w["name"], w["values"])
         for w in tflite.flatbuffer_weights(flatbuffer)
@@ -156,13 +209,13 @@ def profile_model(
             examples_uri, data.eval_split, data, keras_model, limit=config.max_eval_examples
         )
 
-    runner = tflite.TFLiteModel(flatbuffer, num_threads=config.num_threads)
     record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
     one = _sample_inputs(keras_model, eval_x, 1) if keras_model is not None else None
     if one is None:
         one = tuple(np.zeros(d["shape"], np.float32) for d in runner.input_details)
         one = one if len(one) > 1 else one[0]
     runner.set_inputs(one)
+    _invoke_once(runner)
     tflite_ms = measure.time_calls(runner.invoke, config.warmup_runs, config.timed_runs)
     latency = {"tflite_batch1": measure.summarize_ms(tflite_ms)}
     latency["tflite_batch1"]["samples_ms"] = [round(float(v), 5) for v in tflite_ms]
@@ -209,19 +262,20 @@ def profile_model(
     if eval_y is not None:
         keras_pred = keras_model.predict(eval_x, batch_size=256, verbose=0)
         tflite_pred = runner.predict_each(eval_x, batch_size=1)
-        record["accuracy"] = {
-            "split": data.eval_split,
-            "examples": int(eval_y.shape[0]),
-            "saved_model_top1": _accuracy(np.asarray(keras_pred), eval_y),
-            "tflite_top1": _accuracy(tflite_pred, eval_y),
-            "correct_tflite": (np.argmax(tflite_pred, -1) == eval_y).astype(int).tolist(),
-        }
+        record["accuracy"] = accuracy_record(
+            task, np.asarray(keras_pred), tflite_pred, eval_y, data.eval_split
+        )
     record["wall_time_s"] = time.time() - started
     return record
 
 
 def key_numbers(record: dict) -> dict:
-    """The figures stored as custom properties on the ModelProfile artifact."""
+    """The figures stored as custom properties on the ModelProfile artifact.
+
+    A profile marked failed (see :mod:`components.common.candidate`) has only its failure.
+    """
+    if record.get("failed"):
+        return {"failed": 1, "failure_step": record.get("step"), "note": record.get("note")}
     sizes = record["sizes"]
     params = record.get("parameters", {})
     lat = record["latency"]["tflite_batch1"]
@@ -251,7 +305,15 @@ def key_numbers(record: dict) -> dict:
             out[f"{kind}_peak_rss_bytes"] = memory[kind]["peak_rss_bytes"]
             out[f"{kind}_model_peak_rss_bytes"] = memory[kind]["model_peak_rss_bytes"]
     if "accuracy" in record:
-        out["accuracy"] = record["accuracy"]["saved_model_top1"]
-        out["tflite_accuracy"] = record["accuracy"]["tflite_top1"]
-        out["eval_examples"] = record["accuracy"]["examples"]
+        acc = record["accuracy"]
+        saved = acc.get("saved_model", acc.get("saved_model_top1"))
+        lite = acc.get("tflite", acc.get("tflite_top1"))
+        out["task"] = acc.get("task", "multiclass")
+        out["metric"] = acc.get("metric", "top1_accuracy")
+        out["metric_value"] = saved
+        out["tflite_metric_value"] = lite
+        if metrics_lib.is_accuracy(out["metric"]):
+            out["accuracy"] = saved
+            out["tflite_accuracy"] = lite
+        out["eval_examples"] = acc["examples"]
     return out

@@ -62,6 +62,8 @@ def plan(model, config: PrunerConfig) -> optimization.Selection:
     )
     if config.pruning_policy == XNNPACK_POLICY:
         selection = _apply_xnnpack_policy(model, config, selection)
+    if config.layers.selects_all:
+        selection = _leave_out_tiny(model, selection)
     for name in selection.selected:
         ranks = [len(w.shape) for w in prunable_weights(model.get_layer(name))]
         if config.block_size != (1, 1) and any(r != 2 for r in ranks):
@@ -77,6 +79,48 @@ def plan(model, config: PrunerConfig) -> optimization.Selection:
                 f"{FIELD}.layers."
             )
     return selection
+
+
+# Selecting every layer leaves out those with fewer prunable weights than this: pruning a 2x4
+# output layer removes whole features for no measurable gain. Name a layer to prune it anyway.
+MIN_PRUNABLE_WEIGHTS = 32
+
+
+def _leave_out_tiny(model, selection: optimization.Selection) -> optimization.Selection:
+    """Leaves out layers too small to prune, and records the layers the toolkit never prunes."""
+    kept, skipped = [], dict(selection.skipped)
+    for name in selection.selected:
+        count = sum(int(np.prod(w.shape)) for w in prunable_weights(model.get_layer(name)))
+        if count < MIN_PRUNABLE_WEIGHTS:
+            skipped[name] = (
+                f"left out: {count} prunable weights < {MIN_PRUNABLE_WEIGHTS} (too small to "
+                f"prune; name it in {FIELD}.layers.names to prune it anyway)"
+            )
+        else:
+            kept.append(name)
+    for layer in model.layers:
+        if layer.name not in skipped and layer.weights and prunable_weights(layer) == []:
+            skipped[layer.name] = (
+                f"not pruned: tensorflow-model-optimization prunes no weight of "
+                f"{type(layer).__name__} (depthwise kernels, normalisation)"
+            )
+    if not kept:
+        raise ConfigError(
+            f"{FIELD}: every prunable layer has fewer than {MIN_PRUNABLE_WEIGHTS} weights "
+            f"({skipped}); name the layers to prune in {FIELD}.layers.names or leave the "
+            "pruner out."
+        )
+    return optimization.Selection(kept, skipped)
+
+
+def layer_notes(model, names: list[str]) -> dict[str, str]:
+    """What a reader should know about some pruned layers (embeddings)."""
+    notes = {}
+    for name in names:
+        kind = type(model.get_layer(name)).__name__
+        if kind == "Embedding":
+            notes[name] = "embedding table: pruned entry by entry (rows of rare tokens lose most)"
+    return notes
 
 
 def _apply_xnnpack_policy(model, config, selection):
@@ -222,7 +266,9 @@ def layer_sparsity(model, names: list[str]) -> dict[str, dict]:
     return result
 
 
-def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch: int):
+def prune_model(
+    model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch: int, compile_args=None
+):
     """Prunes and fine-tunes ``model`` (not changed); returns (stripped model, record, history).
 
     Args:
@@ -230,6 +276,7 @@ def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch:
       train_ds / eval_ds: batched (inputs, labels) datasets (global batch = fine_tuning.batch_size).
       config: the Pruner configuration.
       steps_per_epoch: batches per epoch of ``train_ds`` (turns epochs into steps).
+      compile_args: loss, metrics and task (:func:`training.compile_args`); default multiclass.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -237,12 +284,14 @@ def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch:
     selection = plan(model, config)
     schedule = resolve_schedule(config, steps_per_epoch)
     params = _pruning_params(config, schedule)
-    accuracy_before = training.accuracy(model, eval_ds)
+    task = optimization.task_of(compile_args, model)
+    accuracy_before = training.accuracy(model, eval_ds, task)
     log.warning(
-        "pruner: pruning %s to sparsity %.3f (%s), eval accuracy before %.4f",
+        "pruner: pruning %s to sparsity %.3f (%s), eval %s before %.4f",
         selection.selected,
         config.effective_sparsity,
         schedule["kind"],
+        task.metric,
         accuracy_before,
     )
     # Weights from before the last mask update are not at the target sparsity yet.
@@ -258,9 +307,10 @@ def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch:
         "pruner",
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
         early_stopping_from_epoch=stop_from,
+        compile_args=compile_args,
     )
     stripped = tuned.model
-    accuracy_after = training.accuracy(stripped, eval_ds)
+    accuracy_after = training.accuracy(stripped, eval_ds, task)
     per_layer = layer_sparsity(stripped, selection.selected)
     for name, entry in per_layer.items():
         entry["target_sparsity"] = config.effective_sparsity
@@ -275,13 +325,12 @@ def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch:
         "schedule": schedule,
         "pruned_layers": selection.selected,
         "skipped_layers": selection.skipped,
+        "layer_notes": layer_notes(model, selection.selected),
         "layers": per_layer,
         "target_sparsity": config.effective_sparsity,
         "achieved_sparsity": pruned_zeros / pruned_weights if pruned_weights else 0.0,
         "model_sparsity": weights_lib.summarize(kernels)["sparsity"],
-        "accuracy_before": accuracy_before,
-        "accuracy_after": accuracy_after,
-        "accuracy_drop": accuracy_before - accuracy_after,
+        **optimization.metric_fields(task, accuracy_before, accuracy_after),
         "fine_tuning": {
             "epochs_run": tuned.fit["epochs_run"],
             "wall_time_s": tuned.fit["wall_time_s"],
@@ -291,8 +340,9 @@ def prune_model(model, train_ds, eval_ds, config: PrunerConfig, steps_per_epoch:
         "wall_time_s": time.time() - started,
     }
     log.warning(
-        "pruner: sparsity %.4f, eval accuracy %.4f -> %.4f",
+        "pruner: sparsity %.4f, eval %s %.4f -> %.4f",
         record["achieved_sparsity"],
+        task.metric,
         accuracy_before,
         accuracy_after,
     )
@@ -317,8 +367,8 @@ def run(
         config,
         output_uri,
         plan=plan,
-        optimize=lambda model, train_ds, eval_ds, steps: prune_model(
-            model, train_ds, eval_ds, config, steps
+        optimize=lambda model, train_ds, eval_ds, steps, args: prune_model(
+            model, train_ds, eval_ds, config, steps, args
         ),
         record_file=RECORD_FILE,
         history_file=HISTORY_FILE,
@@ -333,8 +383,11 @@ def key_numbers(record: dict) -> dict:
         ACHIEVED_SPARSITY: record["achieved_sparsity"],
         MODEL_SPARSITY: record["model_sparsity"],
         PER_LAYER_SPARSITY: {n: round(e["sparsity"], 6) for n, e in record["layers"].items()},
-        ACCURACY_BEFORE: record["accuracy_before"],
-        ACCURACY_AFTER: record["accuracy_after"],
+        ACCURACY_BEFORE: record.get("accuracy_before"),
+        ACCURACY_AFTER: record.get("accuracy_after"),
+        "metric": record.get("metric"),
+        "metric_before": record.get("metric_before"),
+        "metric_after": record.get("metric_after"),
         FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
         FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
     }

@@ -20,6 +20,7 @@ import numpy as np
 import components  # noqa: F401 - pins tf_keras before TensorFlow loads
 from components.common import examples as examples_lib
 from components.common import measure, model_io, tflite
+from components.common import metrics as metrics_lib
 from components.common.examples import DataConfig
 from components.quantizer import quantizer
 from components.quantizer.config import QuantizerConfig
@@ -122,8 +123,12 @@ def main(argv=None) -> int:
     x, y = examples_lib.load_arrays(examples, data.train_split, data, baseline)
     eval_x, eval_y = examples_lib.load_arrays(examples, data.eval_split, data, baseline)
 
+    task = examples_lib.resolve_task(examples, data, baseline)
+
     def eval_accuracy(model) -> float:
-        return float(np.mean(np.argmax(model.predict(eval_x, verbose=0), -1) == eval_y))
+        return metrics_lib.primary(
+            metrics_lib.summarize(task, model.predict(eval_x, verbose=0), eval_y)
+        )
 
     prep = {"baseline": {"accuracy": eval_accuracy(baseline)}}
     paths = {

@@ -7,11 +7,14 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
+from components.common.candidate import ISOLATE_FAILURES_KEY
 from components.common.component_base import (
     CONFIG_KEY,
     DATA_CONFIG_KEY,
     config_json,
     data_config_json,
+    isolate_parameter,
+    isolate_value,
     json_parameter,
 )
 from components.common.examples import DataConfig
@@ -25,7 +28,11 @@ __all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "Quantizer", "Quanti
 class QuantizerSpec(ComponentSpec):
     """Inputs, outputs and parameters of the Quantizer."""
 
-    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
+    PARAMETERS = {
+        CONFIG_KEY: json_parameter(),
+        DATA_CONFIG_KEY: json_parameter(),
+        ISOLATE_FAILURES_KEY: isolate_parameter(),
+    }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -42,6 +49,11 @@ class Quantizer(base_component.BaseComponent):
     eval split verifies the flatbuffer and measures its accuracy. Chain it after a Trainer, the
     Pruner or the Clusterer; run several instances for several candidate modes.
 
+    With ``isolate_failures=True`` (what the pipeline sets: each instance is one candidate) a
+    failed verification or conversion does not fail the step: the output Model is marked failed
+    (``failed`` = 1, ``failure_step``, ``failure_reason``; ``candidate_failure.json``, no model
+    files) and the Evaluator rejects it (see :mod:`components.common.candidate`).
+
     Example:
       quantizer = Quantizer(model=clusterer.outputs['clustered_model'],
                             examples=example_gen.outputs['examples'],
@@ -57,12 +69,14 @@ class Quantizer(base_component.BaseComponent):
         examples: types.BaseChannel,
         config: QuantizerConfig | dict | None = None,
         data_config: DataConfig | dict | None = None,
+        isolate_failures: bool = False,
     ):
         spec = QuantizerSpec(
             model=model,
             examples=examples,
             config=config_json(config, QuantizerConfig, "quantizer"),
             data_config=data_config_json(data_config),
+            isolate_failures=isolate_value(isolate_failures),
             **{OUTPUT_MODEL_KEY: types.Channel(type=standard_artifacts.Model)},
         )
         super().__init__(spec=spec)

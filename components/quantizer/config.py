@@ -10,17 +10,30 @@ from components.common.config import StrictModel
 from components.common.training import FineTuneConfig
 
 Mode = Literal[
-    "none", "dynamic_range", "float16", "full_int8", "int16x8", "qat", "pqat", "cqat", "pcqat"
+    "none",
+    "dynamic_range",
+    "float16",
+    "full_int8",
+    "int16x8",
+    "qat",
+    "pqat",
+    "cqat",
+    "pcqat",
+    "sparse_float32",
+    "sparse_int8",
 ]
 
+#: Sparse inference (TFLite ``EXPERIMENTAL_SPARSITY``): the pruned zeros are encoded sparse in the
+#: flatbuffer, for the runtimes with sparse kernels; each is its dense counterpart otherwise.
+SPARSE_MODES = {"sparse_float32": "none", "sparse_int8": "full_int8"}
 #: Post-training modes calibrated on a representative sample of the train split.
-CALIBRATED_MODES = frozenset({"full_int8", "int16x8"})
+CALIBRATED_MODES = frozenset({"full_int8", "int16x8", "sparse_int8"})
 #: Quantization-aware training modes (fine-tuned with fake-quant, then converted to int8).
 QAT_MODES = frozenset({"qat", "pqat", "cqat", "pcqat"})
 #: Modes whose activations are integers (so integer-only I/O and per-layer exclusions apply).
 INTEGER_MODES = CALIBRATED_MODES | QAT_MODES
 #: Modes that must keep the input's sparsity / clusters (and so require a pruned / clustered input).
-SPARSITY_PRESERVING_MODES = frozenset({"pqat", "pcqat"})
+SPARSITY_PRESERVING_MODES = frozenset({"pqat", "pcqat", *SPARSE_MODES})
 CLUSTER_PRESERVING_MODES = frozenset({"cqat", "pcqat"})
 
 #: Calibration sample size when none is configured (the TFLite guide's order of magnitude).
@@ -39,6 +52,8 @@ DEFAULT_TOLERANCES = {
     "pqat": 1e-1,
     "cqat": 1e-1,
     "pcqat": 1e-1,
+    "sparse_float32": 1e-4,
+    "sparse_int8": 1e-1,
 }
 
 
@@ -50,7 +65,8 @@ class QuantizerConfig(StrictModel):
         description="none (float32), dynamic_range (int8 weights), float16, full_int8 (int8 "
         "weights and activations, calibrated), int16x8 (16-bit activations, 8-bit weights), qat "
         "(quantization-aware training), pqat / cqat / pcqat (QAT that keeps sparsity / "
-        "clusters / both).",
+        "clusters / both), sparse_float32 / sparse_int8 (float32 / full int8 with the pruned "
+        "zeros encoded sparse: TFLite's EXPERIMENTAL_SPARSITY; needs a pruned model).",
     )
     representative_samples: int | None = pydantic.Field(
         None,
@@ -123,6 +139,11 @@ class QuantizerConfig(StrictModel):
                 "fine_tuning.epochs >= 1 (or use full_int8 for calibration without training)"
             )
         return self
+
+    @property
+    def base_mode(self) -> str:
+        """The conversion the mode is built on (a sparse mode's dense counterpart)."""
+        return SPARSE_MODES.get(self.mode, self.mode)
 
     @property
     def tolerance(self) -> float:

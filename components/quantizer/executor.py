@@ -8,7 +8,7 @@ from typing import Any
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.common import properties
+from components.common import candidate, properties
 from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
 from components.quantizer import quantizer
@@ -25,6 +25,8 @@ class Executor(base_executor.BaseExecutor):
     """Writes ``Format-TFLite/model.tflite``, ``Format-Serving/`` and ``quantization.json``.
 
     Everything is converted and verified in memory first: on any failure nothing is written.
+    With ``isolate_failures`` a candidate failure (verification, conversion) marks the output
+    failed instead of failing the step; an input marked failed is passed on.
     """
 
     def Do(
@@ -39,9 +41,21 @@ class Executor(base_executor.BaseExecutor):
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
         output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
 
-        result = quantizer.quantize_uri(model.uri, examples_uri, data, config)
-        result.record["model_artifact_id"] = model.id
-        quantizer.write(result, output.uri, RECORD_FILE)
-        numbers = quantizer.key_numbers(result.record)
-        properties.set_properties(output, numbers)
-        log.info("quantized %s (%s): %s", model.uri, config.mode, numbers)
+        def work() -> None:
+            result = quantizer.quantize_uri(model.uri, examples_uri, data, config)
+            result.record["model_artifact_id"] = model.id
+            quantizer.write(result, output.uri, RECORD_FILE)
+            numbers = quantizer.key_numbers(result.record)
+            properties.set_properties(output, numbers)
+            log.info("quantized %s (%s): %s", model.uri, config.mode, numbers)
+
+        candidate.run_isolated(
+            work,
+            output,
+            component="Quantizer",
+            default_step="quantization",
+            isolate=bool(exec_properties.get(candidate.ISOLATE_FAILURES_KEY)),
+            inputs=[model],
+            record_file=RECORD_FILE,
+            extra={"mode": config.mode},
+        )

@@ -124,25 +124,22 @@ def describe(op: dict) -> str:
 def kernels(flatbuffer: bytes) -> list[dict]:
     """Weight tensors of rank >= 2 (conv and dense kernels) with their sparsity and distinct values.
 
+    Sparse-encoded tensors (``EXPERIMENTAL_SPARSITY``) are densified first.
     ``max_unique_per_channel`` counts distinct stored values per quantization channel (per output
     channel for per-axis int8 kernels, the whole tensor otherwise): clustered weights keep at most
     one value per cluster in each channel, even where each channel has its own scale.
     """
     schema, model = _model(flatbuffer)
-    from components.common.tflite import _TFLITE_DTYPES
+    from components.common.tflite import tensor_values
 
     result = []
     for tensor in model.subgraphs[0].tensors or []:
         if not tensor.buffer or tensor.shape is None or len(tensor.shape) < 2:
             continue
-        data = model.buffers[tensor.buffer].data
-        dtype = _TFLITE_DTYPES.get(tensor.type)
-        if data is None or len(data) == 0 or dtype is None:
-            continue
-        values = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=dtype)
-        if values.size != int(np.prod(tensor.shape)):
-            continue  # sparse-encoded or packed: not a dense kernel we can read
-        values = values.reshape(list(tensor.shape))
+        values = tensor_values(model, tensor)
+        if values is None or values.shape != tuple(tensor.shape):
+            continue  # packed (e.g. int4): not a kernel we can read
+        dtype = values.dtype
         axis = 0
         quant = tensor.quantization
         if quant is not None and quant.scale is not None and len(quant.scale) > 1:
@@ -161,6 +158,7 @@ def kernels(flatbuffer: bytes) -> list[dict]:
                 "sparsity": float(1.0 - np.count_nonzero(values) / values.size),
                 "unique_values": int(np.unique(values).size),
                 "max_unique_per_channel": int(max(per_channel)),
+                "sparse_encoded": tensor.sparsity is not None,
             }
         )
     return result
@@ -175,4 +173,5 @@ def kernel_summary(stats: list[dict]) -> dict:
         "kernel_parameters": total,
         "kernel_sparsity": (zeros / total) if total else 0.0,
         "max_unique_per_channel": max((s["max_unique_per_channel"] for s in stats), default=0),
+        "sparse_encoded_kernels": sum(1 for s in stats if s.get("sparse_encoded")),
     }

@@ -22,8 +22,15 @@ import numpy as np
 
 from components.common import examples as examples_lib
 from components.common import measure, model_io, properties, tflite, training
+from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
-from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
+from components.common.errors import (
+    CandidateError,
+    ConfigError,
+    ConversionError,
+    DataError,
+    ModelInputError,
+)
 from components.common.examples import DataConfig
 from components.quantizer import flatbuffer as fb_lib
 from components.quantizer.config import (
@@ -32,6 +39,7 @@ from components.quantizer.config import (
     DEFAULT_REPRESENTATIVE_SAMPLES,
     INTEGER_MODES,
     QAT_MODES,
+    SPARSE_MODES,
     SPARSITY_PRESERVING_MODES,
     QuantizerConfig,
 )
@@ -43,8 +51,10 @@ SERVING_QAT_WEIGHTS = "float model with QAT-learned weights"
 SERVING_QAT_MODEL = "QAT Keras model"
 
 
-class VerificationError(TfxOptError):
+class VerificationError(CandidateError):
     """The converted flatbuffer does not run, or disagrees with its Keras model beyond tolerance."""
+
+    step = "verification"
 
 
 @dataclass
@@ -137,7 +147,7 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
             f"mode {mode!r} keeps the sparsity of a pruned model, but the input's kernels are "
             f"only {summary['sparsity']:.1%} zeros (quantizer.min_input_sparsity is "
             f"{config.min_input_sparsity:.0%}). Prune the model first (Pruner), or use "
-            f"{'cqat' if mode == 'pcqat' else 'qat'}."
+            f"{_dense_alternative(mode)}."
         )
     if mode in CLUSTER_PRESERVING_MODES:
         clustered = [k for k in kernels if _is_clustered(k, config.max_cluster_values)]
@@ -174,6 +184,10 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
     return {"kernels": summary, "per_kernel": kernels, "calibration_samples": calibration}
 
 
+def _dense_alternative(mode: str) -> str:
+    return {"pcqat": "cqat", "pqat": "qat"}.get(mode) or SPARSE_MODES[mode]
+
+
 # --------------------------------------------------------------------------- QAT
 
 
@@ -208,7 +222,7 @@ def _annotate(model, exclude: list[str]):
     return annotated
 
 
-def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConfig):
+def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, args=None):
     """Builds the fake-quant model for the mode and fine-tunes it; returns (model, fit record)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
@@ -219,7 +233,8 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
     training.skip_autograph_for_tf_keras()
     train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, tuning)
     tf_keras.utils.set_random_seed(tuning.seed)
-    from_logits = not training.outputs_probabilities(model)
+    if args is None:
+        args = training.CompileArgs.default(training.classifier_task(model))
     strategy = training.make_local_strategy(tuning.strategy)
     with strategy.scope():
         try:
@@ -232,9 +247,11 @@ def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConf
                 f"{str(e)[:400]}. Leave the layer in float with quantizer.exclude_layers."
             ) from None
         # The QAT wrapper hides the output activation, so the loss is chosen from the input.
-        training.compile_classifier(qat_model, tuning, from_logits=from_logits)
+        training.compile_for_task(qat_model, tuning, args)
     validation = eval_ds if tuning.early_stopping_patience else None
-    fit = training.fit(qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]")
+    fit = training.fit(
+        qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]", task=args.task
+    )
     return qat_model, fit
 
 
@@ -301,9 +318,12 @@ def _converter(model, config: QuantizerConfig, samples, allow_float: bool):
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
-    mode = config.mode
+    mode = config.base_mode
     if mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if config.mode in SPARSE_MODES:
+        # The pruned zeros stored sparse (XNNPACK / TFLite sparse kernels where there are some).
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in CALIBRATED_MODES:
@@ -336,8 +356,9 @@ def _convert(converter, config: QuantizerConfig) -> bytes:
         if config.mode == "int16x8":
             hint += ", or use mode full_int8"
         last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
-        raise ModelInputError(
-            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}."
+        raise ConversionError(
+            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
+            detail=f"mode {config.mode}: {last[:160]}",
         ) from None
 
 
@@ -370,7 +391,7 @@ def convert(model, config: QuantizerConfig, samples=None) -> bytes:
     """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes)."""
     allow_float = bool(config.exclude_layers)
     flatbuffer = _convert(_converter(model, config, samples, allow_float), config)
-    if config.mode == "full_int8" and config.exclude_layers:
+    if config.base_mode == "full_int8" and config.exclude_layers:
         flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer)
     return flatbuffer
 
@@ -390,10 +411,11 @@ def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
     layers = sorted({op["layer"] for op in stray if op["layer"]})
     bits = "16x8-bit" if config.mode == "int16x8" else "int8"
     other = "full_int8" if config.mode == "int16x8" else "int16x8"
-    raise ModelInputError(
+    raise ConversionError(
         f"mode {config.mode!r}: op(s) {named} have no {bits} kernel and would run in float, "
         f"dequantizing around them. Try mode {other!r}, or leave the layer(s) in float with "
-        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}."
+        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}.",
+        detail=f"mode {config.mode}: {named} left in float (no {bits} kernel)",
     )
 
 
@@ -409,11 +431,13 @@ def check_integer_io(flatbuffer: bytes, config: QuantizerConfig) -> None:
     for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
         for detail in details:
             if not np.issubdtype(detail["dtype"], np.integer):
-                raise ModelInputError(
+                dtype = np.dtype(detail["dtype"]).name
+                raise ConversionError(
                     f"mode {config.mode!r}: integer_only_io was asked for but the flatbuffer's "
-                    f"{kind} {detail['name']!r} stayed {np.dtype(detail['dtype']).name} (a layer "
+                    f"{kind} {detail['name']!r} stayed {dtype} (a layer "
                     "left in float produces or consumes it). Drop integer_only_io or that "
-                    "layer's exclusion."
+                    "layer's exclusion.",
+                    detail=f"integer_only_io: {kind} {detail['name']!r} stayed {dtype}",
                 )
 
 
@@ -433,8 +457,11 @@ def _first(inputs):
     return inputs[:1]
 
 
-def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
+def verify(flatbuffer: bytes, keras_model, example, tolerance: float, task=None) -> dict:
     """Loads the flatbuffer, runs one example, and compares it with the Keras model.
+
+    Per task: classification outputs are compared as probabilities (softmax/sigmoid of logits),
+    regression outputs as values, relative to max(1, |Keras output|).
 
     Raises:
       VerificationError: when it does not load or run, or differs beyond the tolerance.
@@ -443,17 +470,27 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
         runner = tflite.TFLiteModel(flatbuffer)
         got = runner.predict(example)
     except (ValueError, RuntimeError) as e:
-        raise VerificationError(f"the converted flatbuffer does not run: {e}") from None
+        raise VerificationError(
+            f"the converted flatbuffer does not run: {e}",
+            detail=f"the flatbuffer does not run: {str(e)[:160]}",
+        ) from None
     expected = np.asarray(keras_model(example, training=False), dtype=np.float32)
     if got.shape != expected.shape:
         raise VerificationError(
             f"the flatbuffer's output shape {got.shape} differs from the Keras model's "
-            f"{expected.shape}."
+            f"{expected.shape}.",
+            detail=f"output shape {got.shape} != {expected.shape}",
         )
+    compared = "outputs"
+    if task is not None:
+        got = metrics_lib.comparable_outputs(task, got)
+        expected = metrics_lib.comparable_outputs(task, expected)
+        compared = "values" if task.kind == "regression" else "probabilities"
     diff = float(np.max(np.abs(got - expected)))
     allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
     result = {
         "examples": 1,
+        "compared": compared,
         "max_abs_diff": diff,
         "tolerance": tolerance,
         "allowed_abs_diff": allowed,
@@ -463,7 +500,8 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
         raise VerificationError(
             f"the flatbuffer's output differs from the Keras model by {diff:.4g} on one eval "
             f"example (allowed {allowed:.4g}). The model is too sensitive for this mode: try "
-            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance."
+            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance.",
+            detail=f"max abs diff {diff:.3g} > {allowed:.3g}",
         )
     return result
 
@@ -471,8 +509,8 @@ def verify(flatbuffer: bytes, keras_model, example, tolerance: float) -> dict:
 # --------------------------------------------------------------------------- the whole run
 
 
-def _top1(predictions, labels) -> float:
-    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+def _metric(task, predictions, labels) -> float | None:
+    return metrics_lib.primary(metrics_lib.summarize(task, predictions, labels))
 
 
 def _predict(model, inputs, batch_size: int = 256) -> np.ndarray:
@@ -485,7 +523,7 @@ def _predict(model, inputs, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig):
+def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, model_uri=None):
     """Quantizes ``model`` (a tf_keras model; not changed) as ``config.mode`` says.
 
     Returns:
@@ -498,8 +536,10 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     started = time.time()
     mode = config.mode
     facts = check_inputs(model, examples_uri, data, config)
+    task = examples_lib.resolve_task(examples_uri, data, model)
     record: dict = {
         "mode": mode,
+        "task": task.to_dict(),
         "config": config.model_dump(),
         "input": facts["kernels"],
         "input_kernels": facts["per_kernel"],
@@ -514,7 +554,8 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
 
     reference, serving, serving_kind = model, model, SERVING_INPUT
     if mode in QAT_MODES:
-        reference, record["fine_tuning"] = _train_qat(model, examples_uri, data, config)
+        args = training.compile_args(task, model_uri, data.module_file)
+        reference, record["fine_tuning"] = _train_qat(model, examples_uri, data, config, args)
         serving = float_model_with_qat_weights(model, reference)
         serving_kind = SERVING_QAT_WEIGHTS
         if serving is None:  # an architecture QAT rewrote: keep the QAT model itself
@@ -532,7 +573,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
     )
-    record["verification"] = verify(flatbuffer, reference, _first(eval_x), config.tolerance)
+    record["verification"] = verify(flatbuffer, reference, _first(eval_x), config.tolerance, task)
 
     runner = tflite.TFLiteModel(flatbuffer)
     record["tflite"] = {
@@ -549,12 +590,14 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     accuracy = {
         "split": data.eval_split,
         "examples": int(eval_y.shape[0]),
-        "tflite_top1": _top1(tflite_pred, eval_y),
-        "input_top1": _top1(_predict(model, eval_x), eval_y),
+        "metric": task.metric,
+        "tflite_top1": _metric(task, tflite_pred, eval_y),
+        "input_top1": _metric(task, _predict(model, eval_x), eval_y),
     }
-    accuracy["drop"] = accuracy["input_top1"] - accuracy["tflite_top1"]
+    # "drop": how much worse the flatbuffer is than its input, in the metric's own direction.
+    accuracy["drop"] = metrics_lib.worse_by(task, accuracy["input_top1"], accuracy["tflite_top1"])
     if serving is not model:
-        accuracy["serving_top1"] = _top1(_predict(serving, eval_x), eval_y)
+        accuracy["serving_top1"] = _metric(task, _predict(serving, eval_x), eval_y)
     record["accuracy"] = accuracy
 
     tflite_kernels = fb_lib.kernels(flatbuffer)
@@ -593,6 +636,11 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
             f"clusters lost: the input's kernels held at most {most} distinct values, "
             f"the flatbuffer's hold up to {kept} per channel (cqat or pcqat keeps them)."
         )
+    if config.mode in SPARSE_MODES and not record["tflite_kernels"]["sparse_encoded_kernels"]:
+        notes.append(
+            f"mode {config.mode!r}: the converter stored no kernel sparse (it does so only where "
+            "that saves space), so the flatbuffer is the dense mode's."
+        )
     if record["float_ops"] and config.mode in INTEGER_MODES:
         notes.append(
             f"{len(record['float_ops'])} op(s) left in float by exclude_layers: "
@@ -604,7 +652,7 @@ def _notes(record: dict, config: QuantizerConfig) -> list[str]:
 def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: QuantizerConfig):
     """:func:`quantize` for the model of an artifact (or a plain SavedModel path)."""
     model = model_io.load_keras_model(model_uri)
-    result = quantize(model, examples_uri, data, config)
+    result = quantize(model, examples_uri, data, config, model_uri=model_uri)
     source = model_io.serving_model_dir(model_uri)
     # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again.
     # A checkpoint given by the user may hold optimizer state or other extras: it is saved anew.
@@ -678,6 +726,7 @@ def key_numbers(record: dict) -> dict:
         "conversion_ops": record["conversion_ops"],
         "verify_tolerance": verification["tolerance"],
         "verify_max_abs_diff": verification["max_abs_diff"],
+        "metric": accuracy.get("metric", "top1_accuracy"),
         "accuracy": accuracy["tflite_top1"],
         "input_accuracy": accuracy["input_top1"],
         "accuracy_drop": accuracy["drop"],
@@ -687,6 +736,7 @@ def key_numbers(record: dict) -> dict:
         "input_max_unique_values": record["input"]["max_unique_values"],
         "tflite_kernel_sparsity": record["tflite_kernels"]["kernel_sparsity"],
         "tflite_max_unique_per_channel": record["tflite_kernels"]["max_unique_per_channel"],
+        "tflite_sparse_encoded_kernels": record["tflite_kernels"]["sparse_encoded_kernels"],
         "serving_model": record["serving_model"],
         "notes": record["notes"] or None,
     }

@@ -1,0 +1,69 @@
+"""ModelImporter TFX component: the checkpoint (tf_keras or Keras 3) in, one flat tf_keras Model out."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+
+from components.common.component_base import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    config_json,
+    data_config_json,
+    json_parameter,
+)
+from components.common.examples import DataConfig
+from components.importer import executor
+from components.importer.config import ImporterConfig
+from components.importer.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
+
+__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "ModelImporter", "ModelImporterSpec"]
+
+
+class ModelImporterSpec(ComponentSpec):
+    """Inputs, outputs and parameters of the ModelImporter."""
+
+    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
+    INPUTS = {
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+
+
+class ModelImporter(base_component.BaseComponent):
+    """Brings the checkpoint into the pipeline as one flat tf_keras model, verified.
+
+    A flat tf_keras SavedModel is copied unchanged; a model nesting Functional/Sequential models
+    is flattened; a Keras 3 ``.keras`` file is converted to tf_keras (and flattened). Converted or
+    flattened models are checked on the eval examples: outputs within ``config.tolerance`` of the
+    original's, or the step fails and writes nothing. The output Model
+    (``outputs['imported_model']``) holds ``Format-Serving/`` and ``import.json`` and carries the
+    source format, Keras version, flattened models and max output difference as custom properties.
+
+    Example:
+      imported = ModelImporter(model=checkpoint.outputs['result'],
+                               examples=example_gen.outputs['examples'],
+                               config={'tolerance': 1e-4})
+    """
+
+    SPEC_CLASS = ModelImporterSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel,
+        config: ImporterConfig | dict | None = None,
+        data_config: DataConfig | dict | None = None,
+    ):
+        spec = ModelImporterSpec(
+            model=model,
+            examples=examples,
+            config=config_json(config, ImporterConfig, "importer"),
+            data_config=data_config_json(data_config),
+            imported_model=types.Channel(type=standard_artifacts.Model),
+        )
+        super().__init__(spec=spec)

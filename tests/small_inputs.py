@@ -1,0 +1,44 @@
+"""A small learnable classification problem shared by the end-to-end tests that run the CLI or
+kill runs: TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
+two-layer tf_keras classifier trained on them in seconds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def write_learnable_examples(examples_dir: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Writes ``Split-train`` (256) and ``Split-eval`` (128) under ``examples_dir``; returns the
+    train arrays."""
+    from pipelines.reference_data import write_examples
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        x = rng.random((n, 64), dtype=np.float32)
+        return x, np.argmax(x[:, :10], axis=1).astype(np.int64)  # learnable in a few epochs
+
+    (x_train, y_train), (x_eval, y_eval) = split(256), split(128)
+    write_examples(os.path.join(examples_dir, "Split-train", "data.gz"), x_train, y_train)
+    write_examples(os.path.join(examples_dir, "Split-eval", "data.gz"), x_eval, y_eval)
+    return x_train, y_train
+
+
+def train_small_classifier(path: str, x: np.ndarray, y: np.ndarray, seed: int) -> str:
+    """Trains the 64 -> 32 -> 10 classifier (30 epochs, seeded) and saves it at ``path``."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Input(shape=(64,), name="image"),
+            tf_keras.layers.Dense(32, activation="relu", name="hidden"),
+            tf_keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    model.save(path, save_format="tf")
+    return path

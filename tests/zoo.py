@@ -1,0 +1,448 @@
+"""A zoo of small models real teams bring, each with generated data it learns from.
+
+Each builder returns a :class:`ZooCase`: a tf_keras model trained briefly (30 epochs of 192
+examples) on generated data, and that data as TFX Examples (``Split-train``/``Split-eval``,
+gzipped tf.Example). The data has structure (labels depend on the features), so fine-tuning and
+the gate see real metrics, but nothing is downloaded and every case builds in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TRAIN, EVAL = 192, 96
+EPOCHS = 30  # a few seconds: enough for every model to learn its generated task
+
+
+@dataclass
+class ZooCase:
+    """One zoo model: where its SavedModel and Examples are, and what to expect."""
+
+    name: str
+    model_dir: str
+    examples_dir: str
+    task: str  # the task inference should find
+    config: dict = field(default_factory=dict)  # overrides of the generic config
+    int8_exclude: list[str] = field(default_factory=list)  # layers full_int8 leaves in float
+    expect_error: str | None = None  # a clear preflight error instead of a run
+
+
+def _feature(values: np.ndarray):
+    import tensorflow as tf
+
+    values = np.asarray(values).reshape(-1)
+    if np.issubdtype(values.dtype, np.integer):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values.tolist()))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values.astype(float).tolist()))
+
+
+def write_split(path: str, features: dict[str, np.ndarray]) -> None:
+    """Writes one gzipped TFRecord file: example i holds ``features[name][i]`` for every name."""
+    import tensorflow as tf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    n = len(next(iter(features.values())))
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(n):
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={name: _feature(values[i]) for name, values in features.items()}
+                )
+            )
+            writer.write(example.SerializeToString(deterministic=True))
+
+
+def write_examples(root: str, make: Callable[[int, np.random.Generator], dict]) -> str:
+    """Train and eval splits of ``make(n, rng)`` (a dict of arrays) under ``root``."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", TRAIN), ("eval", EVAL)):
+        write_split(os.path.join(root, f"Split-{split}", "data.gz"), make(n, rng))
+    return root
+
+
+def _fit_and_save(model, data: dict, inputs: list[str], label: str, loss, path: str, **compile):
+    import tf_keras
+
+    x = [data[k] for k in inputs]
+    y = data[label]
+    model.compile(tf_keras.optimizers.Adam(3e-3), loss=loss, **compile)
+    model.fit(x if len(x) > 1 else x[0], y, epochs=EPOCHS, batch_size=32, verbose=0)
+    model.save(path, save_format="tf")
+    return path
+
+
+def _images(n, rng, size=64):
+    x = rng.random((n, size), dtype=np.float32)
+    return x
+
+
+# ----------------------------------------------------------------------------- the models
+
+
+def binary_sigmoid(root: str) -> ZooCase:
+    """One sigmoid unit, 0/1 labels (label: is the image's mean brighter than 0.5?)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        x = _images(n, rng)
+        return {"image": x, "label": (x[:, :32].mean(1) > x[:, 32:].mean(1)).astype(np.int64)}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((64,), name="image"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    data = make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(
+        model,
+        data,
+        ["image"],
+        "label",
+        "binary_crossentropy",
+        os.path.join(root, "model"),
+        metrics=["accuracy"],
+    )
+    return ZooCase("binary_sigmoid", os.path.join(root, "model"), examples, "binary")
+
+
+def multilabel_sigmoid(root: str) -> ZooCase:
+    """Five sigmoid units, five 0/1 labels per example."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        x = _images(n, rng)
+        labels = (x.reshape(n, 4, 16)[:, :, :].mean(2) > 0.5).astype(np.int64)
+        labels = np.concatenate([labels, (x[:, :1] > 0.5).astype(np.int64)], axis=1)
+        return {"image": x, "tags": labels}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((64,), name="image"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(5, activation="sigmoid"),
+        ]
+    )
+    data = make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(
+        model, data, ["image"], "tags", "binary_crossentropy", os.path.join(root, "model")
+    )
+    return ZooCase(
+        "multilabel_sigmoid",
+        os.path.join(root, "model"),
+        examples,
+        "multilabel",
+        config={"data": {"label_key": "tags"}},
+    )
+
+
+def regression_linear(root: str) -> ZooCase:
+    """One linear unit, a float label."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        x = _images(n, rng, 16)
+        value = (x @ np.linspace(-1, 1, 16) + 0.1 * rng.standard_normal(n)).astype(np.float32)
+        return {"features": x, "value": value}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((16,), name="features"),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(1),
+        ]
+    )
+    data = make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(model, data, ["features"], "value", "mse", os.path.join(root, "model"))
+    return ZooCase(
+        "regression_linear",
+        os.path.join(root, "model"),
+        examples,
+        "regression",
+        config={"data": {"label_key": "value"}},
+    )
+
+
+def unet_segmentation(root: str) -> ZooCase:
+    """A U-Net-style encoder-decoder on 16x16 images, a 2-class softmax per pixel, 256 int labels."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        x = rng.random((n, 16, 16, 1), dtype=np.float32)
+        mask = (x[..., 0] > 0.5).astype(np.int64).reshape(n, 256)
+        return {"pixels": x.reshape(n, 256), "mask": mask}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    inputs = layers.Input((16, 16, 1), name="pixels")
+    down = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    pooled = layers.MaxPooling2D()(down)
+    middle = layers.Conv2D(16, 3, padding="same", activation="relu")(pooled)
+    up = layers.UpSampling2D()(middle)
+    merged = layers.Concatenate()([up, down])
+    decoded = layers.Conv2D(8, 3, padding="same", activation="relu")(merged)
+    outputs = layers.Conv2D(2, 1, activation="softmax")(decoded)
+    model = tf_keras.Model(inputs, outputs)
+    data = make(TRAIN, np.random.default_rng(0))
+    data["pixels"] = data["pixels"].reshape(-1, 16, 16, 1)
+    data["mask"] = data["mask"].reshape(-1, 16, 16)
+    _fit_and_save(
+        model,
+        data,
+        ["pixels"],
+        "mask",
+        "sparse_categorical_crossentropy",
+        os.path.join(root, "model"),
+    )
+    return ZooCase(
+        "unet_segmentation",
+        os.path.join(root, "model"),
+        examples,
+        "dense",
+        config={"data": {"label_key": "mask"}},
+    )
+
+
+def _two_input_model():
+    import tf_keras
+
+    layers = tf_keras.layers
+    image = layers.Input((64,), name="image")
+    aux = layers.Input((4,), name="aux")
+    hidden = layers.Dense(32, activation="relu")(image)
+    side = layers.Dense(8, activation="relu")(aux)
+    merged = layers.Concatenate()([hidden, side])
+    return tf_keras.Model([image, aux], layers.Dense(3, activation="softmax")(merged))
+
+
+def _two_input_make(n, rng):
+    image = _images(n, rng)
+    aux = rng.random((n, 4), dtype=np.float32)
+    label = (np.argmax(aux[:, :3], axis=1)).astype(np.int64)
+    return {"aux": aux, "image": image, "label": label}
+
+
+def two_inputs_named(root: str, feature_keys: list[str] | None = None) -> ZooCase:
+    """Inputs ``image`` (64) and ``aux`` (4), features named the same (sorted order: aux first)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    examples = write_examples(os.path.join(root, "examples"), _two_input_make)
+    model = _two_input_model()
+    data = _two_input_make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(
+        model,
+        data,
+        ["image", "aux"],
+        "label",
+        "sparse_categorical_crossentropy",
+        os.path.join(root, "model"),
+    )
+    config = {"data": {"feature_keys": feature_keys}} if feature_keys else {}
+    name = "two_inputs_keys" if feature_keys else "two_inputs_named"
+    return ZooCase(name, os.path.join(root, "model"), examples, "multiclass", config=config)
+
+
+def tiny_layers(root: str) -> ZooCase:
+    """Layers with fewer weights than clusters (a 3x3 bottleneck, a 3-unit head)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        x = _images(n, rng, 8)
+        return {"x": x, "label": (np.argmax(x[:, :3], axis=1)).astype(np.int64)}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((8,), name="x"),
+            layers.Dense(16, activation="relu", name="wide"),
+            layers.Dense(3, activation="relu", name="bottleneck"),
+            layers.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    data = make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(
+        model, data, ["x"], "label", "sparse_categorical_crossentropy", os.path.join(root, "model")
+    )
+    return ZooCase("tiny_layers", os.path.join(root, "model"), examples, "multiclass")
+
+
+def _image_classes(n, rng):
+    """8x8 RGB images whose class is the channel that is brighter everywhere."""
+    label = rng.integers(0, 3, n).astype(np.int64)
+    x = 0.7 * rng.random((n, 8, 8, 3), dtype=np.float32)
+    x[np.arange(n), :, :, label] += 0.3
+    return {"image": x.reshape(n, 192), "label": label}
+
+
+def mobilenet_block(root: str) -> ZooCase:
+    """Depthwise-separable (MobileNet-style) blocks: DepthwiseConv2D + 1x1 Conv2D + BatchNorm."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    examples = write_examples(os.path.join(root, "examples"), _image_classes)
+    layers = tf_keras.layers
+    inputs = layers.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    for filters in (16, 32):
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+        x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+        x = layers.Conv2D(filters, 1, use_bias=False)(x)
+        x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    data = _image_classes(TRAIN, np.random.default_rng(0))
+    data["image"] = data["image"].reshape(-1, 8, 8, 3)
+    _fit_and_save(
+        model,
+        data,
+        ["image"],
+        "label",
+        "sparse_categorical_crossentropy",
+        os.path.join(root, "model"),
+    )
+    return ZooCase("mobilenet_block", os.path.join(root, "model"), examples, "multiclass")
+
+
+def text_embedding(root: str) -> ZooCase:
+    """Embedding + global average pooling over 12 token ids, 2-class softmax."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        tokens = rng.integers(1, 50, (n, 12)).astype(np.int64)
+        label = (np.sum(tokens < 25, axis=1) > 6).astype(np.int64)
+        return {"tokens": tokens, "label": label}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((12,), name="tokens"),
+            layers.Embedding(50, 16, name="embedding"),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(16, activation="relu"),
+            layers.Dense(2, activation="softmax"),
+        ]
+    )
+    data = make(TRAIN, np.random.default_rng(0))
+    _fit_and_save(
+        model,
+        data,
+        ["tokens"],
+        "label",
+        "sparse_categorical_crossentropy",
+        os.path.join(root, "model"),
+    )
+    # The float token ids are CAST to int for the lookup, an op without an int8 kernel: full_int8
+    # stops with a message naming the layer to leave in float, as a user would then do.
+    return ZooCase(
+        "text_embedding",
+        os.path.join(root, "model"),
+        examples,
+        "multiclass",
+        int8_exclude=["embedding"],
+    )
+
+
+def residual_bn(root: str) -> ZooCase:
+    """A functional residual CNN with BatchNorm; features named ``pixels`` and ``target``."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+    def make(n, rng):
+        data = _image_classes(n, rng)
+        return {"pixels": data["image"], "target": data["label"]}
+
+    examples = write_examples(os.path.join(root, "examples"), make)
+    layers = tf_keras.layers
+    inputs = layers.Input((8, 8, 3), name="pixels")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    shortcut = x
+    x = layers.Conv2D(16, 3, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(layers.Add()([x, shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    data = make(TRAIN, np.random.default_rng(0))
+    data["pixels"] = data["pixels"].reshape(-1, 8, 8, 3)
+    _fit_and_save(
+        model,
+        data,
+        ["pixels"],
+        "target",
+        "sparse_categorical_crossentropy",
+        os.path.join(root, "model"),
+    )
+    return ZooCase(
+        "residual_bn",
+        os.path.join(root, "model"),
+        examples,
+        "multiclass",
+        config={"data": {"label_key": "target"}},
+    )
+
+
+def multi_output(root: str) -> ZooCase:
+    """Two heads (class and value): a clear preflight error, not a crash."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    examples = write_examples(
+        os.path.join(root, "examples"),
+        lambda n, rng: {"image": _images(n, rng), "label": rng.integers(0, 3, n)},
+    )
+    layers = tf_keras.layers
+    inputs = layers.Input((64,), name="image")
+    hidden = layers.Dense(16, activation="relu")(inputs)
+    model = tf_keras.Model(
+        inputs, [layers.Dense(3, activation="softmax")(hidden), layers.Dense(1)(hidden)]
+    )
+    model.save(os.path.join(root, "model"), save_format="tf")
+    return ZooCase(
+        "multi_output",
+        os.path.join(root, "model"),
+        examples,
+        "multiclass",
+        expect_error="has 2 outputs",
+    )
+
+
+BUILDERS = {
+    "binary_sigmoid": binary_sigmoid,
+    "multilabel_sigmoid": multilabel_sigmoid,
+    "regression_linear": regression_linear,
+    "unet_segmentation": unet_segmentation,
+    "two_inputs_named": two_inputs_named,
+    "two_inputs_keys": lambda root: two_inputs_named(root, ["image", "aux"]),
+    "tiny_layers": tiny_layers,
+    "mobilenet_block": mobilenet_block,
+    "text_embedding": text_embedding,
+    "residual_bn": residual_bn,
+    "multi_output": multi_output,
+}
