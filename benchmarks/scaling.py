@@ -8,8 +8,9 @@ its dynamic-range int8 flavour.
 
 Each size runs in a fresh process (so peak RSS belongs to that size alone) through
 ``components.evaluator.accuracy.run_accuracy`` with the Evaluator's defaults: DirectRunner in
-memory, one worker, batches of up to 64, per-example rows written. A 64-example warm-up run first
-absorbs Beam's and TFLite's one-time start-up, so the timed run shows the per-example cost.
+memory, one worker, ``EvaluatorConfig.batch_size``'s default batch, per-example rows written.
+A 64-example warm-up run first absorbs Beam's and TFLite's one-time start-up, so the timed run
+shows the per-example cost.
 Peak memory is the process's high-water RSS (``VmHWM``); its growth over the RSS before the timed
 run is what the split's size adds.
 """
@@ -32,7 +33,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (1_000, 10_000, 100_000)
 JITTER = 0.03
 WARMUP_EXAMPLES = 64
-BATCH_SIZE = 64  # EvaluatorConfig.batch_size's default
 
 
 def _status_kb(field: str) -> int:
@@ -43,8 +43,11 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def write_split(reference_examples: str, n: int, out_dir: str, seed: int = 0) -> str:
-    """Writes ``n`` jittered eval examples as ``<out_dir>/Split-eval/data.gz``; returns out_dir."""
+def write_split(
+    reference_examples: str, n: int, out_dir: str, seed: int = 0, files: int = 1
+) -> str:
+    """Writes ``n`` jittered eval examples under ``<out_dir>/Split-eval/`` (``data.gz``, or
+    ``files`` shards ``data-0000i-of-0000N.gz`` in turn, as ExampleGen shards); returns out_dir."""
     import numpy as np
 
     from benchmarks.hand_recipe import load_split
@@ -54,9 +57,11 @@ def write_split(reference_examples: str, n: int, out_dir: str, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     index = rng.integers(0, x.shape[0], size=n)
     jittered = np.clip(x[index] + rng.normal(0.0, JITTER, size=(n, x.shape[1])), 0.0, 1.0)
-    write_examples(
-        os.path.join(out_dir, "Split-eval", "data.gz"), jittered.astype("float32"), y[index]
-    )
+    jittered, labels = jittered.astype("float32"), y[index]
+    for shard in range(files):
+        name = "data.gz" if files == 1 else f"data-{shard:05d}-of-{files:05d}.gz"
+        path = os.path.join(out_dir, "Split-eval", name)
+        write_examples(path, jittered[shard::files], labels[shard::files])
     return out_dir
 
 
@@ -87,9 +92,11 @@ def measure_size(examples_dir: str, warmup_dir: str, models: dict[str, str], wor
     import components  # noqa: F401
     from components.common.examples import DataConfig
     from components.evaluator import accuracy
+    from components.evaluator.config import EvaluatorConfig
     from components.evaluator.models import ModelRef, prepare
 
     prepared = [prepare(ModelRef(name, uri)) for name, uri in models.items()]
+    batch_size = EvaluatorConfig().batch_size
     data = DataConfig(label_key="label", feature_keys=["image"])
     settings = accuracy.AccuracySettings()
 
@@ -98,7 +105,7 @@ def measure_size(examples_dir: str, warmup_dir: str, models: dict[str, str], wor
             split_dir, "eval", data, prepared[0].input_shapes, "classification"
         )
         return accuracy.run_accuracy(
-            prepared, split_dir, "eval", inputs, settings, out, batch_size=BATCH_SIZE
+            prepared, split_dir, "eval", inputs, settings, out, batch_size=batch_size
         )
 
     started = time.perf_counter()

@@ -73,6 +73,33 @@ def test_results_markdown_renders_every_section():
         assert f"**Overhead ratio (same steps): {results['overhead']['overhead_ratio']}x**" in page
 
 
+def test_throughput_ratios_and_markdown():
+    from benchmarks.evaluator_throughput import ratios, render_markdown
+
+    rows = [
+        {
+            "engine": e,
+            "examples": n,
+            "examples_per_s": v,
+            "seconds": 1.0,
+            "peak_rss_mb": 1.0,
+            "accuracy": 0.9,
+        }
+        for e, n, v in (
+            ("bare_interpreter", 1000, 8000.0),
+            ("ours", 1000, 4000.0),
+            ("tfma", 1000, 1000.0),
+            ("ours", 100000, 6000.0),
+        )
+    ]
+    out = ratios(rows)
+    assert out["1000"] == {"ours_vs_bare": 0.5, "ours_vs_tfma": 4.0}
+    assert out["100000"] == {}  # nothing to compare with at that size
+    page = "\n".join(render_markdown({"what": "x.", "bare_batch": 32, "rows": rows, "ratios": out}))
+    assert "| 1,000 | 0.5 | 4.0 | - | - |" in page
+    assert render_markdown(None) == []
+
+
 def test_recipes_benchmark_drop_interval_and_targets():
     from benchmarks.recipes import _targets, paired_drop_ci, render
 

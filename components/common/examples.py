@@ -91,7 +91,8 @@ def split_files(examples_uri: str, split: str) -> list[str]:
     return files
 
 
-def _compression(path: str) -> str:
+def compression(path: str) -> str:
+    """The TFRecord compression of a record file by its name: GZIP for .gz, else none."""
     return "GZIP" if path.endswith(".gz") else ""
 
 
@@ -100,7 +101,7 @@ def iter_serialized(files: list[str]) -> Iterator[bytes]:
     import tensorflow as tf
 
     for path in files:
-        for record in tf.data.TFRecordDataset(path, compression_type=_compression(path)):
+        for record in tf.data.TFRecordDataset(path, compression_type=compression(path)):
             yield record.numpy()
 
 
@@ -332,12 +333,17 @@ def make_dataset(
         dataset = _load_module_input_fn(data.module_file)(files, batch_size, split)
         return dataset.take(math.ceil(limit / batch_size)) if limit else dataset
     mapping = resolve_mapping(examples_uri, split, data, model)
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files[0]))
+    dataset = tf.data.TFRecordDataset(files, compression_type=compression(files[0]))
     if limit:
         dataset = dataset.take(limit)
     if shuffle:
         dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(mapping.parse_fn()).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(mapping.parse_fn()).prefetch(tf.data.AUTOTUNE)
+    # Across workers (multi_worker_mirrored) each takes every N-th batch of the same seeded order:
+    # sharding by file fails when a split has fewer files than workers, as TFX splits often do.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def load_arrays(examples_uri: str, split: str, data: DataConfig, model, limit: int | None = None):

@@ -7,6 +7,7 @@ to leave it out, before any heavy work.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import ConfigError, ModelInputError
+
+log = logging.getLogger(__name__)
 
 
 class LayerSelection(StrictModel):
@@ -281,6 +284,9 @@ def run_technique(
     from components.common import examples as examples_lib
     from components.common import model_io, training
 
+    # A multi-worker strategy configures collective ops, which TensorFlow accepts only before it
+    # has run anything in the process: make it before the model is loaded.
+    training.make_local_strategy(config.fine_tuning.strategy)
     model = model_io.load_keras_model(model_uri)
     plan(model, config)  # fail on the model before reading any data
     task = examples_lib.resolve_task(examples_uri, data, model)
@@ -290,12 +296,18 @@ def run_technique(
     record["model_uri"] = model_uri
     record["task"] = task.to_dict()
     record["loss"] = args.describe()
-    write_model_artifact(
-        stripped,
-        output_uri,
-        {record_file: record, history_file: history},
-        training_config=args.training_config,
-    )
+    workers, chief = training.cluster_task()
+    record.setdefault("fine_tuning", {}).update(workers=workers, chief=chief)
+    if chief:
+        write_model_artifact(
+            stripped,
+            output_uri,
+            {record_file: record, history_file: history},
+            training_config=args.training_config,
+        )
+    else:
+        # Every worker ends with the same weights; a second writer would race the chief.
+        log.warning("%s: not the chief of %d workers: no artifact written", record_file, workers)
     return record
 
 

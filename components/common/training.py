@@ -7,7 +7,9 @@ workers.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from typing import Literal
 
@@ -44,8 +46,31 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:
+            raise ConfigError(
+                f"fine_tuning.strategy: multi_worker_mirrored could not start ({e}). TensorFlow "
+                "must not have run anything in the process before the strategy is made: run the "
+                "step in a fresh process per worker (one per TFJob replica)."
+            ) from e
     raise ConfigError(f"fine_tuning.strategy: unknown strategy {name!r}")
+
+
+def cluster_task() -> tuple[int, bool]:
+    """(workers in the cluster, whether this process is the chief) from ``TF_CONFIG``.
+
+    Without ``TF_CONFIG`` a process is a cluster of one and its own chief. In a cluster the chief
+    is the ``chief`` task, or worker 0 when there is none (as ``MultiWorkerMirroredStrategy``
+    decides); only the chief writes the output artifact.
+    """
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = tf_config.get("cluster") or {}
+    task = tf_config.get("task") or {}
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return max(workers, 1), chief
 
 
 def outputs_probabilities(model) -> bool:

@@ -1,9 +1,9 @@
 """Accuracy of the baseline and every candidate on the eval split, as an Apache Beam pipeline.
 
-The split is streamed (``ReadFromTFRecord``), batched (``BatchElements``) and fed to one DoFn that
-loads every model once per worker (``setup``) and runs each batch through all of them, so each
-example's outcomes for all models sit in one row: pairing baseline and candidate per example needs
-no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
+The split's record files are spread over the workers; TensorFlow reads and parses each in batches
+(one Beam element per batch) for one DoFn that loads every model once per worker (``setup``) and
+runs each batch through all of them, so each example's outcomes for all models sit in one row:
+pairing baseline and candidate per example needs no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
 intervals need) and, when asked, written out per example as JSON lines keyed by a digest of the
 serialized example. The same code runs on the DirectRunner here and on Dataflow, Flink or Spark
 through ``beam_pipeline_args``; model paths must then be readable by the workers.
@@ -30,6 +30,9 @@ from components.evaluator.models import BASELINE, PreparedModel
 METRICS_FILE = "accuracy_metrics.json"
 PER_EXAMPLE_DIR = "per_example"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# Worker processes on one machine, as a distributed runner's workers (pickled DoFns, own setup).
+PARALLEL_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,7 @@ def inputs_from_mapping(mapping: examples_lib.FeatureMapping) -> EvalInputs:
     )
 
 
-def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
-    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+def _feature_spec(inputs: EvalInputs) -> dict:
     import tensorflow as tf
 
     dtypes = {"float": tf.float32, "int64": tf.int64}
@@ -153,18 +155,51 @@ def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
         )
     }
     spec[inputs.label_key] = tf.io.FixedLenFeature([inputs.label_length], dtypes[inputs.label_kind])
+    return spec
+
+
+def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
+    """Parsed feature tensors -> (model inputs as float32 numpy, labels as numpy)."""
+    arrays = tuple(
+        np.asarray(parsed[key], dtype=np.float32).reshape([-1, *shape])
+        for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
+    )
+    labels = np.asarray(parsed[inputs.label_key])
+    labels = labels.reshape([-1]) if inputs.label_length == 1 else labels
+    return (arrays[0] if len(arrays) == 1 else arrays), labels
+
+
+def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
+    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+    import tensorflow as tf
+
+    spec = _feature_spec(inputs)
 
     def parse(serialized: list[bytes]):
         parsed = tf.io.parse_example(tf.constant(serialized), spec)
-        arrays = tuple(
-            parsed[key].numpy().astype(np.float32).reshape([-1, *shape])
-            for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
-        )
-        labels = parsed[inputs.label_key].numpy()
-        labels = labels.reshape([-1]) if inputs.label_length == 1 else labels
-        return (arrays[0] if len(arrays) == 1 else arrays), labels
+        return _to_arrays(inputs, {key: value.numpy() for key, value in parsed.items()})
 
     return parse
+
+
+def read_batches(path: str, batch_size: int, inputs: EvalInputs):
+    """Yields ``(serialized examples, model inputs, labels)`` of one TFRecord file, per batch.
+
+    TensorFlow reads (decompression, framing, checksums) and parses with the feature spec once
+    per batch, in tf.data's own threads and a batch ahead, so this overlaps the models' work
+    on the previous batch; any ``tf.io.gfile`` filesystem.
+    """
+    import tensorflow as tf
+
+    spec = _feature_spec(inputs)
+    dataset = tf.data.TFRecordDataset(path, compression_type=examples_lib.compression(path))
+    dataset = dataset.batch(batch_size).map(
+        lambda serialized: (serialized, tf.io.parse_example(serialized, spec)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    for serialized, parsed in dataset.prefetch(2).as_numpy_iterator():
+        x, labels = _to_arrays(inputs, parsed)
+        yield list(serialized), x, labels
 
 
 def example_key(serialized: bytes) -> str:
@@ -361,8 +396,26 @@ def _beam_transforms():
     """Beam classes, defined lazily so importing this module does not import Beam."""
     import apache_beam as beam
 
+    class ReadBatchesFn(beam.DoFn):
+        """A record file -> (serialized, inputs, labels) per batch (one element per batch)."""
+
+        def __init__(self, batch_size: int, inputs: EvalInputs):
+            self._batch_size = batch_size
+            self._inputs = inputs
+
+        def setup(self):
+            import components  # noqa: F401 - pins tf_keras on the worker before TF loads
+
+        def process(self, path):
+            yield from read_batches(path, self._batch_size, self._inputs)
+
     class PredictFn(beam.DoFn):
-        """Runs every model on a batch of serialized examples; one row per example."""
+        """Runs every model on a batch of serialized examples; one element of rows per batch.
+
+        Parsing and inference are per batch; the rows (one per example, the outcomes of every
+        model, what the paired intervals need) travel together, so Beam's per-element cost is
+        paid once per batch, not once per example.
+        """
 
         def __init__(self, models, inputs: EvalInputs, settings: AccuracySettings):
             self._models = list(models)
@@ -373,7 +426,6 @@ def _beam_transforms():
             import components  # noqa: F401 - pins tf_keras on the worker before TF loads
             from components.evaluator.models import Predictor
 
-            self._parse = make_parser(self._inputs)
             self._predictors = {}
             self._load_errors = {}
             for model in self._models:
@@ -382,34 +434,39 @@ def _beam_transforms():
                 except Exception as e:  # noqa: BLE001 - reported per model, fails it closed
                     self._load_errors[model.name] = f"does not load: {e}"[:300]
 
-        def process(self, batch):
-            x, labels = self._parse(list(batch))
-            per_model = {}
-            for model in self._models:
-                if model.name in self._load_errors:
-                    per_model[model.name] = [{"error": self._load_errors[model.name]}] * len(batch)
-                    continue
-                try:
-                    preds = self._predictors[model.name].predict(x)
-                    per_model[model.name] = outcomes(preds, labels, self._settings)
-                except Exception as e:  # noqa: BLE001 - recorded per model: it fails closed
-                    per_model[model.name] = [{"error": f"{type(e).__name__}: {e}"[:300]}] * len(
-                        batch
-                    )
-            for i, serialized in enumerate(batch):
-                label = labels[i].tolist()
-                yield {
+        def _outcomes(self, model, x, labels, n: int) -> list[dict]:
+            if model.name in self._load_errors:
+                return [{"error": self._load_errors[model.name]}] * n
+            try:
+                preds = self._predictors[model.name].predict(x)
+                return outcomes(preds, labels, self._settings)
+            except Exception as e:  # noqa: BLE001 - recorded per model: it fails closed
+                return [{"error": f"{type(e).__name__}: {e}"[:300]}] * n
+
+        def process(self, element):
+            batch, x, labels = element
+            n = len(batch)
+            per_model = {m.name: self._outcomes(m, x, labels, n) for m in self._models}
+            labels = labels.tolist()
+            yield [
+                {
                     "key": example_key(serialized),
-                    "label": label,
-                    "outcomes": {name: per_model[name][i] for name in per_model},
+                    "label": labels[i],
+                    "outcomes": {name: outs[i] for name, outs in per_model.items()},
                 }
+                for i, serialized in enumerate(batch)
+            ]
 
     class SumsFn(beam.CombineFn):
+        """Per-model sums and paired tables over batches of rows."""
+
         def create_accumulator(self):
             return {"examples": 0, "models": {}, "paired": {}}
 
-        def add_input(self, accumulator, row):
-            return add_row(accumulator, row)
+        def add_input(self, accumulator, rows):
+            for row in rows:
+                add_row(accumulator, row)
+            return accumulator
 
         def merge_accumulators(self, accumulators):
             return merge(accumulators)
@@ -417,7 +474,12 @@ def _beam_transforms():
         def extract_output(self, accumulator):
             return accumulator
 
-    return beam, PredictFn, SumsFn
+    return beam, ReadBatchesFn, PredictFn, SumsFn
+
+
+def _rows_to_jsonl(rows: list[dict]) -> str:
+    # One text element per batch; WriteToText adds the last newline.
+    return "\n".join(json.dumps(row, sort_keys=True) for row in rows)
 
 
 def run_accuracy(
@@ -427,16 +489,22 @@ def run_accuracy(
     inputs: EvalInputs,
     settings: AccuracySettings,
     output_dir: str,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     write_per_example: bool = True,
     make_pipeline: Callable | None = None,
     beam_pipeline_args: list[str] | None = None,
 ) -> dict:
     """Runs the Beam accuracy pipeline and returns per-model metrics and paired tables.
 
+    The record files are spread over the workers (``Reshuffle`` of their names: a gzipped file is
+    read by one worker, as Beam's own TFRecord source does); each is read and parsed in batches
+    of ``batch_size`` by TensorFlow, a batch ahead of the models, and each batch runs through every
+    model at once.
+
     Args:
       models: the prepared models; the baseline is named ``baseline``.
       output_dir: where the combined metrics (and per-example rows) are written.
+      batch_size: examples per batch fed to the models (TFLite inputs are resized to it).
       make_pipeline: a factory of ``beam.Pipeline`` (the TFX executor's, carrying the pipeline's
         ``beam_pipeline_args``); default: ``beam.Pipeline(argv=beam_pipeline_args)``.
     Returns:
@@ -444,7 +512,7 @@ def run_accuracy(
     """
     import tensorflow as tf
 
-    beam, predict_fn, sums_fn = _beam_transforms()
+    beam, read_fn, predict_fn, sums_fn = _beam_transforms()
     files = examples_lib.split_files(examples_uri, split)
     tf.io.gfile.makedirs(output_dir)
     metrics_prefix = os.path.join(output_dir, METRICS_FILE)
@@ -456,18 +524,11 @@ def run_accuracy(
             return beam.Pipeline(argv=args)
 
     with make_pipeline() as pipeline:
-        reads = [
-            pipeline
-            | f"Read[{i}]"
-            >> beam.io.ReadFromTFRecord(
-                path, coder=beam.coders.BytesCoder(), compression_type="auto"
-            )
-            for i, path in enumerate(files)
-        ]
         rows = (
-            reads
-            | "Flatten" >> beam.Flatten()
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
+            pipeline
+            | "Files" >> beam.Create(files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadBatches" >> beam.ParDo(read_fn(batch_size, inputs))
             | "Predict" >> beam.ParDo(predict_fn(models, inputs, settings))
         )
         (
@@ -479,7 +540,7 @@ def run_accuracy(
         if write_per_example:
             (
                 rows
-                | "RowsToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
+                | "RowsToJson" >> beam.Map(_rows_to_jsonl)
                 | "WriteRows"
                 >> beam.io.WriteToText(
                     os.path.join(per_example_dir, "part"), file_name_suffix=".jsonl"

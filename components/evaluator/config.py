@@ -211,7 +211,11 @@ class EvaluatorConfig(StrictModel):
     latency: LatencyConfig = pydantic.Field(default_factory=LatencyConfig)
     production: ProductionConfig = pydantic.Field(default_factory=ProductionConfig)
     batch_size: int = pydantic.Field(
-        64, ge=1, le=65_536, description="Largest batch the accuracy step feeds a model."
+        256,
+        ge=1,
+        le=65_536,
+        description="Examples per batch the accuracy step reads, parses and feeds each model "
+        "(TFLite inputs are resized to it; one Beam element per batch).",
     )
     write_per_example: bool = pydantic.Field(
         True, description="Keep per-example outcomes (JSON lines) in the evaluation artifact."
