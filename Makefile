@@ -31,9 +31,13 @@ test: venv
 test-isa: venv
 	@bash scripts/install_chromium.sh
 	@bash scripts/install_mariadb.sh
+	@bash scripts/install_kubectl.sh
 	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -m "not slow" tests
 
 test-all: venv
+	@bash scripts/install_chromium.sh
+	@bash scripts/install_mariadb.sh
+	@bash scripts/install_kubectl.sh
 	$(PY) -m pytest tests
 
 lint: venv
