@@ -57,7 +57,7 @@ def test_clusterer_says_which_layers_it_left_and_why():
     assert "DepthwiseConv2D" in layers["dw"]["reason"]
     assert "non-clusterable" in layers["dw"]["reason"]
     assert layers["head"]["reason"] == "excluded by name"
-    assert "<= number_of_clusters 40" in layers["tiny"]["reason"]
+    assert "distinct weights <= 40 (number_of_clusters 40)" in layers["tiny"]["reason"]
     assert "no weights clustering acts on" in layers["stem_bn"]["reason"]
     assert "pool" in layers and not layers["pool"]["optimised"]
     assert record["coverage"]["left_out"] == len(layers) - 2
@@ -89,7 +89,7 @@ def test_pruner_numbers_match_the_target_over_the_layers_it_pruned():
     assert {n for n, e in layers.items() if e["optimised"]} == {"project", "tiny"}
     assert "prunes no weight of DepthwiseConv2D" in layers["dw"]["reason"]
     assert layers["stem"]["reason"] == layers["head"]["reason"] == "excluded by name"
-    assert "no weights pruning acts on" in layers["stem_bn"]["reason"]
+    assert "prunes no weight of BatchNormalization" in layers["stem_bn"]["reason"]
     numbers = record["kernel_numbers"]
     assert numbers["targeted_layers"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert numbers["targeted_layers"]["sparsity"] == pytest.approx(record["achieved_sparsity"])
