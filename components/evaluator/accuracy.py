@@ -99,18 +99,11 @@ def resolve_inputs(
             f"label {data.label_key!r} must be a single {what} per example, found "
             f"{label.length} {label.kind} value(s)."
         )
-    keys = list(data.feature_keys or [k for k in sorted(infos) if k != data.label_key])
-    missing = [k for k in keys if k not in infos]
-    if missing:
-        raise DataError(
-            f"data.feature_keys names {missing}, not features of the Examples (features: "
-            f"{sorted(infos)})."
-        )
-    if len(keys) != len(input_shapes):
-        raise DataError(
-            f"the baseline has {len(input_shapes)} input(s) but {len(keys)} feature(s) {keys} "
-            "would feed them: set data.feature_keys (one per model input, in order)."
-        )
+    # No Keras model here (a TFLite-only baseline): its inputs have no names to match, so the
+    # shared rule falls back to feature order (data.feature_keys, or all but the label, sorted).
+    keys, _ = examples_lib.match_features(
+        data, infos, [(f"input {i}", shape) for i, shape in enumerate(input_shapes)]
+    )
     for key, shape in zip(keys, input_shapes, strict=True):
         info = infos[key]
         if info.kind == "bytes":
