@@ -89,6 +89,16 @@ class _StepInputs:
     config: StructuredPruningConfig
     original_channels: dict[str, int]  # producer -> output channels before any step
     strategy: object
+    compile_args: object = None  # training.CompileArgs, or None for the classifier default
+
+
+def _own_metrics(args):
+    """``args`` with copies of its metric objects: a metric keeps its running state, so models
+    compiled one after another (one per step) must not share one."""
+    from tf_keras.src.metrics import clone_metrics
+
+    metrics = clone_metrics(list(args.metrics))
+    return training.CompileArgs(args.task, args.loss, metrics, args.source, args.training_config)
 
 
 def _fine_tune(candidate, step: int, inputs: _StepInputs) -> dict:
@@ -98,7 +108,10 @@ def _fine_tune(candidate, step: int, inputs: _StepInputs) -> dict:
     tuning = inputs.config.fine_tuning
     tf_keras.utils.set_random_seed(tuning.seed + step)
     with inputs.strategy.scope():
-        training.compile_classifier(candidate, tuning)
+        if inputs.compile_args is None:
+            training.compile_classifier(candidate, tuning)
+        else:
+            training.compile_for_task(candidate, tuning, _own_metrics(inputs.compile_args))
     return training.fit(
         candidate, inputs.train_ds, inputs.eval_ds, tuning, f"structured pruning {step}"
     )
@@ -189,7 +202,7 @@ class _Steps:
         }
 
 
-def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig):
+def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig, compile_args=None):
     """Removes filters and units from ``model`` as ``config`` says; returns (new model, report).
 
     With ``config.steps`` > 1 the target is reached in equal steps, each fine-tuned; a step
@@ -203,6 +216,8 @@ def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig):
         neither is used.
       eval_ds: batched (inputs, labels) for accuracy, or None (no accuracy, no floor).
       config: the structured pruning config.
+      compile_args: the loss and metrics fine-tuning compiles with
+        (:func:`training.compile_args`); default: sparse categorical cross-entropy.
 
     Returns:
       The rebuilt model (fine-tuned when configured; compiled when fine-tuned) and a JSON-ready
@@ -226,9 +241,9 @@ def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig):
         if lp.kind == PRODUCER
     }
     before = _measure(model, eval_ds)
-    strategy = training.make_strategy(config.fine_tuning.strategy)
+    strategy = training.make_local_strategy(config.fine_tuning.strategy)
     steps = _Steps(model, plan, before)
-    steps.run(_StepInputs(train_ds, eval_ds, config, original_channels, strategy))
+    steps.run(_StepInputs(train_ds, eval_ds, config, original_channels, strategy, compile_args))
     # Nothing accepted: hand back a copy, so the caller never shares the input's weights.
     current = rebuild(model, plan, {}) if steps.model is model else steps.model
     report = build_report(plan, steps.plan, original_channels, before, steps.metrics, config)
@@ -245,10 +260,12 @@ def run(
 ) -> dict:
     """Prunes the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
 
+    The shared :func:`~components.common.optimization.run_technique` loads the model, checks it
+    (:func:`check_model`) before any data is read, makes the datasets and writes the artifact.
     The train split (shuffled, capped at ``fine_tuning.max_train_examples``) feeds the data
     criteria and fine-tuning; the eval split feeds accuracy. Writes ``Format-Serving/``,
-    ``structured_pruning.json`` (the report) and ``fine_tuning_history.json``; nothing when
-    anything fails.
+    ``structured_pruning.json`` (the report) and ``fine_tuning_history.json`` (per step);
+    nothing when anything fails.
 
     Args:
       model_uri: a Model artifact or SavedModel directory (tf_keras).
@@ -260,18 +277,23 @@ def run(
     Returns:
       The report.
     """
-    from components.common import model_io, optimization
+    from components.common import optimization
 
-    model = model_io.load_keras_model(model_uri)
-    check_model(model, config)  # fail on the model before reading any data
-    train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, config.fine_tuning)
-    new_model, report = structured_prune(
-        model, train_ds if config.needs_train_data else None, eval_ds, config
+    def optimize(model, train_ds, eval_ds, _steps_per_epoch, compile_args):
+        train = train_ds if config.needs_train_data else None
+        new_model, report = structured_prune(model, train, eval_ds, config, compile_args)
+        history = {str(s["step"]): s.pop("fine_tuning_history") for s in report["steps"]}
+        report["config"] = config.model_dump(mode="json")
+        return new_model, report, history
+
+    return optimization.run_technique(
+        model_uri,
+        examples_uri,
+        data,
+        config,
+        output_uri,
+        plan=check_model,
+        optimize=optimize,
+        record_file=RECORD_FILE,
+        history_file=HISTORY_FILE,
     )
-    history = {str(s["step"]): s.pop("fine_tuning_history") for s in report["steps"]}
-    report["model_uri"] = model_uri
-    report["config"] = config.model_dump(mode="json")
-    optimization.write_model_artifact(
-        new_model, output_uri, {RECORD_FILE: report, HISTORY_FILE: history}
-    )
-    return report
