@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from components.common.numbers import BASELINE, finite, finite_or_none, get_path, pareto_front
 from pipelines import report_layers
 
 REPORT_FILE = "report.html"
@@ -27,7 +27,6 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "tfxopt.run_report/v1"
 METADATA_FILE = "metadata.sqlite"  # as pipelines.local_runner writes it
 
-BASELINE = "baseline"
 # Output keys and file names of the components whose records the report reads. The executors
 # define them too, but importing an executor imports TFX (seconds); tests/test_report.py checks
 # that these stay equal to theirs.
@@ -264,40 +263,6 @@ def _first_record(run: RunInfo, key: str, filename: str) -> tuple[dict | None, s
             if record is not None:
                 return record, step.node_id
     return None, None
-
-
-def finite(value) -> bool:
-    """True for an int or float (not bool) that is neither NaN nor infinite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _num(value):
-    return value if finite(value) else None
-
-
-def get_path(record, *path):
-    """``record[path[0]][path[1]]...``, or None where a level is missing or not a dict."""
-    for key in path:
-        if not isinstance(record, dict):
-            return None
-        record = record.get(key)
-    return record
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names of the points no other point beats: smaller-or-equal x and larger-or-equal y, one of
-    them strictly (x is a cost such as size or latency, y is accuracy). Sorted by x."""
-    usable = {n: p for n, p in points.items() if finite(p[0]) and finite(p[1])}
-    front = []
-    for name, (x, y) in usable.items():
-        dominated = any(
-            ox <= x and oy >= y and (ox < x or oy > y)
-            for other, (ox, oy) in usable.items()
-            if other != name
-        )
-        if not dominated:
-            front.append(name)
-    return sorted(front, key=lambda n: (usable[n][0], -usable[n][1]))
 
 
 def _oriented(model: dict, task: dict):
@@ -602,8 +567,8 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
                     "accuracy_drop_points": metrics.get("accuracy_drop_points"),
                     "accuracy_drop_interval_points": interval,
                     "metrics": {
-                        **{k: _num(v) for k, v in metrics.items()},
-                        "score": _num(metrics.get(value_key)),
+                        **{k: finite_or_none(v) for k, v in metrics.items()},
+                        "score": finite_or_none(metrics.get(value_key)),
                     },
                     "latency_ms": _latency_stats(cand.get("latency_used")),
                     "speedup": metrics.get("speedup"),

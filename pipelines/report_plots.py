@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from pipelines.report import BASELINE, finite, get_path
+from components.common.numbers import BASELINE, finite, get_path
 
 # The roles of points and bars in the plots.
 PASS_COLOUR = "#2e7d32"

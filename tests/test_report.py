@@ -261,7 +261,7 @@ def test_report_reads_the_components_own_file_names():
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    from pipelines.report import pareto_front
+    from components.common.numbers import pareto_front
 
     points = {
         "baseline": (300.0, 0.98),
