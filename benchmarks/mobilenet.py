@@ -185,7 +185,7 @@ def run_pipeline_side(inputs: dict, case: dict, out_dir: str) -> dict:
     import components  # noqa: F401 - pins tf_keras
     from benchmarks import step_phases
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     recorder = step_phases.instrument()
     config = PipelineConfig.parse(pipeline_config(case, os.path.join(out_dir, "serving")))

@@ -1,6 +1,6 @@
 """The run report's plots (matplotlib, Agg): PNGs as ``data:`` URIs for the HTML page.
 
-Every function takes the summary :func:`pipelines.report.build_summary` returns (and its extras)
+Every function takes the summary :func:`pipelines.report.build.build_summary` returns (and its extras)
 and gives a data URI, or None when the run has no data for that plot.
 """
 

@@ -17,7 +17,7 @@ from components.common.numbers import (
     fmt_value,
     get_path,
 )
-from pipelines import report_layers
+from pipelines.report import layers as layer_report
 
 # Box fill and border per step state (the states ML Metadata records).
 STATE_COLOURS = {
@@ -513,7 +513,7 @@ def render_html(summary: dict, plots: dict[str, str]) -> str:
             "Profiler measured it (one model at a time, after warm-up).</p>",
             img("latency_distribution", "latency distributions"),
         ]
-    body += report_layers.html_section(summary)
+    body += layer_report.html_section(summary)
     body += ["<h2>Push</h2>", _push_html(summary.get("push"))]
     if warnings:
         body += [

@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page (plots embedded) and a ``summary.json``.
 
-This module reads the run and gathers the numbers; :mod:`pipelines.report_plots` draws the plots
-and :mod:`pipelines.report_html` writes the page (the pipeline graph is inline SVG).
+This module reads the run and gathers the numbers; :mod:`pipelines.report.plots` draws the plots
+and :mod:`pipelines.report.page` writes the page (the pipeline graph is inline SVG).
 
 Everything comes from what the run recorded: ML Metadata gives the steps, their states, durations
 and the artifacts they wrote; the artifacts give the numbers (each Profiler's ``profile.json``, the
@@ -20,12 +20,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from components.common.numbers import BASELINE, finite, finite_or_none, get_path, pareto_front
-from pipelines import report_layers
+from pipelines.report import layers as layer_report
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "tfxopt.run_report/v1"
-METADATA_FILE = "metadata.sqlite"  # as pipelines.local_runner writes it
+METADATA_FILE = "metadata.sqlite"  # as pipelines.local.runner writes it
 
 # Output keys and file names of the components whose records the report reads. The executors
 # define them too, but importing an executor imports TFX (seconds); tests/test_report.py checks
@@ -87,12 +87,12 @@ def _connection(output_dir: str):
     """(connection config, description) of the store a run in ``output_dir`` recorded into.
 
     ``metadata.sqlite`` in the directory when it is there; otherwise the MySQL server the
-    ``TFXOPT_MLMD_MYSQL_*`` environment names (pipelines.metadata_config), when set.
+    ``TFXOPT_MLMD_MYSQL_*`` environment names (pipelines.metadata.config), when set.
     """
     path = os.path.join(output_dir, METADATA_FILE)
     if not os.path.isfile(path):
         try:
-            from pipelines import metadata_config
+            from pipelines.metadata import config as metadata_config
         except ImportError:  # a checkout without MySQL support
             metadata_config = None
         if metadata_config is not None and metadata_config.mysql_settings() is not None:
@@ -199,7 +199,7 @@ def _artifact(artifact) -> dict:
 
 
 def load_run(run_or_output_dir, pipeline_name: str | None = None) -> RunInfo:
-    """Reads a run back: a :class:`pipelines.local_runner.LocalRun`, or a run output directory.
+    """Reads a run back: a :class:`pipelines.local.runner.LocalRun`, or a run output directory.
 
     Args:
       run_or_output_dir: the ``LocalRun`` that ``run_local`` returned, or the ``--output``
@@ -209,7 +209,7 @@ def load_run(run_or_output_dir, pipeline_name: str | None = None) -> RunInfo:
       ConfigError: the directory holds no metadata store.
       LookupError: the store holds no run of that pipeline.
     """
-    from pipelines import metadata
+    from pipelines.metadata import reader
 
     if isinstance(run_or_output_dir, str | os.PathLike):
         output_dir = os.path.abspath(os.fspath(run_or_output_dir))
@@ -223,7 +223,7 @@ def load_run(run_or_output_dir, pipeline_name: str | None = None) -> RunInfo:
             raise LookupError(
                 f"no pipeline {pipeline_name!r} in {metadata_path} (pipelines: {names})"
             )
-        run_id, raw_steps = metadata.latest_run(connection, pipeline_name)
+        run_id, raw_steps = reader.latest_run(connection, pipeline_name)
     else:
         run = run_or_output_dir
         output_dir, metadata_path = run.output_dir, run.metadata_path
@@ -649,7 +649,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
         for axis in ("size_bytes", "latency_ms")
     }
     summary["chosen"] = _chosen(summary)
-    summary["layer_coverage"] = report_layers.layer_coverage(run)
+    summary["layer_coverage"] = layer_report.layer_coverage(run)
     if push is not None:
         summary["push"] = _push_summary(push)
     return summary, extras
@@ -718,7 +718,7 @@ def write_report(
     """Writes ``report.html`` and ``summary.json`` for a run.
 
     Args:
-      run_or_output_dir: a :class:`pipelines.local_runner.LocalRun`, or a run's output directory.
+      run_or_output_dir: a :class:`pipelines.local.runner.LocalRun`, or a run's output directory.
       pipeline_name: which pipeline of the metadata store (default: the most recently run).
       out: the HTML file to write (default: ``<output dir>/report.html``); ``summary.json`` is
         written beside it.
@@ -727,8 +727,8 @@ def write_report(
     """
     run = load_run(run_or_output_dir, pipeline_name)
     summary, extras = build_summary(run)
-    from pipelines.report_html import render_html
-    from pipelines.report_plots import make_plots
+    from pipelines.report.page import render_html
+    from pipelines.report.plots import make_plots
 
     plots = make_plots(summary, extras)
     summary["plots"] = sorted(plots)
