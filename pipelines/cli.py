@@ -51,7 +51,7 @@ def _cmd_run(args) -> int:
         print(console.default_recipe_text(config), flush=True)
     run = run_local(config, args.model, args.examples, args.output)
     print(console.render(run))
-    from pipelines.report.build import write_report
+    from pipelines.report.writer import write_report
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")

@@ -364,7 +364,7 @@ def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from
     from pipelines.config import PipelineConfig
     from pipelines.local.runner import run_local
     from pipelines.report import console
-    from pipelines.report.build import write_report
+    from pipelines.report.writer import write_report
 
     def run(tolerance):
         config = PipelineConfig.parse(_pipeline_config(tmp_path, tolerance))
@@ -419,7 +419,7 @@ def test_local_run_where_every_candidate_fails_exits_1(tmp_path, reference_data,
     import yaml
 
     from pipelines import cli
-    from pipelines.report.build import load_run
+    from pipelines.metadata.reader import load_run
 
     config = _pipeline_config(tmp_path, 1e-6, pusher=False)
     config.update(profile_candidates=False, quantization=config["quantization"][:1])

@@ -127,7 +127,9 @@ def test_report_section_lists_reasons_and_both_kernel_numbers(tmp_path):
     }
     (tmp_path / "clustering.json").write_text(json.dumps(record))
     step = SimpleNamespace(
-        component="Clusterer", node_id="Clusterer", outputs={"m": [{"uri": str(tmp_path)}]}
+        component="Clusterer",
+        node_id="Clusterer",
+        outputs={"m": [SimpleNamespace(uri=str(tmp_path))]},
     )
     other = SimpleNamespace(component="Pusher", node_id="Pusher", outputs={})
     entries = layer_report.layer_coverage(SimpleNamespace(steps=[other, step]))

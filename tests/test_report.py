@@ -62,12 +62,12 @@ def report_run(tmp_path_factory, reference_data):
     """A finished local run and its report: (LocalRun, html path, summary dict)."""
     from components.pusher import keys
     from pipelines.local.runner import run_local
-    from pipelines.report import build as report
+    from pipelines.report import writer
 
     out = tmp_path_factory.mktemp("report") / "out"
     keys.write_keypair(str(out / "keys" / "ota.pem"))
     run = run_local(_config(), reference_data["model"], reference_data["examples"], str(out))
-    html_path, summary_path = report.write_report(run)
+    html_path, summary_path = writer.write_report(run)
     with open(summary_path) as f:
         summary = json.load(f)
     return run, html_path, summary
@@ -223,7 +223,7 @@ def test_report_command_writes_where_asked(report_run, tmp_path, capsys):
 
 def test_report_command_names_a_missing_store(tmp_path):
     from components.common.errors import ConfigError
-    from pipelines.report.build import write_report
+    from pipelines.report.writer import write_report
 
     with pytest.raises(ConfigError, match="metadata.sqlite"):
         write_report(str(tmp_path))
@@ -254,10 +254,10 @@ def test_report_reads_the_components_own_file_names():
     from components.profiler.executor import PROFILE_FILE
     from components.pusher.component import PUSHED_MODEL_KEY
     from components.pusher.executor import PUSH_FILE
-    from pipelines.report import build as report
+    from pipelines.report import build, profiles
 
-    assert (report.PROFILE_KEY, report.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
-    assert (report.PUSHED_MODEL_KEY, report.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
+    assert (profiles.PROFILE_KEY, profiles.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
+    assert (build.PUSHED_MODEL_KEY, build.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
 
 
 def test_pareto_front_keeps_only_undominated_points():

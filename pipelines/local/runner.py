@@ -36,9 +36,10 @@ class LocalRun:
     pipeline_root: str
     metadata_path: str  # the SQLite file, or mysql://user@host:port/database
     run_id: str
-    steps: list
+    steps: list[reader.Step]
     # The ML Metadata ConnectionConfig the run recorded into (SQLite or MySQL), to read it back.
     metadata_connection: object = None
+    pipeline_name: str = ""
 
     def outputs_of(self, node_id: str, key: str) -> list:
         for step in self.steps:
@@ -99,4 +100,6 @@ def run_local(
                 steps = [handler.state.current.node_id]
             raise _step_failed(e, steps, output_dir) from e
     run_id, steps = reader.latest_run(connection, config.pipeline_name)
-    return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)
+    return LocalRun(
+        output_dir, pipeline_root, metadata_path, run_id, steps, connection, config.pipeline_name
+    )
