@@ -31,6 +31,8 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from components.common.numbers import fmt_ms, fmt_percent  # noqa: E402 - after the env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PTQ_MODES = {"float32": "none", "dynamic_range": "dynamic_range", "full_int8": "full_int8"}
 CHAIN_STEPS = ("Pruner", "Clusterer", "Quantizer_full_int8")
@@ -183,7 +185,7 @@ def run_pipeline_side(inputs: dict, case: dict, out_dir: str) -> dict:
     import components  # noqa: F401 - pins tf_keras
     from benchmarks import step_phases
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     recorder = step_phases.instrument()
     config = PipelineConfig.parse(pipeline_config(case, os.path.join(out_dir, "serving")))
@@ -450,14 +452,6 @@ def _table(headers, rows) -> list[str]:
     return [_row(headers), _row(["---"] * len(headers)), *[_row(r) for r in rows]]
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _ms(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def render_section(section: dict, number: int) -> list[str]:
     """RESULTS.md lines for the section (one set of tables per case)."""
     lines = [f"## {number}. MobileNetV2 through the pipeline (benchmarks/mobilenet.py)", ""]
@@ -486,7 +480,7 @@ def render_section(section: dict, number: int) -> list[str]:
             "",
             f"{inputs['train_examples']} train / {inputs['eval_examples']} eval examples, "
             f"{c['fine_tune_epochs']} fine-tuning epoch(s) per step, batch {c['batch_size']}; "
-            f"the input model's eval accuracy {_pct(inputs.get('eval_accuracy'))} "
+            f"the input model's eval accuracy {fmt_percent(inputs.get('eval_accuracy'), 1)} "
             f"({c['train_epochs']} training epochs; 0: random weights, timing only). Load "
             f"average (1 min) {case['load_average_1m'][0]} before, {case['load_average_1m'][1]} "
             "after.",
@@ -528,11 +522,11 @@ def render_section(section: dict, number: int) -> list[str]:
                 [
                     [
                         model,
-                        _pct(m["accuracy"]),
+                        fmt_percent(m["accuracy"], 1),
                         f"{m['raw_bytes']:,}" if m["raw_bytes"] else "-",
                         f"{m['gzip_bytes']:,}" if m["gzip_bytes"] else "-",
-                        _ms(m["p50_ms"]),
-                        _ms(m["p95_ms"]),
+                        fmt_ms(m["p50_ms"], 4),
+                        fmt_ms(m["p95_ms"], 4),
                         m["verdict"],
                     ]
                     for model, m in case["candidates"].get("models", {}).items()

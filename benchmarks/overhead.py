@@ -96,7 +96,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
     import components  # noqa: F401 - pins tf_keras
     from components.common import model_io
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     imported = time.perf_counter()
     config = PipelineConfig.parse(pipeline_config())

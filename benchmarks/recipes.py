@@ -38,9 +38,9 @@ TARGETS = {
 def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
     """``tfxopt run`` with recipes.yaml (as the CLI runs it); every candidate's flatbuffer."""
     from components.common import model_io
-    from pipelines import summary
     from pipelines.config import load_config
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     config = load_config(RECIPES_CONFIG)
     run = run_local(
@@ -49,7 +49,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
         os.path.join(reference_dir, "examples"),
         out_dir,
     )
-    print(summary.render(run), file=sys.stderr)
+    print(console.render(run), file=sys.stderr)
     plan = config.plan()
     steps = {s.node_id: round(s.duration_s, 3) for s in run.steps}
     candidates = {}
@@ -66,7 +66,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
             "chain": chain,
             "chain_steps_s": round(sum(steps.get(n, 0.0) for n in chain), 3),
         }
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     return {
         "steps_s": steps,
         "states": {s.node_id: s.state for s in run.steps},

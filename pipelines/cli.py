@@ -43,21 +43,21 @@ def _cmd_run(args) -> int:
         config = load_config(args.config)
     else:
         config = default_run_config(args.model, args.serving)
-    from pipelines import summary
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
     if args.config is None:
-        print(summary.default_recipe_text(config), flush=True)
+        print(console.default_recipe_text(config), flush=True)
     run = run_local(config, args.model, args.examples, args.output)
-    print(summary.render(run))
-    from pipelines.report import write_report
+    print(console.render(run))
+    from pipelines.report.writer import write_report
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")
     # A gate that rejects every candidate is a verdict (exit 0); when no candidate could even be
     # built or measured, the run did not do its job: exit 1, after the summary and the report.
-    failed = summary.all_candidates_failed(run)
+    failed = console.all_candidates_failed(run)
     if failed:
         print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
         return 1
@@ -110,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Shipping (promote, rollback, ota-check, ota-keygen) and Kubeflow (compile, submit,
     # schedule, watch) commands; their modules import nothing heavy.
     from components.pusher import commands as push_commands
-    from pipelines import kfp_commands, report_commands
+    from pipelines.kubeflow import commands as kubeflow_commands
+    from pipelines.report import commands as report_commands
 
     report_commands.register(sub)
     push_commands.register(sub)
-    kfp_commands.register(sub)
+    kubeflow_commands.register(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
 from components.quantizer.config import QuantizerConfig
-from pipelines.kubeflow_config import KubeflowConfig
+from pipelines.kubeflow.config import KubeflowConfig
 from pipelines.recipes import Plan, Recipe, check_candidate_name, plan_recipes, plan_sections
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -298,7 +298,7 @@ class LocalSubmitter:
         self.output_dir = output_dir
 
     def __call__(self, checkpoint_uri: str, key: str) -> str:
-        from pipelines.local_runner import run_local
+        from pipelines.local.runner import run_local
 
         run = run_local(
             self.config, checkpoint_uri, self.examples_uri, os.path.join(self.output_dir, key)
@@ -320,8 +320,8 @@ class KfpSubmitter:
         namespace: str | None = None,
         service_account: str | None = None,
     ):
-        from pipelines import kfp_client
-        from pipelines.kubeflow_runner import EXAMPLES_URI_PARAMETER, MODEL_URI_PARAMETER
+        from pipelines.kubeflow import client as kfp_client
+        from pipelines.kubeflow.runner import EXAMPLES_URI_PARAMETER, MODEL_URI_PARAMETER
 
         self.package_path = package_path
         self.host = host
@@ -341,7 +341,7 @@ class KfpSubmitter:
         return {model: checkpoint_uri, examples: self.examples_uri}
 
     def __call__(self, checkpoint_uri: str, key: str) -> str:
-        from pipelines import kfp_client
+        from pipelines.kubeflow import client as kfp_client
 
         if self._client is None:
             self._client = kfp_client.make_client(self.host, self.namespace)

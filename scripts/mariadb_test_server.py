@@ -1,7 +1,7 @@
 """A throwaway MariaDB server for tests: its own data directory, 127.0.0.1 only, a random port.
 
     with MariaDBServer() as server:            # mariadb-install-db + mariadbd, ready to use
-        env = server.environment()             # TFXOPT_MLMD_MYSQL_* for pipelines.metadata_config
+        env = server.environment()             # TFXOPT_MLMD_MYSQL_* for pipelines.metadata.config
         ...
     # stopped (mariadb-admin shutdown, then SIGTERM/SIGKILL if need be), data directory removed
 

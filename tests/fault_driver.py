@@ -180,7 +180,7 @@ def _run(args) -> int:
     from absl import logging as absl_logging
 
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     with open(args.config) as f:

@@ -361,10 +361,10 @@ def _output(run, node, key):
 def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from_cache(
     tmp_path, reference_data
 ):
-    from pipelines import summary
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
-    from pipelines.report import write_report
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
+    from pipelines.report.writer import write_report
 
     def run(tolerance):
         config = PipelineConfig.parse(_pipeline_config(tmp_path, tolerance))
@@ -385,7 +385,7 @@ def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from
     assert blessing.custom_properties["failed_candidates"].int_value == 1
     pushed = _output(first, "Pusher", "pushed_model")
     assert pushed.custom_properties["pushed"].int_value == 1
-    text = summary.render(first)
+    text = console.render(first)
     print("\n" + text)
     [row] = [line for line in text.splitlines() if line.startswith("int8_strict ")]
     assert row.split("FAIL  ")[1].startswith("failed: verification, max abs diff")
@@ -419,7 +419,7 @@ def test_local_run_where_every_candidate_fails_exits_1(tmp_path, reference_data,
     import yaml
 
     from pipelines import cli
-    from pipelines.report import load_run
+    from pipelines.metadata.reader import load_run
 
     config = _pipeline_config(tmp_path, 1e-6, pusher=False)
     config.update(profile_candidates=False, quantization=config["quantization"][:1])

@@ -81,10 +81,10 @@ def _tfxopt_run(story, model: str) -> subprocess.CompletedProcess:
 
 def _recorded(story):
     """The newest run of the pipeline as ML Metadata holds it: (run id, {node: state})."""
-    from pipelines import metadata
+    from pipelines.metadata import reader
 
-    connection = metadata.sqlite_connection_config(str(story["output"] / "metadata.sqlite"))
-    run_id, steps = metadata.latest_run(connection, PIPELINE)
+    connection = reader.sqlite_connection_config(str(story["output"] / "metadata.sqlite"))
+    run_id, steps = reader.latest_run(connection, PIPELINE)
     return run_id, {s.node_id: s.state for s in steps}, steps
 
 

@@ -35,9 +35,9 @@ def test_serving_destination_names_the_model_after_its_directory(tmp_path, model
 
 
 def test_default_recipe_text_and_choice_text():
-    from pipelines import summary
+    from pipelines.report import console
 
-    text = summary.default_recipe_text(default_run_config("/m/digits"))
+    text = console.default_recipe_text(default_run_config("/m/digits"))
     assert "small: structured 50% -> cluster 16 -> full_int8" in text
     assert "pruned_int8: prune 80% -> cluster 16 -> full_int8" in text
     assert "fast_float32: structured 50% -> float32" in text
@@ -55,7 +55,7 @@ def test_default_recipe_text_and_choice_text():
             {"name": "fast_int8", "rejected_because": []},
         ],
     }
-    assert summary.choice_text(evaluation).splitlines() == [
+    assert console.choice_text(evaluation).splitlines() == [
         "chose 'fast_float32': 'fast_float32' passed every rule and is smallest",
         "  small: rejected: p50 speed-up 0.8 < 1.0",
         "  fast_int8: passed, ranked 2 of 2",

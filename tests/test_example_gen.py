@@ -109,7 +109,7 @@ def test_copy_and_beam_give_the_same_examples_and_new_data_reruns_the_step(
     tmp_path, reference_data
 ):
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
     from pipelines.pipeline import EXAMPLE_GEN_ID
 
     fast = {"warmup_runs": 2, "timed_runs": 10, "throughput_runs": 1, "measure_memory": False}

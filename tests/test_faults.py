@@ -94,7 +94,7 @@ def _trusted(inputs) -> dict:
 
 def _run_in_process(inputs, output_dir: str):
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     config = PipelineConfig.parse(inputs["config"])
     return run_local(config, inputs["model"], inputs["examples"], output_dir)
@@ -102,9 +102,9 @@ def _run_in_process(inputs, output_dir: str):
 
 def _outcome(run, inputs) -> dict:
     """What a run ended with: the gate's decision and accuracies, what the destinations serve."""
-    from pipelines import summary
+    from pipelines.report import console
 
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     destinations = _destinations(run.output_dir, inputs)
     return {
         "blessed": evaluation["decision"]["blessed"],
@@ -305,10 +305,10 @@ def _rerun_pushes_only(inputs, output_dir: str, baseline: dict) -> dict:
 
 def _latest_states(output_dir: str) -> dict:
     """Each node's state in the newest run ML Metadata holds (also while that run is alive)."""
-    from pipelines import metadata
+    from pipelines.metadata import reader
 
-    connection = metadata.sqlite_connection_config(os.path.join(output_dir, "metadata.sqlite"))
-    _, steps = metadata.latest_run(connection, PIPELINE)
+    connection = reader.sqlite_connection_config(os.path.join(output_dir, "metadata.sqlite"))
+    _, steps = reader.latest_run(connection, PIPELINE)
     return {s.node_id: s.state for s in steps}
 
 

@@ -476,8 +476,8 @@ def test_flat_tf_keras_model_is_copied_unchanged(tmp_path, tiny_model, tiny_exam
 
 
 def test_preflight_accepts_a_nested_model_and_plans_on_the_flat_one(nested):
-    from pipelines import preflight
     from pipelines.config import PipelineConfig
+    from pipelines.local import preflight
 
     examples = nested["examples"]
     config = PipelineConfig.parse(
@@ -537,9 +537,9 @@ def test_keras3_file_through_the_chain_to_a_pushed_version(tmp_path, reference_d
     """`make demo`'s chain (prune -> cluster -> quantize -> gate -> push) from a `.keras` file."""
     import tensorflow as tf
 
-    from pipelines import summary
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     (tmp_path / "checkpoint").mkdir()
     _trained_keras3_digits_cnn(str(tmp_path / "checkpoint" / "model.keras"))
@@ -571,15 +571,15 @@ def test_keras3_file_through_the_chain_to_a_pushed_version(tmp_path, reference_d
     assert 0 <= max_abs_diff <= props["tolerance"].double_value
     print(f"Keras 3 -> tf_keras: max abs output difference {max_abs_diff:.3g} on 360 examples")
 
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     assert evaluation["decision"]["blessed"] is True, evaluation["decision"]
-    pushed = summary.push_record(run)
+    pushed = console.push_record(run)
     assert pushed["pushed"] is True
     version_dir = pushed["serving"][0]["path"]
     fn = tf.saved_model.load(version_dir).signatures["serving_default"]
     assert list(fn.structured_input_signature[1]) == ["image"]
     assert list(fn.structured_outputs) == ["probs"]
-    text = summary.render(run)
+    text = console.render(run)
     assert "Model: Keras 3 3." in text and "max output difference" in text
 
 
@@ -590,9 +590,9 @@ def test_keras3_file_through_the_chain_to_a_pushed_version(tmp_path, reference_d
 def test_nested_mobilenet_through_the_chain_to_a_decision(tmp_path, nested):
     """A keras.applications backbone called as a layer: flattened, pruned, clustered, quantized,
     gated (random weights and data: the decision is what counts, not its verdict)."""
-    from pipelines import summary
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     tuning = {"epochs": 1, "batch_size": 8}
     config = PipelineConfig.parse(
@@ -615,6 +615,6 @@ def test_nested_mobilenet_through_the_chain_to_a_decision(tmp_path, nested):
     assert imported.custom_properties["import_action"].string_value == "flattened"
     [pruned] = run.outputs_of("Pruner", "pruned_model")
     assert pruned.custom_properties["achieved_sparsity"].double_value > 0.3
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     assert isinstance(evaluation["decision"]["blessed"], bool)
-    assert "nested models flattened: mobilenetv2_0.35_32" in summary.render(run)
+    assert "nested models flattened: mobilenetv2_0.35_32" in console.render(run)

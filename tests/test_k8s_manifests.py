@@ -267,8 +267,8 @@ def test_watcher_serving_and_ota_are_wired(rendered):
 
 def test_the_shipped_pipeline_configs_compile(rendered, tmp_path):
     """The watcher compiles its ConfigMap's config at start: it must be valid and compile."""
-    from pipelines.kfp_commands import load_configs
-    from pipelines.kubeflow_runner import compile_pipeline, load_package
+    from pipelines.kubeflow.commands import load_configs
+    from pipelines.kubeflow.runner import compile_pipeline, load_package
 
     overlay, objects = rendered
     config_map = next(

@@ -28,7 +28,7 @@ import yaml
 
 from components.common.errors import ConfigError
 from pipelines.config import PipelineConfig
-from pipelines.kubeflow_config import KubeflowConfig, StepSettings
+from pipelines.kubeflow.config import KubeflowConfig, StepSettings
 from tests.fake_kfp import FakeKfp
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,7 +128,7 @@ def _docs(path: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """The golden configuration compiled once (TFX import + compile)."""
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.runner import compile_pipeline
 
     path = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
     return compile_pipeline(
@@ -244,7 +244,7 @@ def test_step_settings_land_in_resources_env_and_platform_spec(compiled):
 
 
 def test_gpu_and_signing_key_as_env(tmp_path, compiled):
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.runner import compile_pipeline
 
     kubeflow = KubeflowConfig.parse(
         {
@@ -273,7 +273,7 @@ def test_gpu_and_signing_key_as_env(tmp_path, compiled):
 
 
 def test_a_pattern_that_matches_no_step_fails(tmp_path, compiled):
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.runner import compile_pipeline
 
     for section, where in (
         ({"steps": {"Profilr": {"cpu_limit": 1}}}, "kubeflow.steps"),
@@ -325,7 +325,7 @@ def test_golden_compiled_spec(compiled):
 
 
 def test_compiled_twice_is_identical(tmp_path, compiled):
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.runner import compile_pipeline
 
     again = compile_pipeline(
         PipelineConfig.parse(GOLDEN_CONFIG),
@@ -340,7 +340,7 @@ def test_kfp_loader_accepts_the_package(compiled):
     from kfp.client import client as kfp_client
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    from pipelines.kubeflow_runner import load_package
+    from pipelines.kubeflow.runner import load_package
 
     doc = kfp_client._extract_pipeline_yaml(compiled.path)  # what kfp.Client submits
     assert isinstance(doc.pipeline_spec, pipeline_spec_pb2.PipelineSpec)
@@ -353,7 +353,7 @@ def test_kfp_loader_accepts_the_package(compiled):
 
 
 def test_kfp_loader_rejects_a_broken_package(tmp_path, compiled):
-    from pipelines.kubeflow_runner import load_package
+    from pipelines.kubeflow.runner import load_package
 
     documents = _docs(compiled.path)
     documents[0]["root"]["dag"]["tasks"]["ExampleGen"]["notAField"] = 1
@@ -375,7 +375,7 @@ def test_every_executor_class_and_artifact_type_is_importable(compiled):
     from tfx.types.artifact import Artifact
     from tfx.utils import import_utils
 
-    from pipelines.kubeflow_runner import executor_classes
+    from pipelines.kubeflow.runner import executor_classes
 
     classes = sorted(set(executor_classes(compiled.pipeline_spec).values()))
     assert "components.profiler.executor.Executor" in classes
@@ -396,7 +396,7 @@ def test_every_executor_class_and_artifact_type_is_importable(compiled):
 
 
 def test_json_package_for_vertex(tmp_path, compiled):
-    from pipelines.kubeflow_runner import compile_pipeline, load_package
+    from pipelines.kubeflow.runner import compile_pipeline, load_package
 
     kubeflow = KubeflowConfig.parse(
         {
@@ -442,7 +442,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     """
     from google.protobuf import json_format
 
-    from pipelines.kubeflow_runner import compile_pipeline, load_package
+    from pipelines.kubeflow.runner import compile_pipeline, load_package
     from pipelines.pipeline import quantizer_id
     from tests.kfp_emulator import KfpEmulator
 
@@ -539,7 +539,7 @@ def fake_kfp(monkeypatch, tmp_path):
 
 
 def test_submit_sends_the_package_parameters_and_root(fake_kfp, compiled):
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     submission = kfp_client.submit(
         compiled.path,
@@ -568,7 +568,7 @@ def test_submit_sends_the_package_parameters_and_root(fake_kfp, compiled):
 
 
 def test_schedule_cron_and_interval(fake_kfp, compiled, monkeypatch):
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     monkeypatch.setenv("KFP_HOST", fake_kfp.host)
     params = {"model_uri": "gs://b/exports/latest"}
@@ -629,7 +629,7 @@ def test_the_fake_kfp_refuses_requests_that_drift_from_the_api(fake_kfp):
     ],
 )
 def test_schedule_rejects_bad_timing_before_contacting_the_host(kwargs, message, compiled):
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     with pytest.raises(ConfigError, match=message):
         kfp_client.schedule(
@@ -638,7 +638,7 @@ def test_schedule_rejects_bad_timing_before_contacting_the_host(kwargs, message,
 
 
 def test_bad_package_or_parameters_fail_before_contacting_the_host(fake_kfp, compiled, tmp_path):
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("pipelineInfo: {name: x}\nroot: {dag: {tasks: {}}}\nbogus: 1\n")
@@ -656,7 +656,7 @@ def test_bad_package_or_parameters_fail_before_contacting_the_host(fake_kfp, com
 def test_unreachable_host_is_one_clear_error(compiled, tmp_path, monkeypatch):
     import socket
 
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     monkeypatch.setenv("HOME", str(tmp_path))
     with socket.socket() as s:
@@ -673,7 +673,7 @@ def test_unreachable_host_is_one_clear_error(compiled, tmp_path, monkeypatch):
 def test_commands_register_without_heavy_imports():
     script = (
         "import argparse, sys\n"
-        "from pipelines import kfp_commands\n"
+        "from pipelines.kubeflow import commands as kfp_commands\n"
         "p = argparse.ArgumentParser(prog='tfxopt'); sub = p.add_subparsers(dest='command')\n"
         "kfp_commands.register(sub)\n"
         "a = p.parse_args(['schedule', '--cron', '0 3 * * *', '--model', 'gs://m'])\n"
@@ -693,7 +693,7 @@ def test_commands_register_without_heavy_imports():
 def test_compile_command_with_kubeflow_section_in_the_config_file(tmp_path, compiled):
     import argparse
 
-    from pipelines import kfp_commands
+    from pipelines.kubeflow import commands as kfp_commands
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(
@@ -729,7 +729,7 @@ def test_compile_command_with_kubeflow_section_in_the_config_file(tmp_path, comp
     ],
 )
 def test_cron_expressions_kfp_accepts(expression, expected):
-    from pipelines.kfp_client import parse_cron
+    from pipelines.kubeflow.client import parse_cron
 
     assert parse_cron(expression) == expected
 
@@ -748,7 +748,7 @@ def test_cron_expressions_kfp_accepts(expression, expected):
     ],
 )
 def test_cron_expressions_out_of_range_name_the_field(expression, message):
-    from pipelines.kfp_client import parse_cron
+    from pipelines.kubeflow.client import parse_cron
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_cron(expression)

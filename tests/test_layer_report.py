@@ -101,7 +101,7 @@ def test_report_section_lists_reasons_and_both_kernel_numbers(tmp_path):
     import json
     from types import SimpleNamespace
 
-    from pipelines import report_layers
+    from pipelines.report import layers as layer_report
 
     record = {
         "coverage": {
@@ -127,14 +127,16 @@ def test_report_section_lists_reasons_and_both_kernel_numbers(tmp_path):
     }
     (tmp_path / "clustering.json").write_text(json.dumps(record))
     step = SimpleNamespace(
-        component="Clusterer", node_id="Clusterer", outputs={"m": [{"uri": str(tmp_path)}]}
+        component="Clusterer",
+        node_id="Clusterer",
+        outputs={"m": [SimpleNamespace(uri=str(tmp_path))]},
     )
     other = SimpleNamespace(component="Pusher", node_id="Pusher", outputs={})
-    entries = report_layers.layer_coverage(SimpleNamespace(steps=[other, step]))
+    entries = layer_report.layer_coverage(SimpleNamespace(steps=[other, step]))
     assert [e["step"] for e in entries] == ["Clusterer"]
-    page = "\n".join(report_layers.html_section({"layer_coverage": entries}))
+    page = "\n".join(layer_report.html_section({"layer_coverage": entries}))
     assert "clustering of 2 layers, 3 left as they were" in page
     assert "excluded by name" in page and "dw" in page
     assert "60.0% over the 2 targeted kernels, 50.0% over all 4" in page
     assert "3,024 in any kernel (dw)" in page
-    assert report_layers.html_section({"layer_coverage": []}) == []
+    assert layer_report.html_section({"layer_coverage": []}) == []

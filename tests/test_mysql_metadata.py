@@ -79,7 +79,7 @@ def test_local_pipeline_records_into_mariadb_and_reuses_its_cache(
     mariadb, mysql_env, tiny_model, tiny_examples, tmp_path
 ):
     from pipelines.config import PipelineConfig
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
     from pipelines.pipeline import BASELINE_PROFILER_ID
 
     model = str(tmp_path / "model")

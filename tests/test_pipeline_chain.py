@@ -53,8 +53,8 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     import tensorflow as tf
 
     from components.pusher import keys, ota
-    from pipelines import summary
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     out = tmp_path / "out"
     keys.write_keypair(str(out / "keys" / "ota.pem"))
@@ -69,7 +69,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     [profile] = run.outputs_of("Profiler_float32", "profile")
     assert profile.custom_properties["kernel_sparsity"].double_value >= 0.78
     assert profile.custom_properties["max_unique_values"].int_value <= 16
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     assert evaluation["decision"]["blessed"] is True
     selected = evaluation["decision"]["selected"]
     assert selected in {"float32", "full_int8"}
@@ -83,7 +83,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
 
     # the serving push loads as a SavedModel and its signature runs (with tf.saved_model.load:
     # no model server runs here; tests/test_pusher_serving.py loads one as TF Serving does)
-    pushed = summary.push_record(run)
+    pushed = console.push_record(run)
     assert pushed["pushed"] is True
     version_dir = pushed["serving"][0]["path"]
     assert os.path.basename(version_dir) == "1"
@@ -96,7 +96,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     trusted = keys.trusted_keys([keys.load_public_key(str(out / "keys" / "ota.pem.pub"))])
     manifest = ota.verify_channel(str(out / "ota" / "digits" / "canary"), trusted)
     assert manifest["sequence"] == 1
-    text = summary.render(run)
+    text = console.render(run)
     assert "decision: BLESSED" in text and "version 1 (new version" in text
 
     # an identical second run is served from the cache and pushes nothing new

@@ -10,9 +10,9 @@ FAST_PROFILER = {"warmup_runs": 5, "timed_runs": 50, "throughput_runs": 3, "meas
 
 
 def test_local_run_profiles_the_baseline_and_second_run_is_cached(tmp_path, reference_data):
-    from pipelines import summary
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
     from pipelines.pipeline import BASELINE_PROFILER_ID
+    from pipelines.report import console
 
     config = PipelineConfig.parse({"pipeline_name": "e2e", "profiler": FAST_PROFILER})
     run = run_local(
@@ -30,7 +30,7 @@ def test_local_run_profiles_the_baseline_and_second_run_is_cached(tmp_path, refe
     assert accuracy == pytest.approx(reference_data["eval_accuracy"], abs=1e-6)
     assert profile.custom_properties["tflite_bytes"].int_value > 100_000
     assert profile.custom_properties["eval_examples"].int_value == 360
-    text = summary.render(run)
+    text = console.render(run)
     # The printed accuracy is the recorded one (its digits move with the processor).
     assert "TFLite p50/p95/p99 ms" in text and f"{100 * accuracy:.2f}%" in text
 
@@ -48,7 +48,7 @@ def test_bad_inputs_fail_before_the_pipeline_starts(tmp_path, reference_data):
     import os
 
     from components.common.errors import DataError, ModelInputError
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
 
     out = tmp_path / "out"
     config = PipelineConfig.parse({"data": {"label_key": "digit"}})

@@ -180,7 +180,7 @@ def test_shipped_recipes_config_names_no_layer():
 
 def test_preflight_checks_each_recipe_against_the_checkpoint(reference_data):
     from components.common.errors import TfxOptError
-    from pipelines import preflight
+    from pipelines.local import preflight
 
     good = {"pruner": PRUNE, "quantization": {"mode": "full_int8", "exclude_layers": ["conv1"]}}
     config = PipelineConfig.parse({"candidates": {"good": good, "slim": {"structured": SLIM}}})
@@ -217,8 +217,8 @@ def test_pipeline_has_one_component_per_planned_node_and_judges_every_leaf(tmp_p
 
 @pytest.fixture(scope="module")
 def compiled_recipes(tmp_path_factory):
-    from pipelines.kubeflow_config import KubeflowConfig
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.config import KubeflowConfig
+    from pipelines.kubeflow.runner import compile_pipeline
 
     config = load_config(RECIPES_YAML)
     path = str(tmp_path_factory.mktemp("kfp") / "recipes.yaml")
@@ -248,8 +248,8 @@ def test_golden_recipes_spec_shares_stages(compiled_recipes):
 # -- a local run ----------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_two_recipes_share_one_pruner_in_a_local_run(tmp_path, reference_data):
-    from pipelines import summary
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import console
 
     prune = {"target_sparsity": 0.5, "fine_tuning": {"epochs": 1}}
     config = PipelineConfig.parse(
@@ -283,7 +283,7 @@ def test_two_recipes_share_one_pruner_in_a_local_run(tmp_path, reference_data):
         )
     }
     [pruned] = run.outputs_of("Pruner_s50", "pruned_model")
-    evaluation = summary.evaluation_record(run)
+    evaluation = console.evaluation_record(run)
     assert [c["name"] for c in evaluation["candidates"]] == ["pruned_float", "pruned_dynamic"]
     assert evaluation["decision"]["blessed"] is True
     assert pruned.custom_properties["achieved_sparsity"].double_value > 0.4

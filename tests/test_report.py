@@ -61,22 +61,22 @@ def _config():
 def report_run(tmp_path_factory, reference_data):
     """A finished local run and its report: (LocalRun, html path, summary dict)."""
     from components.pusher import keys
-    from pipelines import report
-    from pipelines.local_runner import run_local
+    from pipelines.local.runner import run_local
+    from pipelines.report import writer
 
     out = tmp_path_factory.mktemp("report") / "out"
     keys.write_keypair(str(out / "keys" / "ota.pem"))
     run = run_local(_config(), reference_data["model"], reference_data["examples"], str(out))
-    html_path, summary_path = report.write_report(run)
+    html_path, summary_path = writer.write_report(run)
     with open(summary_path) as f:
         summary = json.load(f)
     return run, html_path, summary
 
 
 def _evaluation(run):
-    from pipelines import summary
+    from pipelines.report import console
 
-    return summary.evaluation_record(run)
+    return console.evaluation_record(run)
 
 
 def test_summary_holds_the_runs_numbers(report_run):
@@ -206,7 +206,7 @@ def test_browser_probe_sees_broken_images_and_errors(tmp_path):
 def test_report_command_writes_where_asked(report_run, tmp_path, capsys):
     import argparse
 
-    from pipelines import report_commands
+    from pipelines.report import commands as report_commands
 
     run, _, _ = report_run
     parser = argparse.ArgumentParser()
@@ -223,14 +223,14 @@ def test_report_command_writes_where_asked(report_run, tmp_path, capsys):
 
 def test_report_command_names_a_missing_store(tmp_path):
     from components.common.errors import ConfigError
-    from pipelines.report import write_report
+    from pipelines.report.writer import write_report
 
     with pytest.raises(ConfigError, match="metadata.sqlite"):
         write_report(str(tmp_path))
 
 
 def test_not_blessed_and_failed_runs_render(report_run):
-    from pipelines import report_html
+    from pipelines.report.page import render_html
 
     _, _, summary = report_run
     gate = dict(summary["gate"], blessed=False, selected=None, reason="no candidate passed")
@@ -240,7 +240,7 @@ def test_not_blessed_and_failed_runs_render(report_run):
     broken = dict(summary, gate=gate, models=models, steps=steps, failed_steps=["Pusher"])
     broken["push"] = {"pushed": False, "reason": "not blessed", "serving": [], "ota": []}
     broken["chosen"] = "float32"
-    page = report_html.render_html(broken, {})
+    page = render_html(broken, {})
     assert "NOT BLESSED" in page and "no candidate passed" in page
     assert "Run failed at Pusher" in page and "Nothing was pushed" in page
     assert 'data-state="FAILED"' in page
@@ -254,14 +254,14 @@ def test_report_reads_the_components_own_file_names():
     from components.profiler.executor import PROFILE_FILE
     from components.pusher.component import PUSHED_MODEL_KEY
     from components.pusher.executor import PUSH_FILE
-    from pipelines import report
+    from pipelines.report import build, profiles
 
-    assert (report.PROFILE_KEY, report.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
-    assert (report.PUSHED_MODEL_KEY, report.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
+    assert (profiles.PROFILE_KEY, profiles.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
+    assert (build.PUSHED_MODEL_KEY, build.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    from pipelines.report import pareto_front
+    from components.common.numbers import pareto_front
 
     points = {
         "baseline": (300.0, 0.98),
@@ -275,7 +275,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_graph_layout_columns_follow_the_longest_path():
-    from pipelines.report_html import graph_layout, graph_svg
+    from pipelines.report.page import graph_layout, graph_svg
 
     steps = [
         {"node_id": "Importer", "upstream": [], "state": "COMPLETE", "duration_s": 0.1},
@@ -318,7 +318,7 @@ def _emit(messages):
 def test_progress_prints_each_step_and_its_duration(capsys):
     from absl import logging as absl_logging
 
-    from pipelines import progress
+    from pipelines.local import progress
 
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -372,7 +372,7 @@ def test_progress_prints_each_step_and_its_duration(capsys):
 def test_progress_reports_the_failing_step_and_heartbeats():
     import time
 
-    from pipelines import progress
+    from pipelines.local import progress
 
     out = io.StringIO()
     with pytest.raises(RuntimeError):

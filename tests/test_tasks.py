@@ -312,7 +312,8 @@ def test_small_layers_are_left_out_with_the_reason():
 
 
 def test_failed_step_prints_one_line_and_the_log_path(tmp_path, capsys, monkeypatch):
-    from pipelines import cli, local_runner
+    from pipelines import cli
+    from pipelines.local import runner as local_runner
 
     def fail(*_args, **_kwargs):
         try:

@@ -18,6 +18,7 @@ from components.common import examples as examples_lib
 from components.common import model_io
 from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
 from components.common.examples import DataConfig
+from components.common.numbers import fmt_value as _fmt
 from components.evaluator import accuracy, latency, models, rules
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.models import BASELINE, ModelRef, PreparedModel
@@ -556,14 +557,6 @@ def _metric_name(record: dict) -> str:
 
 def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def rules_table(record: dict) -> str:

@@ -18,6 +18,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from components.common.numbers import finite as _finite
 from components.evaluator.config import (
     PRODUCTION_RULES,
     THRESHOLD_RULES,
@@ -185,10 +186,6 @@ def regression_interval(
         float(np.quantile(values, (1 - level) / 2)),
         float(np.quantile(values, (1 + level) / 2)),
     )
-
-
-def _finite(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def classification_comparison(

@@ -19,8 +19,8 @@ def load_configs(path: str | None):
     ``kubeflow:`` section is split off and validated on its own.
     """
     from pipelines.config import PipelineConfig, load_config
-    from pipelines.kubeflow_config import KubeflowConfig
-    from pipelines.kubeflow_runner import kubeflow_settings
+    from pipelines.kubeflow.config import KubeflowConfig
+    from pipelines.kubeflow.runner import kubeflow_settings
 
     if path is None or "kubeflow" in PipelineConfig.model_fields or not _has_kubeflow_section(path):
         config = load_config(path)
@@ -58,7 +58,7 @@ def _cmd_compile(args) -> int:
     output = args.output or (
         "pipeline.json" if kubeflow.output_format == "json" else DEFAULT_PACKAGE
     )
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow.runner import compile_pipeline
 
     compiled = compile_pipeline(
         config,
@@ -78,7 +78,7 @@ def _cmd_compile(args) -> int:
 
 
 def _parameters(args) -> dict:
-    from pipelines.kubeflow_runner import EXAMPLES_URI_PARAMETER, MODEL_URI_PARAMETER
+    from pipelines.kubeflow.runner import EXAMPLES_URI_PARAMETER, MODEL_URI_PARAMETER
 
     return {MODEL_URI_PARAMETER: args.model, EXAMPLES_URI_PARAMETER: args.examples}
 
@@ -92,7 +92,7 @@ def _run_defaults(args):
 
 
 def _cmd_submit(args) -> int:
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     experiment, account = _run_defaults(args)
     submission = kfp_client.submit(
@@ -111,7 +111,7 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_schedule(args) -> int:
-    from pipelines import kfp_client
+    from pipelines.kubeflow import client as kfp_client
 
     experiment, account = _run_defaults(args)
     submission = kfp_client.schedule(
@@ -148,7 +148,7 @@ def _cmd_watch(args) -> int:
         if package is None:
             # Compile once at start, so the watcher always submits the config it was given.
             config, kubeflow = load_configs(args.config)
-            from pipelines.kubeflow_runner import compile_pipeline
+            from pipelines.kubeflow.runner import compile_pipeline
 
             package = os.path.join(state.state_dir, "pipeline.yaml")
             compile_pipeline(config, package, kubeflow=kubeflow)

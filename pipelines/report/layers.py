@@ -31,7 +31,7 @@ def layer_coverage(run) -> list[dict]:
             continue
         for artifacts in step.outputs.values():
             for artifact in artifacts:
-                record = _read(os.path.join(artifact["uri"], filename))
+                record = _read(os.path.join(artifact.uri, filename))
                 if record and "coverage" in record:
                     found.append(
                         {

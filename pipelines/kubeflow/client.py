@@ -147,7 +147,7 @@ def check_parameters(package, parameters: dict) -> dict:
 
 
 def _load_for_kfp(package_path: str):
-    from pipelines.kubeflow_runner import load_package
+    from pipelines.kubeflow.runner import load_package
 
     package = load_package(package_path)
     if package.output_format != "yaml":

@@ -1,6 +1,6 @@
 """The run report's plots (matplotlib, Agg): PNGs as ``data:`` URIs for the HTML page.
 
-Every function takes the summary :func:`pipelines.report.build_summary` returns (and its extras)
+Every function takes the summary :func:`pipelines.report.build.build_summary` returns (and its extras)
 and gives a data URI, or None when the run has no data for that plot.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from pipelines.report import BASELINE, finite, get_path
+from components.common.numbers import BASELINE, finite, get_path
 
 # The roles of points and bars in the plots.
 PASS_COLOUR = "#2e7d32"

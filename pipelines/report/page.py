@@ -6,11 +6,18 @@ No script and nothing fetched: the page opens from a file, offline, in any brows
 from __future__ import annotations
 
 import html
-import math
 from collections import defaultdict
 
-from pipelines import report_layers
-from pipelines.report import BASELINE, finite, get_path
+from components.common.numbers import (
+    BASELINE,
+    finite,
+    fmt_bytes,
+    fmt_ms,
+    fmt_percent,
+    fmt_value,
+    get_path,
+)
+from pipelines.report import layers as layer_report
 
 # Box fill and border per step state (the states ML Metadata records).
 STATE_COLOURS = {
@@ -142,33 +149,6 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _bytes(n) -> str:
-    if not finite(n):
-        return "-"
-    for unit, size in (("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def _pct(x, digits=2) -> str:
-    return f"{100 * x:.{digits}f}%" if finite(x) else "-"
-
-
-def _ms(x) -> str:
-    return f"{x:.3f}" if finite(x) else "-"
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
 def _verdict(model: dict) -> tuple[str, str]:
     """(text, css class) of a model's standing at the gate."""
     if model["role"] == "baseline":
@@ -187,7 +167,7 @@ def _task(summary: dict) -> dict:
 
 def _metric_text(summary: dict, value) -> str:
     if _task(summary)["percent"]:
-        return _pct(value)
+        return fmt_percent(value)
     return "-" if not finite(value) else f"{value:.4g}"
 
 
@@ -230,8 +210,8 @@ def _model_rows(summary: dict) -> str:
         )
         mem = m.get("peak_memory") or {}
         mem_text = (
-            f"{_bytes(mem.get('tflite_peak_rss_bytes'))} "
-            f"({_bytes(mem.get('tflite_model_peak_rss_bytes'))})"
+            f"{fmt_bytes(mem.get('tflite_peak_rss_bytes'))} "
+            f"({fmt_bytes(mem.get('tflite_model_peak_rss_bytes'))})"
             if mem
             else "<span class='small'>not measured</span>"
         )
@@ -247,15 +227,15 @@ def _model_rows(summary: dict) -> str:
         cells = [
             f"<b>{_e(m['name'])}</b> <span class='tag {cls}'>{_e(verdict)}</span>"
             f"<br><span class='small'>{_e(stages)}</span>{failed_text}",
-            f"{_bytes(size.get('raw_bytes'))} / {_bytes(size.get('gzip_bytes'))}"
+            f"{fmt_bytes(size.get('raw_bytes'))} / {fmt_bytes(size.get('gzip_bytes'))}"
             + (f"<br><span class='small'>{ratio:.1f}x smaller</span>" if finite(ratio) else ""),
-            f"{_bytes(m.get('saved_model_bytes'))} / {_bytes(m.get('saved_model_gzip_bytes'))}",
-            _pct(m.get("kernel_sparsity"), 1),
-            f"{_e(clusters if clusters is not None else '-')} ({_e(_fmt(unique))})",
+            f"{fmt_bytes(m.get('saved_model_bytes'))} / {fmt_bytes(m.get('saved_model_gzip_bytes'))}",
+            fmt_percent(m.get("kernel_sparsity"), 1),
+            f"{_e(clusters if clusters is not None else '-')} ({_e(fmt_value(unique))})",
             dtype_text,
             _metric_text(summary, m.get("accuracy")),
             drop_text,
-            f"{_ms(lat.get('p50_ms'))} / {_ms(lat.get('p95_ms'))} / {_ms(lat.get('p99_ms'))}",
+            f"{fmt_ms(lat.get('p50_ms'))} / {fmt_ms(lat.get('p95_ms'))} / {fmt_ms(lat.get('p99_ms'))}",
             f"{m['speedup']:.2f}x" if finite(m.get("speedup")) else "-",
             mem_text,
         ]
@@ -280,8 +260,8 @@ def _gate_tables(summary: dict) -> str:
             verdict = {True: "pass", False: "FAIL", None: "skipped"}[rule.get("passed")]
             rcls = {True: "pass", False: "fail", None: ""}[rule.get("passed")]
             out.append(
-                f"<tr class='{rcls}'><td>{_e(rule['rule'])}</td><td>{_e(_fmt(rule.get('value')))}"
-                f"</td><td>{_e(rule.get('op', ''))}</td><td>{_e(_fmt(rule.get('threshold')))}</td>"
+                f"<tr class='{rcls}'><td>{_e(rule['rule'])}</td><td>{_e(fmt_value(rule.get('value')))}"
+                f"</td><td>{_e(rule.get('op', ''))}</td><td>{_e(fmt_value(rule.get('threshold')))}</td>"
                 f"<td class='verdict'>{verdict}</td></tr>"
             )
         for req in m.get("requirements") or []:
@@ -387,7 +367,11 @@ def _headline(summary: dict) -> str:
         )
         if finite(bsize) and finite(csize) and csize:
             tiles.append(
-                ("size", f"{_bytes(bsize)} \u2192 {_bytes(csize)}", f"{bsize / csize:.1f}x smaller")
+                (
+                    "size",
+                    f"{fmt_bytes(bsize)} \u2192 {fmt_bytes(csize)}",
+                    f"{bsize / csize:.1f}x smaller",
+                )
             )
         bacc, cacc = base.get("accuracy"), chosen.get("accuracy")
         if finite(bacc) and finite(cacc) and not _task(summary)["percent"]:
@@ -402,7 +386,7 @@ def _headline(summary: dict) -> str:
             tiles.append(
                 (
                     _task(summary)["label"],
-                    f"{_pct(bacc)} \u2192 {_pct(cacc)}",
+                    f"{fmt_percent(bacc)} \u2192 {fmt_percent(cacc)}",
                     f"{100 * (bacc - cacc):+.2f} pt drop",
                 )
             )
@@ -415,7 +399,7 @@ def _headline(summary: dict) -> str:
             tiles.append(
                 (
                     f"latency {stat}",
-                    f"{_ms(blat)} \u2192 {_ms(clat)} ms",
+                    f"{fmt_ms(blat)} \u2192 {fmt_ms(clat)} ms",
                     f"{blat / clat:.2f}x speed-up",
                 )
             )
@@ -529,7 +513,7 @@ def render_html(summary: dict, plots: dict[str, str]) -> str:
             "Profiler measured it (one model at a time, after warm-up).</p>",
             img("latency_distribution", "latency distributions"),
         ]
-    body += report_layers.html_section(summary)
+    body += layer_report.html_section(summary)
     body += ["<h2>Push</h2>", _push_html(summary.get("push"))]
     if warnings:
         body += [

@@ -1,5 +1,5 @@
 """Runs the pipeline on one machine: LocalDagRunner, Beam DirectRunner, ML Metadata on SQLite
-(or on a MySQL server when ``TFXOPT_MLMD_MYSQL_HOST`` is set: see pipelines/metadata_config.py)."""
+(or on a MySQL server when ``TFXOPT_MLMD_MYSQL_HOST`` is set: see pipelines/metadata/config.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 from dataclasses import dataclass
 
 from components.common.errors import StepFailed
-from pipelines import metadata, metadata_config, preflight
 from pipelines.config import PipelineConfig, resolve_paths
+from pipelines.local import preflight
+from pipelines.metadata import config as metadata_config
+from pipelines.metadata import reader
 
 PIPELINE_ROOT_DIR = "pipeline-root"
 METADATA_FILE = metadata_config.SQLITE_FILE
@@ -34,9 +36,10 @@ class LocalRun:
     pipeline_root: str
     metadata_path: str  # the SQLite file, or mysql://user@host:port/database
     run_id: str
-    steps: list
+    steps: list[reader.Step]
     # The ML Metadata ConnectionConfig the run recorded into (SQLite or MySQL), to read it back.
     metadata_connection: object = None
+    pipeline_name: str = ""
 
     def outputs_of(self, node_id: str, key: str) -> list:
         for step in self.steps:
@@ -47,7 +50,7 @@ class LocalRun:
 
 def _failed_steps(connection, pipeline_name: str) -> list[str]:
     try:
-        _, steps = metadata.latest_run(connection, pipeline_name)
+        _, steps = reader.latest_run(connection, pipeline_name)
     except LookupError:  # failed before ML Metadata recorded any step
         return []
     return [s.node_id for s in steps if s.state == "FAILED"]
@@ -86,7 +89,7 @@ def run_local(
         pipeline_root=pipeline_root,
         metadata_connection_config=connection,
     )
-    from pipelines import progress
+    from pipelines.local import progress
 
     with progress.report_progress(total=len(pipeline.components)) as handler:
         try:
@@ -96,5 +99,7 @@ def run_local(
             if not steps and handler.state.current is not None:
                 steps = [handler.state.current.node_id]
             raise _step_failed(e, steps, output_dir) from e
-    run_id, steps = metadata.latest_run(connection, config.pipeline_name)
-    return LocalRun(output_dir, pipeline_root, metadata_path, run_id, steps, connection)
+    run_id, steps = reader.latest_run(connection, config.pipeline_name)
+    return LocalRun(
+        output_dir, pipeline_root, metadata_path, run_id, steps, connection, config.pipeline_name
+    )

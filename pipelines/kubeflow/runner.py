@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.common.errors import ConfigError
-from pipelines.kubeflow_config import KubeflowConfig, StepSettings
+from pipelines.kubeflow.config import KubeflowConfig, StepSettings
 
 MODEL_URI_PARAMETER = "model_uri"
 EXAMPLES_URI_PARAMETER = "examples_uri"

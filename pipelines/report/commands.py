@@ -10,7 +10,7 @@ import argparse
 
 
 def _cmd_report(args) -> int:
-    from pipelines.report import write_report
+    from pipelines.report.writer import write_report
 
     try:
         html_path, summary_path = write_report(

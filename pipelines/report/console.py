@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import os
 
+from components.common.numbers import fmt_bytes, fmt_ms, fmt_percent
 from components.profiler.executor import PROFILE_FILE
 
 
-def _bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 def _ms(stats: dict | None, key: str) -> str:
-    return f"{stats[key]:.3f}" if stats and key in stats else "-"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return fmt_ms(stats.get(key)) if stats else "-"
 
 
 def profile_rows(record: dict) -> dict[str, str]:
@@ -41,11 +29,11 @@ def profile_rows(record: dict) -> dict[str, str]:
     mem = record.get("memory", {})
     acc = record.get("accuracy", {})
     return {
-        "SavedModel size (gzip)": f"{_bytes(sizes['saved_model_bytes'])} ({_bytes(sizes['saved_model_gzip_bytes'])})",
-        "TFLite size (gzip)": f"{_bytes(sizes['tflite_bytes'])} ({_bytes(sizes['tflite_gzip_bytes'])})",
+        "SavedModel size (gzip)": f"{fmt_bytes(sizes['saved_model_bytes'])} ({fmt_bytes(sizes['saved_model_gzip_bytes'])})",
+        "TFLite size (gzip)": f"{fmt_bytes(sizes['tflite_bytes'])} ({fmt_bytes(sizes['tflite_gzip_bytes'])})",
         "TFLite I/O dtype": record.get("tflite_io", {}).get("input_dtype", "-"),
         "parameters": f"{params.get('total_parameters', 0):,}",
-        "kernel sparsity": _pct(kernels.get("sparsity")),
+        "kernel sparsity": fmt_percent(kernels.get("sparsity")),
         "max unique values/kernel": f"{kernels.get('max_unique_values', '-'):,}"
         if kernels
         else "-",
@@ -73,14 +61,16 @@ def metric_row(acc: dict) -> dict[str, str]:
         return {f"{label} SavedModel / TFLite": "-"}
     saved = acc.get("saved_model", acc.get("saved_model_top1"))
     lite = acc.get("tflite", acc.get("tflite_top1"))
-    show = _pct if metrics.is_accuracy(name) else (lambda x: "-" if x is None else f"{x:.4g}")
+    show = (
+        fmt_percent if metrics.is_accuracy(name) else (lambda x: "-" if x is None else f"{x:.4g}")
+    )
     return {f"{label} SavedModel / TFLite": f"{show(saved)} / {show(lite)} (n={acc['examples']})"}
 
 
 def _mem(entry: dict | None) -> str:
     if not entry or "peak_rss_bytes" not in entry:
         return "-"
-    return f"{_bytes(entry['peak_rss_bytes'])} (+{_bytes(entry['model_peak_rss_bytes'])})"
+    return f"{fmt_bytes(entry['peak_rss_bytes'])} (+{fmt_bytes(entry['model_peak_rss_bytes'])})"
 
 
 def table(columns: dict[str, dict[str, str]]) -> str:

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines: the compiled package, its settings, the KFP API client and the commands."""
