@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks import markdown
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -442,14 +444,6 @@ def run(work_dir: str, cases=tuple(CASES)) -> dict:
     return {name: run_case(name, os.path.join(work_dir, name)) for name in cases}
 
 
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(headers, rows) -> list[str]:
-    return [_row(headers), _row(["---"] * len(headers)), *[_row(r) for r in rows]]
-
-
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -462,7 +456,7 @@ def render_section(section: dict, number: int) -> list[str]:
     """RESULTS.md lines for the section (one set of tables per case)."""
     lines = [f"## {number}. MobileNetV2 through the pipeline (benchmarks/mobilenet.py)", ""]
     if "error" in section:
-        return [*lines, f"Failed: {section['error']}", ""]
+        return markdown.failed(lines[0], section["error"])
     lines += [
         "Issue 20's generic config (prune 0.6, cluster 16, float32 / dynamic-range / full-int8 "
         "candidates, a 2-point gate, a serving push) on a flat MobileNetV2 with a 10-class head, "
@@ -491,7 +485,7 @@ def render_section(section: dict, number: int) -> list[str]:
             f"average (1 min) {case['load_average_1m'][0]} before, {case['load_average_1m'][1]} "
             "after.",
             "",
-            *_table(
+            *markdown.table(
                 ["step", "wall (s)", "load", "convert", "work", "save", "measure", "orchestration"],
                 [
                     [
@@ -515,7 +509,7 @@ def render_section(section: dict, number: int) -> list[str]:
             + ", ".join(f"{k} {v}x" for k, v in case["quantizer_vs_bare_conversion"].items())
             + f" (target <= {case['quantizer_vs_bare_target']}x: {bare_verdict}).",
             "",
-            *_table(
+            *markdown.table(
                 [
                     "model",
                     "eval accuracy",
