@@ -18,7 +18,7 @@ from components.common import examples as examples_lib
 from components.common import model_io
 from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
 from components.common.examples import DataConfig
-from components.evaluator import accuracy, latency, models, rules
+from components.evaluator import accuracy, latency, models, paired, rules
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.models import BASELINE, ModelRef, PreparedModel
 
@@ -496,15 +496,15 @@ def _compare(name: str, entry: dict, base_entry: dict, acc: dict, config: Evalua
         table = acc["paired"].get(name)
         if not table:
             return None
-        return rules.classification_comparison(table, base_entry["accuracy"][metric], config)
+        return paired.classification_comparison(table, base_entry["accuracy"][metric], config)
     if config.task != "regression":
         base_scores, cand_scores = accuracy.paired_errors(acc["per_example_dir"], name, "score")
-        return rules.score_comparison(
+        return paired.score_comparison(
             base_scores, cand_scores, base_entry["accuracy"][metric], config
         )
     key = "abs_err" if config.regression_metric == "mae" else "sq_err"
     base_errors, cand_errors = accuracy.paired_errors(acc["per_example_dir"], name, key)
-    return rules.regression_comparison(
+    return paired.regression_comparison(
         base_errors, cand_errors, base_entry["accuracy"][config.regression_metric], config
     )
 
