@@ -122,7 +122,8 @@ def _compile(model, learning_rate: float) -> None:
     )
 
 
-def _accuracy(model, evaluation) -> float:
+def accuracy_of(model, evaluation) -> float:
+    """Top-1 accuracy of a tf_keras classifier on ``evaluation = (x, y)``."""
     import numpy as np
 
     x_eval, y_eval = evaluation
@@ -157,7 +158,7 @@ def _prune(model, train, evaluation, s: dict):
     # so the clone starts from the trained weights.
     pruned = tf_keras.models.clone_model(model, clone_function=prune)
     _compile(pruned, s["prune_learning_rate"])
-    accuracy = {"baseline": _accuracy(model, evaluation)}
+    accuracy = {"baseline": accuracy_of(model, evaluation)}
     pruned.fit(
         *train,
         batch_size=s["batch_size"],
@@ -167,7 +168,7 @@ def _prune(model, train, evaluation, s: dict):
         verbose=0,
     )
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    accuracy["pruned"] = _accuracy(stripped, evaluation)
+    accuracy["pruned"] = accuracy_of(stripped, evaluation)
     return stripped, accuracy
 
 
@@ -202,7 +203,7 @@ def _cluster(model, train, evaluation, s: dict):
         verbose=0,
     )
     final = clustering.strip_clustering(clustered)
-    return final, _accuracy(final, evaluation)
+    return final, accuracy_of(final, evaluation)
 
 
 def _quantize(model, x_train, evaluation, s: dict, out_dir: str):
