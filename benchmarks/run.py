@@ -172,7 +172,14 @@ def render_markdown(results: dict) -> str:
 
 def _section_renderer(name: str):
     """The function that renders section ``name``: ``(section, number) -> lines``."""
-    from benchmarks import evaluator_throughput, overhead, recipes, scaling, stability
+    from benchmarks import (
+        evaluator_throughput,
+        mobilenet_report,
+        overhead,
+        recipes,
+        scaling,
+        stability,
+    )
 
     return {
         "overhead": overhead.render_section,
@@ -181,7 +188,7 @@ def _section_renderer(name: str):
         "structured_pruning": _structured_pruning_section,
         "recipes": recipes.render_section,
         "throughput": evaluator_throughput.render_section,
-        "mobilenet": _mobilenet().render_section,
+        "mobilenet": mobilenet_report.render_section,
     }[name]
 
 
