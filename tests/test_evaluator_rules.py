@@ -1,5 +1,6 @@
 """The gate's decision on synthetic metric sets: rules, paired statistics, selection (no TF)."""
 
+import json
 import math
 
 import numpy as np
@@ -359,6 +360,48 @@ def test_outcomes_top_k_loss_and_combining():
     result = accuracy.finalize(whole, accuracy.AccuracySettings())
     assert result["models"]["baseline"]["top1_accuracy"] == pytest.approx(3 / 5)
     assert result["paired"]["q"] == {"n11": 1, "n10": 2, "n01": 1, "n00": 1}
+
+
+@pytest.mark.parametrize(
+    "task, preds, labels",
+    [
+        (
+            "classification",
+            [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]],
+            [0, 1, 2, 2],
+        ),
+        ("regression", [[1.5], [2.0], [0.0], [3.0]], [1.0, 4.0, 0.5, 3.0]),
+        ("binary", [[0.9], [0.2], [0.6], [0.4]], [1, 1, 0, 0]),
+    ],
+)
+def test_batches_of_columns_sum_and_round_trip_as_per_example_rows(task, preds, labels):
+    """The numpy batch path (what the Beam pass runs) adds up to the per-example rows, and the
+    written JSON line of a batch reads back as those rows."""
+    settings_ = accuracy.AccuracySettings(task=task, top_k=2 if task == "classification" else None)
+    preds, labels = np.array(preds), np.array(labels)
+    base = accuracy.outcome_columns(preds, labels, settings_)
+    cand = accuracy.outcome_columns(preds[::-1].copy(), labels, settings_)
+    keys = [f"k{i}" for i in range(len(labels))]
+    batch = {
+        "keys": keys,
+        "labels": labels,
+        "outcomes": {"baseline": base, "q": cand, "bad": {"error": "boom"}},
+    }
+    by_batch = accuracy.add_batch({"examples": 0, "models": {}, "paired": {}}, batch)
+    rows = accuracy.rows_of_batch(json.loads(accuracy.batch_to_json(batch)))
+    assert [r["key"] for r in rows] == keys
+    assert [r["outcomes"]["baseline"] for r in rows] == accuracy.outcomes(preds, labels, settings_)
+    assert all(r["outcomes"]["bad"] == {"error": "boom"} for r in rows)
+    by_row = {"examples": 0, "models": {}, "paired": {}}
+    for row in rows:
+        accuracy.add_row(by_row, row)
+    assert by_batch["models"].keys() == by_row["models"].keys()
+    for name in by_row["models"]:
+        for key, value in by_row["models"][name].items():
+            assert by_batch["models"][name][key] == pytest.approx(value), (name, key)
+    assert by_batch["paired"] == by_row["paired"]
+    assert by_batch["models"]["bad"]["errors"] == len(labels)
+    assert (task != "regression") == bool(by_batch["paired"])
 
 
 def test_benchmark_model_output_is_parsed():

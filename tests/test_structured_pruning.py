@@ -616,6 +616,43 @@ def test_run_writes_the_model_artifact_and_key_numbers(
     assert numbers[structured.SKIPPED_LAYERS] == ["out"]
 
 
+def test_run_fine_tunes_each_step_with_the_models_own_loss(tiny_model, tiny_examples, tmp_path):
+    """run() goes through the shared run_technique: task, loss and training config as the
+    Pruner's, and each step compiles with the loss and metrics the input model was saved with."""
+    import tf_keras
+
+    from components.common import model_io, properties
+    from components.common.examples import DataConfig
+
+    tiny_model.compile(
+        optimizer="adam",
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["sparse_categorical_accuracy"],
+    )
+    model_uri = str(tmp_path / "model")
+    tiny_model.save(str(tmp_path / "model" / model_io.SERVING_DIR), save_format="tf")
+    output_uri = str(tmp_path / "pruned")
+    config = StructuredPruningConfig.parse(
+        {"steps": 2, "fine_tuning": {"epochs": 1, "batch_size": 16}}
+    )
+
+    report = structured.run(model_uri, tiny_examples, DataConfig(), config, output_uri)
+
+    assert report["task"]["kind"] == "multiclass"
+    assert report["loss"]["source"] == "model"
+    assert report["loss"]["loss"] == "SparseCategoricalCrossentropy"
+    assert [s["accepted"] for s in report["steps"]] == [True, True]
+    history = properties.read_json(output_uri, structured.HISTORY_FILE)
+    assert sorted(history) == ["1", "2"] and all(len(h) == 1 for h in history.values())
+    # The model's own metric, fresh in each step: it counts what the task's accuracy counts.
+    last = history["2"][0]
+    assert last["sparse_categorical_accuracy"] == pytest.approx(last["accuracy"])
+    # The next step (e.g. the Clusterer) fine-tunes with the same loss.
+    saved = model_io.read_training_config(output_uri)
+    assert saved["loss"]["class_name"] == "SparseCategoricalCrossentropy"
+    assert model_io.load_keras_model(output_uri).get_layer("hidden").units == 8
+
+
 def test_run_fails_on_the_config_before_reading_data(tiny_model, tmp_path):
     from components.common import model_io
     from components.common.examples import DataConfig

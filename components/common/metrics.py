@@ -373,32 +373,24 @@ def comparable_outputs(task: Task, outputs) -> np.ndarray:
     return _sigmoid(outputs)
 
 
-def per_example_counts(task: Task, preds, labels) -> list[dict]:
-    """What the secondary metric sums per example: multilabel ``tp``/``fp``/``fn`` (micro-F1),
-    dense ``confusion`` (a flattened C x C matrix, mean IoU); nothing for the other tasks."""
+def per_example_counts(task: Task, preds, labels) -> dict[str, np.ndarray]:
+    """What the secondary metric sums per example, as columns (one row per example): multilabel
+    ``tp``/``fp``/``fn`` (micro-F1), dense ``confusion`` (a flattened C x C matrix per example,
+    mean IoU); nothing for the other tasks."""
     flat_preds, flat_labels = _flat(task, preds, labels)
-    n = flat_preds.shape[0]
     if task.kind == "multilabel":
         decided = _probabilities(task, flat_preds) >= 0.5
         truth = _binary_labels(flat_labels).astype(bool)
-        return [
-            {
-                "tp": int(np.sum(decided[i] & truth[i])),
-                "fp": int(np.sum(decided[i] & ~truth[i])),
-                "fn": int(np.sum(~decided[i] & truth[i])),
-            }
-            for i in range(n)
-        ]
+        return {
+            "tp": np.sum(decided & truth, axis=1),
+            "fp": np.sum(decided & ~truth, axis=1),
+            "fn": np.sum(~decided & truth, axis=1),
+        }
     if task.kind == "dense":
         classes = max(task.classes, 2)
-        ids = _check_ids(flat_labels, classes)
-        got = _class_ids(task, flat_preds)
-        return [
-            {
-                "confusion": np.bincount(
-                    ids[i] * classes + got[i], minlength=classes * classes
-                ).tolist()
-            }
-            for i in range(n)
-        ]
-    return [{} for _ in range(n)]
+        cells = _check_ids(flat_labels, classes) * classes + _class_ids(task, flat_preds)
+        confusion = np.zeros((cells.shape[0], classes * classes), dtype=np.int64)
+        for i, row in enumerate(cells):
+            confusion[i] = np.bincount(row, minlength=classes * classes)
+        return {"confusion": confusion}
+    return {}

@@ -2,10 +2,12 @@
 
 The split's record files are spread over the workers; TensorFlow reads and parses each in batches
 (one Beam element per batch) for one DoFn that loads every model once per worker (``setup``) and
-runs each batch through all of them, so each example's outcomes for all models sit in one row:
-pairing baseline and candidate per example needs no shuffle. Rows are combined into per-model sums and paired 2x2 tables (what the paired confidence
-intervals need) and, when asked, written out per example as JSON lines keyed by a digest of the
-serialized example. The same code runs on the DirectRunner here and on Dataflow, Flink or Spark
+runs each batch through all of them, so each example's outcomes for all models sit in one batch
+element: pairing baseline and candidate per example needs no shuffle. Outcomes travel as columns
+(one array per field and model, per batch) and are combined with numpy into per-model sums and
+paired 2x2 tables (what the paired confidence intervals need) and, when asked, written out as one
+JSON line of columns per batch, each example keyed by a digest of its serialized bytes.
+The same code runs on the DirectRunner here and on Dataflow, Flink or Spark
 through ``beam_pipeline_args``; model paths must then be readable by the workers.
 """
 
@@ -200,9 +202,12 @@ def example_key(serialized: bytes) -> str:
     return hashlib.sha256(serialized).hexdigest()[:20]
 
 
-def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySettings) -> list[dict]:
-    """Per-example outcomes of one model, per task: correctness (top-1, top-k), loss, the
-    fraction of labels/positions right (``score``), errors, and what the secondary metrics sum.
+def outcome_columns(
+    predictions: np.ndarray, labels: np.ndarray, settings: AccuracySettings
+) -> dict[str, np.ndarray]:
+    """Per-example outcomes of one model on a batch, as columns (one array per field, one entry
+    per example), per task: correctness (top-1, top-k), loss, the fraction of labels/positions
+    right (``score``), errors, and what the secondary metrics sum.
 
     Raises:
       DataError: a label outside the model's classes, or outputs that do not fit the task.
@@ -219,10 +224,7 @@ def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySett
                 f"{preds.shape[1:]}. Set data.task to the model's task."
             )
         values = metrics_lib.per_example(task, preds, labels)
-        return [
-            {"abs_err": float(a), "sq_err": float(q)}
-            for a, q in zip(values["score"], values["sq_err"], strict=True)
-        ]
+        return {"abs_err": values["score"], "sq_err": values["sq_err"]}
     if task.kind == "multiclass" and (preds.ndim != 2 or preds.shape[1] < 2):
         raise DataError(
             f"top-1 accuracy needs class scores, the model outputs shape {preds.shape}; set "
@@ -230,37 +232,41 @@ def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySett
         )
     scores = metrics_lib.per_example(task, preds, labels)["score"]
     if task.kind == "multiclass":
-        return _multiclass_outcomes(preds, labels.astype(np.int64), scores, settings)
+        return _multiclass_columns(preds, labels.astype(np.int64), scores, settings)
     if task.kind == "binary":
         probs = metrics_lib.comparable_outputs(task, preds).reshape(-1)
-        return [{"correct": int(c), "p": float(p)} for c, p in zip(scores, probs, strict=True)]
-    result = [{"score": float(v)} for v in scores]
-    extras = metrics_lib.per_example_counts(task, preds, labels)
-    for row, extra in zip(result, extras, strict=True):
-        row.update(extra)
-    return result
+        return {"correct": scores.astype(np.int64), "p": probs}
+    return {"score": scores, **metrics_lib.per_example_counts(task, preds, labels)}
 
 
-def _multiclass_outcomes(preds, labels, correct, settings: AccuracySettings) -> list[dict]:
+def outcomes(predictions: np.ndarray, labels: np.ndarray, settings: AccuracySettings) -> list[dict]:
+    """:func:`outcome_columns` as one dict per example (plain Python numbers)."""
+    columns = outcome_columns(predictions, labels, settings)
+    return _rows_of({name: np.asarray(column).tolist() for name, column in columns.items()})
+
+
+def _rows_of(columns: dict[str, list]) -> list[dict]:
+    n = len(next(iter(columns.values()))) if columns else 0
+    return [{name: column[i] for name, column in columns.items()} for i in range(n)]
+
+
+def _multiclass_columns(preds, labels, correct, settings: AccuracySettings) -> dict:
     n, classes = preds.shape
     rows = np.arange(n)
-    result = [{"correct": int(c)} for c in correct]
+    columns = {"correct": correct.astype(np.int64)}
     if settings.top_k:
         k = min(settings.top_k, classes)
         # Rank of the label's score: the label is in the top k when fewer than k beat it.
         beaten_by = np.sum(preds > preds[rows, labels][:, None], axis=1)
-        for r, hit in zip(result, beaten_by < k, strict=True):
-            r["top_k"] = int(hit)
+        columns["top_k"] = (beaten_by < k).astype(np.int64)
     if settings.compute_loss:
         if settings.from_logits:
             top = preds.max(axis=1, keepdims=True)
             log_sum = np.log(np.sum(np.exp(preds - top), axis=1)) + top[:, 0]
-            loss = log_sum - preds[rows, labels]
+            columns["loss"] = log_sum - preds[rows, labels]
         else:
-            loss = -np.log(np.clip(preds[rows, labels], 1e-7, 1.0))
-        for r, value in zip(result, loss, strict=True):
-            r["loss"] = float(value)
-    return result
+            columns["loss"] = -np.log(np.clip(preds[rows, labels], 1e-7, 1.0))
+    return columns
 
 
 def _new_model_sums() -> dict:
@@ -281,45 +287,70 @@ def _new_model_sums() -> dict:
     }
 
 
-def add_row(acc: dict, row: dict, baseline: str = BASELINE) -> dict:
-    """Adds one per-example row to per-model sums and paired tables (baseline vs each model)."""
-    acc["examples"] += 1
-    outs = row["outcomes"]
-    for name, out in outs.items():
-        sums = acc["models"].setdefault(name, _new_model_sums())
-        if "error" in out:
-            sums["errors"] += 1
-            sums["first_error"] = sums["first_error"] or out["error"]
+# Per-example outcome column -> the sum it adds to.
+_SUMMED = (
+    ("correct", "correct"),
+    ("top_k", "top_k"),
+    ("loss", "loss_sum"),
+    ("abs_err", "abs_sum"),
+    ("sq_err", "sq_sum"),
+    ("score", "score_sum"),
+    ("tp", "tp"),
+    ("fp", "fp"),
+    ("fn", "fn"),
+)
+
+
+def add_batch(acc: dict, batch: dict, baseline: str = BASELINE) -> dict:
+    """Adds one batch of outcome columns (``{"keys", "outcomes": {model: columns}}``; a model
+    that failed on the batch has ``{"error": message}``) to per-model sums and paired tables
+    (baseline vs each model), with numpy: no Python work per example."""
+    n = len(batch["keys"])
+    acc["examples"] += n
+    outs = batch["outcomes"]
+    for name, columns in outs.items():
+        sums = acc["models"].get(name) or acc["models"].setdefault(name, _new_model_sums())
+        if "error" in columns:
+            sums["errors"] += n
+            sums["first_error"] = sums["first_error"] or columns["error"]
             continue
-        sums["count"] += 1
-        sums["correct"] += out.get("correct", 0)
-        sums["top_k"] += out.get("top_k", 0)
-        sums["loss_sum"] += out.get("loss", 0.0)
-        sums["abs_sum"] += out.get("abs_err", 0.0)
-        sums["sq_sum"] += out.get("sq_err", 0.0)
-        _add_task_sums(sums, out)
+        sums["count"] += n
+        for column, key in _SUMMED:
+            if column in columns:
+                sums[key] = sums.get(key, 0) + np.sum(columns[column]).item()
+        if "confusion" in columns:
+            _add_confusion(sums, np.sum(columns["confusion"], axis=0).tolist())
     base = outs.get(baseline, {})
     if "correct" in base:
-        for name, out in outs.items():
-            if name == baseline or "correct" not in out:
+        base_right = np.asarray(base["correct"]).astype(bool)
+        for name, columns in outs.items():
+            if name == baseline or "correct" not in columns:
                 continue
-            cell = ("n1" if base["correct"] else "n0") + ("1" if out["correct"] else "0")
+            right = np.asarray(columns["correct"]).astype(bool)
             table = acc["paired"].setdefault(name, {"n11": 0, "n10": 0, "n01": 0, "n00": 0})
-            table[cell] += 1
+            table["n11"] += int(np.sum(base_right & right))
+            table["n10"] += int(np.sum(base_right & ~right))
+            table["n01"] += int(np.sum(~base_right & right))
+            table["n00"] += int(np.sum(~base_right & ~right))
     return acc
 
 
-def _add_task_sums(sums: dict, out: dict) -> None:
-    sums["score_sum"] = sums.get("score_sum", 0.0) + out.get("score", 0.0)
-    for key in ("tp", "fp", "fn"):
-        sums[key] = sums.get(key, 0) + out.get(key, 0)
-    if "confusion" in out:
-        current = sums.get("confusion")
-        sums["confusion"] = (
-            list(out["confusion"])
-            if current is None
-            else [a + b for a, b in zip(current, out["confusion"], strict=True)]
-        )
+def add_row(acc: dict, row: dict, baseline: str = BASELINE) -> dict:
+    """Adds one per-example row (as :func:`read_per_example` yields) to the sums: a batch of one."""
+    outs = {
+        name: dict(out) if "error" in out else {k: np.asarray([v]) for k, v in out.items()}
+        for name, out in row["outcomes"].items()
+    }
+    return add_batch(acc, {"keys": [row.get("key")], "outcomes": outs}, baseline)
+
+
+def _add_confusion(sums: dict, confusion: list) -> None:
+    current = sums.get("confusion")
+    sums["confusion"] = (
+        list(confusion)
+        if current is None
+        else [a + b for a, b in zip(current, confusion, strict=True)]
+    )
 
 
 def merge(accumulators) -> dict:
@@ -334,7 +365,7 @@ def merge(accumulators) -> dict:
                     target[key] = target[key] or value
                 elif key == "confusion":
                     if value is not None:
-                        _add_task_sums(target, {"confusion": value})
+                        _add_confusion(target, value)
                 else:
                     target[key] = target.get(key, 0) + value
         for name, table in acc["paired"].items():
@@ -403,11 +434,11 @@ def _beam_transforms():
             yield from read_batches(path, self._batch_size, self._inputs)
 
     class PredictFn(beam.DoFn):
-        """Runs every model on a batch of serialized examples; one element of rows per batch.
+        """Runs every model on a batch of serialized examples; one element per batch.
 
-        Parsing and inference are per batch; the rows (one per example, the outcomes of every
-        model, what the paired intervals need) travel together, so Beam's per-element cost is
-        paid once per batch, not once per example.
+        Parsing and inference are per batch, and so are the outcomes: each model's per-example
+        outcomes (what the paired intervals need) travel as columns, one array per field, so
+        Beam's per-element cost and the sums' cost are paid once per batch, not per example.
         """
 
         def __init__(self, models, inputs: EvalInputs, settings: AccuracySettings):
@@ -427,39 +458,31 @@ def _beam_transforms():
                 except Exception as e:  # noqa: BLE001 - reported per model, fails it closed
                     self._load_errors[model.name] = f"does not load: {e}"[:300]
 
-        def _outcomes(self, model, x, labels, n: int) -> list[dict]:
+        def _columns(self, model, x, labels) -> dict:
             if model.name in self._load_errors:
-                return [{"error": self._load_errors[model.name]}] * n
+                return {"error": self._load_errors[model.name]}
             try:
                 preds = self._predictors[model.name].predict(x)
-                return outcomes(preds, labels, self._settings)
+                return outcome_columns(preds, labels, self._settings)
             except Exception as e:  # noqa: BLE001 - recorded per model: it fails closed
-                return [{"error": f"{type(e).__name__}: {e}"[:300]}] * n
+                return {"error": f"{type(e).__name__}: {e}"[:300]}
 
         def process(self, element):
             batch, x, labels = element
-            n = len(batch)
-            per_model = {m.name: self._outcomes(m, x, labels, n) for m in self._models}
-            labels = labels.tolist()
-            yield [
-                {
-                    "key": example_key(serialized),
-                    "label": labels[i],
-                    "outcomes": {name: outs[i] for name, outs in per_model.items()},
-                }
-                for i, serialized in enumerate(batch)
-            ]
+            yield {
+                "keys": [example_key(serialized) for serialized in batch],
+                "labels": labels,
+                "outcomes": {m.name: self._columns(m, x, labels) for m in self._models},
+            }
 
     class SumsFn(beam.CombineFn):
-        """Per-model sums and paired tables over batches of rows."""
+        """Per-model sums and paired tables over batches of outcome columns."""
 
         def create_accumulator(self):
             return {"examples": 0, "models": {}, "paired": {}}
 
-        def add_input(self, accumulator, rows):
-            for row in rows:
-                add_row(accumulator, row)
-            return accumulator
+        def add_input(self, accumulator, batch):
+            return add_batch(accumulator, batch)
 
         def merge_accumulators(self, accumulators):
             return merge(accumulators)
@@ -470,9 +493,35 @@ def _beam_transforms():
     return beam, ReadBatchesFn, PredictFn, SumsFn
 
 
-def _rows_to_jsonl(rows: list[dict]) -> str:
-    # One text element per batch; WriteToText adds the last newline.
-    return "\n".join(json.dumps(row, sort_keys=True) for row in rows)
+def batch_to_json(batch: dict) -> str:
+    """One batch's per-example outcomes as one JSON line of columns: ``keys``, ``labels`` and,
+    per model, one list per outcome field (or the model's ``error`` on the batch)."""
+    outcomes_ = {
+        name: columns
+        if "error" in columns
+        else {field: np.asarray(column).tolist() for field, column in columns.items()}
+        for name, columns in batch["outcomes"].items()
+    }
+    labels = np.asarray(batch["labels"]).tolist()
+    return json.dumps(
+        {"keys": list(batch["keys"]), "labels": labels, "outcomes": outcomes_}, sort_keys=True
+    )
+
+
+def rows_of_batch(line: dict) -> list[dict]:
+    """The per-example rows (``key``, ``label``, ``outcomes`` per model) of one JSON batch line."""
+    per_model = {
+        name: [columns] * len(line["keys"]) if "error" in columns else _rows_of(columns)
+        for name, columns in line["outcomes"].items()
+    }
+    return [
+        {
+            "key": key,
+            "label": line["labels"][i],
+            "outcomes": {name: rows[i] for name, rows in per_model.items()},
+        }
+        for i, key in enumerate(line["keys"])
+    ]
 
 
 def run_accuracy(
@@ -533,7 +582,7 @@ def run_accuracy(
         if write_per_example:
             (
                 rows
-                | "RowsToJson" >> beam.Map(_rows_to_jsonl)
+                | "BatchesToJson" >> beam.Map(batch_to_json)
                 | "WriteRows"
                 >> beam.io.WriteToText(
                     os.path.join(per_example_dir, "part"), file_name_suffix=".jsonl"
@@ -547,14 +596,14 @@ def run_accuracy(
 
 
 def read_per_example(per_example_dir: str):
-    """Yields the per-example rows the pipeline wrote."""
+    """Yields the per-example rows the pipeline wrote (one JSON line per batch of columns)."""
     import tensorflow as tf
 
     for path in sorted(tf.io.gfile.glob(os.path.join(per_example_dir, "part*"))):
         with tf.io.gfile.GFile(path) as f:
             for line in f:
                 if line.strip():
-                    yield json.loads(line)
+                    yield from rows_of_batch(json.loads(line))
 
 
 def paired_errors(per_example_dir: str, candidate: str, key: str) -> tuple[np.ndarray, np.ndarray]:
