@@ -142,7 +142,7 @@ def test_beam_accuracy_equals_in_memory_accuracy(reference_data, reference_candi
 
     from components.common import examples as examples_lib
     from components.common.tflite import TFLiteModel
-    from components.evaluator import accuracy, models
+    from components.evaluator import accuracy, models, outcomes
 
     examples = reference_data["examples"]
     baseline = models.prepare(
@@ -178,7 +178,7 @@ def test_beam_accuracy_equals_in_memory_accuracy(reference_data, reference_candi
     )
     # Per example, matched by the digest of the serialized example.
     keys = [
-        accuracy.example_key(s)
+        outcomes.example_key(s)
         for s in examples_lib.iter_serialized(examples_lib.split_files(examples, "eval"))
     ]
     rows = {r["key"]: r for r in accuracy.read_per_example(result["per_example_dir"])}

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.common.errors import ConfigError
-from components.evaluator import accuracy, paired, rules
+from components.evaluator import outcomes, paired, rules
 from components.evaluator.config import THRESHOLD_RULES, EvaluatorConfig
 from components.evaluator.latency import parse_benchmark_model_output
 
@@ -328,20 +328,20 @@ def test_selection_objectives_and_deterministic_tie_break():
 def test_outcomes_top_k_loss_and_combining():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
     labels = np.array([0, 1, 2])
-    settings_ = accuracy.AccuracySettings(top_k=2, compute_loss=True)
-    out = accuracy.outcomes(probs, labels, settings_)
+    settings_ = outcomes.AccuracySettings(top_k=2, compute_loss=True)
+    out = outcomes.outcomes(probs, labels, settings_)
     assert [o["correct"] for o in out] == [1, 0, 0]
     assert [o["top_k"] for o in out] == [1, 1, 0]
     assert out[1]["loss"] == pytest.approx(-math.log(0.3))
     logits = np.log(probs)
-    from_logits = accuracy.outcomes(
-        logits, labels, accuracy.AccuracySettings(compute_loss=True, from_logits=True)
+    from_logits = outcomes.outcomes(
+        logits, labels, outcomes.AccuracySettings(compute_loss=True, from_logits=True)
     )
     assert [o["loss"] for o in from_logits] == pytest.approx([o["loss"] for o in out])
     with pytest.raises(Exception, match="class ids"):
-        accuracy.outcomes(probs, np.array([0, 1, 3]), settings_)
-    reg = accuracy.outcomes(
-        np.array([[1.5], [2.0]]), np.array([1, 4]), accuracy.AccuracySettings(task="regression")
+        outcomes.outcomes(probs, np.array([0, 1, 3]), settings_)
+    reg = outcomes.outcomes(
+        np.array([[1.5], [2.0]]), np.array([1, 4]), outcomes.AccuracySettings(task="regression")
     )
     assert reg == [{"abs_err": 0.5, "sq_err": 0.25}, {"abs_err": 2.0, "sq_err": 4.0}]
 
@@ -352,12 +352,12 @@ def test_outcomes_top_k_loss_and_combining():
     empty = {"examples": 0, "models": {}, "paired": {}}
     whole = empty
     for row in rows:
-        whole = accuracy.add_row(whole, row)
+        whole = outcomes.add_row(whole, row)
     halves = [{"examples": 0, "models": {}, "paired": {}} for _ in range(2)]
     for i, row in enumerate(rows):
-        accuracy.add_row(halves[i % 2], row)
-    assert accuracy.merge(halves) == accuracy.merge([whole])
-    result = accuracy.finalize(whole, accuracy.AccuracySettings())
+        outcomes.add_row(halves[i % 2], row)
+    assert outcomes.merge(halves) == outcomes.merge([whole])
+    result = outcomes.finalize(whole, outcomes.AccuracySettings())
     assert result["models"]["baseline"]["top1_accuracy"] == pytest.approx(3 / 5)
     assert result["paired"]["q"] == {"n11": 1, "n10": 2, "n01": 1, "n00": 1}
 
@@ -377,24 +377,24 @@ def test_outcomes_top_k_loss_and_combining():
 def test_batches_of_columns_sum_and_round_trip_as_per_example_rows(task, preds, labels):
     """The numpy batch path (what the Beam pass runs) adds up to the per-example rows, and the
     written JSON line of a batch reads back as those rows."""
-    settings_ = accuracy.AccuracySettings(task=task, top_k=2 if task == "classification" else None)
+    settings_ = outcomes.AccuracySettings(task=task, top_k=2 if task == "classification" else None)
     preds, labels = np.array(preds), np.array(labels)
-    base = accuracy.outcome_columns(preds, labels, settings_)
-    cand = accuracy.outcome_columns(preds[::-1].copy(), labels, settings_)
+    base = outcomes.outcome_columns(preds, labels, settings_)
+    cand = outcomes.outcome_columns(preds[::-1].copy(), labels, settings_)
     keys = [f"k{i}" for i in range(len(labels))]
     batch = {
         "keys": keys,
         "labels": labels,
         "outcomes": {"baseline": base, "q": cand, "bad": {"error": "boom"}},
     }
-    by_batch = accuracy.add_batch({"examples": 0, "models": {}, "paired": {}}, batch)
-    rows = accuracy.rows_of_batch(json.loads(accuracy.batch_to_json(batch)))
+    by_batch = outcomes.add_batch({"examples": 0, "models": {}, "paired": {}}, batch)
+    rows = outcomes.rows_of_batch(json.loads(outcomes.batch_to_json(batch)))
     assert [r["key"] for r in rows] == keys
-    assert [r["outcomes"]["baseline"] for r in rows] == accuracy.outcomes(preds, labels, settings_)
+    assert [r["outcomes"]["baseline"] for r in rows] == outcomes.outcomes(preds, labels, settings_)
     assert all(r["outcomes"]["bad"] == {"error": "boom"} for r in rows)
     by_row = {"examples": 0, "models": {}, "paired": {}}
     for row in rows:
-        accuracy.add_row(by_row, row)
+        outcomes.add_row(by_row, row)
     assert by_batch["models"].keys() == by_row["models"].keys()
     for name in by_row["models"]:
         for key, value in by_row["models"][name].items():
