@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks import markdown
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -196,13 +198,11 @@ def ratios(rows: list[dict]) -> dict:
     return out
 
 
-def render_markdown(section: dict | None) -> list[str]:
-    """The RESULTS.md lines of this section (none when it was not run)."""
-    if not section:
-        return []
-    title = "## 6. Evaluator throughput: ours vs TFMA vs the bare interpreter"
+def render_section(section: dict, number: int) -> list[str]:
+    """The RESULTS.md lines of this section."""
+    title = f"## {number}. Evaluator throughput: ours vs TFMA vs the bare interpreter"
     if "error" in section:
-        return [title, "", f"Failed: {section['error']}", ""]
+        return markdown.failed(title, section["error"])
     names = {
         "bare_interpreter": f"bare TFLite interpreter, batch {section['bare_batch']}",
         "ours": "ours (Beam, in memory, 1 worker)",
@@ -231,9 +231,11 @@ def render_markdown(section: dict | None) -> list[str]:
         "in a fresh process after a 64-example warm-up run; the bare interpreter's time is its "
         "invokes alone (inputs parsed beforehand). Peak RSS is the process's high-water mark.",
         "",
-        *_table(["examples", "engine", "seconds", "examples/s", "peak RSS (MB)", "accuracy"], rows),
+        *markdown.table(
+            ["examples", "engine", "seconds", "examples/s", "peak RSS (MB)", "accuracy"], rows
+        ),
         "",
-        *_table(["examples", *RATIO_KEYS], ratio_rows),
+        *markdown.table(["examples", *RATIO_KEYS], ratio_rows),
         "",
         *_local_default_lines(section.get("local_default")),
     ]
@@ -252,13 +254,6 @@ def _local_default_lines(check: dict | None) -> list[str]:
         "(`beam_pipeline_args`).",
         "",
     ]
-
-
-def _table(headers, rows) -> list[str]:
-    def row(cells):
-        return "| " + " | ".join(str(c) for c in cells) + " |"
-
-    return [row(headers), row(["---"] * len(headers)), *[row(r) for r in rows]]
 
 
 def main(argv=None) -> int:

@@ -28,10 +28,11 @@ import subprocess
 import sys
 import time
 
+from benchmarks.hand_recipe import accuracy_of
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components.common.numbers import fmt_ms, fmt_percent  # noqa: E402 - after the env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PTQ_MODES = {"float32": "none", "dynamic_range": "dynamic_range", "full_int8": "full_int8"}
@@ -245,49 +246,83 @@ def candidates_from(record: dict) -> dict:
 def run_hand_side(inputs: dict, case: dict, out_dir: str) -> dict:
     """Prune -> cluster -> full int8 by hand, then each PTQ mode's bare conversion, timed."""
     started = time.perf_counter()
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
+    # Imported here, all of them, so that import_s counts what the hand side imports.
+    import numpy as np  # noqa: F401
+    import tensorflow as tf  # noqa: F401
+    import tensorflow_model_optimization as tfmot  # noqa: F401
     import tf_keras
 
     from components.common import training
 
     training.skip_autograph_for_tf_keras()  # as the pipeline's fine-tuning does
-    s, timings = SETTINGS, {"import_s": time.perf_counter() - started}
+    timings = {"import_s": time.perf_counter() - started}
     t = time.perf_counter()
     shape = (-1, case["size"], case["size"], 3)
-    x_train, y_train = _split(inputs["examples"], "train", shape)
-    x_eval, y_eval = _split(inputs["examples"], "eval", shape)
+    train = _split(inputs["examples"], "train", shape)
+    evaluation = _split(inputs["examples"], "eval", shape)
     model = tf_keras.models.load_model(inputs["model"], compile=False)
     timings["load_s"] = time.perf_counter() - t
-
-    def fit(m, learning_rate, callbacks=()):
-        m.compile(
-            optimizer=tf_keras.optimizers.Adam(learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        m.fit(
-            x_train,
-            y_train,
-            batch_size=case["batch_size"],
-            epochs=case["fine_tune_epochs"],
-            validation_data=(x_eval, y_eval),
-            callbacks=list(callbacks),
-            verbose=0,
-        )
-
-    def evaluate(m) -> float:
-        return float(np.mean(np.argmax(m.predict(x_eval, batch_size=256, verbose=0), -1) == y_eval))
-
-    prunable = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)  # DepthwiseConv2D is a Conv2D
-    steps = -(-len(y_train) // case["batch_size"]) * case["fine_tune_epochs"]
     t = time.perf_counter()
+    stripped, accuracy = _hand_prune(model, train, evaluation, case)
+    timings["prune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    final, accuracy["clustered"] = _hand_cluster(stripped, train, evaluation, case)
+    timings["cluster_s"] = time.perf_counter() - t
+    os.makedirs(out_dir, exist_ok=True)
+    final_dir = os.path.join(out_dir, "clustered")
+    final.save(final_dir, include_optimizer=False, save_format="tf")
+    calibration = train[0][: case["calibration_samples"]]
+    for name in PTQ_MODES:
+        mode_timings, int8_accuracy = _hand_convert(
+            final, final_dir, name, calibration, evaluation, out_dir
+        )
+        timings.update(mode_timings)
+        if int8_accuracy is not None:
+            accuracy["tflite_int8"] = int8_accuracy
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "accuracy": accuracy,
+    }
+
+
+def _prunable():
+    import tf_keras
+
+    return (tf_keras.layers.Conv2D, tf_keras.layers.Dense)  # DepthwiseConv2D is a Conv2D
+
+
+def _hand_fit(model, learning_rate: float, train, evaluation, case: dict, callbacks=()) -> None:
+    import tf_keras
+
+    model.compile(
+        optimizer=tf_keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        *train,
+        batch_size=case["batch_size"],
+        epochs=case["fine_tune_epochs"],
+        validation_data=evaluation,
+        callbacks=list(callbacks),
+        verbose=0,
+    )
+
+
+def _hand_prune(model, train, evaluation, case: dict):
+    """(the stripped pruned model, {"baseline": accuracy, "pruned": accuracy})."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    s = SETTINGS
+    prunable = _prunable()
+    steps = -(-len(train[1]) // case["batch_size"]) * case["fine_tune_epochs"]
     tf_keras.utils.set_random_seed(s["seed"])
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         0.0, s["target_sparsity"], begin_step=0, end_step=max(1, steps // 2), frequency=100
     )
-    accuracy = {"baseline": evaluate(model)}
+    accuracy = {"baseline": accuracy_of(model, evaluation)}
     pruned = tf_keras.models.clone_model(
         model,
         clone_function=lambda layer: (
@@ -296,16 +331,24 @@ def run_hand_side(inputs: dict, case: dict, out_dir: str) -> dict:
             else layer
         ),
     )
-    fit(pruned, s["prune_learning_rate"], [tfmot.sparsity.keras.UpdatePruningStep()])
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    _hand_fit(pruned, s["prune_learning_rate"], train, evaluation, case, callbacks)
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    accuracy["pruned"] = evaluate(stripped)
-    timings["prune_s"] = time.perf_counter() - t
+    accuracy["pruned"] = accuracy_of(stripped, evaluation)
+    return stripped, accuracy
 
-    t = time.perf_counter()
+
+def _hand_cluster(model, train, evaluation, case: dict):
+    """(the stripped clustered model, its accuracy); depthwise kernels are left unclustered."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    s = SETTINGS
+    prunable = _prunable()
     tf_keras.utils.set_random_seed(s["seed"])
     clustering = tfmot.clustering.keras
     clustered = tf_keras.models.clone_model(
-        stripped,
+        model,
         clone_function=lambda layer: (
             clustering.cluster_weights(layer, number_of_clusters=s["clusters"])
             if isinstance(layer, prunable)
@@ -313,36 +356,32 @@ def run_hand_side(inputs: dict, case: dict, out_dir: str) -> dict:
             else layer
         ),
     )
-    fit(clustered, s["cluster_learning_rate"])
+    _hand_fit(clustered, s["cluster_learning_rate"], train, evaluation, case)
     final = clustering.strip_clustering(clustered)
-    accuracy["clustered"] = evaluate(final)
-    timings["cluster_s"] = time.perf_counter() - t
-    os.makedirs(out_dir, exist_ok=True)
-    final_dir = os.path.join(out_dir, "clustered")
-    final.save(final_dir, include_optimizer=False, save_format="tf")
+    return final, accuracy_of(final, evaluation)
 
-    calibration = x_train[: case["calibration_samples"]]
-    for name in PTQ_MODES:
-        t = time.perf_counter()
-        flatbuffer = _convert(final, name, calibration)
-        with open(os.path.join(out_dir, f"{name}.tflite"), "wb") as f:
-            f.write(flatbuffer)
-        timings[f"convert_{name}_s"] = time.perf_counter() - t
-        if name == "full_int8":
-            accuracy["tflite_int8"] = _tflite_accuracy(flatbuffer, x_eval, y_eval)
-            timings["quantize_s"] = time.perf_counter() - t
-        # The bare conversion a user would write: load the saved model, convert, write the file.
-        t = time.perf_counter()
-        loaded = tf_keras.models.load_model(final_dir, compile=False)
-        with open(os.path.join(out_dir, f"{name}-bare.tflite"), "wb") as f:
-            f.write(_convert(loaded, name, calibration))
-        timings[f"bare_{name}_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
-    del tf
-    return {
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "accuracy": accuracy,
-    }
+
+def _hand_convert(final, final_dir: str, name: str, calibration, evaluation, out_dir: str):
+    """One PTQ mode: the conversion of the model in memory (for full int8 also its accuracy,
+    counted in ``quantize_s``), then the bare conversion a user would write: load the saved model,
+    convert, write the file. Returns (timings, the int8 accuracy or None)."""
+    import tf_keras
+
+    timings, int8_accuracy = {}, None
+    t = time.perf_counter()
+    flatbuffer = _convert(final, name, calibration)
+    with open(os.path.join(out_dir, f"{name}.tflite"), "wb") as f:
+        f.write(flatbuffer)
+    timings[f"convert_{name}_s"] = time.perf_counter() - t
+    if name == "full_int8":
+        int8_accuracy = _tflite_accuracy(flatbuffer, *evaluation)
+        timings["quantize_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded = tf_keras.models.load_model(final_dir, compile=False)
+    with open(os.path.join(out_dir, f"{name}-bare.tflite"), "wb") as f:
+        f.write(_convert(loaded, name, calibration))
+    timings[f"bare_{name}_s"] = time.perf_counter() - t
+    return timings, int8_accuracy
 
 
 def _split(examples_dir: str, split: str, shape):
@@ -442,99 +481,6 @@ def run_case(case_name: str, work: str) -> dict:
 def run(work_dir: str, cases=tuple(CASES)) -> dict:
     """Every case (``make bench``): the 0.35 model of issue 20, then MobileNetV2 1.0 at 224."""
     return {name: run_case(name, os.path.join(work_dir, name)) for name in cases}
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(headers, rows) -> list[str]:
-    return [_row(headers), _row(["---"] * len(headers)), *[_row(r) for r in rows]]
-
-
-def render_section(section: dict, number: int) -> list[str]:
-    """RESULTS.md lines for the section (one set of tables per case)."""
-    lines = [f"## {number}. MobileNetV2 through the pipeline (benchmarks/mobilenet.py)", ""]
-    if "error" in section:
-        return [*lines, f"Failed: {section['error']}", ""]
-    lines += [
-        "Issue 20's generic config (prune 0.6, cluster 16, float32 / dynamic-range / full-int8 "
-        "candidates, a 2-point gate, a serving push) on a flat MobileNetV2 with a 10-class head, "
-        "on the digits scaled up to the input size. Step wall times from ML Metadata, split by "
-        "where the time went (benchmarks/step_phases.py); `orchestration` is the rest (driver, "
-        "ML Metadata, publishing). The by-hand side runs the same prune -> cluster -> int8 with "
-        "tfmot and the TFLite converter in a fresh process; `bare` is loading the clustered "
-        "model, converting it and writing the file, by hand.",
-        "",
-    ]
-    for name, case in section.items():
-        if not isinstance(case, dict) or "steps" not in case:
-            continue
-        c, inputs = case["case"], case["inputs"]
-        verdict = "met" if case["chain_ratio"] <= case["chain_ratio_target"] else "NOT met"
-        worst = max(case["quantizer_vs_bare_conversion"].values(), default=0)
-        bare_verdict = "met" if worst <= case["quantizer_vs_bare_target"] else "NOT met"
-        lines += [
-            f"### {name}: alpha {c['alpha']}, {c['size']}x{c['size']}x3, "
-            f"{inputs['parameters']:,} parameters, {inputs['layers']} layers",
-            "",
-            f"{inputs['train_examples']} train / {inputs['eval_examples']} eval examples, "
-            f"{c['fine_tune_epochs']} fine-tuning epoch(s) per step, batch {c['batch_size']}; "
-            f"the input model's eval accuracy {fmt_percent(inputs.get('eval_accuracy'), 1)} "
-            f"({c['train_epochs']} training epochs; 0: random weights, timing only). Load "
-            f"average (1 min) {case['load_average_1m'][0]} before, {case['load_average_1m'][1]} "
-            "after.",
-            "",
-            *_table(
-                ["step", "wall (s)", "load", "convert", "work", "save", "measure", "orchestration"],
-                [
-                    [
-                        step,
-                        t["wall_s"],
-                        t.get("load", 0),
-                        t.get("convert", 0),
-                        t.get("work", 0),
-                        t.get("save", 0),
-                        t.get("measure", 0),
-                        t["orchestration"],
-                    ]
-                    for step, t in case["steps"].items()
-                ],
-            ),
-            "",
-            f"**Prune -> cluster -> int8: pipeline {case['chain_s']['pipeline']} s, by hand "
-            f"{case['chain_s']['hand']} s: {case['chain_ratio']}x** (target <= "
-            f"{case['chain_ratio_target']}x: {verdict}). Each PTQ Quantizer step over the bare "
-            "conversion of the same model: "
-            + ", ".join(f"{k} {v}x" for k, v in case["quantizer_vs_bare_conversion"].items())
-            + f" (target <= {case['quantizer_vs_bare_target']}x: {bare_verdict}).",
-            "",
-            *_table(
-                [
-                    "model",
-                    "eval accuracy",
-                    "size (bytes)",
-                    "gzip (bytes)",
-                    "p50 ms",
-                    "p95 ms",
-                    "verdict",
-                ],
-                [
-                    [
-                        model,
-                        fmt_percent(m["accuracy"], 1),
-                        f"{m['raw_bytes']:,}" if m["raw_bytes"] else "-",
-                        f"{m['gzip_bytes']:,}" if m["gzip_bytes"] else "-",
-                        fmt_ms(m["p50_ms"], 4),
-                        fmt_ms(m["p95_ms"], 4),
-                        m["verdict"],
-                    ]
-                    for model, m in case["candidates"].get("models", {}).items()
-                ],
-            ),
-            "",
-        ]
-    return lines
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks import markdown
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -197,30 +199,10 @@ def run(reference_dir: str, work_dir: str, runs: int = 2000) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--side", choices=("hand", "pipeline"), help="run one side (a child)")
-    parser.add_argument("--reference", required=True, help="dir with examples/ and model/")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    if args.side == "pipeline":
-        result = run_pipeline_side(args.reference, args.out)
-    elif args.side == "hand":
-        from benchmarks import hand_recipe
-
-        result = hand_recipe.run(args.reference, args.out, skip_keras_autograph=True)
-    else:
-        result = run(args.reference, args.out)
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-def render(section: dict, number: int) -> list[str]:
+def render_section(section: dict, number: int) -> list[str]:
     """The RESULTS.md section: one row per recipe, then the targets, met or not."""
+    if "error" in section:
+        return markdown.failed(f"## {number}. Recipes as candidates", section["error"])
     models = section["models"]
     decision = section["decision"]
     rows = []
@@ -261,7 +243,7 @@ def render(section: dict, number: int) -> list[str]:
         f"using it). The whole `tfxopt run` process took {section['pipeline_wall_s']:.1f} s for "
         f"all recipes; the hand recipe {section['hand_wall_s']:.1f} s for one.",
         "",
-        *_table(
+        *markdown.table(
             [
                 "model",
                 "gzip bytes",
@@ -293,8 +275,23 @@ def render(section: dict, number: int) -> list[str]:
     ]
 
 
-def _table(headers, rows) -> list[str]:
-    def row(cells):
-        return "| " + " | ".join(str(c) for c in cells) + " |"
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--side", choices=("hand", "pipeline"), help="run one side (a child)")
+    parser.add_argument("--reference", required=True, help="dir with examples/ and model/")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.side == "pipeline":
+        result = run_pipeline_side(args.reference, args.out)
+    elif args.side == "hand":
+        from benchmarks import hand_recipe
 
-    return [row(headers), row(["---"] * len(headers)), *[row(r) for r in rows]]
+        result = hand_recipe.run(args.reference, args.out, skip_keras_autograph=True)
+    else:
+        result = run(args.reference, args.out)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks import markdown
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -189,6 +191,62 @@ def run(reference_dir: str, work_dir: str, sizes=SIZES) -> dict:
             rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3
         )
     return out
+
+
+def render_section(section: dict, number: int) -> list[str]:
+    """The RESULTS.md lines of this section: one row per size, then the fitted costs."""
+    if "error" in section:
+        return markdown.failed(f"## {number}. Evaluator scaling", section["error"])
+    return [
+        f"## {number}. Evaluator scaling",
+        "",
+        f"{section['what']}; eval splits drawn from the reference eval split with jitter "
+        f"(sigma {section['jitter_sigma']}). Each size in a fresh process, after a 64-example "
+        "warm-up run.",
+        "",
+        *markdown.table(
+            [
+                "examples",
+                "seconds",
+                "examples/s",
+                "us/example",
+                "RSS before (MB)",
+                "peak RSS (MB)",
+                "peak growth (MB)",
+                "warm-up run (s)",
+            ],
+            [
+                [
+                    f"{r['examples']:,}",
+                    r["seconds"],
+                    r["examples_per_s"],
+                    r["us_per_example"],
+                    r["rss_before_mb"],
+                    r["peak_rss_mb"],
+                    r["peak_growth_mb"],
+                    r.get("warmup_run_seconds", "-"),
+                ]
+                for r in section["rows"]
+            ],
+        ),
+        "",
+        _fit_sentence(section),
+        "",
+    ]
+
+
+def _fit_sentence(section: dict) -> str:
+    fit = section.get("fit", {})
+    return (
+        f"A least-squares fit of seconds = fixed + n x per-example over the sizes gives "
+        f"{fit.get('fixed_s')} s fixed and {fit.get('us_per_example')} us per example (largest "
+        f"residual {fit.get('max_residual_pct')}% of a size's time). Marginal cost between the "
+        f"two largest sizes: {section.get('marginal_us_per_example')} us per example. "
+        f"Throughput largest/smallest: {section.get('throughput_ratio_largest_vs_smallest')}x "
+        "(the smallest split still carries each run's fixed cost: building and starting the Beam "
+        "pipeline); peak RSS largest/smallest: "
+        f"{section.get('peak_rss_ratio_largest_vs_smallest')}x."
+    )
 
 
 def main(argv=None) -> int:

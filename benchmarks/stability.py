@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 
+from benchmarks import markdown
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -90,6 +92,38 @@ def run(reference_dir: str, work_dir: str, repeats: int = REPEATS, runs: int = T
             stat: spread([m[f"{stat}_ms"] for m in measurements]) for stat in ("p50", "p95")
         }
     return out
+
+
+def render_section(section: dict, number: int) -> list[str]:
+    """The RESULTS.md lines of this section: p50 and p95 of five measurements, two ways."""
+    title = f"## {number}. Latency measurement stability"
+    if "error" in section:
+        return markdown.failed(title, section["error"])
+    rows = []
+    for where in ("in_one_process", "fresh_processes"):
+        for stat in ("p50", "p95"):
+            v = section[where][stat]
+            rows.append(
+                [
+                    where.replace("_", " "),
+                    stat,
+                    ", ".join(f"{x:.4f}" for x in v["values"]),
+                    f"{v['median']:.4f}",
+                    f"{v['range_pct_of_median']}%",
+                    f"{v['cv_pct']}%",
+                ]
+            )
+    return [
+        title,
+        "",
+        f"{section['what']}: {section['timed_runs']} timed runs after {section['warmup_runs']} "
+        "warm-up, 5 measurements in one process, then 5 in fresh processes.",
+        "",
+        *markdown.table(
+            ["where", "statistic", "5 measurements (ms)", "median", "range/median", "CV"], rows
+        ),
+        "",
+    ]
 
 
 def main(argv=None) -> int:

@@ -101,14 +101,14 @@ STALL_AFTER_EXAMPLES = 32
 def _stall_mid_accuracy_pass(marker: str) -> None:
     """Stalls inside the Evaluator's Beam accuracy pass once STALL_AFTER_EXAMPLES were predicted.
 
-    Wraps ``accuracy.outcome_columns``, which ``PredictFn.process`` calls for each model and batch
+    Wraps ``outcomes.outcome_columns``, which ``PredictFn.process`` calls for each model and batch
     after the models ran on it: by then Beam has read and batched the eval split and the DoFn has
     loaded the models and predicted at least that many examples. The in-memory DirectRunner runs
     the DoFn in this process, so the SIGKILL lands mid-pass.
     """
-    from components.evaluator import accuracy
+    from components.evaluator import outcomes as outcomes_lib
 
-    real_outcomes = accuracy.outcome_columns
+    real_outcomes = outcomes_lib.outcome_columns
     seen = {"examples": 0}
 
     def outcomes(preds, labels, settings):
@@ -118,7 +118,7 @@ def _stall_mid_accuracy_pass(marker: str) -> None:
             _stall(marker, "evaluator.accuracy")
         return result
 
-    accuracy.outcome_columns = outcomes
+    outcomes_lib.outcome_columns = outcomes
 
 
 def _stall_mid_serving_file(marker: str) -> None:

@@ -2,7 +2,7 @@
 
 import time
 
-from benchmarks import mobilenet, step_phases
+from benchmarks import mobilenet, mobilenet_report, step_phases
 
 
 def test_recorder_counts_a_nested_call_once():
@@ -64,11 +64,11 @@ def _case():
 
 
 def test_results_section_states_the_targets_and_whether_they_were_met():
-    page = "\n".join(mobilenet.render_section({"mobilenet_v2_035_32": _case()}, number=5))
+    page = "\n".join(mobilenet_report.render_section({"mobilenet_v2_035_32": _case()}, number=5))
     assert "## 5. MobileNetV2" in page
     assert "pipeline 13.0 s, by hand 10.0 s: 1.3x** (target <= 1.3x: met)" in page
     assert "dynamic_range 2.5x (target <= 2.0x: NOT met)" in page
     assert "| Pruner | 10.0 | 2.0 | 0.0 | 6.0 | 1.0 | 0.5 | 0.5 |" in page
     assert "| baseline | 90.0% | 10 | 9 | 0.1000 | 0.2000 | baseline |" in page
-    failed = mobilenet.render_section({"error": "RuntimeError: boom"}, number=5)
+    failed = mobilenet_report.render_section({"error": "RuntimeError: boom"}, number=5)
     assert "Failed: RuntimeError: boom" in failed

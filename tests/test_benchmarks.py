@@ -73,8 +73,48 @@ def test_results_markdown_renders_every_section():
         assert f"**Overhead ratio (same steps): {results['overhead']['overhead_ratio']}x**" in page
 
 
+def test_committed_results_md_is_what_results_json_renders():
+    """RESULTS.md is generated: byte for byte what render_markdown makes of results.json, plus
+    the hand-written notes ``benchmarks.run`` keeps at its end."""
+    from benchmarks.run import NOTES_HEADING, RESULTS_JSON, RESULTS_MD, render_markdown
+
+    if not (os.path.exists(RESULTS_JSON) and os.path.exists(RESULTS_MD)):
+        pytest.skip("no benchmarks/results.json yet (make bench writes it)")
+    with open(RESULTS_JSON) as f:
+        page = render_markdown(json.load(f))
+    with open(RESULTS_MD) as f:
+        committed = f.read()
+    if NOTES_HEADING in committed:
+        page += "\n" + committed[committed.index(NOTES_HEADING) :]
+    assert committed == page
+
+
+def test_every_section_renders_its_failure():
+    from benchmarks.run import SECTIONS, render_markdown
+
+    results = {
+        "generated_at": "2026-01-01T00:00:00",
+        "machine": {
+            "nproc": 2,
+            "cpu_model": "cpu",
+            "avx512_vnni": False,
+            "avx2": True,
+            "memory_gb": 8,
+            "kernel": "k",
+            "python": "3.10",
+            "tensorflow": "2.16",
+            "load_average_at_start": [3.0],
+        },
+        **{name: {"error": f"{name} broke"} for name in SECTIONS},
+    }
+    page = render_markdown(results)
+    assert "no (AVX2 only)" in page and "The machine was shared" in page
+    for number, name in enumerate(SECTIONS, start=1):
+        assert f"## {number}. " in page and f"Failed: {name} broke" in page
+
+
 def test_throughput_ratios_and_markdown():
-    from benchmarks.evaluator_throughput import ratios, render_markdown
+    from benchmarks.evaluator_throughput import ratios, render_section
 
     rows = [
         {
@@ -95,13 +135,15 @@ def test_throughput_ratios_and_markdown():
     out = ratios(rows)
     assert out["1000"] == {"ours_vs_bare": 0.5, "ours_vs_tfma": 4.0}
     assert out["100000"] == {}  # nothing to compare with at that size
-    page = "\n".join(render_markdown({"what": "x.", "bare_batch": 32, "rows": rows, "ratios": out}))
+    section = {"what": "x.", "bare_batch": 32, "rows": rows, "ratios": out}
+    page = "\n".join(render_section(section, 6))
+    assert page.startswith("## 6. Evaluator throughput")
     assert "| 1,000 | 0.5 | 4.0 | - | - |" in page
-    assert render_markdown(None) == []
+    assert render_section({"error": "boom"}, 6)[2] == "Failed: boom"
 
 
 def test_recipes_benchmark_drop_interval_and_targets():
-    from benchmarks.recipes import _targets, paired_drop_ci, render
+    from benchmarks.recipes import _targets, paired_drop_ci, render_section
 
     rng = np.random.default_rng(0)
     base = rng.random(360) < 0.99
@@ -147,6 +189,6 @@ def test_recipes_benchmark_drop_interval_and_targets():
         "pipeline_wall_s": 100.0,
         "hand_wall_s": 20.0,
     }
-    text = "\n".join(render(section, 5))
+    text = "\n".join(render_section(section, 5))
     assert "`small` **(blessed)**" in text and "Size target" in text
     assert text.count("**met**") == 2

@@ -142,7 +142,7 @@ def test_beam_accuracy_equals_in_memory_accuracy(reference_data, reference_candi
 
     from components.common import examples as examples_lib
     from components.common.tflite import TFLiteModel
-    from components.evaluator import accuracy, models
+    from components.evaluator import accuracy, models, outcomes
 
     examples = reference_data["examples"]
     baseline = models.prepare(
@@ -178,7 +178,7 @@ def test_beam_accuracy_equals_in_memory_accuracy(reference_data, reference_candi
     )
     # Per example, matched by the digest of the serialized example.
     keys = [
-        accuracy.example_key(s)
+        outcomes.example_key(s)
         for s in examples_lib.iter_serialized(examples_lib.split_files(examples, "eval"))
     ]
     rows = {r["key"]: r for r in accuracy.read_per_example(result["per_example_dir"])}
@@ -530,7 +530,7 @@ def test_a_broken_baseline_fails_before_heavy_work_and_leaves_outputs_empty(
 
 
 def test_external_latency_that_is_broken_or_for_other_bytes_fails_closed(tmp_path):
-    from components.evaluator import evaluator
+    from components.evaluator import latency_sources
     from components.evaluator.config import EvaluatorConfig
     from components.evaluator.models import PreparedModel
 
@@ -542,8 +542,8 @@ def test_external_latency_that_is_broken_or_for_other_bytes_fails_closed(tmp_pat
     config = EvaluatorConfig.parse(
         {"rules": {"min_speedup": 1.0}, "latency": {"external_path": str(tmp_path / "no.json")}}
     )
-    external = evaluator.external_latency(config, None)
-    cand, base, notes = evaluator.choose_latency("c", measured, external, prepared, config)
+    external = latency_sources.external_latency(config, None)
+    cand, base, notes = latency_sources.choose_latency("c", measured, external, prepared, config)
     assert cand is None and base is None  # configured but missing: no silent fallback
     assert "does not exist" in notes[0]
 
@@ -557,12 +557,12 @@ def test_external_latency_that_is_broken_or_for_other_bytes_fails_closed(tmp_pat
     config = EvaluatorConfig.parse(
         {"rules": {"min_speedup": 1.0}, "latency": {"external_path": str(tmp_path / "lat.json")}}
     )
-    external = evaluator.external_latency(config, None)
-    cand, base, notes = evaluator.choose_latency("c", measured, external, prepared, config)
+    external = latency_sources.external_latency(config, None)
+    cand, base, notes = latency_sources.choose_latency("c", measured, external, prepared, config)
     assert cand["source"].startswith("measured")  # auto: falls back to this step's figures
     assert "other bytes" in notes[0]
     strict = config.model_copy(
         update={"latency": config.latency.model_copy(update={"source": "external"})}
     )
-    cand, base, _ = evaluator.choose_latency("c", measured, external, prepared, strict)
+    cand, base, _ = latency_sources.choose_latency("c", measured, external, prepared, strict)
     assert cand is None and base["p95_ms"] == 2.0

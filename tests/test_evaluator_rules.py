@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.common.errors import ConfigError
-from components.evaluator import accuracy, rules
+from components.evaluator import outcomes, paired, rules
 from components.evaluator.config import THRESHOLD_RULES, EvaluatorConfig
 from components.evaluator.latency import parse_benchmark_model_output
 
@@ -59,27 +59,27 @@ def test_every_threshold_rule_maps_to_a_metric():
 def test_wald_interval_and_mcnemar_against_a_hand_example():
     # 100 examples: the baseline alone is right on 10, the candidate alone on 2.
     # drop = 8/100; var = (12 - 64/100) / 100^2 = 0.001136; half = 1.959964 * 0.033705 = 0.066060
-    lo, hi = rules.paired_wald_interval(10, 2, 100, 0.95)
+    lo, hi = paired.paired_wald_interval(10, 2, 100, 0.95)
     assert lo == pytest.approx(0.08 - 0.066060, abs=1e-5)
     assert hi == pytest.approx(0.08 + 0.066060, abs=1e-5)
     # exact McNemar: 2 * P(X <= 2 | Binomial(12, 1/2)) = 2 * (1 + 12 + 66) / 4096
-    assert rules.mcnemar_exact_p(10, 2) == pytest.approx(158 / 4096)
-    assert rules.mcnemar_exact_p(0, 0) == 1.0
-    assert rules.mcnemar_exact_p(5, 5) == 1.0
+    assert paired.mcnemar_exact_p(10, 2) == pytest.approx(158 / 4096)
+    assert paired.mcnemar_exact_p(0, 0) == 1.0
+    assert paired.mcnemar_exact_p(5, 5) == 1.0
 
 
 def test_bootstrap_interval_is_deterministic_and_agrees_with_wald_and_example_resampling():
     table = {"n11": 330, "n10": 12, "n01": 4, "n00": 14}
-    a = rules.bootstrap_drop_interval(table, 0.95, 4000, seed=7)
-    b = rules.bootstrap_drop_interval(table, 0.95, 4000, seed=7)
+    a = paired.bootstrap_drop_interval(table, 0.95, 4000, seed=7)
+    b = paired.bootstrap_drop_interval(table, 0.95, 4000, seed=7)
     assert a == b
-    wald = rules.paired_wald_interval(12, 4, 360, 0.95)
+    wald = paired.paired_wald_interval(12, 4, 360, 0.95)
     assert a["drop"][0] == pytest.approx(wald[0], abs=0.006)
     assert a["drop"][1] == pytest.approx(wald[1], abs=0.006)
     # Resampling the cells is resampling the examples: compare with an explicit bootstrap.
     base = np.array([1] * 342 + [0] * 18)
     cand = np.array([1] * 330 + [0] * 12 + [1] * 4 + [0] * 14)
-    assert rules.paired_table(base, cand) == table
+    assert paired.paired_table(base, cand) == table
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 360, size=(4000, 360))
     drops = base[idx].mean(axis=1) - cand[idx].mean(axis=1)
@@ -90,21 +90,21 @@ def test_bootstrap_interval_is_deterministic_and_agrees_with_wald_and_example_re
 def test_regression_interval_hand_example_and_methods_agree():
     base = np.array([1.0, 2.0, 3.0, 4.0])
     cand = np.array([2.0, 2.0, 4.0, 4.0])  # per-example increase 1, 0, 1, 0: mean 0.5
-    lo, hi = rules.regression_interval(base, cand, "mae", 0.95, "wald", 100, 0)
+    lo, hi = paired.regression_interval(base, cand, "mae", 0.95, "wald", 100, 0)
     # sd of (1, 0, 1, 0) with ddof=1 = 0.57735; half = 1.959964 * 0.57735 / 2 = 0.565795
     assert (lo, hi) == pytest.approx((0.5 - 0.565795, 0.5 + 0.565795), abs=1e-5)
     rng = np.random.default_rng(0)
     base = np.abs(rng.normal(0, 1, 2000))
     cand = base + np.abs(rng.normal(0.1, 0.2, 2000))
     for metric, values in (("mae", (base, cand)), ("rmse", (base**2, cand**2))):
-        wald = rules.regression_interval(*values, metric, 0.9, "wald", 1000, 0)
-        boot = rules.regression_interval(*values, metric, 0.9, "bootstrap", 1000, 0)
+        wald = paired.regression_interval(*values, metric, 0.9, "wald", 1000, 0)
+        boot = paired.regression_interval(*values, metric, 0.9, "bootstrap", 1000, 0)
         assert boot == pytest.approx(wald, abs=0.01)
 
 
 def test_classification_comparison_and_resolution_warnings():
     config = cfg(rules={"max_accuracy_drop_points": 0.2})
-    comp = rules.classification_comparison(
+    comp = paired.classification_comparison(
         {"n11": 340, "n10": 3, "n01": 1, "n00": 16}, 343 / 360, config
     )
     assert comp["drop_points"] == pytest.approx(100 * 2 / 360)
@@ -115,7 +115,7 @@ def test_classification_comparison_and_resolution_warnings():
     assert "one eval example is 0.278 points" in text  # 0.2 points cannot be resolved by 360
     assert "too few to resolve it" in text
     # A drop far beyond the threshold is a firm verdict: no "uncertain" warning.
-    far = rules.classification_comparison(
+    far = paired.classification_comparison(
         {"n11": 280, "n10": 70, "n01": 0, "n00": 10},
         350 / 360,
         cfg(rules={"max_accuracy_drop_points": 1.0}),
@@ -125,7 +125,7 @@ def test_classification_comparison_and_resolution_warnings():
 
 def test_identical_predictions_do_not_claim_a_zero_width_interval():
     config = cfg(rules={"max_accuracy_drop_points": 1.0})
-    comp = rules.classification_comparison(
+    comp = paired.classification_comparison(
         {"n11": 353, "n10": 0, "n01": 0, "n00": 7}, 353 / 360, config
     )
     # 1 - 0.025 ** (1 / 360) = 1.0195%: 360 examples cannot show a 1-point drop is excluded.
@@ -328,20 +328,20 @@ def test_selection_objectives_and_deterministic_tie_break():
 def test_outcomes_top_k_loss_and_combining():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
     labels = np.array([0, 1, 2])
-    settings_ = accuracy.AccuracySettings(top_k=2, compute_loss=True)
-    out = accuracy.outcomes(probs, labels, settings_)
+    settings_ = outcomes.AccuracySettings(top_k=2, compute_loss=True)
+    out = outcomes.outcomes(probs, labels, settings_)
     assert [o["correct"] for o in out] == [1, 0, 0]
     assert [o["top_k"] for o in out] == [1, 1, 0]
     assert out[1]["loss"] == pytest.approx(-math.log(0.3))
     logits = np.log(probs)
-    from_logits = accuracy.outcomes(
-        logits, labels, accuracy.AccuracySettings(compute_loss=True, from_logits=True)
+    from_logits = outcomes.outcomes(
+        logits, labels, outcomes.AccuracySettings(compute_loss=True, from_logits=True)
     )
     assert [o["loss"] for o in from_logits] == pytest.approx([o["loss"] for o in out])
     with pytest.raises(Exception, match="class ids"):
-        accuracy.outcomes(probs, np.array([0, 1, 3]), settings_)
-    reg = accuracy.outcomes(
-        np.array([[1.5], [2.0]]), np.array([1, 4]), accuracy.AccuracySettings(task="regression")
+        outcomes.outcomes(probs, np.array([0, 1, 3]), settings_)
+    reg = outcomes.outcomes(
+        np.array([[1.5], [2.0]]), np.array([1, 4]), outcomes.AccuracySettings(task="regression")
     )
     assert reg == [{"abs_err": 0.5, "sq_err": 0.25}, {"abs_err": 2.0, "sq_err": 4.0}]
 
@@ -352,12 +352,12 @@ def test_outcomes_top_k_loss_and_combining():
     empty = {"examples": 0, "models": {}, "paired": {}}
     whole = empty
     for row in rows:
-        whole = accuracy.add_row(whole, row)
+        whole = outcomes.add_row(whole, row)
     halves = [{"examples": 0, "models": {}, "paired": {}} for _ in range(2)]
     for i, row in enumerate(rows):
-        accuracy.add_row(halves[i % 2], row)
-    assert accuracy.merge(halves) == accuracy.merge([whole])
-    result = accuracy.finalize(whole, accuracy.AccuracySettings())
+        outcomes.add_row(halves[i % 2], row)
+    assert outcomes.merge(halves) == outcomes.merge([whole])
+    result = outcomes.finalize(whole, outcomes.AccuracySettings())
     assert result["models"]["baseline"]["top1_accuracy"] == pytest.approx(3 / 5)
     assert result["paired"]["q"] == {"n11": 1, "n10": 2, "n01": 1, "n00": 1}
 
@@ -377,24 +377,24 @@ def test_outcomes_top_k_loss_and_combining():
 def test_batches_of_columns_sum_and_round_trip_as_per_example_rows(task, preds, labels):
     """The numpy batch path (what the Beam pass runs) adds up to the per-example rows, and the
     written JSON line of a batch reads back as those rows."""
-    settings_ = accuracy.AccuracySettings(task=task, top_k=2 if task == "classification" else None)
+    settings_ = outcomes.AccuracySettings(task=task, top_k=2 if task == "classification" else None)
     preds, labels = np.array(preds), np.array(labels)
-    base = accuracy.outcome_columns(preds, labels, settings_)
-    cand = accuracy.outcome_columns(preds[::-1].copy(), labels, settings_)
+    base = outcomes.outcome_columns(preds, labels, settings_)
+    cand = outcomes.outcome_columns(preds[::-1].copy(), labels, settings_)
     keys = [f"k{i}" for i in range(len(labels))]
     batch = {
         "keys": keys,
         "labels": labels,
         "outcomes": {"baseline": base, "q": cand, "bad": {"error": "boom"}},
     }
-    by_batch = accuracy.add_batch({"examples": 0, "models": {}, "paired": {}}, batch)
-    rows = accuracy.rows_of_batch(json.loads(accuracy.batch_to_json(batch)))
+    by_batch = outcomes.add_batch({"examples": 0, "models": {}, "paired": {}}, batch)
+    rows = outcomes.rows_of_batch(json.loads(outcomes.batch_to_json(batch)))
     assert [r["key"] for r in rows] == keys
-    assert [r["outcomes"]["baseline"] for r in rows] == accuracy.outcomes(preds, labels, settings_)
+    assert [r["outcomes"]["baseline"] for r in rows] == outcomes.outcomes(preds, labels, settings_)
     assert all(r["outcomes"]["bad"] == {"error": "boom"} for r in rows)
     by_row = {"examples": 0, "models": {}, "paired": {}}
     for row in rows:
-        accuracy.add_row(by_row, row)
+        outcomes.add_row(by_row, row)
     assert by_batch["models"].keys() == by_row["models"].keys()
     for name in by_row["models"]:
         for key, value in by_row["models"][name].items():

@@ -1,6 +1,5 @@
 """Model and Examples inputs: layouts accepted, and clear errors for bad ones before heavy work."""
 
-
 import numpy as np
 import pytest
 

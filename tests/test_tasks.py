@@ -352,7 +352,7 @@ def test_evaluator_task_moves_to_data_task_and_rules_must_fit():
 
 
 def test_score_drop_interval_for_fractional_outcomes():
-    from components.evaluator import rules
+    from components.evaluator import paired, rules
     from components.evaluator.config import EvaluatorConfig
 
     config = EvaluatorConfig.parse(
@@ -365,7 +365,7 @@ def test_score_drop_interval_for_fractional_outcomes():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.8, 1.0, 200)
     cand = base - 0.05 + rng.normal(0, 0.01, 200)
-    comparison = rules.score_comparison(base, cand, float(base.mean()), config)
+    comparison = paired.score_comparison(base, cand, float(base.mean()), config)
     lo, hi = comparison["interval"]["drop_points"]
     assert lo <= comparison["drop_points"] <= hi and 4 < comparison["drop_points"] < 6
     metrics = rules.derive_metrics(

@@ -2,12 +2,13 @@
 
 :func:`evaluate` returns the full record written as ``evaluation.json``; :func:`key_numbers` the
 figures stored as artifact properties; :func:`rules_table` a plain-text table of every rule per
-candidate (value, threshold, verdict) for logs and run summaries.
+candidate (value, threshold, verdict) for logs and run summaries. :func:`evaluate` reads as its
+phases: cheap checks, models, accuracy, latency (:mod:`.latency_sources`), judging, the record
+(with the production record of :mod:`.production`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -16,17 +17,17 @@ from collections.abc import Callable
 from components.common import candidate as candidate_lib
 from components.common import examples as examples_lib
 from components.common import model_io
-from components.common.errors import ConfigError, DataError, ModelInputError, TfxOptError
+from components.common.errors import ConfigError, ModelInputError, TfxOptError
 from components.common.examples import DataConfig
 from components.common.numbers import fmt_value as _fmt
-from components.evaluator import accuracy, latency, models, rules
+from components.evaluator import accuracy, latency_sources, models, paired, rules
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.models import BASELINE, ModelRef, PreparedModel
+from components.evaluator.production import production_record, read_production
 
 log = logging.getLogger(__name__)
 
 FORMAT = "tfxopt.evaluation/v1"
-PRODUCTION_FORMAT = "tfxopt.production_metrics/v1"
 
 
 def validate_names(names: list[str]) -> None:
@@ -76,56 +77,6 @@ def check_latency_sources(config: EvaluatorConfig, has_latency_report: bool) -> 
         raise ConfigError("evaluator.latency.source is 'measured' but latency.measure is false")
 
 
-def read_production(config: EvaluatorConfig) -> tuple[str, dict | None, str | None]:
-    """The production record: (state, record, note).
-
-    state: ``not_configured``, ``available``, ``absent_optional``, ``absent_required`` or
-    ``invalid``. The record format is what :func:`production_record` writes.
-    """
-    path = config.production.metrics_path
-    if not path:
-        return "not_configured", None, None
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        if config.production.required:
-            return "absent_required", None, f"production metrics {path!r} missing (required)"
-        return "absent_optional", None, f"no production metrics at {path!r} yet (optional)"
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            record = json.load(f)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, OSError) as e:
-        return "invalid", None, f"production metrics {path!r} unreadable: {e}"
-    return "available", record, f"compared with production metrics at {path!r}"
-
-
-def production_record(candidate: dict, config: EvaluatorConfig, eval_split: str) -> dict:
-    """What a Pusher records at its destination for the model it pushes (and this gate reads)."""
-    acc = candidate.get("accuracy") or {}
-    lat = candidate.get("latency_used") or {}
-    size = candidate.get("size") or {}
-    record = {
-        "format": PRODUCTION_FORMAT,
-        "model_name": candidate["name"],
-        "flavour": candidate.get("flavour"),
-        "sha256": candidate.get("sha256"),
-        "accuracy": acc.get(rules.task_metric(config)) if config.task != "regression" else None,
-        "mae": acc.get("mae"),
-        "rmse": acc.get("rmse"),
-        "eval_split": eval_split,
-        "eval_examples": acc.get("examples"),
-        "latency_source": lat.get("source"),
-        "size_bytes": size.get("raw_bytes"),
-        "size_gzip_bytes": size.get("gzip_bytes"),
-    }
-    for key in latency.STAT_KEYS:
-        if key in lat:
-            record[f"latency_{key}"] = lat[key]
-    return {k: v for k, v in record.items() if v is not None}
-
-
 def _profile_numbers(profile_uri: str | None) -> dict | None:
     if not profile_uri:
         return None
@@ -137,81 +88,6 @@ def _profile_numbers(profile_uri: str | None) -> dict | None:
         return profiler.key_numbers(properties.read_json(profile_uri, PROFILE_FILE))
     except Exception as e:  # noqa: BLE001 - a profile is context, never a verdict
         return {"error": f"profile at {profile_uri!r} unreadable: {e}"[:300]}
-
-
-def _first_example(examples_uri: str, split: str, inputs: accuracy.EvalInputs):
-    first = next(examples_lib.iter_serialized(examples_lib.split_files(examples_uri, split)))
-    x, _ = accuracy.make_parser(inputs)([first])
-    return x
-
-
-def external_latency(config: EvaluatorConfig, latency_report_uri: str | None) -> dict:
-    """Merged external figures: name -> figures with their source; errors noted, never raised."""
-    merged: dict = {"models": {}, "errors": [], "sources": []}
-    documents = []
-    if latency_report_uri:
-        documents.append(f"{latency_report_uri}/{latency.REPORT_FILE}")
-    if config.latency.external_path:
-        documents.append(config.latency.external_path)  # later entries win per model
-    for path in documents:
-        try:
-            doc = latency.read_latency_file(path)
-        except DataError as e:
-            merged["errors"].append(str(e))
-            continue
-        merged["sources"].append(doc["source"])
-        for name, figures in doc["models"].items():
-            merged["models"][name] = {**figures, "source": f"external: {doc['source']}"}
-    return merged
-
-
-def choose_latency(
-    name: str, measured: dict, external: dict, prepared: dict, config: EvaluatorConfig
-) -> tuple[dict | None, dict | None, list[str]]:
-    """(candidate figures, baseline figures, notes) from one source, so the ratio is fair."""
-    notes = []
-    ext = external["models"]
-
-    def usable(model_name):
-        entry = ext.get(model_name)
-        if entry is None:
-            return None
-        digest = entry.get("sha256")
-        if digest and model_name in prepared and digest != prepared[model_name].sha256:
-            notes.append(
-                f"external latency of {model_name!r} measured other bytes (sha256 "
-                f"{digest[:12]}... vs {prepared[model_name].sha256[:12]}...): not used"
-            )
-            return None
-        return entry
-
-    source = config.latency.source
-    if external["errors"] and source != "measured":
-        notes.extend(f"external latency unusable: {e}" for e in external["errors"])
-        return None, None, notes  # a configured but broken source fails closed, no fallback
-    cand_ext, base_ext = usable(name), usable(BASELINE)
-    if source in ("external", "auto") and cand_ext is not None and base_ext is not None:
-        if cand_ext["source"] == base_ext["source"]:
-            return cand_ext, base_ext, notes
-        notes.append("candidate and baseline external latencies come from different sources")
-        if source == "external":
-            return cand_ext, None, notes
-    if source == "external":
-        notes.append(f"no external latency for {name!r} and the baseline")
-        return cand_ext, base_ext, notes
-    cand = measured.get(name)
-    base = measured.get(BASELINE)
-    if cand is None:
-        return None, None, notes
-    cand = (
-        {**cand, "source": "measured in this step (interleaved)"} if "error" not in cand else None
-    )
-    base = (
-        {**base, "source": "measured in this step (interleaved)"}
-        if base and "error" not in base
-        else None
-    )
-    return cand, base, notes
 
 
 def evaluate(
@@ -237,15 +113,58 @@ def evaluate(
         raised before the heavy work. A candidate that fails is recorded and fails closed.
     """
     started = time.time()
+    _check_request(candidates, examples_uri, data, config, latency_report_uri)
+    base = models.prepare(baseline, config.baseline_flavour, work_dir)
+    task, inputs = resolve_task_and_inputs(baseline.uri, examples_uri, data, config, base)
+    config = config.model_copy(update={"task": task.kind})
+    prepared, entries = _prepare_models(baseline, candidates, base, config, work_dir)
+    split = (examples_uri, data.eval_split, inputs)
+    beam = {"make_pipeline": make_pipeline, "beam_pipeline_args": beam_pipeline_args}
+    acc = _measure_accuracy(prepared, entries, split, task, config, work_dir, **beam)
+    measured = latency_sources.measure(prepared, entries, split, config)
+    external = latency_sources.external_latency(config, latency_report_uri)
+    latency_sources.choose_for_candidates(candidates, entries, measured, external, prepared, config)
+    production = read_production(config)
+    judged = _judge_candidates(candidates, entries, acc, production, config)
+    decision = rules.select(judged, config)
+    log.warning("Evaluator decision: %s", decision["reason"])
+    record = _record(
+        decision,
+        candidates,
+        entries,
+        task,
+        config,
+        (examples_uri, data.eval_split, acc),
+        production,
+        external,
+    )
+    record["wall_time_s"] = time.time() - started
+    return record
+
+
+def _check_request(candidates, examples_uri, data, config, latency_report_uri) -> None:
+    """The cheap checks, before any model is loaded or converted.
+
+    Raises:
+      ConfigError / DataError: no candidate, a bad name, a latency rule without a source, or no
+        eval split.
+    """
     if not candidates:
         raise ConfigError("the Evaluator needs at least one candidate model")
     validate_names([c.name for c in candidates])
     check_latency_sources(config, latency_report_uri is not None)
     examples_lib.split_files(examples_uri, data.eval_split)  # cheap: fails before converting
 
-    base = models.prepare(baseline, config.baseline_flavour, work_dir)
-    task, inputs = resolve_task_and_inputs(baseline.uri, examples_uri, data, config, base)
-    config = config.model_copy(update={"task": task.kind})
+
+def _prepare_models(
+    baseline: ModelRef,
+    candidates: list[ModelRef],
+    base: PreparedModel,
+    config: EvaluatorConfig,
+    work_dir: str,
+) -> tuple[dict[str, PreparedModel], dict[str, dict]]:
+    """(the models to judge by name, one record entry per model): a candidate that failed upstream
+    or does not load has its error in its entry and no prepared model."""
     prepared: dict[str, PreparedModel] = {BASELINE: base}
     entries: dict[str, dict] = {}
     for ref in [baseline, *candidates]:
@@ -263,17 +182,7 @@ def evaluate(
             log.warning("candidate %s failed upstream: %s", ref.name, failure["summary"])
             continue
         try:
-            model = models.prepare(ref, "auto", work_dir)
-            if config.require_saved_model and not models.has_saved_model(ref.uri):
-                raise ModelInputError(
-                    f"{ref.uri!r} has no SavedModel flavour ({model_io.SERVING_DIR}/) and "
-                    "require_saved_model is set (the push goes to TF Serving)"
-                )
-            if model.input_shapes != base.input_shapes:
-                raise ModelInputError(
-                    f"inputs {model.input_shapes} differ from the baseline's {base.input_shapes}"
-                )
-            prepared[ref.name] = model
+            prepared[ref.name] = _prepare_candidate(ref, base, config, work_dir)
         except TfxOptError as e:
             entries[ref.name]["error"] = f"does not load: {e}"
             log.warning("candidate %s fails closed: %s", ref.name, e)
@@ -285,7 +194,43 @@ def evaluate(
             sha256=model.sha256,
             size=models.sizes(model),
         )
+    return prepared, entries
 
+
+def _prepare_candidate(
+    ref: ModelRef, base: PreparedModel, config: EvaluatorConfig, work_dir: str
+) -> PreparedModel:
+    """The candidate's judged flavour, checked against the baseline's inputs.
+
+    Raises:
+      TfxOptError: it does not load, lacks the SavedModel a push needs, or takes other inputs.
+    """
+    model = models.prepare(ref, "auto", work_dir)
+    if config.require_saved_model and not models.has_saved_model(ref.uri):
+        raise ModelInputError(
+            f"{ref.uri!r} has no SavedModel flavour ({model_io.SERVING_DIR}/) and "
+            "require_saved_model is set (the push goes to TF Serving)"
+        )
+    if model.input_shapes != base.input_shapes:
+        raise ModelInputError(
+            f"inputs {model.input_shapes} differ from the baseline's {base.input_shapes}"
+        )
+    return model
+
+
+def _measure_accuracy(
+    prepared: dict[str, PreparedModel],
+    entries: dict[str, dict],
+    split: tuple[str, str, accuracy.EvalInputs],
+    task,
+    config: EvaluatorConfig,
+    work_dir: str,
+    make_pipeline: Callable | None,
+    beam_pipeline_args: list[str] | None,
+) -> dict:
+    """Every prepared model's metrics on the eval split ``(examples_uri, split, inputs)``, in one
+    Beam pass; written into the entries. Returns what :func:`accuracy.run_accuracy` returns."""
+    examples_uri, eval_split, inputs = split
     from_logits = config.loss_from_logits
     if from_logits is None:
         from_logits = task.from_logits
@@ -296,7 +241,7 @@ def evaluate(
     acc = accuracy.run_accuracy(
         list(prepared.values()),
         examples_uri,
-        data.eval_split,
+        eval_split,
         inputs,
         settings,
         work_dir,
@@ -313,93 +258,101 @@ def evaluate(
         entries[name]["accuracy"] = metrics
         if "error" in metrics and name != BASELINE:
             entries[name].setdefault("error", f"accuracy unmeasurable: {metrics['error']}")
+    return acc
 
-    measured: dict = {}
-    if config.latency.measure:
-        sample = latency.sample_input(
-            inputs.input_shapes, _first_example(examples_uri, data.eval_split, inputs)
-        )
-        measured = latency.measure_interleaved(
-            list(prepared.values()),
-            sample,
-            config.latency.warmup_runs,
-            config.latency.timed_runs,
-            config.latency.num_threads,
-        )
-        for name, figures in measured.items():
-            entries[name]["latency_measured"] = figures
-        _latency_failures(measured, entries)
-    external = external_latency(config, latency_report_uri)
-    for name, entry in entries.items():
-        if name in external["models"]:
-            entry["latency_external"] = external["models"][name]
 
-    production_state, production, production_note = read_production(config)
+def _judge_candidates(
+    candidates: list[ModelRef],
+    entries: dict[str, dict],
+    acc: dict,
+    production: tuple[str, dict | None, str | None],
+    config: EvaluatorConfig,
+) -> list[dict]:
+    """Every candidate's comparison, metrics and verdict, written into its entry; returns what
+    :func:`rules.select` reads. Nothing counts for a candidate with an error (fail closed)."""
     base_entry = entries[BASELINE]
     base_acc = base_entry.get("accuracy") or {}
     baseline_problem = base_acc.get("error") or (None if base_acc else "not evaluated")
     judged = []
     for ref in candidates:
         entry = entries[ref.name]
-        cand_lat, base_lat, notes = choose_latency(ref.name, measured, external, prepared, config)
-        entry["latency_used"] = cand_lat
-        entry["baseline_latency_used"] = base_lat
-        entry["notes"] = notes
-        comparison = None
         error = entry.get("error")
         if baseline_problem and error is None:
             error = f"baseline accuracy unmeasurable: {baseline_problem}"
-        if error is None:
-            comparison = _compare(ref.name, entry, base_entry, acc, config)
-        entry["comparison"] = comparison
-        metrics = rules.derive_metrics(
-            {**entry, "latency": cand_lat},
-            {**base_entry, "latency": base_lat},
-            comparison,
-            production,
-            config,
-        )
-        if error is not None:
-            # Nothing measured for a failed candidate counts, whatever figures it has.
-            metrics = {k: (v if k.startswith("baseline_") else None) for k, v in metrics.items()}
-        entry["metrics"] = metrics
-        if entry.get("failure"):
-            verdict = rules.failed_candidate_verdict(entry["failure"]["summary"])
-        else:
-            verdict = rules.judge_candidate(metrics, config, error, production_state)
-        entry.update(verdict)
-        entry["warnings"] = (comparison or {}).get("warnings", []) + notes
-        judged.append({"name": ref.name, **verdict, "metrics": metrics})
+        verdict = _judge(entry, base_entry, error, acc, production, config)
+        judged.append({"name": ref.name, **verdict, "metrics": entry["metrics"]})
         for reason in verdict["rejected_because"]:
             log.warning("candidate %s rejected: %s", ref.name, reason)
+    return judged
 
-    decision = rules.select(judged, config)
+
+def _judge(
+    entry: dict,
+    base_entry: dict,
+    error: str | None,
+    acc: dict,
+    production: tuple[str, dict | None, str | None],
+    config: EvaluatorConfig,
+) -> dict:
+    """One candidate's comparison, metrics and verdict (written into its entry); the verdict."""
+    production_state, production_metrics, _ = production
+    comparison = None
+    if error is None:
+        comparison = _compare(entry["name"], entry, base_entry, acc, config)
+    entry["comparison"] = comparison
+    metrics = rules.derive_metrics(
+        {**entry, "latency": entry["latency_used"]},
+        {**base_entry, "latency": entry["baseline_latency_used"]},
+        comparison,
+        production_metrics,
+        config,
+    )
+    if error is not None:
+        # Nothing measured for a failed candidate counts, whatever figures it has.
+        metrics = {k: (v if k.startswith("baseline_") else None) for k, v in metrics.items()}
+    entry["metrics"] = metrics
+    if entry.get("failure"):
+        verdict = rules.failed_candidate_verdict(entry["failure"]["summary"])
+    else:
+        verdict = rules.judge_candidate(metrics, config, error, production_state)
+    entry.update(verdict)
+    entry["warnings"] = (comparison or {}).get("warnings", []) + entry["notes"]
+    return verdict
+
+
+def _record(
+    decision: dict,
+    candidates: list[ModelRef],
+    entries: dict[str, dict],
+    task,
+    config: EvaluatorConfig,
+    evaluated: tuple[str, str, dict],
+    production: tuple[str, dict | None, str | None],
+    external: dict,
+) -> dict:
+    """The evaluation record; ``evaluated`` is ``(examples_uri, eval split, accuracy result)``.
+
+    ``wall_time_s`` is left for the caller to fill in.
+    """
+    examples_uri, eval_split, acc = evaluated
+    production_state, production_metrics, production_note = production
     selected = decision["selected"]
-    log.warning("Evaluator decision: %s", decision["reason"])
     record = {
         "format": FORMAT,
-        "decision": {
-            **decision,
-            "objective": config.objective,
-            "selected_index": next(
-                (i for i, c in enumerate(candidates) if c.name == selected), None
-            ),
-            "selected_uri": entries[selected]["uri"] if selected else None,
-            "selected_flavour": entries[selected].get("flavour") if selected else None,
-        },
+        "decision": _decision_section(decision, candidates, entries, config),
         "task": task.to_dict(),
         "rules_configured": config.rules.configured(),
         "config": config.model_dump(),
         "eval": {
             "examples_uri": examples_uri,
-            "split": data.eval_split,
+            "split": eval_split,
             "examples": acc["examples"],
             "per_example_dir": acc["per_example_dir"] if config.write_per_example else None,
         },
         "production": {
             "state": production_state,
             "note": production_note,
-            "metrics": production,
+            "metrics": production_metrics,
         },
         "latency_sources": {
             "measured": "in this step, batch 1, interleaved after warm-up"
@@ -408,7 +361,7 @@ def evaluate(
             "external": external["sources"],
             "external_errors": external["errors"],
         },
-        "baseline": base_entry,
+        "baseline": entries[BASELINE],
         "candidates": [entries[c.name] for c in candidates],
         "warnings": [
             f"{c.name}: {w}" for c in candidates for w in entries[c.name].get("warnings", [])
@@ -416,9 +369,22 @@ def evaluate(
         "wall_time_s": None,
     }
     if selected:
-        record["production_record"] = production_record(entries[selected], config, data.eval_split)
-    record["wall_time_s"] = time.time() - started
+        record["production_record"] = production_record(entries[selected], config, eval_split)
     return record
+
+
+def _decision_section(
+    decision: dict, candidates: list[ModelRef], entries: dict[str, dict], config: EvaluatorConfig
+) -> dict:
+    """The decision of :func:`rules.select`, with the objective and where the selected model is."""
+    selected = decision["selected"]
+    return {
+        **decision,
+        "objective": config.objective,
+        "selected_index": next((i for i, c in enumerate(candidates) if c.name == selected), None),
+        "selected_uri": entries[selected]["uri"] if selected else None,
+        "selected_flavour": entries[selected].get("flavour") if selected else None,
+    }
 
 
 def _step_failure(ref: ModelRef) -> dict | None:
@@ -427,22 +393,6 @@ def _step_failure(ref: ModelRef) -> dict | None:
     if failure is None:
         failure = candidate_lib.read_failure(ref.profile_uri)
     return failure
-
-
-def _latency_failures(measured: dict, entries: dict) -> None:
-    """A candidate that cannot run at batch 1 for its latency failed its latency measurement."""
-    for name, figures in measured.items():
-        entry = entries[name]
-        if name == BASELINE or "error" not in figures or entry.get("failure"):
-            continue
-        failure = candidate_lib.failure_record(
-            "latency",
-            "Evaluator",
-            f"batch-1 latency could not be measured: {figures['error']}",
-            detail=f"does not run at batch 1: {figures['error']}"[:160],
-        )
-        entry.update(failure=failure, error=failure["summary"])
-        log.warning("candidate %s fails: %s", name, failure["summary"])
 
 
 def effective_task_key(data: DataConfig, config: EvaluatorConfig) -> str:
@@ -497,15 +447,15 @@ def _compare(name: str, entry: dict, base_entry: dict, acc: dict, config: Evalua
         table = acc["paired"].get(name)
         if not table:
             return None
-        return rules.classification_comparison(table, base_entry["accuracy"][metric], config)
+        return paired.classification_comparison(table, base_entry["accuracy"][metric], config)
     if config.task != "regression":
         base_scores, cand_scores = accuracy.paired_errors(acc["per_example_dir"], name, "score")
-        return rules.score_comparison(
+        return paired.score_comparison(
             base_scores, cand_scores, base_entry["accuracy"][metric], config
         )
     key = "abs_err" if config.regression_metric == "mae" else "sq_err"
     base_errors, cand_errors = accuracy.paired_errors(acc["per_example_dir"], name, key)
-    return rules.regression_comparison(
+    return paired.regression_comparison(
         base_errors, cand_errors, base_entry["accuracy"][config.regression_metric], config
     )
 

@@ -161,55 +161,81 @@ def profile_model(
     started = time.time()
     saved_model_dir, keras_model, task = prepare(model_uri, examples_uri, data)
     record: dict = {"model_uri": model_uri, "config": config.model_dump()}
-
-    # Flatbuffer: the artifact's own TFLite flavour (e.g. quantized), else a float32 conversion.
-    existing = model_io.tflite_path(model_uri)
-    if existing:
-        with open(existing, "rb") as f:
-            flatbuffer = f.read()
-        tflite_source = "artifact"
-    else:
-        flatbuffer = tflite.convert_float32(saved_model_dir)
-        tflite_source = "float32 conversion"
-    record["sizes"] = {
-        "saved_model_bytes": measure.dir_bytes(saved_model_dir),
-        "saved_model_gzip_bytes": measure.gzipped_dir_bytes(saved_model_dir),
-        "tflite_bytes": len(flatbuffer),
-        "tflite_gzip_bytes": measure.gzipped_bytes(flatbuffer),
-        "tflite_source": tflite_source,
-    }
-
+    flatbuffer, tflite_file = _flatbuffer(model_uri, saved_model_dir)
+    record["sizes"] = _sizes(saved_model_dir, flatbuffer, tflite_file)
     runner = _runner(flatbuffer, config.num_threads)  # a flatbuffer that cannot run fails first
-    tflite_weights = [
-        weights_lib.tensor_stats(w["name"], w["values"])
-        for w in tflite.flatbuffer_weights(flatbuffer)
-    ]
-    record["tflite_weights"] = {"summary": weights_lib.summarize(tflite_weights)}
-    if keras_model is not None:
-        stats = weights_lib.keras_weight_stats(keras_model)
-        kernels = weights_lib.kernel_stats(stats)
-        record["parameters"] = {
-            **weights_lib.summarize(stats),
-            "kernels": weights_lib.summarize(kernels),
-            "per_tensor": stats,
-        }
-        compute = flops_lib.model_flops(keras_model)
-        compute["hot_layers"] = flops_lib.hot_layers(compute, config.top_layers)
-        record["compute"] = compute
-    else:
-        record["parameters"] = {
-            **weights_lib.summarize(tflite_weights),
-            "per_tensor": tflite_weights,
-        }
-        record["compute"] = {"note": "not a tf_keras model: FLOPs not counted"}
-
+    record.update(_weights_and_compute(flatbuffer, keras_model, config))
     eval_x = eval_y = None
     if examples_uri is not None and keras_model is not None:
         eval_x, eval_y = examples_lib.load_arrays(
             examples_uri, data.eval_split, data, keras_model, limit=config.max_eval_examples
         )
-
     record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
+    record["latency"] = _latency(runner, saved_model_dir, keras_model, eval_x, config)
+    if config.measure_memory:
+        record["memory"] = _memory_record(
+            flatbuffer, tflite_file, saved_model_dir, config, work_dir
+        )
+    if eval_y is not None:
+        keras_pred = keras_model.predict(eval_x, batch_size=256, verbose=0)
+        tflite_pred = runner.predict_each(eval_x, batch_size=1)
+        record["accuracy"] = accuracy_record(
+            task, np.asarray(keras_pred), tflite_pred, eval_y, data.eval_split
+        )
+    record["wall_time_s"] = time.time() - started
+    return record
+
+
+def _flatbuffer(model_uri: str, saved_model_dir: str) -> tuple[bytes, str | None]:
+    """(flatbuffer, its file): the artifact's own TFLite flavour (e.g. quantized), else a float32
+    conversion of the SavedModel (no file)."""
+    existing = model_io.tflite_path(model_uri)
+    if existing:
+        with open(existing, "rb") as f:
+            return f.read(), existing
+    return tflite.convert_float32(saved_model_dir), None
+
+
+def _sizes(saved_model_dir: str, flatbuffer: bytes, tflite_file: str | None) -> dict:
+    return {
+        "saved_model_bytes": measure.dir_bytes(saved_model_dir),
+        "saved_model_gzip_bytes": measure.gzipped_dir_bytes(saved_model_dir),
+        "tflite_bytes": len(flatbuffer),
+        "tflite_gzip_bytes": measure.gzipped_bytes(flatbuffer),
+        "tflite_source": "artifact" if tflite_file else "float32 conversion",
+    }
+
+
+def _weights_and_compute(flatbuffer: bytes, keras_model, config: ProfilerConfig) -> dict:
+    """The record's ``tflite_weights``, ``parameters`` and ``compute``: parameters and FLOPs from
+    the tf_keras model when there is one, else parameters from the flatbuffer's weights."""
+    tflite_weights = [
+        weights_lib.tensor_stats(w["name"], w["values"])
+        for w in tflite.flatbuffer_weights(flatbuffer)
+    ]
+    out: dict = {"tflite_weights": {"summary": weights_lib.summarize(tflite_weights)}}
+    if keras_model is None:
+        out["parameters"] = {**weights_lib.summarize(tflite_weights), "per_tensor": tflite_weights}
+        out["compute"] = {"note": "not a tf_keras model: FLOPs not counted"}
+        return out
+    stats = weights_lib.keras_weight_stats(keras_model)
+    kernels = weights_lib.kernel_stats(stats)
+    out["parameters"] = {
+        **weights_lib.summarize(stats),
+        "kernels": weights_lib.summarize(kernels),
+        "per_tensor": stats,
+    }
+    compute = flops_lib.model_flops(keras_model)
+    compute["hot_layers"] = flops_lib.hot_layers(compute, config.top_layers)
+    out["compute"] = compute
+    return out
+
+
+def _latency(
+    runner: tflite.TFLiteModel, saved_model_dir: str, keras_model, eval_x, config: ProfilerConfig
+) -> dict:
+    """Batch-1 latency of the flatbuffer, and of the SavedModel's serving signature when the
+    model is a tf_keras model; then the throughput of both at ``throughput_batch_size``."""
     one = _sample_inputs(keras_model, eval_x, 1) if keras_model is not None else None
     if one is None:
         one = tuple(np.zeros(d["shape"], np.float32) for d in runner.input_details)
@@ -219,54 +245,53 @@ def profile_model(
     tflite_ms = measure.time_calls(runner.invoke, config.warmup_runs, config.timed_runs)
     latency = {"tflite_batch1": measure.summarize_ms(tflite_ms)}
     latency["tflite_batch1"]["samples_ms"] = [round(float(v), 5) for v in tflite_ms]
+    if keras_model is None:
+        latency["throughput"] = {"batch_size": config.throughput_batch_size}
+        return latency
+    # The loaded SavedModel must outlive its serving function: keep it until the end.
+    loaded, serving_fn, feeds = _serving_fn(saved_model_dir, keras_model)
+    batch1 = feeds(one)
+    sm_ms = measure.time_calls(lambda: serving_fn(**batch1), config.warmup_runs, config.timed_runs)
+    latency["saved_model_batch1"] = measure.summarize_ms(sm_ms)
+    latency["throughput"] = _throughput(runner, serving_fn, feeds, keras_model, eval_x, config)
+    del loaded
+    return latency
 
-    loaded, serving_fn, feeds = (
-        _serving_fn(saved_model_dir, keras_model) if keras_model else (None, None, None)
-    )
-    if serving_fn is not None:
-        batch1 = feeds(one)
-        sm_ms = measure.time_calls(
-            lambda: serving_fn(**batch1), config.warmup_runs, config.timed_runs
-        )
-        latency["saved_model_batch1"] = measure.summarize_ms(sm_ms)
 
+def _throughput(runner, serving_fn, feeds, keras_model, eval_x, config: ProfilerConfig) -> dict:
+    """Examples per second of the flatbuffer and the serving signature at one batch size."""
     batch = config.throughput_batch_size
     throughput = {"batch_size": batch}
-    if keras_model is not None:
-        many = _sample_inputs(keras_model, eval_x, batch)
-        try:
-            runner.set_inputs(many)
-            ms = measure.time_calls(runner.invoke, 2, config.throughput_runs)
-            throughput["tflite_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
-        except (ValueError, RuntimeError) as e:  # a model frozen to batch 1
-            throughput["tflite_error"] = str(e)[:200]
-        feed = feeds(many)
-        ms = measure.time_calls(lambda: serving_fn(**feed), 2, config.throughput_runs)
-        throughput["saved_model_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
-    latency["throughput"] = throughput
-    record["latency"] = latency
-    del loaded
+    many = _sample_inputs(keras_model, eval_x, batch)
+    try:
+        runner.set_inputs(many)
+        ms = measure.time_calls(runner.invoke, 2, config.throughput_runs)
+        throughput["tflite_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
+    except (ValueError, RuntimeError) as e:  # a model frozen to batch 1
+        throughput["tflite_error"] = str(e)[:200]
+    feed = feeds(many)
+    ms = measure.time_calls(lambda: serving_fn(**feed), 2, config.throughput_runs)
+    throughput["saved_model_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
+    return throughput
 
-    if config.measure_memory:
-        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-            tflite_file = existing
-            if tflite_file is None:
-                tflite_file = os.path.join(tmp, "model.tflite")
-                with open(tflite_file, "wb") as f:
-                    f.write(flatbuffer)
-            record["memory"] = {
-                "tflite": _memory("tflite", tflite_file, config),
-                "saved_model": _memory("saved_model", saved_model_dir, config),
-            }
 
-    if eval_y is not None:
-        keras_pred = keras_model.predict(eval_x, batch_size=256, verbose=0)
-        tflite_pred = runner.predict_each(eval_x, batch_size=1)
-        record["accuracy"] = accuracy_record(
-            task, np.asarray(keras_pred), tflite_pred, eval_y, data.eval_split
-        )
-    record["wall_time_s"] = time.time() - started
-    return record
+def _memory_record(
+    flatbuffer: bytes,
+    tflite_file: str | None,
+    saved_model_dir: str,
+    config: ProfilerConfig,
+    work_dir: str | None,
+) -> dict:
+    """Peak memory of loading and running each flavour, each in a fresh process."""
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        if tflite_file is None:
+            tflite_file = os.path.join(tmp, "model.tflite")
+            with open(tflite_file, "wb") as f:
+                f.write(flatbuffer)
+        return {
+            "tflite": _memory("tflite", tflite_file, config),
+            "saved_model": _memory("saved_model", saved_model_dir, config),
+        }
 
 
 def key_numbers(record: dict) -> dict:
