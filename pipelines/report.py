@@ -20,21 +20,21 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from components.common.keys import (
+    BASELINE,
+    EVALUATION_FILE,
+    EVALUATION_KEY,
+    METADATA_FILE,
+    PROFILE_FILE,
+    PROFILE_KEY,
+    PUSH_FILE,
+    PUSHED_MODEL_KEY,
+)
 from pipelines import report_layers
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "tfxopt.run_report/v1"
-METADATA_FILE = "metadata.sqlite"  # as pipelines.local_runner writes it
-
-BASELINE = "baseline"
-# Output keys and file names of the components whose records the report reads. The executors
-# define them too, but importing an executor imports TFX (seconds); tests/test_report.py checks
-# that these stay equal to theirs.
-PROFILE_KEY = "profile"  # the Profiler's output
-PROFILE_FILE = "profile.json"  # components.profiler.executor.PROFILE_FILE
-PUSHED_MODEL_KEY = "pushed_model"  # the Pusher's output
-PUSH_FILE = "push.json"  # components.pusher.executor.PUSH_FILE
 
 
 # --------------------------------------------------------------------------- reading the run
@@ -503,8 +503,6 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
       ``(summary, extras)``: ``summary`` is what ``summary.json`` holds; ``extras`` maps model
       name -> ``{"latency_samples_ms": [...], "per_layer": {...}}``.
     """
-    from components.evaluator.constants import EVALUATION_FILE, EVALUATION_KEY
-
     producers = _producers(run)
     profiles: dict[str, tuple[str, dict]] = {}  # model uri -> (profiler node, record)
     for step in run.steps:

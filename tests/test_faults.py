@@ -335,7 +335,7 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     driver.wait_stalled(process, marker, PRUNER_ID)
     driver.kill(process)
     assert running_nodes(out) == [PRUNER_ID]  # MLMD still says RUNNING: nobody marked it
-    pruned = os.path.join(out, "pipeline-root", PRUNER_ID, "pruned_model")
+    pruned = os.path.join(out, "pipeline-root", PRUNER_ID, "optimized_model")
     assert not any(os.listdir(os.path.join(pruned, d)) for d in os.listdir(pruned))
     assert not os.path.exists(os.path.join(out, "serving"))  # nothing reached a destination
     assert not os.path.exists(os.path.join(out, "ota"))

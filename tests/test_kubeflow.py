@@ -492,7 +492,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     assert 0 < profile["metadata"]["latency_p50_ms"] <= profile["metadata"]["latency_p99_ms"]
 
     # The failed candidate's step succeeded, its Model marked failed (no model files in it).
-    (failed,) = results["Quantizer_int8_strict"].artifacts["quantized_model"]
+    (failed,) = results["Quantizer_int8_strict"].artifacts["optimized_model"]
     assert failed["metadata"]["failed"] == 1, failed
     assert failed["metadata"]["failure_step"] == "verification"
     assert sorted(os.listdir(failed["uri"])) == ["candidate_failure.json", "quantization.json"]
@@ -513,7 +513,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     from components.common import model_io
     from components.pusher import keys, ota
 
-    (candidate,) = results[quantizer_id("dynamic_range")].artifacts["quantized_model"]
+    (candidate,) = results[quantizer_id("dynamic_range")].artifacts["optimized_model"]
     assert blessing["metadata"]["current_model"] == candidate["uri"], blessing
     trusted = keys.trusted_keys([keys.load_public_key(str(tmp_path / "keys" / "ota.pem.pub"))])
     channel = tmp_path / "ota" / "digits" / "canary"

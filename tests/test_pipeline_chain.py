@@ -64,7 +64,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
         (s.node_id, s.state) for s in run.steps
     ]
 
-    [pruned] = run.outputs_of("Pruner", "pruned_model")
+    [pruned] = run.outputs_of("Pruner", "optimized_model")
     assert pruned.custom_properties["achieved_sparsity"].double_value >= 0.78
     [profile] = run.outputs_of("Profiler_float32", "profile")
     assert profile.custom_properties["kernel_sparsity"].double_value >= 0.78

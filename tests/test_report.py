@@ -249,17 +249,6 @@ def test_not_blessed_and_failed_runs_render(report_run):
 # --------------------------------------------------------------------------- pure pieces
 
 
-def test_report_reads_the_components_own_file_names():
-    from components.profiler.component import PROFILE_KEY
-    from components.profiler.executor import PROFILE_FILE
-    from components.pusher.component import PUSHED_MODEL_KEY
-    from components.pusher.executor import PUSH_FILE
-    from pipelines import report
-
-    assert (report.PROFILE_KEY, report.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
-    assert (report.PUSHED_MODEL_KEY, report.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
-
-
 def test_pareto_front_keeps_only_undominated_points():
     from pipelines.report import pareto_front
 

@@ -664,7 +664,7 @@ def test_pruner_executor_in_structured_mode(tmp_path, tiny_examples):
     )
     executor.Executor().Do(
         {"model": [source], "examples": [examples]},
-        {"pruned_model": [output]},
+        {"optimized_model": [output]},
         {"config": config.model_dump_json(), "data_config": DataConfig().model_dump_json()},
     )
     pruned = model_io.load_keras_model(output.uri)

@@ -2,7 +2,9 @@
 
 A separate step so a KFP pipeline can pin it to the target hardware, e.g.::
 
-    latency = LatencyBenchmark(baseline_model=..., candidates={'int8': q8.outputs['model']})
+    latency = LatencyBenchmark(
+        baseline_model=..., candidates={'int8': q8.outputs['optimized_model']}
+    )
     # in the KFP runner's pipeline code:
     #   kubernetes node selector / resources for the 'LatencyBenchmark' node
     evaluator = Evaluator(..., latency_report=latency.outputs['latency_report'],

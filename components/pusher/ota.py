@@ -30,6 +30,7 @@ import re
 import tempfile
 
 from components.common.errors import ConfigError, TfxOptError
+from components.common.keys import TFLITE_FILE
 from components.pusher import keys, safe_json, storage
 from components.pusher.config import LABEL_PATTERN, NAME_PATTERN, RESERVED_CHANNELS
 from components.pusher.ota_client import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE
@@ -38,7 +39,6 @@ FILES_DIR = "files"
 HISTORY_DIR = "history"
 RELEASES_DIR = "releases"
 METRICS_FILE = "metrics.json"
-MODEL_FILE_NAME = "model.tflite"
 MAX_MANIFEST_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str |
 
     flatbuffer = tflite.convert_float32(model_io.serving_model_dir(model_uri))
     tmp = tempfile.mkdtemp(prefix="tfxopt-ota-")
-    out = os.path.join(tmp, MODEL_FILE_NAME)
+    out = os.path.join(tmp, TFLITE_FILE)
     with open(out, "wb") as f:
         f.write(flatbuffer)
     return out, "converted_float32", tmp
@@ -372,7 +372,7 @@ def push_tflite(
     )
     channel = Channel(destination.base_directory, model_name, destination.channel)
     sha, length = storage.file_sha256(tflite_path)
-    entry = {"name": MODEL_FILE_NAME, "sha256": sha, "length": length}
+    entry = {"name": TFLITE_FILE, "sha256": sha, "length": length}
     entry["path"] = _blob_path(entry)
     storage.makedirs(channel.model_dir)
     with storage.lock(channel.model_dir):

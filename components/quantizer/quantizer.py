@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from components.common import artifact_output, measure, model_io, optimization, tflite, training
 from components.common import examples as examples_lib
-from components.common import measure, model_io, properties, tflite, training
 from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
 from components.common.errors import (
@@ -32,6 +32,12 @@ from components.common.errors import (
     ModelInputError,
 )
 from components.common.examples import DataConfig
+from components.common.keys import (
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    OPTIMIZATION,
+    QUANTIZATION_RECORD_FILE,
+)
 from components.quantizer import flatbuffer as fb_lib
 from components.quantizer.config import (
     CALIBRATED_MODES,
@@ -587,18 +593,18 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     record["conversion_ops"] = len(fb_lib.activation_conversions(ops))
 
     tflite_pred = runner.predict_each(eval_x, batch_size=1)
-    accuracy = {
-        "split": data.eval_split,
-        "examples": int(eval_y.shape[0]),
-        "metric": task.metric,
-        "tflite_top1": _metric(task, tflite_pred, eval_y),
-        "input_top1": _metric(task, _predict(model, eval_x), eval_y),
-    }
-    # "drop": how much worse the flatbuffer is than its input, in the metric's own direction.
-    accuracy["drop"] = metrics_lib.worse_by(task, accuracy["input_top1"], accuracy["tflite_top1"])
+    # The task's metric of the input (before) and of the flatbuffer (after), as every
+    # model-in/model-out step records it; metric_worse_by is in the metric's own direction.
+    record.update(
+        optimization.metric_fields(
+            task,
+            _metric(task, _predict(model, eval_x), eval_y),
+            _metric(task, tflite_pred, eval_y),
+        )
+    )
+    record["eval_split"], record["eval_examples"] = data.eval_split, int(eval_y.shape[0])
     if serving is not model:
-        accuracy["serving_top1"] = _metric(task, _predict(serving, eval_x), eval_y)
-    record["accuracy"] = accuracy
+        record["serving_metric"] = _metric(task, _predict(serving, eval_x), eval_y)
 
     tflite_kernels = fb_lib.kernels(flatbuffer)
     record["tflite_kernels"] = {
@@ -674,31 +680,42 @@ def write(result: QuantizedModel, output_uri: str, record_name: str | None = Non
     Returns:
       The paths written (also stored in the record under ``files``).
     """
-    import tensorflow as tf
-
     files = {
         "serving_model_dir": os.path.join(output_uri, model_io.SERVING_DIR),
         "tflite_path": os.path.join(output_uri, model_io.TFLITE_DIR, model_io.TFLITE_FILE),
     }
     result.record["files"] = files
-    try:
-        if result.serving_source:
-            model_io.copy_serving_model(result.serving_source, output_uri)
-        else:
-            model_io.save_keras_model(result.serving_model, output_uri)
-        model_io.write_tflite(result.flatbuffer, output_uri)
-        if record_name:
-            files["record"] = properties.write_json(output_uri, record_name, result.record)
-    except BaseException:
-        # Nothing half-written may stay in the output artifact.
-        for name in (model_io.SERVING_DIR, model_io.TFLITE_DIR, record_name):
-            path = os.path.join(output_uri, name) if name else None
-            if path and tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            elif path and tf.io.gfile.exists(path):
-                tf.io.gfile.remove(path)
-        raise
+    written = artifact_output.write_model(
+        output_uri,
+        model=result.serving_model,
+        serving_source=result.serving_source,
+        flatbuffer=result.flatbuffer,
+        json_files={record_name: result.record} if record_name else None,
+    )
+    if record_name:
+        files["record"] = written[record_name]
     return files
+
+
+def run(
+    model_uri: str,
+    examples_uri: str,
+    output_uri: str,
+    config: QuantizerConfig,
+    data: DataConfig,
+    record_name: str = QUANTIZATION_RECORD_FILE,
+) -> dict:
+    """Quantizes the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
+
+    Writes ``Format-TFLite/model.tflite``, ``Format-Serving/`` and ``quantization.json`` (the
+    record); everything is converted and verified in memory first, so nothing when anything fails.
+
+    Returns:
+      The record.
+    """
+    result = quantize_uri(model_uri, examples_uri, data, config)
+    write(result, output_uri, record_name)
+    return result.record
 
 
 def _capped(names: list[str], limit: int = 50) -> list[str]:
@@ -709,9 +726,9 @@ def _capped(names: list[str], limit: int = 50) -> list[str]:
 def key_numbers(record: dict) -> dict:
     """The figures stored as custom properties on the output Model artifact."""
     lite = record["tflite"]
-    accuracy = record["accuracy"]
     verification = record["verification"]
     numbers = {
+        OPTIMIZATION: "quantized",
         "mode": record["mode"],
         "tflite_bytes": lite["bytes"],
         "tflite_gzip_bytes": lite["gzip_bytes"],
@@ -727,12 +744,9 @@ def key_numbers(record: dict) -> dict:
         "conversion_ops": record["conversion_ops"],
         "verify_tolerance": verification["tolerance"],
         "verify_max_abs_diff": verification["max_abs_diff"],
-        "metric": accuracy.get("metric", "top1_accuracy"),
-        "accuracy": accuracy["tflite_top1"],
-        "input_accuracy": accuracy["input_top1"],
-        "accuracy_drop": accuracy["drop"],
-        "serving_accuracy": accuracy.get("serving_top1"),
-        "eval_examples": accuracy["examples"],
+        **optimization.metric_numbers(record),
+        "serving_metric": record.get("serving_metric"),
+        "eval_examples": record["eval_examples"],
         "input_kernel_sparsity": record["input"]["sparsity"],
         "input_max_unique_values": record["input"]["max_unique_values"],
         "tflite_kernel_sparsity": record["tflite_kernels"]["kernel_sparsity"],
@@ -742,6 +756,6 @@ def key_numbers(record: dict) -> dict:
         "notes": record["notes"] or None,
     }
     if "fine_tuning" in record:
-        numbers["fine_tuning_epochs"] = record["fine_tuning"]["epochs_run"]
-        numbers["fine_tuning_wall_time_s"] = record["fine_tuning"]["wall_time_s"]
+        numbers[FINE_TUNING_EPOCHS] = record["fine_tuning"]["epochs_run"]
+        numbers[FINE_TUNING_WALL_TIME_S] = record["fine_tuning"]["wall_time_s"]
     return numbers
