@@ -140,10 +140,12 @@ def test_quantizer_verification_failure_is_recorded_and_the_profiler_passes_it_o
     from components.common.keys import QUANTIZATION_RECORD_FILE as RECORD_FILE
     from components.profiler import profiler
     from components.profiler.executor import PROFILE_FILE
-    from components.quantizer import quantizer
+    from components.quantizer import conversion
 
     strict = {"mode": "full_int8", "verify_tolerance": 1e-6, "representative_samples": 32}
-    with pytest.raises(quantizer.VerificationError, match="differs from the Keras model"):
+    with pytest.raises(
+        conversion.ConversionVerificationError, match="differs from the Keras model"
+    ):
         _quantize(
             reference_data["model"], reference_data["examples"], tmp_path / "q0", False, **strict
         )
@@ -153,7 +155,9 @@ def test_quantizer_verification_failure_is_recorded_and_the_profiler_passes_it_o
         reference_data["model"], reference_data["examples"], tmp_path / "q", **strict
     )
     record = _assert_marked_failed(output, "verification", RECORD_FILE)
-    assert record["component"] == "Quantizer" and record["error_type"] == "VerificationError"
+    assert (
+        record["component"] == "Quantizer" and record["error_type"] == "ConversionVerificationError"
+    )
     assert "verify_tolerance" in record["reason"]  # the full message keeps the advice
     diff, allowed = (float(v) for v in record["detail"].split("diff ")[1].split(" > "))
     assert diff > allowed > 0

@@ -49,7 +49,7 @@ def _quick(**overrides) -> DistillerConfig:
 
 
 def test_loss_matches_a_hand_computed_value():
-    from components.distiller.distill import distillation_loss
+    from components.distiller.student_trainer import distillation_loss
 
     labels = np.array([2, 0])
     student = np.array([[1.0, 0.5, 2.0], [0.2, -1.0, 0.3]], np.float32)
@@ -75,7 +75,7 @@ def test_loss_matches_a_hand_computed_value():
 
 
 def test_probabilities_turned_back_into_logits_give_the_same_soft_targets():
-    from components.distiller.distill import (
+    from components.distiller.student_trainer import (
         distillation_loss,
         teacher_logits_from_probabilities,
     )
@@ -503,15 +503,15 @@ def test_mixed_precision_mechanics_run_on_any_device(tiny_model):
     import tensorflow as tf
     import tf_keras
 
-    from components.distiller.distill import Distiller
     from components.distiller.student import build_auto_student, training_copy
+    from components.distiller.student_trainer import DistillationModel
 
     student, _ = build_auto_student(tiny_model, 0.5)
     twin, shares = training_copy(student, outputs_probabilities=True, mixed_precision=True)
     assert not shares
     assert twin.get_layer("hidden").compute_dtype == "float16"
     assert twin.get_layer("out").compute_dtype == "float32"
-    distiller = Distiller(
+    distiller = DistillationModel(
         twin, tiny_model, teacher_outputs_probabilities=True, alpha=0.5, beta=0.5, temperature=2.0
     )
     distiller.compile(

@@ -52,12 +52,12 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     import numpy as np
     import tensorflow as tf
 
-    from components.pusher import keys, ota
+    from components.pusher import ota, signing
     from pipelines import summary
     from pipelines.local_runner import run_local
 
     out = tmp_path / "out"
-    keys.write_keypair(str(out / "keys" / "ota.pem"))
+    signing.write_keypair(str(out / "keys" / "ota.pem"))
     config = _config(tmp_path)
     run = run_local(config, reference_data["model"], reference_data["examples"], str(out))
     assert all(step.state == "COMPLETE" for step in run.steps), [
@@ -93,7 +93,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     result = fn(**{name: tf.zeros([1, *spec.shape[1:]], spec.dtype)})
     assert list(result.values())[0].shape == (1, 10)
     # the OTA manifest verifies with the public key and names the blessed flatbuffer
-    trusted = keys.trusted_keys([keys.load_public_key(str(out / "keys" / "ota.pem.pub"))])
+    trusted = signing.trusted_keys([signing.load_public_key(str(out / "keys" / "ota.pem.pub"))])
     manifest = ota.verify_channel(str(out / "ota" / "digits" / "canary"), trusted)
     assert manifest["sequence"] == 1
     text = summary.render(run)

@@ -11,7 +11,7 @@ from components.common import examples as examples_lib
 from components.common import model_io, tflite, training
 from components.common.errors import ConfigError, DataError, ModelInputError
 from components.common.examples import DataConfig
-from components.quantizer import quantizer
+from components.quantizer import conversion, quantizer
 from components.quantizer.config import QuantizerConfig
 
 DATA = DataConfig()
@@ -354,8 +354,10 @@ def no_heavy_work(monkeypatch):
     def forbidden(*_, **__):
         raise AssertionError("heavy work started before the inputs were checked")
 
-    monkeypatch.setattr(quantizer, "convert", forbidden)
-    monkeypatch.setattr(quantizer, "_train_qat", forbidden)
+    from components.quantizer import qat
+
+    monkeypatch.setattr(conversion, "convert", forbidden)
+    monkeypatch.setattr(qat, "train", forbidden)
 
 
 @pytest.mark.parametrize(
@@ -443,12 +445,14 @@ def test_verification_failure_writes_nothing(tiny_data, tmp_path):
 
     from components.quantizer import executor
 
-    with pytest.raises(quantizer.VerificationError, match="differs from the Keras model"):
+    with pytest.raises(
+        conversion.ConversionVerificationError, match="differs from the Keras model"
+    ):
         _run("plain", tiny_data, mode="full_int8", verify_tolerance=1e-9)
 
     model, examples, output = _artifacts(tiny_data, tmp_path)
     config = QuantizerConfig(mode="full_int8", verify_tolerance=1e-9)
-    with pytest.raises(quantizer.VerificationError):
+    with pytest.raises(conversion.ConversionVerificationError):
         executor.Executor().Do(
             {"model": [model], "examples": [examples]},
             {"optimized_model": [output]},

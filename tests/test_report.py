@@ -60,12 +60,12 @@ def _config():
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory, reference_data):
     """A finished local run and its report: (LocalRun, html path, summary dict)."""
-    from components.pusher import keys
+    from components.pusher import signing
     from pipelines import report
     from pipelines.local_runner import run_local
 
     out = tmp_path_factory.mktemp("report") / "out"
-    keys.write_keypair(str(out / "keys" / "ota.pem"))
+    signing.write_keypair(str(out / "keys" / "ota.pem"))
     run = run_local(_config(), reference_data["model"], reference_data["examples"], str(out))
     html_path, summary_path = report.write_report(run)
     with open(summary_path) as f:

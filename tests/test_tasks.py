@@ -247,7 +247,7 @@ def test_loss_from_module_file_then_the_model_then_the_task(tmp_path):
 def test_distillation_soft_term_per_task():
     import tensorflow as tf
 
-    from components.distiller.distill import distillation_loss
+    from components.distiller.student_trainer import distillation_loss
 
     student = tf.constant([[0.5], [-1.0]])
     teacher = tf.constant([[1.5], [-1.0]])

@@ -15,7 +15,7 @@ configuration runs the step again.
 Which errors count as a candidate's failure (the rule, :func:`is_candidate_failure`):
 
 - :class:`~components.common.errors.CandidateError`: the candidate's conversion
-  (``ConversionError``), verification (``VerificationError``) or measurement
+  (``ConversionError``), verification (``ConversionVerificationError``) or measurement
   (``MeasurementError``) failed;
 - :class:`~components.common.errors.ModelInputError`: the model this branch got cannot go through
   this step (a layer tfmot cannot quantize in this mode, ops an integer mode leaves in float).

@@ -167,7 +167,7 @@ def distill(
     import tensorflow as tf
     import tf_keras
 
-    from components.distiller import distill as distill_lib
+    from components.distiller import student_trainer
 
     training.skip_autograph_for_tf_keras()
     train_cfg = config.fine_tuning
@@ -197,11 +197,11 @@ def distill(
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         student, report = _build_student(config, teacher)
         student_lib.check_compatible(teacher, student, task.kind)
-        pairs = distill_lib.resolve_feature_pairs(teacher, student, config.feature_pairs)
+        pairs = student_trainer.resolve_feature_pairs(teacher, student, config.feature_pairs)
         initial_weights = student.get_weights()
         student_probabilities = training.outputs_squashed(student)
         twin, shares = student_lib.training_copy(student, student_probabilities, mixed)
-        distiller = distill_lib.Distiller(
+        trainer = student_trainer.DistillationModel(
             twin,
             teacher,
             teacher_outputs_probabilities=teacher_probabilities,
@@ -212,7 +212,7 @@ def distill(
             feature_pairs=pairs,
             task=_logits_task(task),
         )
-        distiller.compile(optimizer=_make_optimizer(config, steps, mixed))
+        trainer.compile(optimizer=_make_optimizer(config, steps, mixed))
     log.warning(
         "distiller: teacher %d params -> student %d params (%s); %d train examples, %d steps/epoch",
         teacher.count_params(),
@@ -222,7 +222,7 @@ def distill(
         steps,
     )
     run = training.fit(
-        distiller, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
+        trainer, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
     )
     if not shares:
         student.set_weights(twin.get_weights())

@@ -39,8 +39,8 @@ from components.evaluator.constants import (
     MAX_CANDIDATES,
     candidate_key,
 )
-from components.latency import executor
-from components.latency.config import LatencyBenchmarkConfig
+from components.latency_benchmark import executor
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 
 
 class LatencyBenchmarkSpec(ComponentSpec):
