@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import commands, config, ota, ota_fetch, storage
+from components.pusher import commands, ota, storage
 from components.pusher import signing as signing_lib
 from components.pusher.config import OtaDestination
 from components.pusher.ota_client import (
@@ -527,12 +527,6 @@ def test_a_location_that_names_no_model_needs_model_name(tmp_path, http_base, si
     assert list(named.state()["accepted"]) == ["digits/canary"]
     with pytest.raises(ConfigError, match="model_name"):
         _device(tmp_path, public, name="bad", model_name="../x")
-
-
-def test_the_clients_name_rules_are_the_publishers():
-    assert ota_fetch.MODEL_NAME_PATTERN == config.NAME_PATTERN
-    assert ota_fetch.CHANNEL_PATTERN == config.LABEL_PATTERN
-    assert ota_fetch.RESERVED_CHANNELS == config.RESERVED_CHANNELS
 
 
 def _cli(argv):

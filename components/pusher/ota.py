@@ -32,8 +32,8 @@ import tempfile
 from components.common.errors import ConfigError, TfxOptError
 from components.common.keys import TFLITE_FILE
 from components.pusher import safe_json, signing, storage
-from components.pusher.config import LABEL_PATTERN, NAME_PATTERN, RESERVED_CHANNELS
 from components.pusher.ota_client import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE
+from components.pusher.ota_fetch import CHANNEL_PATTERN, MODEL_NAME_PATTERN, RESERVED_CHANNELS
 
 FILES_DIR = "files"
 HISTORY_DIR = "history"
@@ -84,9 +84,9 @@ class Channel:
     """One channel of one model: its manifest, signatures, history and files."""
 
     def __init__(self, base_directory: str, model_name: str, channel: str):
-        if channel in RESERVED_CHANNELS or not re.match(LABEL_PATTERN, channel):
+        if channel in RESERVED_CHANNELS or not re.match(CHANNEL_PATTERN, channel):
             raise ConfigError(f"channel {channel!r} is reserved or not a plain lower-case name")
-        if not re.match(NAME_PATTERN, model_name):
+        if not re.match(MODEL_NAME_PATTERN, model_name):
             raise ConfigError(f"model name {model_name!r} is not a plain name")
         self.model_name = model_name
         self.name = channel

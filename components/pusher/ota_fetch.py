@@ -21,8 +21,8 @@ from components.pusher.signing import SignatureVerificationError
 CHUNK_BYTES = 1 << 16
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-# The publisher's name rules (components.pusher.config, which needs pydantic, so not imported here;
-# tests/test_ota.py checks that they agree). A location is read as .../<model>/<channel> only when
+# The name rules of models and channels, for the publisher (components.pusher.config imports them
+# from here) and the device client alike. A location is read as .../<model>/<channel> only when
 # its last two segments follow them.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 CHANNEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
