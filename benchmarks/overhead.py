@@ -119,7 +119,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
             "run_local_s": round(finished - imported, 3),
             "total_s": round(finished - started, 3),
         },
-        "accuracy": {"tflite_int8": quantization["accuracy"]["tflite_top1"]},
+        "accuracy": {"tflite_int8": quantization["metric_after"]},
     }
 
 
