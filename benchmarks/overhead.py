@@ -109,7 +109,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
         out_dir,
     )
     finished = time.perf_counter()
-    [model] = run.outputs_of("Quantizer_full_int8", "quantized_model")
+    [model] = run.outputs_of("Quantizer_full_int8", "optimized_model")
     with open(os.path.join(model.uri, "quantization.json")) as f:
         quantization = json.load(f)
     return {
@@ -121,7 +121,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
             "run_local_s": round(finished - imported, 3),
             "total_s": round(finished - started, 3),
         },
-        "accuracy": {"tflite_int8": quantization["accuracy"]["tflite_top1"]},
+        "accuracy": {"tflite_int8": quantization["metric_after"]},
     }
 
 

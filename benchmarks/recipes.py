@@ -60,7 +60,7 @@ def run_pipeline_side(reference_dir: str, out_dir: str) -> dict:
         while current is not None:
             chain.insert(0, current)
             current = plan.node(current).parent
-        models = run.outputs_of(node_id, "quantized_model")
+        models = run.outputs_of(node_id, "optimized_model")
         path = model_io.tflite_path(models[0].uri) if models else None
         candidates[name] = {
             # a candidate whose step failed (isolated) has no flatbuffer: reported, not measured

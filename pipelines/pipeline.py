@@ -15,6 +15,14 @@ while the shared steps (ExampleGen, BaselineProfiler, Distiller, Pruner, Cluster
 
 from __future__ import annotations
 
+from components.common.keys import (
+    BLESSING_KEY,
+    EXAMPLES_KEY,
+    IMPORTED_MODEL_KEY,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+    PROFILE_KEY,
+)
 from pipelines.config import PipelineConfig
 from pipelines.recipes import (
     CLUSTERER_ID,
@@ -61,22 +69,21 @@ def create_pipeline(
     """
     # The modules themselves, not ``tfx.v1``: that one also imports every TFX component and the
     # Vertex AI client (about 10 s a process on 2 cores).
-    from tfx.dsl.components.common.importer import Importer
+    from tfx.dsl.components.common.importer import IMPORT_RESULT_KEY, Importer
     from tfx.types import standard_artifacts
 
-    from components.importer.component import OUTPUT_MODEL_KEY as IMPORTED_MODEL_KEY
     from components.importer.component import ModelImporter
     from components.profiler.component import Profiler
 
     data = config.data
     example_gen = _example_gen(config, examples_uri).with_id(EXAMPLE_GEN_ID)
-    examples = example_gen.outputs["examples"]
+    examples = example_gen.outputs[EXAMPLES_KEY]
     checkpoint = Importer(source_uri=model_uri, artifact_type=standard_artifacts.Model).with_id(
         IMPORTER_ID
     )
     # One flat tf_keras model for every later step: Keras 3 converted, nested models flattened.
     model_importer = ModelImporter(
-        model=checkpoint.outputs["result"],
+        model=checkpoint.outputs[IMPORT_RESULT_KEY],
         examples=examples,
         config=config.importer,
         data_config=data,
@@ -103,7 +110,7 @@ def create_pipeline(
                 data_config=data,
                 isolate_failures=True,
             ).with_id(profiler_id(name))
-            profiles[name] = profiler.outputs["profile"]
+            profiles[name] = profiler.outputs[PROFILE_KEY]
             components.append(profiler)
 
     from components.evaluator.component import Evaluator
@@ -112,7 +119,7 @@ def create_pipeline(
         baseline_model=baseline,
         candidates=candidates,
         examples=examples,
-        baseline_profile=baseline_profiler.outputs["profile"],
+        baseline_profile=baseline_profiler.outputs[PROFILE_KEY],
         candidate_profiles=profiles or None,
         config=config.evaluator,
         data_config=data,
@@ -123,8 +130,8 @@ def create_pipeline(
         from components.pusher.component import Pusher
 
         pusher = Pusher(
-            model=evaluator.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
+            model=evaluator.outputs[MODEL_KEY],
+            model_blessing=evaluator.outputs[BLESSING_KEY],
             config=config.pusher,
         ).with_id(PUSHER_ID)
         components.append(pusher)
@@ -132,28 +139,25 @@ def create_pipeline(
 
 
 def _stage_component(kind: str, config, model, examples, data):
-    """The component of one stage and the key of its output model."""
+    """The component of one stage; each reads ``model`` and writes ``optimized_model``."""
     if kind == "distiller":
         from components.distiller.component import Distiller
 
-        return Distiller(teacher=model, examples=examples, config=config, data_config=data), "model"
+        return Distiller(model=model, examples=examples, config=config, data_config=data)
     if kind in ("pruner", "structured"):
-        from components.pruner.component import OUTPUT_MODEL_KEY, Pruner
+        from components.pruner.component import Pruner
 
-        stage = Pruner(model=model, examples=examples, config=config, data_config=data)
-        return stage, OUTPUT_MODEL_KEY
+        return Pruner(model=model, examples=examples, config=config, data_config=data)
     if kind == "clusterer":
-        from components.clusterer.component import OUTPUT_MODEL_KEY, Clusterer
+        from components.clusterer.component import Clusterer
 
-        stage = Clusterer(model=model, examples=examples, config=config, data_config=data)
-        return stage, OUTPUT_MODEL_KEY
-    from components.quantizer.component import OUTPUT_MODEL_KEY, Quantizer
+        return Clusterer(model=model, examples=examples, config=config, data_config=data)
+    from components.quantizer.component import Quantizer
 
     # A candidate's own step: its failure rejects the candidate, not the run.
-    stage = Quantizer(
+    return Quantizer(
         model=model, examples=examples, config=config, data_config=data, isolate_failures=True
     )
-    return stage, OUTPUT_MODEL_KEY
 
 
 def _optimisation_stages(plan, baseline, examples, data):
@@ -164,11 +168,9 @@ def _optimisation_stages(plan, baseline, examples, data):
     """
     models, components = {None: baseline}, []
     for node in plan.stages:
-        stage, output_key = _stage_component(
-            node.kind, node.config, models[node.parent], examples, data
-        )
+        stage = _stage_component(node.kind, node.config, models[node.parent], examples, data)
         components.append(stage.with_id(node.node_id))
-        models[node.node_id] = stage.outputs[output_key]
+        models[node.node_id] = stage.outputs[OPTIMIZED_MODEL_KEY]
     return components, {name: models[node_id] for name, node_id in plan.candidates.items()}
 
 

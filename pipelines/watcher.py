@@ -30,11 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from components.common.errors import ConfigError
+from components.common.keys import SAVED_MODEL_PB, SERVING_DIR
 
 log = logging.getLogger(__name__)
 
-SAVED_MODEL_PB = "saved_model.pb"
-SERVING_DIR = "Format-Serving"
 CLAIMED = "claimed"
 SUBMITTED = "submitted"
 # Names writers use for work in progress (Estimator exporters write `temp-<ts>` and rename it).

@@ -73,10 +73,10 @@ def _stall_mid_conversion(marker: str) -> None:
     """
     from tensorflow.lite.python import lite
 
-    from components.quantizer import quantizer
+    from components.quantizer import conversion
 
     real_optimize = lite.TFLiteConverterBase._optimize_tflite_model
-    real_quantizer_convert = quantizer.convert
+    real_quantizer_convert = conversion.convert
     inside = {"quantizer": False}
 
     def quantizer_convert(*args, **kwargs):
@@ -91,7 +91,7 @@ def _stall_mid_conversion(marker: str) -> None:
             _stall(marker, "quantizer.convert")
         return real_optimize(self, model, *args, **kwargs)
 
-    quantizer.convert = quantizer_convert
+    conversion.convert = quantizer_convert
     lite.TFLiteConverterBase._optimize_tflite_model = optimize_tflite_model
 
 

@@ -103,7 +103,7 @@ def world(tmp_path_factory):
     import tf_keras
     from tfx import v1  # noqa: F401
 
-    from components.pusher import keys
+    from components.pusher import signing
 
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential(
@@ -149,7 +149,7 @@ def world(tmp_path_factory):
     _examples(str(no_records), _good_example, splits=("train",))
     _write_records(str(no_records / "Split-eval" / "data.gz"), [])  # a gzip stream, no records
 
-    keys.write_keypair(str(root / "keys" / "ota.pem"))
+    signing.write_keypair(str(root / "keys" / "ota.pem"))
     (root / "keys" / "garbage.pem").write_text("this is not a key\n")
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from components.common import candidate, model_io, properties
+from components.common import candidate, keys, model_io, properties
 from components.common.errors import ConfigError, MeasurementError
 from components.common.examples import DataConfig
 from components.quantizer.config import QuantizerConfig
@@ -60,11 +60,11 @@ def _quantize(model_uri, examples_uri, out, isolate=True, **config):
     output = _model(out)
     executor.Executor().Do(
         {"model": [_model(model_uri)], "examples": [_examples(examples_uri)]},
-        {"quantized_model": [output]},
+        {"optimized_model": [output]},
         {
             "config": QuantizerConfig(**config).model_dump_json(),
             "data_config": DATA.model_dump_json(),
-            candidate.ISOLATE_FAILURES_KEY: 1 if isolate else None,
+            keys.ISOLATE_FAILURES_KEY: 1 if isolate else None,
         },
     )
     return output
@@ -83,7 +83,7 @@ def _profile(model, examples_uri, out, isolate=True):
         {
             "config": ProfilerConfig(**FAST_PROFILER).model_dump_json(),
             "data_config": DATA.model_dump_json(),
-            candidate.ISOLATE_FAILURES_KEY: 1 if isolate else None,
+            keys.ISOLATE_FAILURES_KEY: 1 if isolate else None,
         },
     )
     return output
@@ -98,15 +98,15 @@ def _props(artifact) -> dict:
 
 def _assert_marked_failed(artifact, step: str, record_file: str) -> dict:
     """The artifact holds the failure record (and the step's own record) and nothing else."""
-    assert sorted(os.listdir(artifact.uri)) == sorted({candidate.FAILURE_FILE, record_file})
+    assert sorted(os.listdir(artifact.uri)) == sorted({keys.CANDIDATE_FAILURE_FILE, record_file})
     record = candidate.read_failure(artifact.uri)
     assert record == properties.read_json(artifact.uri, record_file)
     props = _props(artifact)
-    assert props[candidate.FAILED_PROPERTY] == 1
-    assert props[candidate.STEP_PROPERTY] == record["step"] == step
-    assert props[candidate.SUMMARY_PROPERTY] == record["summary"]
+    assert props[keys.FAILED_PROPERTY] == 1
+    assert props[keys.FAILURE_STEP_PROPERTY] == record["step"] == step
+    assert props[keys.FAILURE_SUMMARY_PROPERTY] == record["summary"]
     assert record["summary"].startswith(f"failed: {step}, ")
-    assert props[candidate.REASON_PROPERTY] == record["reason"][: candidate.MAX_REASON_CHARS]
+    assert props[keys.FAILURE_REASON_PROPERTY] == record["reason"][: candidate.MAX_REASON_CHARS]
     return record
 
 
@@ -137,13 +137,15 @@ def test_quantizer_verification_failure_is_recorded_and_the_profiler_passes_it_o
     reference_data, tmp_path, monkeypatch
 ):
     """A tiny verify_tolerance on the reference CNN: the step succeeds, its output marked failed."""
+    from components.common.keys import QUANTIZATION_RECORD_FILE as RECORD_FILE
     from components.profiler import profiler
     from components.profiler.executor import PROFILE_FILE
-    from components.quantizer import quantizer
-    from components.quantizer.executor import RECORD_FILE
+    from components.quantizer import conversion
 
     strict = {"mode": "full_int8", "verify_tolerance": 1e-6, "representative_samples": 32}
-    with pytest.raises(quantizer.VerificationError, match="differs from the Keras model"):
+    with pytest.raises(
+        conversion.ConversionVerificationError, match="differs from the Keras model"
+    ):
         _quantize(
             reference_data["model"], reference_data["examples"], tmp_path / "q0", False, **strict
         )
@@ -153,7 +155,9 @@ def test_quantizer_verification_failure_is_recorded_and_the_profiler_passes_it_o
         reference_data["model"], reference_data["examples"], tmp_path / "q", **strict
     )
     record = _assert_marked_failed(output, "verification", RECORD_FILE)
-    assert record["component"] == "Quantizer" and record["error_type"] == "VerificationError"
+    assert (
+        record["component"] == "Quantizer" and record["error_type"] == "ConversionVerificationError"
+    )
     assert "verify_tolerance" in record["reason"]  # the full message keeps the advice
     diff, allowed = (float(v) for v in record["detail"].split("diff ")[1].split(" > "))
     assert diff > allowed > 0
@@ -169,14 +173,14 @@ def test_quantizer_verification_failure_is_recorded_and_the_profiler_passes_it_o
     assert passed["note"] == "not profiled: upstream failed"
     assert passed["summary"] == record["summary"]
     assert passed["upstream"] == {"component": "Quantizer", "uri": output.uri}
-    assert _props(profile)[candidate.UPSTREAM_PROPERTY] == 1
+    assert _props(profile)[keys.UPSTREAM_FAILED_PROPERTY] == 1
     assert profiler.key_numbers(passed)["failed"] == 1
 
 
 def test_conversion_failure_of_one_mode_fails_only_that_candidate(tmp_path, tiny_examples):
     """int16x8 has no 16x8-bit SIN kernel: that candidate fails conversion, dynamic_range works;
     a bad configuration still fails the step (it is no verdict on the candidate)."""
-    from components.quantizer.executor import RECORD_FILE
+    from components.common.keys import QUANTIZATION_RECORD_FILE as RECORD_FILE
 
     model_uri = _sine_model_uri(tmp_path)
     failed = _quantize(model_uri, tiny_examples, tmp_path / "int16x8", mode="int16x8")
@@ -187,7 +191,7 @@ def test_conversion_failure_of_one_mode_fails_only_that_candidate(tmp_path, tiny
     works = _quantize(model_uri, tiny_examples, tmp_path / "dynamic", mode="dynamic_range")
     assert candidate.read_failure(works.uri) is None
     assert model_io.tflite_path(works.uri)
-    assert candidate.FAILED_PROPERTY not in _props(works)
+    assert keys.FAILED_PROPERTY not in _props(works)
 
     with pytest.raises(ConfigError, match="exclude_layers names"):
         _quantize(
@@ -374,7 +378,7 @@ def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from
 
     first = run(1e-6)
     assert set(_states(first).values()) == {"COMPLETE"}, _states(first)
-    failed = _output(first, "Quantizer_int8_strict", "quantized_model")
+    failed = _output(first, "Quantizer_int8_strict", "optimized_model")
     assert failed.custom_properties["failed"].int_value == 1
     assert failed.custom_properties["failure_step"].string_value == "verification"
     profile = _output(first, "Profiler_int8_strict", "profile")
@@ -402,14 +406,14 @@ def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from
     # Same inputs and configuration: every step is reused, the failure included.
     again = run(1e-6)
     assert set(_states(again).values()) == {"CACHED"}, _states(again)
-    assert _output(again, "Quantizer_int8_strict", "quantized_model").id == failed.id
+    assert _output(again, "Quantizer_int8_strict", "optimized_model").id == failed.id
 
     # A changed configuration of the failed candidate reruns that branch, and only it.
     fixed = run(None)
     states = _states(fixed)
     assert states["Quantizer_int8_strict"] == "COMPLETE"
     assert states["Quantizer_dynamic_range"] == states["Profiler_dynamic_range"] == "CACHED"
-    redone = _output(fixed, "Quantizer_int8_strict", "quantized_model")
+    redone = _output(fixed, "Quantizer_int8_strict", "optimized_model")
     assert "failed" not in redone.custom_properties
     assert model_io.tflite_path(redone.uri)
 

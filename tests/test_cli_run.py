@@ -47,13 +47,13 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
     """The inputs (two checkpoints, Examples, config, signing key) and the shared output dir."""
-    from components.pusher import keys
+    from components.pusher import signing
     from tests.small_inputs import train_small_classifier, write_learnable_examples
 
     root = tmp_path_factory.mktemp("cli-run")
     x_train, y_train = write_learnable_examples(str(root / "examples"))
     output = root / "out"
-    keys.write_keypair(str(output / "keys" / "ota.pem"))
+    signing.write_keypair(str(output / "keys" / "ota.pem"))
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     return {
@@ -95,7 +95,7 @@ def _summary(story) -> dict:
 
 def _release(story) -> dict:
     """What readers see: served versions with their digests, and the verified OTA manifest."""
-    from components.pusher import keys, ota, serving
+    from components.pusher import ota, serving, signing
 
     base = str(story["output"] / "serving")
     repo = serving.Repository(base, MODEL_NAME)
@@ -105,8 +105,8 @@ def _release(story) -> dict:
     for version in listed:  # each listed version holds exactly its record's bytes
         digest, _ = serving.saved_model_digest(repo.version_dir(version))
         assert digest == repo.record(version)["digest"], version
-    trusted = keys.trusted_keys(
-        [keys.load_public_key(str(story["output"] / "keys" / "ota.pem.pub"))]
+    trusted = signing.trusted_keys(
+        [signing.load_public_key(str(story["output"] / "keys" / "ota.pem.pub"))]
     )
     manifest = ota.verify_channel(str(story["output"] / "ota" / MODEL_NAME / "canary"), trusted)
     return {

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from components.clusterer.config import ClustererConfig
+from components.common import keys
 from components.common.errors import ConfigError, ModelInputError
 
 FAST = {"batch_size": 8, "epochs": 1, "learning_rate": 1e-3}
@@ -59,8 +60,8 @@ def _run_executor(executor_module, config, model_uri, examples_uri, out_dir):
     output.uri = str(out_dir)
     os.makedirs(output.uri, exist_ok=True)
     executor_module.Executor().Do(
-        {executor_module.MODEL_KEY: [model], executor_module.EXAMPLES_KEY: [examples]},
-        {executor_module.OUTPUT_MODEL_KEY: [output]},
+        {keys.MODEL_KEY: [model], keys.EXAMPLES_KEY: [examples]},
+        {keys.OPTIMIZED_MODEL_KEY: [output]},
         {"config": config.model_dump_json(), "data_config": "{}"},
     )
     return output
@@ -102,7 +103,7 @@ def test_component_validates_config_when_the_pipeline_is_built():
     from tfx import types
     from tfx.types import standard_artifacts
 
-    from components.clusterer.component import OUTPUT_MODEL_KEY, Clusterer
+    from components.clusterer.component import Clusterer
 
     model = types.Channel(type=standard_artifacts.Model)
     examples = types.Channel(type=standard_artifacts.Examples)
@@ -112,7 +113,7 @@ def test_component_validates_config_when_the_pipeline_is_built():
     config = json.loads(clusterer.exec_properties["config"])
     assert config["preserve_sparsity"] is True and config["number_of_clusters"] == 16
     assert config["fine_tuning"]["epochs"] == ClustererConfig().fine_tuning.epochs
-    assert clusterer.outputs[OUTPUT_MODEL_KEY].type_name == "Model"
+    assert clusterer.outputs[keys.OPTIMIZED_MODEL_KEY].type_name == "Model"
 
 
 # --- the core -------------------------------------------------------------------------------

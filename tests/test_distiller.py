@@ -34,10 +34,10 @@ def tiny_teacher_uri(tmp_path, tiny_model):
 
 
 def _quick(**overrides) -> DistillerConfig:
-    data = {"training": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0}}
+    data = {"fine_tuning": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0}}
     for key, value in overrides.items():
-        if key == "training":
-            data["training"].update(value)
+        if key == "fine_tuning":
+            data["fine_tuning"].update(value)
         else:
             data[key] = value
     return DistillerConfig.parse(data)
@@ -49,7 +49,7 @@ def _quick(**overrides) -> DistillerConfig:
 
 
 def test_loss_matches_a_hand_computed_value():
-    from components.distiller.distill import distillation_loss
+    from components.distiller.student_trainer import distillation_loss
 
     labels = np.array([2, 0])
     student = np.array([[1.0, 0.5, 2.0], [0.2, -1.0, 0.3]], np.float32)
@@ -75,7 +75,7 @@ def test_loss_matches_a_hand_computed_value():
 
 
 def test_probabilities_turned_back_into_logits_give_the_same_soft_targets():
-    from components.distiller.distill import (
+    from components.distiller.student_trainer import (
         distillation_loss,
         teacher_logits_from_probabilities,
     )
@@ -258,7 +258,8 @@ def test_temperature_must_be_positive(temperature):
         ({"feature_pairs": [{"teacher_layer": "x"}]}, "gamma is 0"),
         ({"alpha": 0, "beta": 0}, "nothing to train"),
         ({"module_file": "s.py", "width_multiplier": 0.5}, "module_file builds the student"),
-        ({"training": {"warmup": 1}}, r"training\.warmup: unknown key"),
+        ({"fine_tuning": {"warmup": 1}}, r"fine_tuning\.warmup: unknown key"),
+        ({"training": {}, "fine_tuning": {}}, "both 'training' and 'fine_tuning'"),
     ],
 )
 def test_inconsistent_configs_fail_with_the_field(config, message):
@@ -351,13 +352,13 @@ def test_feature_hints_with_a_projection_and_a_module_student(
         gamma=1.0,
         feature_pairs=[{"teacher_layer": "hidden", "student_layer": "narrow"}],
         label_only_baseline=False,
-        training={"epochs": 2},
+        fine_tuning={"epochs": 2},
     )
     result = distiller.distill(tiny_teacher_uri, tiny_examples, DataConfig(), config)
     record = result.record
     pair = record["loss"]["feature_pairs"][0]
     assert pair["teacher_shape"] == (16,) and pair["student_shape"] == (4,)
-    assert record["training"]["history"][-1]["feature_loss"] > 0
+    assert record["fine_tuning"]["history"][-1]["feature_loss"] > 0
     assert record["label_only"] is None and record["distillation_gain"] is None
     assert record["student"]["parameters"] == 64 * 4 + 4 + 4 * 10 + 10
     # The module's student outputs logits; the saved student keeps the teacher's softmax.
@@ -374,7 +375,8 @@ def test_executor_writes_the_student_record_and_properties(
 
     from components.common import model_io
     from components.common.component_base import config_json, data_config_json
-    from components.distiller.executor import RECORD_FILE, Executor
+    from components.common.keys import DISTILLATION_RECORD_FILE as RECORD_FILE
+    from components.distiller.executor import Executor
 
     teacher = standard_artifacts.Model()
     teacher.uri = tiny_teacher_uri
@@ -386,12 +388,12 @@ def test_executor_writes_the_student_record_and_properties(
     # The mirrored strategy (one replica here) exercises the tf.distribute code path.
     config = {
         "width_multiplier": 0.5,
-        "training": {"epochs": 2, "batch_size": 16, "strategy": "mirrored"},
+        "fine_tuning": {"epochs": 2, "batch_size": 16, "strategy": "mirrored"},
     }
 
     Executor().Do(
-        {"teacher": [teacher], "examples": [examples]},
-        {"model": [output]},
+        {"model": [teacher], "examples": [examples]},
+        {"optimized_model": [output]},
         {
             "config": config_json(config, DistillerConfig, "distiller"),
             "data_config": data_config_json({"feature_keys": ["image"]}),
@@ -405,11 +407,12 @@ def test_executor_writes_the_student_record_and_properties(
         record = json.load(f)
     assert record["student"]["parameters"] == 64 * 8 + 8 + 8 * 10 + 10
     assert record["teacher"]["parameters"] == 64 * 16 + 16 + 16 * 10 + 10
-    assert record["label_only"]["epochs_run"] == record["training"]["epochs_run"] == 2
+    assert record["label_only"]["epochs_run"] == record["fine_tuning"]["epochs_run"] == 2
     assert output.get_int_custom_property("student_parameters") == 610
     assert output.get_int_custom_property("teacher_parameters") == 1210
-    accuracy = output.get_float_custom_property("accuracy")
+    accuracy = output.get_float_custom_property("metric_after")
     assert accuracy == pytest.approx(record["student"]["eval_accuracy"])
+    assert output.get_int_custom_property("input_model_artifact_id") == teacher.id
     # the student's and the teacher's accuracies are those of the saved models on the eval split
     assert accuracy == pytest.approx(eval_top1(student, tiny_examples), abs=1e-9)
     teacher_model = tf_keras.models.load_model(
@@ -419,7 +422,7 @@ def test_executor_writes_the_student_record_and_properties(
         eval_top1(teacher_model, tiny_examples), abs=1e-9
     )
     assert output.get_float_custom_property("temperature") == 2.0
-    assert output.has_custom_property("label_only_accuracy")
+    assert output.has_custom_property("label_only_metric")
     # The teacher artifact is unchanged.
     assert sorted(os.listdir(tiny_teacher_uri)) == ["Format-Serving"]
 
@@ -440,8 +443,8 @@ def test_executor_writes_nothing_when_the_student_is_invalid(
     output.uri = str(tmp_path / "student")
     with pytest.raises(ConfigError, match="hidden"):
         Executor().Do(
-            {"teacher": [teacher], "examples": [examples]},
-            {"model": [output]},
+            {"model": [teacher], "examples": [examples]},
+            {"optimized_model": [output]},
             {
                 "config": config_json({"width_multiplier": 0.02}, DistillerConfig, "d"),
                 "data_config": data_config_json(None),
@@ -457,7 +460,7 @@ def test_distilling_the_reference_digits_model(tmp_path, reference_data):
     from components.common import model_io
     from components.distiller import distiller
 
-    config = DistillerConfig.parse({"width_multiplier": 0.5, "training": {"epochs": 4}})
+    config = DistillerConfig.parse({"width_multiplier": 0.5, "fine_tuning": {"epochs": 4}})
     result = distiller.distill(
         reference_data["model"], reference_data["examples"], DataConfig(), config
     )
@@ -475,12 +478,16 @@ def test_distilling_the_reference_digits_model(tmp_path, reference_data):
     )
     # Four epochs are enough for a usable student; the figures are what the report shows.
     assert record["student"]["eval_accuracy"] > 0.85
-    assert record["label_only"]["epochs_run"] == record["training"]["epochs_run"] == 4
-    assert record["accuracy_gap"] == pytest.approx(
+    assert record["label_only"]["epochs_run"] == record["fine_tuning"]["epochs_run"] == 4
+    assert record["metric_worse_by"] == pytest.approx(
         record["teacher"]["eval_accuracy"] - record["student"]["eval_accuracy"]
     )
     numbers = distiller.key_numbers(record)
-    assert numbers["label_only_accuracy"] == record["label_only"]["eval_accuracy"]
+    assert numbers["label_only_metric"] == record["label_only"]["eval_accuracy"]
+    assert (numbers["metric_before"], numbers["metric_after"]) == (
+        record["teacher"]["eval_accuracy"],
+        record["student"]["eval_accuracy"],
+    )
 
 
 def test_mixed_precision_mechanics_run_on_any_device(tiny_model):
@@ -496,15 +503,15 @@ def test_mixed_precision_mechanics_run_on_any_device(tiny_model):
     import tensorflow as tf
     import tf_keras
 
-    from components.distiller.distill import Distiller
     from components.distiller.student import build_auto_student, training_copy
+    from components.distiller.student_trainer import DistillationModel
 
     student, _ = build_auto_student(tiny_model, 0.5)
     twin, shares = training_copy(student, outputs_probabilities=True, mixed_precision=True)
     assert not shares
     assert twin.get_layer("hidden").compute_dtype == "float16"
     assert twin.get_layer("out").compute_dtype == "float32"
-    distiller = Distiller(
+    distiller = DistillationModel(
         twin, tiny_model, teacher_outputs_probabilities=True, alpha=0.5, beta=0.5, temperature=2.0
     )
     distiller.compile(
@@ -530,7 +537,26 @@ def test_component_validates_its_config_when_the_pipeline_is_built():
     teacher = types.Channel(type=standard_artifacts.Model)
     examples = types.Channel(type=standard_artifacts.Examples)
     with pytest.raises(ConfigError, match=r"distiller\.temperature"):
-        Distiller(teacher=teacher, examples=examples, config={"temperature": 0})
-    component = Distiller(teacher=teacher, examples=examples, config={"depth": 1})
+        Distiller(model=teacher, examples=examples, config={"temperature": 0})
+    component = Distiller(model=teacher, examples=examples, config={"depth": 1})
     assert DistillerConfig.parse(component.exec_properties["config"]).depth == 1
-    assert component.outputs["model"].type == standard_artifacts.Model
+    assert component.outputs["optimized_model"].type == standard_artifacts.Model
+    assert component.inputs["model"] is teacher
+
+
+def test_old_names_still_work_for_one_release_with_a_warning():
+    from tfx import types
+    from tfx.types import standard_artifacts
+
+    from components.distiller.component import Distiller
+
+    teacher = types.Channel(type=standard_artifacts.Model)
+    examples = types.Channel(type=standard_artifacts.Examples)
+    with pytest.warns(DeprecationWarning, match="model="):
+        component = Distiller(teacher=teacher, examples=examples)
+    assert component.inputs["model"] is teacher
+    with pytest.raises(TypeError, match="model= only"):
+        Distiller(model=teacher, teacher=teacher, examples=examples)
+    with pytest.warns(DeprecationWarning, match="'training' is now 'fine_tuning'"):
+        config = DistillerConfig.parse({"training": {"epochs": 3}})
+    assert config.fine_tuning.epochs == 3

@@ -323,7 +323,7 @@ def test_latency_benchmark_report_and_external_file_feed_the_rules(
     from components.evaluator import evaluator
     from components.evaluator.latency import read_latency_file
     from components.evaluator.models import ModelRef
-    from components.latency.executor import Executor as LatencyExecutor
+    from components.latency_benchmark.executor import Executor as LatencyExecutor
 
     report = _artifact(LatencyReport, tmp_path / "latency_report")
     LatencyExecutor().Do(
@@ -463,7 +463,7 @@ def test_component_maps_candidates_onto_slots_and_validates_at_build_time():
     from tfx.types import standard_artifacts
 
     from components.evaluator.component import Evaluator
-    from components.latency.component import LatencyBenchmark
+    from components.latency_benchmark.component import LatencyBenchmark
 
     def model_channel(name):
         importer = Importer(source_uri=f"/models/{name}", artifact_type=standard_artifacts.Model)

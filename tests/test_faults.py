@@ -66,14 +66,14 @@ def _config(key_path: str) -> dict:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A small trained classifier (64 inputs, 10 classes), its Examples and an OTA signing key."""
-    from components.pusher import keys
+    from components.pusher import signing
     from tests.small_inputs import train_small_classifier, write_learnable_examples
 
     root = tmp_path_factory.mktemp("fault-inputs")
     x_train, y_train = write_learnable_examples(str(root / "examples"))
     train_small_classifier(str(root / "model"), x_train, y_train, seed=1)
     key = str(root / "keys" / "ota.pem")
-    keys.write_keypair(key)
+    signing.write_keypair(key)
     config = _config(key)
     config_path = root / "config.json"
     config_path.write_text(json.dumps(config))
@@ -87,9 +87,9 @@ def inputs(tmp_path_factory):
 
 
 def _trusted(inputs) -> dict:
-    from components.pusher import keys
+    from components.pusher import signing
 
-    return keys.trusted_keys([keys.load_public_key(inputs["key"] + ".pub")])
+    return signing.trusted_keys([signing.load_public_key(inputs["key"] + ".pub")])
 
 
 def _run_in_process(inputs, output_dir: str):
@@ -335,7 +335,7 @@ def test_sigkill_in_fine_tuning_and_push_then_rerun_resumes(inputs, baseline, dr
     driver.wait_stalled(process, marker, PRUNER_ID)
     driver.kill(process)
     assert running_nodes(out) == [PRUNER_ID]  # MLMD still says RUNNING: nobody marked it
-    pruned = os.path.join(out, "pipeline-root", PRUNER_ID, "pruned_model")
+    pruned = os.path.join(out, "pipeline-root", PRUNER_ID, "optimized_model")
     assert not any(os.listdir(os.path.join(pruned, d)) for d in os.listdir(pruned))
     assert not os.path.exists(os.path.join(out, "serving"))  # nothing reached a destination
     assert not os.path.exists(os.path.join(out, "ota"))

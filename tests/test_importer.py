@@ -613,7 +613,7 @@ def test_nested_mobilenet_through_the_chain_to_a_decision(tmp_path, nested):
     assert all(s.state == "COMPLETE" for s in run.steps), [(s.node_id, s.state) for s in run.steps]
     [imported] = run.outputs_of("ModelImporter", "imported_model")
     assert imported.custom_properties["import_action"].string_value == "flattened"
-    [pruned] = run.outputs_of("Pruner", "pruned_model")
+    [pruned] = run.outputs_of("Pruner", "optimized_model")
     assert pruned.custom_properties["achieved_sparsity"].double_value > 0.3
     evaluation = console.evaluation_record(run)
     assert isinstance(evaluation["decision"]["blessed"], bool)

@@ -76,10 +76,10 @@ def _e2e_config(out_dir: str) -> dict:
 
     Small enough for the step-by-step run to stay quick; the numbers are not what is tested.
     """
-    from components.pusher import keys
+    from components.pusher import signing
 
     key = os.path.join(out_dir, "keys", "ota.pem")
-    keys.write_keypair(key)
+    signing.write_keypair(key)
     return {
         "pipeline_name": "tfxopt-kfp-e2e",
         "profiler": {
@@ -492,7 +492,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     assert 0 < profile["metadata"]["latency_p50_ms"] <= profile["metadata"]["latency_p99_ms"]
 
     # The failed candidate's step succeeded, its Model marked failed (no model files in it).
-    (failed,) = results["Quantizer_int8_strict"].artifacts["quantized_model"]
+    (failed,) = results["Quantizer_int8_strict"].artifacts["optimized_model"]
     assert failed["metadata"]["failed"] == 1, failed
     assert failed["metadata"]["failure_step"] == "verification"
     assert sorted(os.listdir(failed["uri"])) == ["candidate_failure.json", "quantization.json"]
@@ -511,11 +511,13 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     # The OTA release verifies with the public key, and its flatbuffer is, byte for byte, the
     # candidate the gate blessed (the Quantizer's output the blessing names).
     from components.common import model_io
-    from components.pusher import keys, ota
+    from components.pusher import ota, signing
 
-    (candidate,) = results[quantizer_id("dynamic_range")].artifacts["quantized_model"]
+    (candidate,) = results[quantizer_id("dynamic_range")].artifacts["optimized_model"]
     assert blessing["metadata"]["current_model"] == candidate["uri"], blessing
-    trusted = keys.trusted_keys([keys.load_public_key(str(tmp_path / "keys" / "ota.pem.pub"))])
+    trusted = signing.trusted_keys(
+        [signing.load_public_key(str(tmp_path / "keys" / "ota.pem.pub"))]
+    )
     channel = tmp_path / "ota" / "digits" / "canary"
     manifest = ota.verify_channel(str(channel), trusted)
     (shipped,) = [f for f in manifest["files"] if f["path"].endswith(".tflite")]

@@ -34,7 +34,7 @@ WORKER = textwrap.dedent(
         "fine_tuning": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3,
                         "strategy": "multi_worker_mirrored"},
     })
-    record = pruner.run(model_uri, examples_uri, DataConfig(), config, output_uri)
+    record = pruner.run(model_uri, examples_uri, output_uri, config, DataConfig())
     print("RESULT " + json.dumps({
         "replicas": record["fine_tuning"]["replicas"],
         "epochs": record["fine_tuning"]["epochs_run"],

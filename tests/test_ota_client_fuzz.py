@@ -26,7 +26,7 @@ import threading
 
 import pytest
 
-from components.pusher import keys, ota
+from components.pusher import ota, signing
 from components.pusher.config import OtaDestination
 from components.pusher.ota_client import (
     NOT_ELIGIBLE,
@@ -281,7 +281,7 @@ def bench(tmp_path):
     rng = random.Random(SEED)
     key_path = tmp_path / "ota.key"
     key_path.write_text(rng.randbytes(32).hex())  # the raw seed, in hex
-    private = keys.load_private_key(path=str(key_path))
+    private = signing.load_private_key(path=str(key_path))
     base = str(tmp_path / "ota")
 
     def push(model, payload, channel=CHANNEL):
@@ -325,14 +325,14 @@ def channel_files(channel_dir: str, sequence: int | None = None) -> dict:
 
 
 def signed(private, data: bytes) -> bytes:
-    entry = keys.signature_entry(private, data, 2)
-    return json.dumps({"algorithm": keys.ALGORITHM, "signatures": [entry]}).encode()
+    entry = signing.signature_entry(private, data, 2)
+    return json.dumps({"algorithm": signing.ALGORITHM, "signatures": [entry]}).encode()
 
 
 def assert_valid_release(served: dict, client: DeviceClient, public) -> None:
     """The oracle for an acceptance: everything a device must be able to rely on holds."""
     data = served[MANIFEST]
-    keys.verify_manifest(data, json.loads(served[SIGNATURE]), keys.trusted_keys([public]))
+    signing.verify_manifest(data, json.loads(served[SIGNATURE]), signing.trusted_keys([public]))
     manifest = json.loads(data)
     assert (manifest["model_name"], manifest["channel"]) == (MODEL, CHANNEL)
     assert isinstance(manifest["sequence"], int) and manifest["sequence"] >= 1
@@ -464,7 +464,7 @@ def test_the_reported_crashes_are_refusals_naming_their_type(bench, case, monkey
     elif case == "non_http_reply":
         hostile, expect = (MANIFEST, ("send", b"SSH-2.0-OpenSSH_9.2\r\n")), "BadStatusLine: "
     else:  # a bug anywhere inside the check: still a result, with the exception's type
-        monkeypatch.setattr(keys, "verify_manifest", lambda *a: [][1])
+        monkeypatch.setattr(signing, "verify_manifest", lambda *a: [][1])
         expect, location_kind = "could not check the channel: IndexError: ", 1
     before = device_tree(bench["client"].device_dir)
     location = deliver(bench, served, hostile, location_kind, case)
@@ -479,7 +479,7 @@ def test_ota_check_cli_refuses_a_non_http_server_in_one_line(bench, tmp_path, ca
     from components.pusher import commands
 
     public_path = tmp_path / "trusted.pub"
-    public_path.write_bytes(keys.public_key_pem(bench["private"].public_key()))
+    public_path.write_bytes(signing.public_key_pem(bench["private"].public_key()))
     parser = argparse.ArgumentParser(prog="tfxopt")
     commands.register(parser.add_subparsers(dest="command", required=True))
     hostile = (MANIFEST, ("send", b"\x00\x01 not http\r\n"))

@@ -52,19 +52,19 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     import numpy as np
     import tensorflow as tf
 
-    from components.pusher import keys, ota
+    from components.pusher import ota, signing
     from pipelines.local.runner import run_local
     from pipelines.report import console
 
     out = tmp_path / "out"
-    keys.write_keypair(str(out / "keys" / "ota.pem"))
+    signing.write_keypair(str(out / "keys" / "ota.pem"))
     config = _config(tmp_path)
     run = run_local(config, reference_data["model"], reference_data["examples"], str(out))
     assert all(step.state == "COMPLETE" for step in run.steps), [
         (s.node_id, s.state) for s in run.steps
     ]
 
-    [pruned] = run.outputs_of("Pruner", "pruned_model")
+    [pruned] = run.outputs_of("Pruner", "optimized_model")
     assert pruned.custom_properties["achieved_sparsity"].double_value >= 0.78
     [profile] = run.outputs_of("Profiler_float32", "profile")
     assert profile.custom_properties["kernel_sparsity"].double_value >= 0.78
@@ -93,7 +93,7 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     result = fn(**{name: tf.zeros([1, *spec.shape[1:]], spec.dtype)})
     assert list(result.values())[0].shape == (1, 10)
     # the OTA manifest verifies with the public key and names the blessed flatbuffer
-    trusted = keys.trusted_keys([keys.load_public_key(str(out / "keys" / "ota.pem.pub"))])
+    trusted = signing.trusted_keys([signing.load_public_key(str(out / "keys" / "ota.pem.pub"))])
     manifest = ota.verify_channel(str(out / "ota" / "digits" / "canary"), trusted)
     assert manifest["sequence"] == 1
     text = console.render(run)

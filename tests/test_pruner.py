@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from components.common import keys
 from components.common.errors import ConfigError, ModelInputError
 from components.pruner.config import PrunerConfig
 
@@ -67,8 +68,8 @@ def _run_executor(model_uri, examples_uri, out_dir, config, data=None):
     output.uri = str(out_dir)
     os.makedirs(output.uri, exist_ok=True)
     executor.Executor().Do(
-        {executor.MODEL_KEY: [model], executor.EXAMPLES_KEY: [examples]},
-        {executor.OUTPUT_MODEL_KEY: [output]},
+        {keys.MODEL_KEY: [model], keys.EXAMPLES_KEY: [examples]},
+        {keys.OPTIMIZED_MODEL_KEY: [output]},
         {
             "config": config.model_dump_json() if isinstance(config, PrunerConfig) else config,
             "data_config": json.dumps(data or {}),
@@ -137,7 +138,7 @@ def test_component_validates_config_when_the_pipeline_is_built():
     from tfx import types
     from tfx.types import standard_artifacts
 
-    from components.pruner.component import OUTPUT_MODEL_KEY, Pruner
+    from components.pruner.component import Pruner
 
     model = types.Channel(type=standard_artifacts.Model)
     examples = types.Channel(type=standard_artifacts.Examples)
@@ -145,7 +146,7 @@ def test_component_validates_config_when_the_pipeline_is_built():
         Pruner(model=model, examples=examples, config={"target_sparsity": 1.5})
     pruner = Pruner(model=model, examples=examples, config={"target_sparsity": 0.8})
     assert json.loads(pruner.exec_properties["config"])["target_sparsity"] == 0.8
-    assert pruner.outputs[OUTPUT_MODEL_KEY].type_name == "Model"
+    assert pruner.outputs[keys.OPTIMIZED_MODEL_KEY].type_name == "Model"
 
 
 def test_schedule_in_epochs_is_turned_into_aligned_steps():
@@ -352,6 +353,26 @@ def test_layer_selection_leaves_the_other_layers_dense():
     assert selected({"types": ["Conv2D"]}) == ["conv"]
     assert selected({"types": ["Dense"], "names": ["conv"]}) == ["conv", "hidden", "out"]
     assert selected({"exclude_names": ["conv", "out"]}) == ["hidden"]
+
+
+def test_a_pruned_embedding_carries_its_note_in_the_coverage():
+    import tf_keras
+
+    from components.pruner import pruner
+
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Input(shape=(4,), dtype="int32"),
+            tf_keras.layers.Embedding(100, 8, name="embed"),
+            tf_keras.layers.Flatten(),
+            tf_keras.layers.Dense(2, name="out"),
+        ]
+    )
+    selection = pruner.plan(model, _config())
+    layers = {e["layer"]: e for e in pruner._coverage(model, selection)["layers"]}
+    assert layers["embed"]["optimised"] and "embedding table" in layers["embed"]["note"]
+    # Only a layer that needs a note has one: the coverage is the one per-layer record.
+    assert layers["out"]["optimised"] and "note" not in layers["out"]
 
 
 def test_selection_errors_name_the_layers():

@@ -9,7 +9,7 @@ import pytest
 from tfx.types import standard_artifacts
 
 from components.common.errors import ConfigError, ModelInputError
-from components.pusher import keys, ota
+from components.pusher import ota, signing
 from components.pusher.executor import Executor
 
 MODEL = "digits"
@@ -18,7 +18,7 @@ MODEL = "digits"
 @pytest.fixture
 def key_path(tmp_path):
     path = str(tmp_path / "keys" / "ota.pem")
-    keys.write_keypair(path)
+    signing.write_keypair(path)
     return path
 
 
@@ -121,9 +121,9 @@ def test_blessed_model_is_pushed_to_serving_and_a_signed_channel(
     production = json.load(open(os.path.join(str(tmp_path / "serving"), MODEL, "production.json")))
     assert (production["version"], production["accuracy"]) == (1, 0.975)
 
-    public = keys.load_public_key(key_path + ".pub")
+    public = signing.load_public_key(key_path + ".pub")
     channel_dir = os.path.join(str(tmp_path / "ota"), MODEL, "canary")
-    manifest = ota.verify_channel(channel_dir, keys.trusted_keys([public]))
+    manifest = ota.verify_channel(channel_dir, signing.trusted_keys([public]))
     assert manifest["rollout_percentage"] == 50 and manifest["metrics"]["accuracy"] == 0.975
     tflite_file = os.path.join(model_artifact.uri, "Format-TFLite", "model.tflite")
     assert manifest["files"][0]["length"] == os.path.getsize(tflite_file)
@@ -191,9 +191,9 @@ def test_model_without_tflite_is_converted_or_refused(tmp_path, tiny_model, key_
     assert pushed.get_string_custom_property("pushed_version") == "1"  # the OTA model version
     record = json.load(open(os.path.join(pushed.uri, "push.json")))
     assert record["tflite_source"] == "converted_float32"
-    public = keys.load_public_key(key_path + ".pub")
+    public = signing.load_public_key(key_path + ".pub")
     manifest = ota.verify_channel(
-        os.path.join(str(tmp_path / "ota"), MODEL, "canary"), keys.trusted_keys([public])
+        os.path.join(str(tmp_path / "ota"), MODEL, "canary"), signing.trusted_keys([public])
     )
     assert manifest["source"]["tflite_source"] == "converted_float32"
 

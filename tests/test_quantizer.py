@@ -11,7 +11,7 @@ from components.common import examples as examples_lib
 from components.common import model_io, tflite, training
 from components.common.errors import ConfigError, DataError, ModelInputError
 from components.common.examples import DataConfig
-from components.quantizer import quantizer
+from components.quantizer import conversion, quantizer
 from components.quantizer.config import QuantizerConfig
 
 DATA = DataConfig()
@@ -209,7 +209,7 @@ def test_post_training_modes(tiny_data, mode, integer_io, io_dtype, kernel_dtype
     assert record["verification"]["passed"]
     assert numbers["verify_max_abs_diff"] <= numbers["verify_tolerance"]
     model = _load(tiny_data["plain"])
-    assert numbers["accuracy"] == pytest.approx(
+    assert numbers["metric_after"] == pytest.approx(
         _tflite_accuracy(result.flatbuffer, tiny_data["examples"], model)
     )
     assert numbers["eval_examples"] == 64
@@ -238,7 +238,7 @@ def test_qat_gives_an_int8_flatbuffer_and_a_plain_float_serving_model(tiny_data,
     quantizer.write(result, uri)
     loaded = model_io.load_keras_model(uri)
     assert [type(layer) for layer in loaded.layers] == [tf_keras.layers.Dense] * 2
-    assert abs(numbers["serving_accuracy"] - numbers["accuracy"]) <= 0.05
+    assert abs(numbers["serving_metric"] - numbers["metric_after"]) <= 0.05
 
 
 def test_pqat_keeps_the_zeros_and_plain_qat_loses_them(tiny_data):
@@ -304,7 +304,7 @@ def test_cqat_keeps_at_most_n_values(tiny_data):
         assert len(np.unique(stored)) <= TINY_CLUSTERS, name
     numbers = quantizer.key_numbers(result.record)
     assert numbers["tflite_max_unique_per_channel"] <= TINY_CLUSTERS
-    assert numbers["accuracy"] == pytest.approx(
+    assert numbers["metric_after"] == pytest.approx(
         _tflite_accuracy(result.flatbuffer, tiny_data["examples"], clustered)
     )
 
@@ -354,8 +354,10 @@ def no_heavy_work(monkeypatch):
     def forbidden(*_, **__):
         raise AssertionError("heavy work started before the inputs were checked")
 
-    monkeypatch.setattr(quantizer, "convert", forbidden)
-    monkeypatch.setattr(quantizer, "_train_qat", forbidden)
+    from components.quantizer import qat
+
+    monkeypatch.setattr(conversion, "convert", forbidden)
+    monkeypatch.setattr(qat, "train", forbidden)
 
 
 @pytest.mark.parametrize(
@@ -443,15 +445,17 @@ def test_verification_failure_writes_nothing(tiny_data, tmp_path):
 
     from components.quantizer import executor
 
-    with pytest.raises(quantizer.VerificationError, match="differs from the Keras model"):
+    with pytest.raises(
+        conversion.ConversionVerificationError, match="differs from the Keras model"
+    ):
         _run("plain", tiny_data, mode="full_int8", verify_tolerance=1e-9)
 
     model, examples, output = _artifacts(tiny_data, tmp_path)
     config = QuantizerConfig(mode="full_int8", verify_tolerance=1e-9)
-    with pytest.raises(quantizer.VerificationError):
+    with pytest.raises(conversion.ConversionVerificationError):
         executor.Executor().Do(
             {"model": [model], "examples": [examples]},
-            {"quantized_model": [output]},
+            {"optimized_model": [output]},
             {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
         )
     assert not os.path.exists(output.uri) or not os.listdir(output.uri)
@@ -483,7 +487,7 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
     config = QuantizerConfig(mode="full_int8", integer_only_io=True, representative_samples=32)
     executor.Executor().Do(
         {"model": [model], "examples": [examples]},
-        {"quantized_model": [output]},
+        {"optimized_model": [output]},
         {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
     )
     path = model_io.tflite_path(output.uri)
@@ -494,7 +498,7 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
     assert runner.input_dtype == "int8"
     serving = model_io.load_keras_model(output.uri)  # plain tf_keras, no tfmot scope
     assert serving.get_layer("hidden").kernel.shape == (64, 16)
-    with open(os.path.join(output.uri, executor.RECORD_FILE)) as f:
+    with open(os.path.join(output.uri, "quantization.json")) as f:
         record = json.load(f)
 
     assert output.get_string_custom_property("mode") == "full_int8"
@@ -504,9 +508,8 @@ def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path)
     assert output.get_float_custom_property("input_scale") == pytest.approx(
         runner.input_details[0]["quantization"][0]
     )
-    assert output.get_float_custom_property("accuracy") == pytest.approx(
-        record["accuracy"]["tflite_top1"]
-    )
+    assert output.get_float_custom_property("metric_after") == pytest.approx(record["metric_after"])
+    assert output.get_int_custom_property("input_model_artifact_id") == model.id
     # The pruned input's zeros survive post-training quantization.
     assert output.get_float_custom_property("tflite_kernel_sparsity") >= 0.79
     assert json.loads(output.get_string_custom_property("float_ops")) == []
@@ -529,7 +532,7 @@ def test_component_validates_config_at_build_time():
         Quantizer(model=model, examples=examples, config={"mode": "none", "integer_only_io": 1})
     component = Quantizer(model=model, examples=examples, config={"mode": "pcqat"})
     assert json.loads(component.exec_properties["config"])["mode"] == "pcqat"
-    assert component.outputs["quantized_model"].type_name == "Model"
+    assert component.outputs["optimized_model"].type_name == "Model"
 
 
 # --------------------------------------------------------------------------- reference model
@@ -591,13 +594,13 @@ def test_every_mode_on_the_reference_model(reference_inputs, source, mode):
     numbers = quantizer.key_numbers(result.record)
 
     assert numbers["eval_examples"] == 360
-    assert numbers["accuracy"] == pytest.approx(
+    assert numbers["metric_after"] == pytest.approx(
         _tflite_accuracy(result.flatbuffer, reference_inputs["examples"], model)
     )
     if source == "plain":
-        assert numbers["accuracy"] >= reference_inputs["accuracy"] - 0.02
+        assert numbers["metric_after"] >= reference_inputs["accuracy"] - 0.02
     else:  # pruned / clustered quickly: still far above chance
-        assert numbers["accuracy"] >= 0.8
+        assert numbers["metric_after"] >= 0.8
     io_dtype = "int8" if config.integer_only_io else "float32"
     assert (numbers["input_dtype"], numbers["output_dtype"]) == (io_dtype, io_dtype)
     kernels = _kernel_pairs(model, result.flatbuffer)

@@ -282,7 +282,7 @@ def test_two_recipes_share_one_pruner_in_a_local_run(tmp_path, reference_data):
             "Evaluator",
         )
     }
-    [pruned] = run.outputs_of("Pruner_s50", "pruned_model")
+    [pruned] = run.outputs_of("Pruner_s50", "optimized_model")
     evaluation = console.evaluation_record(run)
     assert [c["name"] for c in evaluation["candidates"]] == ["pruned_float", "pruned_dynamic"]
     assert evaluation["decision"]["blessed"] is True

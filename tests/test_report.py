@@ -60,12 +60,12 @@ def _config():
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory, reference_data):
     """A finished local run and its report: (LocalRun, html path, summary dict)."""
-    from components.pusher import keys
+    from components.pusher import signing
     from pipelines.local.runner import run_local
     from pipelines.report import writer
 
     out = tmp_path_factory.mktemp("report") / "out"
-    keys.write_keypair(str(out / "keys" / "ota.pem"))
+    signing.write_keypair(str(out / "keys" / "ota.pem"))
     run = run_local(_config(), reference_data["model"], reference_data["examples"], str(out))
     html_path, summary_path = writer.write_report(run)
     with open(summary_path) as f:
@@ -247,17 +247,6 @@ def test_not_blessed_and_failed_runs_render(report_run):
 
 
 # --------------------------------------------------------------------------- pure pieces
-
-
-def test_report_reads_the_components_own_file_names():
-    from components.profiler.component import PROFILE_KEY
-    from components.profiler.executor import PROFILE_FILE
-    from components.pusher.component import PUSHED_MODEL_KEY
-    from components.pusher.executor import PUSH_FILE
-    from pipelines.report import build, profiles
-
-    assert (profiles.PROFILE_KEY, profiles.PROFILE_FILE) == (PROFILE_KEY, PROFILE_FILE)
-    assert (build.PUSHED_MODEL_KEY, build.PUSH_FILE) == (PUSHED_MODEL_KEY, PUSH_FILE)
 
 
 def test_pareto_front_keeps_only_undominated_points():

@@ -594,7 +594,7 @@ def test_run_writes_the_model_artifact_and_key_numbers(
         {"criterion": "taylor", "fine_tuning": {"epochs": 1, "batch_size": 16}}
     )
 
-    report = structured.run(model_uri, tiny_examples, DataConfig(), config, output_uri)
+    report = structured.run(model_uri, tiny_examples, output_uri, config, DataConfig())
 
     pruned = model_io.load_keras_model(output_uri)
     assert pruned.get_layer("hidden").units == 8
@@ -636,7 +636,7 @@ def test_run_fine_tunes_each_step_with_the_models_own_loss(tiny_model, tiny_exam
         {"steps": 2, "fine_tuning": {"epochs": 1, "batch_size": 16}}
     )
 
-    report = structured.run(model_uri, tiny_examples, DataConfig(), config, output_uri)
+    report = structured.run(model_uri, tiny_examples, output_uri, config, DataConfig())
 
     assert report["task"]["kind"] == "multiclass"
     assert report["loss"]["source"] == "model"
@@ -662,7 +662,7 @@ def test_run_fails_on_the_config_before_reading_data(tiny_model, tmp_path):
     config = StructuredPruningConfig.parse({"per_layer": {"hiddn": 0.5}})
     with pytest.raises(ConfigError, match="per_layer: no layer named"):
         structured.run(
-            model_uri, str(tmp_path / "no_examples"), DataConfig(), config, str(tmp_path / "out")
+            model_uri, str(tmp_path / "no_examples"), str(tmp_path / "out"), config, DataConfig()
         )
     assert not (tmp_path / "out").exists()
 
@@ -701,7 +701,7 @@ def test_pruner_executor_in_structured_mode(tmp_path, tiny_examples):
     )
     executor.Executor().Do(
         {"model": [source], "examples": [examples]},
-        {"pruned_model": [output]},
+        {"optimized_model": [output]},
         {"config": config.model_dump_json(), "data_config": DataConfig().model_dump_json()},
     )
     pruned = model_io.load_keras_model(output.uri)

@@ -247,7 +247,7 @@ def test_loss_from_module_file_then_the_model_then_the_task(tmp_path):
 def test_distillation_soft_term_per_task():
     import tensorflow as tf
 
-    from components.distiller.distill import distillation_loss
+    from components.distiller.student_trainer import distillation_loss
 
     student = tf.constant([[0.5], [-1.0]])
     teacher = tf.constant([[1.5], [-1.0]])
@@ -393,7 +393,7 @@ def test_distiller_trains_a_student_for_the_task(builder, tmp_path):
     case = zoo.BUILDERS[builder](str(tmp_path))
     data = DataConfig(**case.config.get("data", {}))
     config = DistillerConfig.parse(
-        {"width_multiplier": 0.5, "training": {"epochs": 2, "warmup_epochs": 0}}
+        {"width_multiplier": 0.5, "fine_tuning": {"epochs": 2, "warmup_epochs": 0}}
     )
     result = distiller.distill(case.model_dir, case.examples_dir, data, config)
     record = result.record
@@ -401,7 +401,7 @@ def test_distiller_trains_a_student_for_the_task(builder, tmp_path):
     assert record["student"]["parameters"] < record["teacher"]["parameters"]
     assert math.isfinite(record["student"]["eval_accuracy"])
     assert math.isfinite(record["label_only"]["eval_accuracy"])
-    history = record["training"]["history"]
+    history = record["fine_tuning"]["history"]
     assert history and "soft_loss" in history[0]
     # Saved with the teacher's output convention: a sigmoid unit stays a sigmoid unit.
     from components.common.tasks import final_activation

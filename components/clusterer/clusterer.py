@@ -17,11 +17,17 @@ from components.common import layer_report, optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CLUSTERING_RECORD_FILE,
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    HISTORY_FILE,
+    MODEL_SPARSITY,
+    OPTIMIZATION,
+)
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "clustering.json"
-HISTORY_FILE = "fine_tuning_history.json"
 FIELD = "clusterer"
 
 # Custom property names of the output Model artifact.
@@ -30,12 +36,6 @@ CLUSTERS_PER_LAYER = "clusters_per_layer"
 UNIQUE_VALUES_PER_LAYER = "unique_values_per_layer"
 MAX_UNIQUE_VALUES = "max_unique_values"
 SPARSITY_PRESERVED = "sparsity_preserved"
-MODEL_SPARSITY = "model_sparsity"
-ACCURACY_BEFORE = "accuracy_before"
-ACCURACY_AFTER = "accuracy_after"
-FINE_TUNING_EPOCHS = "fine_tuning_epochs"
-FINE_TUNING_WALL_TIME_S = "fine_tuning_wall_time_s"
-OPTIMIZATION = "optimization"
 
 _INITIALIZATIONS = {
     "kmeans++": "KMEANS_PLUS_PLUS",
@@ -279,7 +279,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
 
 
 def run(
-    model_uri: str, examples_uri: str, data: DataConfig, config: ClustererConfig, output_uri: str
+    model_uri: str, examples_uri: str, output_uri: str, config: ClustererConfig, data: DataConfig
 ) -> dict:
     """Clusters the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
 
@@ -299,7 +299,7 @@ def run(
         optimize=lambda model, train_ds, eval_ds, _steps, args: cluster_model(
             model, train_ds, eval_ds, config, args
         ),
-        record_file=RECORD_FILE,
+        record_file=CLUSTERING_RECORD_FILE,
         history_file=HISTORY_FILE,
     )
 
@@ -314,11 +314,7 @@ def key_numbers(record: dict) -> dict:
         MAX_UNIQUE_VALUES: record["max_unique_values"],
         SPARSITY_PRESERVED: record["sparsity_preserved"],
         MODEL_SPARSITY: record["model_sparsity"],
-        ACCURACY_BEFORE: record.get("accuracy_before"),
-        ACCURACY_AFTER: record.get("accuracy_after"),
-        "metric": record.get("metric"),
-        "metric_before": record.get("metric_before"),
-        "metric_after": record.get("metric_after"),
+        **optimization.metric_numbers(record),
         FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
         FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
     }

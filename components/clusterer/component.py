@@ -9,7 +9,6 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
 from components.clusterer import executor
 from components.clusterer.config import ClustererConfig
-from components.clusterer.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
 from components.common.component_base import (
     CONFIG_KEY,
     DATA_CONFIG_KEY,
@@ -18,8 +17,9 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import EXAMPLES_KEY, MODEL_KEY, OPTIMIZED_MODEL_KEY
 
-__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "Clusterer", "ClustererSpec"]
+__all__ = ["Clusterer", "ClustererSpec"]
 
 
 class ClustererSpec(ComponentSpec):
@@ -30,20 +30,20 @@ class ClustererSpec(ComponentSpec):
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class Clusterer(base_component.BaseComponent):
     """Clusters the weights of a model while fine-tuning it on the train split.
 
     Each clustered weight tensor (or channel, with ``cluster_per_channel``) holds at most
-    ``number_of_clusters`` distinct values. The output Model (``outputs['clustered_model']``)
+    ``number_of_clusters`` distinct values. The output Model (``outputs['optimized_model']``)
     holds the stripped SavedModel (``Format-Serving/``), ``clustering.json`` and
     ``fine_tuning_history.json``, and carries clusters per layer, unique values found and accuracy
     before/after as custom properties.
 
     Example:
-      clusterer = Clusterer(model=pruner.outputs['pruned_model'],
+      clusterer = Clusterer(model=pruner.outputs['optimized_model'],
                             examples=example_gen.outputs['examples'],
                             config={'number_of_clusters': 16, 'preserve_sparsity': True})
     """
@@ -63,6 +63,6 @@ class Clusterer(base_component.BaseComponent):
             examples=examples,
             config=config_json(config, ClustererConfig, "clusterer"),
             data_config=data_config_json(data_config),
-            clustered_model=types.Channel(type=standard_artifacts.Model),
+            optimized_model=types.Channel(type=standard_artifacts.Model),
         )
         super().__init__(spec=spec)

@@ -11,13 +11,16 @@ from tfx.types import artifact_utils
 from components.clusterer import clusterer
 from components.clusterer.config import ClustererConfig
 from components.common import properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    EXAMPLES_KEY,
+    INPUT_MODEL_ARTIFACT_ID,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+)
 
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-# TFX wants input and output names distinct: the clustered model is 'clustered_model'.
-OUTPUT_MODEL_KEY = "clustered_model"
 log = logging.getLogger(__name__)
 
 
@@ -35,11 +38,11 @@ class Executor(base_executor.BaseExecutor):
         data = DataConfig.parse(exec_properties.get(DATA_CONFIG_KEY), where="data")
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
+        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
 
         # run() writes the output only once everything that can fail has succeeded.
-        record = clusterer.run(model.uri, examples_uri, data, config, output.uri)
+        record = clusterer.run(model.uri, examples_uri, output.uri, config, data)
         numbers = clusterer.key_numbers(record)
-        numbers["input_model_artifact_id"] = model.id
+        numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
         properties.set_properties(output, numbers)
         log.info("clustered %s: %s", model.uri, numbers)

@@ -4,8 +4,9 @@ Candidates are alternatives, so one failing is a verdict on that candidate, not 
 candidate step (a Quantizer branch, a candidate's Profiler) built with ``isolate_failures`` does
 not fail when its own work fails: it succeeds and writes its output artifact *marked failed*,
 custom properties ``failed`` = 1, ``failure_step``, ``failure_reason``, ``failure_summary``,
-``failure_component``, and the record :data:`FAILURE_FILE` (no model files). A step downstream
-(the candidate's Profiler) passes the mark on without loading anything, and the Evaluator rejects
+``failure_component`` (names in :mod:`components.common.keys`) and the record
+``candidate_failure.json`` (no model files); the exec property ``isolate_failures`` = 1 turns it
+on. A step downstream (the candidate's Profiler) passes the mark on without loading anything, and the Evaluator rejects
 the candidate with its summary (``failed: verification, max abs diff 0.703 > 0.683``). The step
 succeeded, so it works the same on every runner (LocalDagRunner, Kubeflow Pipelines) and TFX caches
 it like any result: a rerun with the same inputs and configuration reuses the failure, a changed
@@ -14,7 +15,7 @@ configuration runs the step again.
 Which errors count as a candidate's failure (the rule, :func:`is_candidate_failure`):
 
 - :class:`~components.common.errors.CandidateError`: the candidate's conversion
-  (``ConversionError``), verification (``VerificationError``) or measurement
+  (``ConversionError``), verification (``ConversionVerificationError``) or measurement
   (``MeasurementError``) failed;
 - :class:`~components.common.errors.ModelInputError`: the model this branch got cannot go through
   this step (a layer tfmot cannot quantize in this mode, ops an integer mode leaves in float).
@@ -35,22 +36,12 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+from components.common import artifact_output, keys
 from components.common.errors import CandidateError, ModelInputError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "tfxopt.candidate_failure/v1"
-FAILURE_FILE = "candidate_failure.json"
-#: Exec property of the candidate steps: 1 isolates the step's candidate failures (see above).
-ISOLATE_FAILURES_KEY = "isolate_failures"
-
-FAILED_PROPERTY = "failed"
-STEP_PROPERTY = "failure_step"
-REASON_PROPERTY = "failure_reason"
-SUMMARY_PROPERTY = "failure_summary"
-COMPONENT_PROPERTY = "failure_component"
-UPSTREAM_PROPERTY = "upstream_failed"
-
 MAX_REASON_CHARS = 1000
 MAX_DETAIL_CHARS = 200
 
@@ -96,7 +87,7 @@ def read_failure(uri: str | None) -> dict | None:
         return None
     import tensorflow as tf
 
-    path = os.path.join(uri, FAILURE_FILE)
+    path = os.path.join(uri, keys.CANDIDATE_FAILURE_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
@@ -114,20 +105,6 @@ def passed_through(upstream: dict, input_uri: str, component: str, note: str) ->
     }
 
 
-def _empty(directory: str) -> None:
-    import tensorflow as tf
-
-    if not tf.io.gfile.isdir(directory):
-        tf.io.gfile.makedirs(directory)
-        return
-    for name in tf.io.gfile.listdir(directory):
-        path = os.path.join(directory, name.rstrip("/"))
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        else:
-            tf.io.gfile.remove(path)
-
-
 def write_failure(output, record: dict, record_file: str | None = None, extra=None) -> None:
     """Marks the output artifact failed: nothing but the record in it, and the properties.
 
@@ -140,18 +117,18 @@ def write_failure(output, record: dict, record_file: str | None = None, extra=No
     """
     from components.common import properties
 
-    _empty(output.uri)
-    for name in {FAILURE_FILE, record_file or FAILURE_FILE}:
+    artifact_output.empty(output.uri)
+    for name in {keys.CANDIDATE_FAILURE_FILE, record_file or keys.CANDIDATE_FAILURE_FILE}:
         properties.write_json(output.uri, name, record)
     properties.set_properties(
         output,
         {
-            FAILED_PROPERTY: 1,
-            STEP_PROPERTY: record["step"],
-            REASON_PROPERTY: record["reason"][:MAX_REASON_CHARS],
-            SUMMARY_PROPERTY: record["summary"],
-            COMPONENT_PROPERTY: record["component"],
-            UPSTREAM_PROPERTY: 1 if record.get("upstream") else None,
+            keys.FAILED_PROPERTY: 1,
+            keys.FAILURE_STEP_PROPERTY: record["step"],
+            keys.FAILURE_REASON_PROPERTY: record["reason"][:MAX_REASON_CHARS],
+            keys.FAILURE_SUMMARY_PROPERTY: record["summary"],
+            keys.FAILURE_COMPONENT_PROPERTY: record["component"],
+            keys.UPSTREAM_FAILED_PROPERTY: 1 if record.get("upstream") else None,
             **(extra or {}),
         },
     )

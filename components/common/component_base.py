@@ -7,8 +7,8 @@ from tfx.types.component_spec import ExecutionParameter
 from components.common.config import StrictModel
 from components.common.examples import DataConfig
 
-CONFIG_KEY = "config"
-DATA_CONFIG_KEY = "data_config"
+# Re-exported: the components import their config keys from here.
+from components.common.keys import CONFIG_KEY, DATA_CONFIG_KEY  # noqa: F401
 
 
 def json_parameter(optional: bool = False) -> ExecutionParameter:

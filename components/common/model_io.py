@@ -13,10 +13,9 @@ import warnings
 
 from components.common.errors import ModelInputError
 
-SERVING_DIR = "Format-Serving"
-TFLITE_DIR = "Format-TFLite"
-TFLITE_FILE = "model.tflite"
-SAVED_MODEL_PB = "saved_model.pb"
+# The layout's names, re-exported: readers of a model artifact use them from here.
+from components.common.keys import SAVED_MODEL_PB, SERVING_DIR, TFLITE_DIR, TFLITE_FILE  # noqa: F401
+
 KERAS_METADATA_PB = "keras_metadata.pb"
 
 

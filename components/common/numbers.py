@@ -1,14 +1,15 @@
 """Small helpers for the numbers in our JSON records: checking, reading, comparing, formatting.
 
-A leaf module: it imports nothing of ours, so the Evaluator, the run report's builder, its page
-and its plots, and the text summary can all use it without importing each other.
+A leaf module: it imports nothing of ours but :mod:`components.common.keys` (itself a leaf), so
+the Evaluator, the run report's builder, its page and its plots, and the text summary can all use
+it without importing each other.
 """
 
 from __future__ import annotations
 
 import math
 
-BASELINE = "baseline"  # the name the records and the report give the baseline model
+from components.common.keys import BASELINE  # noqa: F401 - re-exported for the readers
 
 
 def finite(value) -> bool:

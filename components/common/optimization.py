@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import pydantic
 
+from components.common import keys
 from components.common.config import StrictModel
 from components.common.errors import ConfigError, ModelInputError
+from components.common.keys import HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +271,7 @@ def run_technique(
     plan: Callable,
     optimize: Callable,
     record_file: str,
-    history_file: str,
+    history_file: str = HISTORY_FILE,
 ) -> dict:
     """The shared body of the Pruner's and the Clusterer's ``run``.
 
@@ -314,35 +316,17 @@ def run_technique(
 def write_model_artifact(
     model, output_uri: str, json_files: dict[str, object], training_config: dict | None = None
 ) -> str:
-    """Saves ``model`` in the standard layout and JSON files beside it; on failure removes them.
+    """Saves ``model`` and JSON files beside it (:func:`artifact_output.write_model`).
 
     Returns:
       The SavedModel directory.
     """
-    import tensorflow as tf
+    from components.common import artifact_output
 
-    from components.common import model_io, properties
-
-    written = []
-    try:
-        path = model_io.save_keras_model(model, output_uri, training_config)
-        written.append(path)
-        if training_config:
-            written.append(f"{output_uri.rstrip('/')}/{model_io.TRAINING_CONFIG_FILE}")
-        for name, content in json_files.items():
-            written.append(properties.write_json(output_uri, name, content))
-    except BaseException:
-        # Nothing half-written may stay in the output artifact.
-        for item in written:
-            if tf.io.gfile.isdir(item):
-                tf.io.gfile.rmtree(item)
-            elif tf.io.gfile.exists(item):
-                tf.io.gfile.remove(item)
-        serving = f"{output_uri.rstrip('/')}/{model_io.SERVING_DIR}"
-        if tf.io.gfile.exists(serving):
-            tf.io.gfile.rmtree(serving)
-        raise
-    return path
+    written = artifact_output.write_model(
+        output_uri, model=model, json_files=json_files, training_config=training_config
+    )
+    return written["serving_model_dir"]
 
 
 @dataclass
@@ -466,11 +450,36 @@ def metric_fields(task, before: float, after: float) -> dict:
     from components.common import metrics
 
     out = {
-        "metric": task.metric,
-        "metric_before": before,
-        "metric_after": after,
-        "metric_worse_by": metrics.worse_by(task, before, after),
+        keys.METRIC: task.metric,
+        keys.METRIC_BEFORE: before,
+        keys.METRIC_AFTER: after,
+        keys.METRIC_WORSE_BY: metrics.worse_by(task, before, after),
     }
     if task.higher_is_better:
-        out.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
+        out.update(
+            {
+                keys.ACCURACY_BEFORE: before,
+                keys.ACCURACY_AFTER: after,
+                "accuracy_drop": before - after,
+            }
+        )
     return out
+
+
+METRIC_PROPERTIES = (
+    keys.METRIC,
+    keys.METRIC_BEFORE,
+    keys.METRIC_AFTER,
+    keys.METRIC_WORSE_BY,
+    keys.ACCURACY_BEFORE,
+    keys.ACCURACY_AFTER,
+)
+
+
+def metric_numbers(record: dict) -> dict:
+    """The before/after custom properties every model-in/model-out step sets, from its record.
+
+    The record holds :func:`metric_fields` at its top level; ``accuracy_*`` are left out (None)
+    when the metric is not an accuracy.
+    """
+    return {name: record.get(name) for name in METRIC_PROPERTIES}

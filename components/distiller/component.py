@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -15,11 +17,11 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import EXAMPLES_KEY, MODEL_KEY, OPTIMIZED_MODEL_KEY
 from components.distiller import executor
 from components.distiller.config import DistillerConfig
-from components.distiller.executor import EXAMPLES_KEY, MODEL_KEY, TEACHER_KEY
 
-__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "TEACHER_KEY", "Distiller", "DistillerSpec"]
+__all__ = ["Distiller", "DistillerSpec"]
 
 
 class DistillerSpec(ComponentSpec):
@@ -27,10 +29,10 @@ class DistillerSpec(ComponentSpec):
 
     PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
     INPUTS = {
-        TEACHER_KEY: ChannelParameter(type=standard_artifacts.Model),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),  # the teacher
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class Distiller(base_component.BaseComponent):
@@ -38,13 +40,15 @@ class Distiller(base_component.BaseComponent):
 
     The student is the teacher's own architecture at ``width_multiplier`` (and ``depth``), or what
     ``build_student(teacher, input_spec)`` in ``module_file`` returns. Its output is a standard
-    ``Model`` artifact (``Format-Serving/``), so it feeds the Pruner, Clusterer and Quantizer.
+    ``Model`` artifact (``outputs['optimized_model']``: ``Format-Serving/``), so it feeds the
+    Pruner, Clusterer and Quantizer. The teacher is the ``model`` input, as every
+    model-in/model-out component names it (``teacher=`` still works, with a DeprecationWarning).
 
     Example:
-      distiller = Distiller(teacher=importer.outputs['result'],
+      distiller = Distiller(model=importer.outputs['result'],
                             examples=example_gen.outputs['examples'],
                             config={'width_multiplier': 0.5, 'temperature': 2.0,
-                                    'training': {'epochs': 25}})
+                                    'fine_tuning': {'epochs': 25}})
     """
 
     SPEC_CLASS = DistillerSpec
@@ -52,16 +56,39 @@ class Distiller(base_component.BaseComponent):
 
     def __init__(
         self,
-        teacher: types.BaseChannel,
-        examples: types.BaseChannel,
+        model: types.BaseChannel | None = None,
+        examples: types.BaseChannel | None = None,
         config: DistillerConfig | dict | None = None,
         data_config: DataConfig | dict | None = None,
+        teacher: types.BaseChannel | None = None,
     ):
+        model = _model_or_teacher(model, teacher)
+        if examples is None:
+            raise TypeError(
+                "Distiller: examples is required (the Examples to train the student on)"
+            )
         spec = DistillerSpec(
-            teacher=teacher,
+            model=model,
             examples=examples,
             config=config_json(config, DistillerConfig, "distiller"),
             data_config=data_config_json(data_config),
-            model=types.Channel(type=standard_artifacts.Model),
+            optimized_model=types.Channel(type=standard_artifacts.Model),
         )
         super().__init__(spec=spec)
+
+
+def _model_or_teacher(model, teacher):
+    """The teacher channel: ``model``, or ``teacher`` (its name before this release)."""
+    if teacher is None:
+        if model is None:
+            raise TypeError("Distiller: model is required (the teacher Model channel)")
+        return model
+    if model is not None:
+        raise TypeError("Distiller: give the teacher as model= only (teacher= is its old name)")
+    warnings.warn(
+        "Distiller(teacher=...) is deprecated: pass the teacher as model=..., as for every "
+        "model-in/model-out component; teacher= goes in the next release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return teacher

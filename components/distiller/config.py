@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Literal
 
 import pydantic
@@ -10,6 +12,9 @@ from components.common.config import StrictModel
 from components.common.training import FineTuneConfig
 
 DEFAULT_WIDTH_MULTIPLIER = 0.5
+# The training section's name before it was ``fine_tuning`` (as in every other component).
+OLD_TRAINING_KEY = "training"
+log = logging.getLogger(__name__)
 
 
 class DistillTrainingConfig(FineTuneConfig):
@@ -103,7 +108,31 @@ class DistillerConfig(StrictModel):
     max_eval_examples: int | None = pydantic.Field(
         None, ge=1, description="Cap on eval examples for the reported accuracies."
     )
-    training: DistillTrainingConfig = pydantic.Field(default_factory=DistillTrainingConfig)
+    fine_tuning: DistillTrainingConfig = pydantic.Field(
+        default_factory=DistillTrainingConfig,
+        description="How the student is trained (the section every component names fine_tuning).",
+    )
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _old_training_key(cls, data):
+        """``training`` (the previous release's name) still works, with a warning to rename it."""
+        if not isinstance(data, dict) or OLD_TRAINING_KEY not in data:
+            return data
+        if "fine_tuning" in data:
+            raise ValueError(
+                "both 'training' and 'fine_tuning' are set: keep 'fine_tuning' ('training' is "
+                "its old name)"
+            )
+        message = (
+            "distiller: the config section 'training' is now 'fine_tuning' (as in the Pruner, "
+            "Clusterer and Quantizer); rename it, the old name goes in the next release"
+        )
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        log.warning(message)
+        data = dict(data)
+        data["fine_tuning"] = data.pop(OLD_TRAINING_KEY)
+        return data
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> DistillerConfig:

@@ -13,10 +13,16 @@ import math
 import time
 from dataclasses import dataclass
 
+from components.common import artifact_output, model_io, optimization, training
 from components.common import examples as examples_lib
 from components.common import metrics as metrics_lib
-from components.common import model_io, training
 from components.common.examples import DataConfig
+from components.common.keys import (
+    DISTILLATION_RECORD_FILE,
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    OPTIMIZATION,
+)
 from components.distiller import student as student_lib
 from components.distiller.config import DistillerConfig
 
@@ -45,7 +51,7 @@ def use_mixed_precision(asked: bool) -> bool:
 
     if not tf.config.list_physical_devices("GPU"):
         log.warning(
-            "distiller: training.mixed_precision=true is ignored: no GPU is present, so the "
+            "distiller: fine_tuning.mixed_precision=true is ignored: no GPU is present, so the "
             "student trains in float32 (mixed_float16 is slower than float32 on CPU)."
         )
         return False
@@ -55,7 +61,7 @@ def use_mixed_precision(asked: bool) -> bool:
 def _make_optimizer(config: DistillerConfig, steps_per_epoch: int, mixed: bool):
     import tf_keras
 
-    train = config.training
+    train = config.fine_tuning
     schedule = training.warmup_cosine_schedule(
         train.learning_rate,
         total_steps=max(train.epochs, 1) * steps_per_epoch,
@@ -87,7 +93,7 @@ def _fresh_copy(student, config: DistillerConfig, teacher, initial_weights):
 
 
 def _train_dataset(examples_uri, data, teacher, config: DistillerConfig):
-    train = config.training
+    train = config.fine_tuning
     return examples_lib.make_dataset(
         examples_uri,
         data.train_split,
@@ -124,7 +130,7 @@ def _label_only(
     import tf_keras
 
     with strategy.scope():
-        tf_keras.utils.set_random_seed(config.training.seed)
+        tf_keras.utils.set_random_seed(config.fine_tuning.seed)
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         baseline = _fresh_copy(student, config, teacher, initial_weights)
         probabilities = training.outputs_squashed(baseline)
@@ -136,7 +142,7 @@ def _label_only(
             metrics=[training.task_metric(logits_task)],
         )
     run = training.fit(
-        twin, train_ds, eval_ds, config.training, name="label-only student", task=logits_task
+        twin, train_ds, eval_ds, config.fine_tuning, name="label-only student", task=logits_task
     )
     if not shares:
         baseline.set_weights(twin.get_weights())
@@ -161,10 +167,10 @@ def distill(
     import tensorflow as tf
     import tf_keras
 
-    from components.distiller import distill as distill_lib
+    from components.distiller import student_trainer
 
     training.skip_autograph_for_tf_keras()
-    train_cfg = config.training
+    train_cfg = config.fine_tuning
     mixed = use_mixed_precision(train_cfg.mixed_precision)
     strategy = training.make_strategy(train_cfg.strategy)
     with strategy.scope():
@@ -191,11 +197,11 @@ def distill(
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         student, report = _build_student(config, teacher)
         student_lib.check_compatible(teacher, student, task.kind)
-        pairs = distill_lib.resolve_feature_pairs(teacher, student, config.feature_pairs)
+        pairs = student_trainer.resolve_feature_pairs(teacher, student, config.feature_pairs)
         initial_weights = student.get_weights()
         student_probabilities = training.outputs_squashed(student)
         twin, shares = student_lib.training_copy(student, student_probabilities, mixed)
-        distiller = distill_lib.Distiller(
+        trainer = student_trainer.DistillationModel(
             twin,
             teacher,
             teacher_outputs_probabilities=teacher_probabilities,
@@ -206,7 +212,7 @@ def distill(
             feature_pairs=pairs,
             task=_logits_task(task),
         )
-        distiller.compile(optimizer=_make_optimizer(config, steps, mixed))
+        trainer.compile(optimizer=_make_optimizer(config, steps, mixed))
     log.warning(
         "distiller: teacher %d params -> student %d params (%s); %d train examples, %d steps/epoch",
         teacher.count_params(),
@@ -216,7 +222,7 @@ def distill(
         steps,
     )
     run = training.fit(
-        distiller, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
+        trainer, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
     )
     if not shares:
         student.set_weights(twin.get_weights())
@@ -262,9 +268,9 @@ def distill(
         },
         "parameter_ratio": student_params / teacher_params,
         "task": task.to_dict(),
-        "metric": task.metric,
-        # Positive: the student is worse, in the metric's own direction (MAE up, accuracy down).
-        "accuracy_gap": metrics_lib.worse_by(task, teacher_accuracy, student_accuracy),
+        # Before: the teacher; after: the student. metric_worse_by is positive when the student
+        # is worse, in the metric's own direction (MAE up, accuracy down).
+        **optimization.metric_fields(task, teacher_accuracy, student_accuracy),
         "label_only": label_only,
         "distillation_gain": (
             metrics_lib.worse_by(task, student_accuracy, label_only["eval_accuracy"])
@@ -278,7 +284,7 @@ def distill(
             "temperature": config.temperature,
             "feature_pairs": [p.__dict__ for p in pairs],
         },
-        "training": {
+        "fine_tuning": {
             "config": train_cfg.model_dump(),
             "epochs_run": run["epochs_run"],
             "wall_time_s": run["wall_time_s"],
@@ -296,25 +302,45 @@ def distill(
     return DistillResult(student, record)
 
 
+def run(
+    model_uri: str,
+    examples_uri: str,
+    output_uri: str,
+    config: DistillerConfig,
+    data: DataConfig,
+) -> dict:
+    """Distils the model at ``model_uri`` (the teacher) into a student written at ``output_uri``.
+
+    Writes ``Format-Serving/`` (the student) and ``distillation.json`` (the record); everything
+    that can fail (checks, training, evaluation) happens first, so nothing when anything fails.
+
+    Returns:
+      The record.
+    """
+    result = distill(model_uri, examples_uri, data, config)
+    artifact_output.write_model(
+        output_uri, model=result.student, json_files={DISTILLATION_RECORD_FILE: result.record}
+    )
+    return result.record
+
+
 def key_numbers(record: dict) -> dict:
     """The figures stored as custom properties on the student Model artifact."""
     label_only = record.get("label_only") or {}
     return {
+        OPTIMIZATION: "distilled",
         "teacher_parameters": record["teacher"]["parameters"],
         "student_parameters": record["student"]["parameters"],
         "parameter_ratio": record["parameter_ratio"],
-        "teacher_accuracy": record["teacher"]["eval_accuracy"],
-        "accuracy": record["student"]["eval_accuracy"],
-        "accuracy_gap": record["accuracy_gap"],
-        "label_only_accuracy": label_only.get("eval_accuracy"),
+        **optimization.metric_numbers(record),
+        "label_only_metric": label_only.get("eval_accuracy"),
         "distillation_gain": record.get("distillation_gain"),
         "alpha": record["loss"]["alpha"],
         "beta": record["loss"]["beta"],
         "gamma": record["loss"]["gamma"],
         "temperature": record["loss"]["temperature"],
-        "epochs": record["training"]["config"]["epochs"],
-        "epochs_run": record["training"]["epochs_run"],
-        "wall_time_s": record["training"]["wall_time_s"],
+        FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
+        FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
         "total_wall_time_s": record["wall_time_s"],
         "eval_examples": record["eval_examples"],
     }

@@ -1,4 +1,4 @@
-"""Distiller executor: TFX glue around :func:`components.distiller.distiller.distill`."""
+"""Distiller executor: TFX glue around :func:`components.distiller.distiller.run`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ from typing import Any
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.common import model_io, properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
+from components.common import properties
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    EXAMPLES_KEY,
+    INPUT_MODEL_ARTIFACT_ID,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+)
 from components.distiller import distiller
 from components.distiller.config import DistillerConfig
 
-TEACHER_KEY = "teacher"
-EXAMPLES_KEY = "examples"
-MODEL_KEY = "model"
-RECORD_FILE = "distillation.json"
 log = logging.getLogger(__name__)
 
 
@@ -32,16 +35,13 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         config = DistillerConfig.parse(exec_properties[CONFIG_KEY], where="distiller")
         data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
-        teacher = artifact_utils.get_single_instance(input_dict[TEACHER_KEY])
+        teacher = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
+        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
 
-        result = distiller.distill(teacher.uri, examples_uri, data, config)
-        result.record["teacher_artifact_id"] = teacher.id
-        # Everything that can fail (checks, training, evaluation) happened above: only now is
-        # anything written to the output.
-        model_io.save_keras_model(result.student, output.uri)
-        properties.write_json(output.uri, RECORD_FILE, result.record)
-        numbers = distiller.key_numbers(result.record)
+        # run() writes the output only once everything that can fail has succeeded.
+        record = distiller.run(teacher.uri, examples_uri, output.uri, config, data)
+        numbers = distiller.key_numbers(record)
+        numbers[INPUT_MODEL_ARTIFACT_ID] = teacher.id
         properties.set_properties(output, numbers)
         log.info("student of %s: %s", teacher.uri, numbers)

@@ -142,7 +142,8 @@ class Evaluator(base_beam_component.BaseBeamComponent):
     Example:
       evaluator = Evaluator(
           baseline_model=importer.outputs['result'],
-          candidates={'float16': q16.outputs['model'], 'int8': q8.outputs['model']},
+          candidates={'float16': q16.outputs['optimized_model'],
+                      'int8': q8.outputs['optimized_model']},
           examples=example_gen.outputs['examples'],
           config={'rules': {'max_accuracy_drop_points': 1.0, 'min_speedup': 1.0}})
       pusher = Pusher(model=evaluator.outputs['model'],

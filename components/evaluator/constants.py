@@ -1,30 +1,29 @@
-"""Keys, file names and property names of the Evaluator (one place, as TFX keeps them)."""
+"""The Evaluator's keys, file names and property names (the shared ones live in
+:mod:`components.common.keys`; this module adds what only the Evaluator has)."""
+
+# Re-exported: the Evaluator's modules read every name they need from here.
+from components.common.keys import (  # noqa: F401
+    BASELINE_MODEL_KEY,
+    BASELINE_PROFILE_KEY,
+    BLESSED_FILE,
+    BLESSED_PROPERTY,
+    BLESSING_KEY,
+    EVALUATION_FILE,
+    EVALUATION_KEY,
+    EXAMPLES_KEY,
+    LATENCY_REPORT_KEY,
+    MODEL_KEY,
+    NOT_BLESSED_FILE,
+    NOT_SELECTED_FILE,
+    PRODUCTION_METRICS_FILE,
+)
 
 MAX_CANDIDATES = 8
-
-# Inputs
-BASELINE_MODEL_KEY = "baseline_model"
-BASELINE_PROFILE_KEY = "baseline_profile"
-EXAMPLES_KEY = "examples"
-LATENCY_REPORT_KEY = "latency_report"
 
 # Exec properties (besides config / data_config)
 CANDIDATE_NAMES_KEY = "candidate_names"
 
-# Outputs
-BLESSING_KEY = "blessing"
-MODEL_KEY = "model"
-EVALUATION_KEY = "evaluation"
-
-# Files
-EVALUATION_FILE = "evaluation.json"
-PRODUCTION_METRICS_FILE = "production_metrics.json"
-NOT_SELECTED_FILE = "NOT_SELECTED"
-# Same names and values as tfx.components.evaluator.constants, so the standard Pusher and
-# tfx.dsl.Cond read our blessing like the standard Evaluator's.
-BLESSED_FILE = "BLESSED"
-NOT_BLESSED_FILE = "NOT_BLESSED"
-BLESSED_PROPERTY = "blessed"
+# Values of the blessing's ``blessed`` property, as the standard Evaluator writes them.
 BLESSED_VALUE = 1
 NOT_BLESSED_VALUE = 0
 

@@ -82,8 +82,8 @@ def _profile_numbers(profile_uri: str | None) -> dict | None:
         return None
     try:
         from components.common import properties
+        from components.common.keys import PROFILE_FILE
         from components.profiler import profiler
-        from components.profiler.executor import PROFILE_FILE
 
         return profiler.key_numbers(properties.read_json(profile_uri, PROFILE_FILE))
     except Exception as e:  # noqa: BLE001 - a profile is context, never a verdict

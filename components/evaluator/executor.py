@@ -11,7 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.common import properties
+from components.common import artifact_output, properties
 from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
@@ -63,7 +63,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         model_out = artifact_utils.get_single_instance(output_dict[c.MODEL_KEY])
         evaluation = artifact_utils.get_single_instance(output_dict[c.EVALUATION_KEY])
 
-        try:
+        # On failure nothing is left in the outputs.
+        with artifact_output.all_or_nothing(evaluation.uri):
             record = evaluator.evaluate(
                 baseline,
                 candidates,
@@ -74,9 +75,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 latency_report_uri=_single_uri(input_dict, c.LATENCY_REPORT_KEY),
                 make_pipeline=self._make_beam_pipeline,
             )
-        except Exception:
-            _empty(evaluation.uri)  # on failure nothing is left in the outputs
-            raise
         log.warning("Evaluator rules:\n%s", evaluator.rules_table(record))
 
         numbers = evaluator.key_numbers(record)
@@ -129,15 +127,3 @@ def _copy_selected(selected, model_out, numbers: dict) -> None:
             "source_model_id": selected.id,
         },
     )
-
-
-def _empty(directory: str) -> None:
-    import tensorflow as tf
-
-    if tf.io.gfile.isdir(directory):
-        for name in tf.io.gfile.listdir(directory):
-            path = os.path.join(directory, name)
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            else:
-                tf.io.gfile.remove(path)

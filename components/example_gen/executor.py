@@ -27,6 +27,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.common import artifact_output
 from components.common.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -113,20 +114,14 @@ class Executor(base_executor.BaseExecutor):
                     f"needs Split-{split.name}/ with TFRecord files."
                 )
         counts = {}
-        try:
+        # Nothing half-written stays in the output artifact.
+        with artifact_output.all_or_nothing(examples.uri):
             for name, files in inputs.items():
                 destination = artifact_utils.get_split_uri([examples], name)
                 counts[name] = copy_split(files, destination)
                 log.info(
                     "ExampleGen: %s: %d records from %d file(s)", name, counts[name], len(files)
                 )
-        except BaseException:
-            # Nothing half-written stays in the output artifact.
-            for name in inputs:
-                destination = artifact_utils.get_split_uri([examples], name)
-                if tf.io.gfile.exists(destination):
-                    tf.io.gfile.rmtree(destination)
-            raise
         from tfx.components.util import examples_utils
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)

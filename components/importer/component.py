@@ -15,11 +15,11 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import EXAMPLES_KEY, IMPORTED_MODEL_KEY, MODEL_KEY
 from components.importer import executor
 from components.importer.config import ImporterConfig
-from components.importer.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
 
-__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "ModelImporter", "ModelImporterSpec"]
+__all__ = ["ModelImporter", "ModelImporterSpec"]
 
 
 class ModelImporterSpec(ComponentSpec):
@@ -30,7 +30,7 @@ class ModelImporterSpec(ComponentSpec):
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {IMPORTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class ModelImporter(base_component.BaseComponent):

@@ -9,15 +9,18 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.common import properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    EXAMPLES_KEY,
+    IMPORTED_MODEL_KEY,
+    INPUT_MODEL_ARTIFACT_ID,
+    MODEL_KEY,
+)
 from components.importer import importer
 from components.importer.config import ImporterConfig
 
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-# TFX wants input and output names distinct: the imported model is 'imported_model'.
-OUTPUT_MODEL_KEY = "imported_model"
 # The record's entries that travel as custom properties of the output Model.
 PROPERTY_KEYS = (
     importer.SOURCE_FORMAT,
@@ -47,11 +50,11 @@ class Executor(base_executor.BaseExecutor):
         data = DataConfig.parse(exec_properties.get(DATA_CONFIG_KEY), where="data")
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
+        output = artifact_utils.get_single_instance(output_dict[IMPORTED_MODEL_KEY])
 
         # run() writes the output only once the model is converted and verified.
         record = importer.run(model.uri, examples_uri, data, config, output.uri)
         numbers = {key: record.get(key) for key in PROPERTY_KEYS}
-        numbers["input_model_artifact_id"] = model.id
+        numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
         properties.set_properties(output, numbers)
         log.info("imported %s: %s", model.uri, numbers)

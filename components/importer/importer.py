@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from components.common import model_io
 from components.common.errors import ModelInputError
 from components.common.examples import DataConfig
+from components.common.keys import IMPORT_RECORD_FILE
 from components.importer import flatten, keras3
 from components.importer.config import ImporterConfig
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "import.json"
 # Source formats, and custom property names of the output Model artifact.
 TF_KERAS = "tf_keras"
 KERAS3 = "keras3"
@@ -157,7 +157,7 @@ def run(
     record[WALL_TIME_S] = round(time.perf_counter() - started, 3)
     from components.common import optimization
 
-    optimization.write_model_artifact(flat, output_uri, {RECORD_FILE: record})
+    optimization.write_model_artifact(flat, output_uri, {IMPORT_RECORD_FILE: record})
     return record
 
 
@@ -167,7 +167,7 @@ def _copy(source: Source, record: dict, output_uri: str, started: float) -> dict
     record.update({ACTION: "copied", FLATTENED_MODELS: [], MAX_ABS_DIFF: 0.0})
     model_io.copy_serving_model(source.path, output_uri)
     record[WALL_TIME_S] = round(time.perf_counter() - started, 3)
-    properties.write_json(output_uri, RECORD_FILE, record)
+    properties.write_json(output_uri, IMPORT_RECORD_FILE, record)
     return record
 
 

@@ -7,7 +7,6 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-from components.common.candidate import ISOLATE_FAILURES_KEY
 from components.common.component_base import (
     CONFIG_KEY,
     DATA_CONFIG_KEY,
@@ -18,13 +17,10 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import EXAMPLES_KEY, ISOLATE_FAILURES_KEY, MODEL_KEY, PROFILE_KEY
 from components.common.types import ModelProfile
 from components.profiler import executor
 from components.profiler.config import ProfilerConfig
-
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-PROFILE_KEY = "profile"
 
 
 class ProfilerSpec(ComponentSpec):

@@ -8,13 +8,13 @@ from typing import Any
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.common import candidate, properties
+from components.common import candidate, keys, properties
 from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
 from components.profiler import profiler
 from components.profiler.config import ProfilerConfig
 
-PROFILE_FILE = "profile.json"
+PROFILE_FILE = keys.PROFILE_FILE  # re-exported for readers of the profile
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +51,7 @@ class Executor(base_executor.BaseExecutor):
             output,
             component="Profiler",
             default_step="profiling",
-            isolate=bool(exec_properties.get(candidate.ISOLATE_FAILURES_KEY)),
+            isolate=bool(exec_properties.get(keys.ISOLATE_FAILURES_KEY)),
             inputs=[model],
             record_file=PROFILE_FILE,
             skipped_note="not profiled: upstream failed",

@@ -15,11 +15,11 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import EXAMPLES_KEY, MODEL_KEY, OPTIMIZED_MODEL_KEY
 from components.pruner import executor
 from components.pruner.config import PrunerConfig
-from components.pruner.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
 
-__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "Pruner", "PrunerSpec"]
+__all__ = ["Pruner", "PrunerSpec"]
 
 
 class PrunerSpec(ComponentSpec):
@@ -30,13 +30,13 @@ class PrunerSpec(ComponentSpec):
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class Pruner(base_component.BaseComponent):
     """Prunes a model to a target sparsity while fine-tuning it on the train split.
 
-    The output Model (``outputs['pruned_model']``) holds the stripped SavedModel (``Format-Serving/``), ``pruning.json`` and
+    The output Model (``outputs['optimized_model']``) holds the stripped SavedModel (``Format-Serving/``), ``pruning.json`` and
     ``fine_tuning_history.json``, and carries the achieved sparsity, per-layer sparsity, accuracy
     before/after and fine-tuning epochs/wall time as custom properties.
 
@@ -60,6 +60,6 @@ class Pruner(base_component.BaseComponent):
             examples=examples,
             config=config_json(config, PrunerConfig, "pruner"),
             data_config=data_config_json(data_config),
-            pruned_model=types.Channel(type=standard_artifacts.Model),
+            optimized_model=types.Channel(type=standard_artifacts.Model),
         )
         super().__init__(spec=spec)

@@ -9,15 +9,18 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.common import properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    EXAMPLES_KEY,
+    INPUT_MODEL_ARTIFACT_ID,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+)
 from components.pruner import pruner, structured
 from components.pruner.config import PrunerConfig
 
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-# TFX wants input and output names distinct: the pruned model is 'pruned_model'.
-OUTPUT_MODEL_KEY = "pruned_model"
 log = logging.getLogger(__name__)
 
 
@@ -35,15 +38,15 @@ class Executor(base_executor.BaseExecutor):
         data = DataConfig.parse(exec_properties.get(DATA_CONFIG_KEY), where="data")
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
+        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
 
         # run() writes the output only once everything that can fail has succeeded.
         if config.mode == "structured":
-            record = structured.run(model.uri, examples_uri, data, config.structured, output.uri)
+            record = structured.run(model.uri, examples_uri, output.uri, config.structured, data)
             numbers = structured.key_numbers(record)
         else:
-            record = pruner.run(model.uri, examples_uri, data, config, output.uri)
+            record = pruner.run(model.uri, examples_uri, output.uri, config, data)
             numbers = pruner.key_numbers(record)
-        numbers["input_model_artifact_id"] = model.id
+        numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
         properties.set_properties(output, numbers)
         log.info("pruned %s: %s", model.uri, numbers)

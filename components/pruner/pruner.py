@@ -17,24 +17,24 @@ from components.common import layer_report, optimization, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError, ModelInputError
 from components.common.examples import DataConfig
+from components.common.keys import (
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    HISTORY_FILE,
+    MODEL_SPARSITY,
+    OPTIMIZATION,
+    PRUNING_RECORD_FILE,
+)
 from components.pruner.config import XNNPACK_POLICY, PrunerConfig
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "pruning.json"
-HISTORY_FILE = "fine_tuning_history.json"
 FIELD = "pruner"
 
 # Custom property names of the output Model artifact.
 TARGET_SPARSITY = "target_sparsity"
 ACHIEVED_SPARSITY = "achieved_sparsity"
-MODEL_SPARSITY = "model_sparsity"
 PER_LAYER_SPARSITY = "per_layer_sparsity"
-ACCURACY_BEFORE = "accuracy_before"
-ACCURACY_AFTER = "accuracy_after"
-FINE_TUNING_EPOCHS = "fine_tuning_epochs"
-FINE_TUNING_WALL_TIME_S = "fine_tuning_wall_time_s"
-OPTIMIZATION = "optimization"
 
 
 def prunable_weights(layer) -> list | None:
@@ -121,6 +121,18 @@ def layer_notes(model, names: list[str]) -> dict[str, str]:
         if kind == "Embedding":
             notes[name] = "embedding table: pruned entry by entry (rows of rare tokens lose most)"
     return notes
+
+
+def _coverage(model, selection: optimization.Selection) -> dict:
+    """The record's per-layer coverage, with a ``note`` on each pruned layer that needs one."""
+    record = layer_report.coverage(
+        model, selection, selection.selected, prunable_weights, "pruning", f"{FIELD}.layers"
+    )
+    notes = layer_notes(model, selection.selected)
+    for entry in record["layers"]:
+        if entry["layer"] in notes:
+            entry["note"] = notes[entry["layer"]]
+    return record
 
 
 def _apply_xnnpack_policy(model, config, selection):
@@ -325,10 +337,7 @@ def prune_model(
         "schedule": schedule,
         "pruned_layers": selection.selected,
         "skipped_layers": selection.skipped,
-        "layer_notes": layer_notes(model, selection.selected),
-        "coverage": layer_report.coverage(
-            model, selection, selection.selected, prunable_weights, "pruning", f"{FIELD}.layers"
-        ),
+        "coverage": _coverage(model, selection),
         "kernel_numbers": layer_report.kernel_numbers(stripped, selection.selected),
         "layers": per_layer,
         "target_sparsity": config.effective_sparsity,
@@ -354,7 +363,7 @@ def prune_model(
 
 
 def run(
-    model_uri: str, examples_uri: str, data: DataConfig, config: PrunerConfig, output_uri: str
+    model_uri: str, examples_uri: str, output_uri: str, config: PrunerConfig, data: DataConfig
 ) -> dict:
     """Prunes the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
 
@@ -374,7 +383,7 @@ def run(
         optimize=lambda model, train_ds, eval_ds, steps, args: prune_model(
             model, train_ds, eval_ds, config, steps, args
         ),
-        record_file=RECORD_FILE,
+        record_file=PRUNING_RECORD_FILE,
         history_file=HISTORY_FILE,
     )
 
@@ -387,11 +396,7 @@ def key_numbers(record: dict) -> dict:
         ACHIEVED_SPARSITY: record["achieved_sparsity"],
         MODEL_SPARSITY: record["model_sparsity"],
         PER_LAYER_SPARSITY: {n: round(e["sparsity"], 6) for n, e in record["layers"].items()},
-        ACCURACY_BEFORE: record.get("accuracy_before"),
-        ACCURACY_AFTER: record.get("accuracy_after"),
-        "metric": record.get("metric"),
-        "metric_before": record.get("metric_before"),
-        "metric_after": record.get("metric_after"),
+        **optimization.metric_numbers(record),
         FINE_TUNING_EPOCHS: record["fine_tuning"]["epochs_run"],
         FINE_TUNING_WALL_TIME_S: record["fine_tuning"]["wall_time_s"],
     }

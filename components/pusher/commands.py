@@ -29,17 +29,17 @@ def _add_signing_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _signing_key(args):
-    from components.pusher import keys
+    from components.pusher import signing
 
     if args.signing_key_path:
-        return keys.load_private_key(path=args.signing_key_path)
-    return keys.load_private_key(env=args.signing_key_env or DEFAULT_KEY_ENV)
+        return signing.load_private_key(path=args.signing_key_path)
+    return signing.load_private_key(env=args.signing_key_env or DEFAULT_KEY_ENV)
 
 
 def _trusted(args) -> list:
-    from components.pusher import keys
+    from components.pusher import signing
 
-    return [keys.load_public_key(p) for p in args.trust]
+    return [signing.load_public_key(p) for p in args.trust]
 
 
 def _print_ota(result) -> None:
@@ -107,12 +107,12 @@ def ota_check(args) -> int:
     The expected model and channel are the location's last two segments unless ``--model-name`` /
     ``--channel`` say otherwise.
     """
-    from components.pusher import keys
+    from components.pusher import signing
     from components.pusher.ota_client import DeviceClient
 
     client = DeviceClient(
         args.device_dir,
-        [keys.load_public_key(p) for p in args.public_key],
+        [signing.load_public_key(p) for p in args.public_key],
         device_id=args.device_id,
         app_version=args.app_version,
         model_name=args.model_name,
@@ -130,9 +130,9 @@ def ota_check(args) -> int:
 
 def ota_keygen(args) -> int:
     """Creates an Ed25519 signing key pair for OTA manifests."""
-    from components.pusher import keys
+    from components.pusher import signing
 
-    key_id = keys.write_keypair(args.private_key, args.public_key)
+    key_id = signing.write_keypair(args.private_key, args.public_key)
     public = args.public_key or args.private_key + ".pub"
     print(
         f"ota-keygen: key id {key_id}\n  private: {args.private_key} (keep secret)\n  public: {public}"

@@ -8,10 +8,12 @@ import pydantic
 
 from components.common.config import StrictModel
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-LABEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+# One set of name rules for the publisher and the device client (standard library only there).
+# A serving label follows the channel rule. <base>/<model_name>/releases/ holds the release
+# records, so "releases" is no channel.
+from components.pusher.ota_fetch import CHANNEL_PATTERN, MODEL_NAME_PATTERN, RESERVED_CHANNELS
+
 VERSION_PATTERN = r"^\d{1,9}(\.\d{1,9}){0,3}$"
-RESERVED_CHANNELS = ("releases",)  # <base>/<model_name>/releases/ holds the release records
 
 
 class ServingDestination(StrictModel):
@@ -48,7 +50,7 @@ class ServingDestination(StrictModel):
         import re
 
         for label in labels:
-            if not re.match(LABEL_PATTERN, label):
+            if not re.match(CHANNEL_PATTERN, label):
                 raise ValueError(
                     f"label {label!r} must be lower-case letters, digits, '_' or '-' "
                     "(TF Serving label syntax)"
@@ -64,7 +66,9 @@ class OtaDestination(StrictModel):
     base_directory: str = pydantic.Field(
         ..., min_length=1, description="Channel root: a local path or any tf.io.gfile URL."
     )
-    channel: str = pydantic.Field("canary", pattern=LABEL_PATTERN, description="e.g. canary, beta.")
+    channel: str = pydantic.Field(
+        "canary", pattern=CHANNEL_PATTERN, description="e.g. canary, beta."
+    )
     rollout_percentage: float = pydantic.Field(
         100.0, ge=0.0, le=100.0, description="Share of devices (by stable hash of id) to update."
     )
@@ -109,7 +113,7 @@ class PusherConfig(StrictModel):
     """What the Pusher pushes where. At least one destination is required."""
 
     model_name: str = pydantic.Field(
-        ..., pattern=NAME_PATTERN, description="Model name in the repository and channels."
+        ..., pattern=MODEL_NAME_PATTERN, description="Model name in the repository and channels."
     )
     serving: list[ServingDestination] = pydantic.Field(default_factory=list)
     ota: list[OtaDestination] = pydantic.Field(default_factory=list)

@@ -17,13 +17,11 @@ from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils, standard_component_specs
 
 from components.common import properties
-from components.common.component_base import CONFIG_KEY
+from components.common.keys import BLESSED_PROPERTY, CONFIG_KEY, NOT_BLESSED_FILE, PUSH_FILE
 from components.pusher import metrics as push_metrics
 from components.pusher import push, storage
 from components.pusher.config import PusherConfig
 
-PUSH_FILE = "push.json"
-NOT_BLESSED_FILE = "NOT_BLESSED"
 log = logging.getLogger(__name__)
 
 
@@ -105,8 +103,8 @@ class Executor(tfx_pusher_executor.Executor):
         blessing = artifact_utils.get_single_instance(blessings)
         if not self.CheckBlessing(input_dict):
             value = (
-                blessing.get_int_custom_property("blessed")
-                if blessing.has_custom_property("blessed")
+                blessing.get_int_custom_property(BLESSED_PROPERTY)
+                if blessing.has_custom_property(BLESSED_PROPERTY)
                 else "missing"
             )
             return f"model blessing {blessing.uri} is not blessed (custom property blessed={value})"

@@ -18,10 +18,8 @@ from collections import deque
 from typing import Any
 
 from components.common.errors import ConfigError
+from components.common.keys import EVALUATION_FILE, PRODUCTION_METRICS_FILE
 from components.pusher import storage
-
-EVALUATION_FILE = "evaluation.json"
-PRODUCTION_METRICS_FILE = "production_metrics.json"
 
 # Names as the Profiler and Evaluator write them; units live in the names.
 KEY_METRICS = (

@@ -30,15 +30,15 @@ import re
 import tempfile
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import keys, safe_json, storage
-from components.pusher.config import LABEL_PATTERN, NAME_PATTERN, RESERVED_CHANNELS
+from components.common.keys import TFLITE_FILE
+from components.pusher import safe_json, signing, storage
 from components.pusher.ota_client import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE
+from components.pusher.ota_fetch import CHANNEL_PATTERN, MODEL_NAME_PATTERN, RESERVED_CHANNELS
 
 FILES_DIR = "files"
 HISTORY_DIR = "history"
 RELEASES_DIR = "releases"
 METRICS_FILE = "metrics.json"
-MODEL_FILE_NAME = "model.tflite"
 MAX_MANIFEST_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ class Channel:
     """One channel of one model: its manifest, signatures, history and files."""
 
     def __init__(self, base_directory: str, model_name: str, channel: str):
-        if channel in RESERVED_CHANNELS or not re.match(LABEL_PATTERN, channel):
+        if channel in RESERVED_CHANNELS or not re.match(CHANNEL_PATTERN, channel):
             raise ConfigError(f"channel {channel!r} is reserved or not a plain lower-case name")
-        if not re.match(NAME_PATTERN, model_name):
+        if not re.match(MODEL_NAME_PATTERN, model_name):
             raise ConfigError(f"model name {model_name!r} is not a plain name")
         self.model_name = model_name
         self.name = channel
@@ -102,14 +102,14 @@ class Channel:
             signatures = safe_json.loads(signature_bytes, sig_path, MAX_MANIFEST_BYTES)
         except (OSError, ValueError):  # missing, or not bounded JSON (JsonLimitError)
             signatures = None
-        keys.verify_manifest(data, signatures, trusted)
+        signing.verify_manifest(data, signatures, trusted)
         return json.loads(data), data
 
     def current(self, trusted: dict) -> tuple[dict, bytes] | None:
         """The live manifest, verified against ``trusted`` keys; None for a new channel.
 
         Raises:
-          keys.VerificationError: when it does not verify (tampered, or signed by another key).
+          signing.SignatureVerificationError: when it does not verify (tampered, or signed by another key).
         """
         if not storage.exists(self.manifest_path):
             return None
@@ -199,10 +199,10 @@ def _publish(
 ) -> OtaPush:
     """Signs and publishes ``release`` (model_version, files, metrics) on ``channel``."""
     now = now or _utcnow()
-    signer_id = keys.key_id(signing_key.public_key())
+    signer_id = signing.key_id(signing_key.public_key())
     try:
         current = channel.current(trusted)
-    except keys.VerificationError as e:
+    except signing.SignatureVerificationError as e:
         if action != "push":
             raise  # promote and rollback re-sign what they read: it must be authentic
         # A fresh push replaces an unverifiable manifest (tampered, or signed before a key
@@ -256,7 +256,7 @@ def _publish(
         "key_id": signer_id,
     }
     data = _dumps(manifest)
-    entry = keys.signature_entry(signing_key, data, sequence)
+    entry = signing.signature_entry(signing_key, data, sequence)
     history = storage.join(channel.dir, HISTORY_DIR, f"{sequence}.json")
     storage.atomic_write(history, data)
     storage.atomic_write(history + ".sig", _signatures_doc([entry]))
@@ -310,12 +310,12 @@ def _write_channel_metrics(channel: Channel, manifest: dict) -> None:
 
 def _signatures_doc(entries: list[dict]) -> bytes:
     return _dumps(
-        {"format": keys.SIGNATURES_FORMAT, "algorithm": keys.ALGORITHM, "signatures": entries}
+        {"format": signing.SIGNATURES_FORMAT, "algorithm": signing.ALGORITHM, "signatures": entries}
     )
 
 
 def _trusted(signing_key, extra_public_keys=()) -> dict:
-    return keys.trusted_keys([signing_key.public_key(), *extra_public_keys])
+    return signing.trusted_keys([signing_key.public_key(), *extra_public_keys])
 
 
 def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str | None]:
@@ -341,7 +341,7 @@ def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str |
 
     flatbuffer = tflite.convert_float32(model_io.serving_model_dir(model_uri))
     tmp = tempfile.mkdtemp(prefix="tfxopt-ota-")
-    out = os.path.join(tmp, MODEL_FILE_NAME)
+    out = os.path.join(tmp, TFLITE_FILE)
     with open(out, "wb") as f:
         f.write(flatbuffer)
     return out, "converted_float32", tmp
@@ -367,12 +367,12 @@ def push_tflite(
       source: provenance recorded in the manifest.
       now: the publish time (tests).
     """
-    key = signing_key or keys.load_private_key(
+    key = signing_key or signing.load_private_key(
         destination.signing_key_path, destination.signing_key_env
     )
     channel = Channel(destination.base_directory, model_name, destination.channel)
     sha, length = storage.file_sha256(tflite_path)
-    entry = {"name": MODEL_FILE_NAME, "sha256": sha, "length": length}
+    entry = {"name": TFLITE_FILE, "sha256": sha, "length": length}
     entry["path"] = _blob_path(entry)
     storage.makedirs(channel.model_dir)
     with storage.lock(channel.model_dir):
@@ -494,7 +494,7 @@ def verify_channel(channel_dir: str, trusted: dict) -> dict:
     """Verifies a channel as a device would (signature, files' length and sha256); returns it.
 
     Raises:
-      keys.VerificationError: naming the failed check.
+      signing.SignatureVerificationError: naming the failed check.
     """
     data = storage.read_bytes(storage.join(channel_dir, MANIFEST_FILE), limit=MAX_MANIFEST_BYTES)
     signature_bytes = storage.read_bytes(
@@ -503,11 +503,11 @@ def verify_channel(channel_dir: str, trusted: dict) -> dict:
     try:
         signatures = safe_json.loads(signature_bytes, SIGNATURE_FILE, MAX_MANIFEST_BYTES)
     except safe_json.JsonLimitError as e:
-        raise keys.VerificationError(str(e)) from None
-    keys.verify_manifest(data, signatures, trusted)
+        raise signing.SignatureVerificationError(str(e)) from None
+    signing.verify_manifest(data, signatures, trusted)
     manifest = json.loads(data)
     for entry in manifest["files"]:
         got = storage.file_sha256(storage.join(channel_dir, entry["path"]))
         if got != (entry["sha256"], entry["length"]):
-            raise keys.VerificationError(f"{entry['path']} does not match the manifest")
+            raise signing.SignatureVerificationError(f"{entry['path']} does not match the manifest")
     return manifest

@@ -36,8 +36,7 @@ import shutil
 import uuid
 
 from components.common.errors import ConfigError
-from components.pusher import keys, safe_json
-from components.pusher.keys import VerificationError
+from components.pusher import safe_json, signing
 from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is part of the API
     MODEL_NAME_PATTERN,
     PLAIN_NAME,
@@ -46,6 +45,7 @@ from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is 
     iter_chunks,
     safe_relative_path,
 )
+from components.pusher.signing import SignatureVerificationError
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.json.sig"
@@ -117,53 +117,57 @@ def _is_int(value) -> bool:
 
 def _check_file_entries(files, max_file_bytes: int) -> None:
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
-        raise VerificationError(f"manifest files is not a list of 1 to {MAX_FILES} entries")
+        raise SignatureVerificationError(
+            f"manifest files is not a list of 1 to {MAX_FILES} entries"
+        )
     names = set()
     for entry in files:
         if not isinstance(entry, dict):
-            raise VerificationError("a manifest file entry is not an object")
+            raise SignatureVerificationError("a manifest file entry is not an object")
         safe_relative_path(entry.get("path"))
         name = entry.get("name")
         if not isinstance(name, str) or not PLAIN_NAME.match(name) or name == MANIFEST_FILE:
-            raise VerificationError(f"file name {name!r} is not a plain file name")
+            raise SignatureVerificationError(f"file name {name!r} is not a plain file name")
         if name in names:
-            raise VerificationError(f"file name {name!r} appears twice")
+            raise SignatureVerificationError(f"file name {name!r} appears twice")
         names.add(name)
         length = entry.get("length")
         if not _is_int(length) or not 0 <= length <= max_file_bytes:
-            raise VerificationError(f"{name}: length {length!r} is not acceptable")
+            raise SignatureVerificationError(f"{name}: length {length!r} is not acceptable")
         if not isinstance(entry.get("sha256"), str) or not re.fullmatch(
             r"[0-9a-f]{64}", entry["sha256"]
         ):
-            raise VerificationError(f"{name}: sha256 is not 64 hex digits")
+            raise SignatureVerificationError(f"{name}: sha256 is not 64 hex digits")
 
 
 def check_manifest_fields(manifest, max_file_bytes: int) -> datetime.datetime:
     """Checks the type and range of every field the client acts on; returns the expiry.
 
     Raises:
-      VerificationError: naming the first field that is missing or malformed.
+      SignatureVerificationError: naming the first field that is missing or malformed.
     """
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise VerificationError(f"manifest format is not {MANIFEST_FORMAT}")
+        raise SignatureVerificationError(f"manifest format is not {MANIFEST_FORMAT}")
     for field in ("model_name", "channel", "expires"):
         if not isinstance(manifest.get(field), str):
-            raise VerificationError(f"manifest {field} is not a string")
+            raise SignatureVerificationError(f"manifest {field} is not a string")
     for field in ("sequence", "model_version"):
         if not _is_int(manifest.get(field)) or manifest[field] < 0:
-            raise VerificationError(f"manifest {field} is not a non-negative integer")
+            raise SignatureVerificationError(f"manifest {field} is not a non-negative integer")
     try:
         expires = datetime.datetime.fromisoformat(manifest["expires"])
         parse_app_version(manifest.get("min_app_version", "0"))
     except ValueError as e:
-        raise VerificationError(f"manifest: {e}") from None
+        raise SignatureVerificationError(f"manifest: {e}") from None
     if expires.tzinfo is None:
-        raise VerificationError("manifest expires has no time zone")
+        raise SignatureVerificationError("manifest expires has no time zone")
     percentage = manifest.get("rollout_percentage", 100)
     if not isinstance(percentage, (int, float)) or isinstance(percentage, bool):
-        raise VerificationError("manifest rollout_percentage is not a number")
+        raise SignatureVerificationError("manifest rollout_percentage is not a number")
     if not (math.isfinite(percentage) and 0 <= percentage <= 100):
-        raise VerificationError(f"manifest rollout_percentage {percentage!r} is not in 0..100")
+        raise SignatureVerificationError(
+            f"manifest rollout_percentage {percentage!r} is not in 0..100"
+        )
     _check_file_entries(manifest.get("files"), max_file_bytes)
     return expires
 
@@ -211,7 +215,7 @@ class DeviceClient:
         max_file_bytes: int = 1 << 31,
     ):
         self.device_dir = os.path.abspath(device_dir)
-        self.trusted = keys.trusted_keys(trusted_public_keys)
+        self.trusted = signing.trusted_keys(trusted_public_keys)
         try:
             self.app_version = parse_app_version(app_version)
         except ValueError as e:
@@ -281,7 +285,7 @@ class DeviceClient:
             return self._check(location, channel, now)
         except FetchError as e:
             return _rejected(f"could not fetch the channel: {e}")
-        except VerificationError as e:
+        except SignatureVerificationError as e:
             return _rejected(str(e))
         except Exception as e:  # noqa: BLE001 - the promise: the caller gets a result
             return _rejected(f"could not check the channel: {type(e).__name__}: {e}")
@@ -297,7 +301,7 @@ class DeviceClient:
                 for option, known in (("--model-name", model_name), ("--channel", channel))
                 if not known
             ]
-            raise VerificationError(
+            raise SignatureVerificationError(
                 f"cannot tell which model and channel {source.location!r} serves (it does not "
                 f"end in .../<model>/<channel>): pass {' and '.join(missing)}"
             )
@@ -312,14 +316,16 @@ class DeviceClient:
             signature_bytes = source.fetch(SIGNATURE_FILE, MAX_MANIFEST_BYTES)
         except FetchError as e:
             if e.not_found:
-                raise VerificationError("manifest is unsigned (no manifest.json.sig)") from None
+                raise SignatureVerificationError(
+                    "manifest is unsigned (no manifest.json.sig)"
+                ) from None
             raise
         try:  # bounded before parsing: a hostile document cannot exhaust the stack or memory
             signatures = safe_json.loads(signature_bytes, SIGNATURE_FILE, MAX_MANIFEST_BYTES)
-            keys.verify_manifest(data, signatures, self.trusted)
+            signing.verify_manifest(data, signatures, self.trusted)
             manifest = safe_json.loads(data, MANIFEST_FILE, MAX_MANIFEST_BYTES)
         except safe_json.JsonLimitError as e:
-            raise VerificationError(str(e)) from None
+            raise SignatureVerificationError(str(e)) from None
         verdict = self._check_manifest(manifest, expected, now)
         if verdict is not None:
             return verdict
@@ -359,24 +365,24 @@ class DeviceClient:
         expires = check_manifest_fields(manifest, self.max_file_bytes)
         for field, want in (("model_name", expected.model_name), ("channel", expected.channel)):
             if manifest[field] != want:
-                raise VerificationError(
+                raise SignatureVerificationError(
                     f"manifest is for {field.split('_')[0]} {manifest[field]!r}, not {want!r} "
                     f"({expected.origin}; pass --model-name/--channel if the channel lives "
                     "elsewhere)"
                 )
         now = now or datetime.datetime.now(datetime.timezone.utc)
         if expires <= now:
-            raise VerificationError(f"manifest expired at {manifest['expires']}")
+            raise SignatureVerificationError(f"manifest expired at {manifest['expires']}")
         sequence, files = manifest["sequence"], manifest["files"]
         accepted = self.state()["accepted"].get(expected.state_key)
         if accepted is not None and sequence < accepted["sequence"]:
-            raise VerificationError(
+            raise SignatureVerificationError(
                 f"manifest sequence {sequence} is older than the accepted {accepted['sequence']} "
                 f"for {expected.state_key} (replay or downgrade refused)"
             )
         if accepted is not None and sequence == accepted["sequence"]:
             if accepted.get("release_id") != _release_id(files):
-                raise VerificationError(
+                raise SignatureVerificationError(
                     f"sequence {sequence} was already accepted with other files (refused)"
                 )
         return self._eligibility(manifest)
@@ -410,17 +416,19 @@ class DeviceClient:
             for chunk in iter_chunks(reader, entry["length"]):
                 length += len(chunk)
                 if length > entry["length"]:
-                    raise VerificationError(f"{entry['path']} is longer than the manifest says")
+                    raise SignatureVerificationError(
+                        f"{entry['path']} is longer than the manifest says"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         if length != entry["length"]:
-            raise VerificationError(
+            raise SignatureVerificationError(
                 f"{entry['path']} has {length} bytes, the manifest says {entry['length']}"
             )
         if digest.hexdigest() != entry["sha256"]:
-            raise VerificationError(f"{entry['path']} sha256 does not match the manifest")
+            raise SignatureVerificationError(f"{entry['path']} sha256 does not match the manifest")
 
     def _point(self, link_name: str, target: str) -> None:
         link = os.path.join(self.device_dir, link_name)
@@ -433,7 +441,7 @@ class DeviceClient:
         current = self.current_model_dir()
         if os.path.exists(final):  # an older copy (e.g. `previous`): the fresh one is verified
             if current == final:
-                raise VerificationError("internal: refusing to replace the running model")
+                raise SignatureVerificationError("internal: refusing to replace the running model")
             shutil.rmtree(final)
         os.rename(staging, final)
         if current:

@@ -16,13 +16,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from components.pusher.keys import VerificationError
+from components.pusher.signing import SignatureVerificationError
 
 CHUNK_BYTES = 1 << 16
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-# The publisher's name rules (components.pusher.config, which needs pydantic, so not imported here;
-# tests/test_ota.py checks that they agree). A location is read as .../<model>/<channel> only when
+# The name rules of models and channels, for the publisher (components.pusher.config imports them
+# from here) and the device client alike. A location is read as .../<model>/<channel> only when
 # its last two segments follow them.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 CHANNEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -33,15 +33,15 @@ def safe_relative_path(path) -> str:
     """Returns ``path`` if it is a plain relative path inside the channel, else raises.
 
     Raises:
-      VerificationError: for absolute paths, ``..`` or ``.`` segments, backslashes, URL syntax
+      SignatureVerificationError: for absolute paths, ``..`` or ``.`` segments, backslashes, URL syntax
         (``:``, ``%``, ``?``, ``#``) or any character outside ``[A-Za-z0-9._-]``.
     """
     if not isinstance(path, str) or not path:
-        raise VerificationError(f"file path {path!r} is not a non-empty string")
+        raise SignatureVerificationError(f"file path {path!r} is not a non-empty string")
     segments = path.split("/")
     for segment in segments:
         if segment in ("", ".", "..") or not PLAIN_NAME.match(segment):
-            raise VerificationError(
+            raise SignatureVerificationError(
                 f"file path {path!r} escapes or is not plain inside the channel"
             )
     return path
@@ -66,7 +66,7 @@ def iter_chunks(reader, limit: int):
         yield chunk
 
 
-class FetchError(VerificationError):
+class FetchError(SignatureVerificationError):
     """A channel file could not be fetched (network, protocol or file system); says which and why."""
 
     def __init__(self, message: str, not_found: bool = False):
@@ -79,17 +79,19 @@ class ChannelSource:
 
     def __init__(self, location: str, timeout_s: float):
         if not isinstance(location, str) or not location:
-            raise VerificationError("the channel location is empty")
+            raise SignatureVerificationError("the channel location is empty")
         self.location = location
         self.timeout_s = timeout_s
         parsed = urllib.parse.urlparse(location)
         self.is_url = parsed.scheme in ("http", "https", "file")
         if "://" in location and not self.is_url:
-            raise VerificationError(
+            raise SignatureVerificationError(
                 f"unsupported channel location {location!r} (http, https, path)"
             )
         if self.is_url and (parsed.query or parsed.fragment or parsed.params):
-            raise VerificationError(f"channel location {location!r} has a query or fragment")
+            raise SignatureVerificationError(
+                f"channel location {location!r} has a query or fragment"
+            )
 
     def path_names(self) -> tuple[str | None, str | None]:
         """(model, channel) the location names: ``.../<model>/<channel>``; None where it does not.
@@ -123,7 +125,7 @@ class ChannelSource:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                 yield response
-        except VerificationError:
+        except SignatureVerificationError:
             raise
         except urllib.error.HTTPError as e:
             e.close()
@@ -140,7 +142,9 @@ class ChannelSource:
         root = os.path.realpath(self.location)
         path = os.path.realpath(os.path.join(root, rel))
         if os.path.commonpath([root, path]) != root:  # a symlink leading out of the channel
-            raise VerificationError(f"file path {rel!r} resolves outside the channel directory")
+            raise SignatureVerificationError(
+                f"file path {rel!r} resolves outside the channel directory"
+            )
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
         except FileNotFoundError:
@@ -149,12 +153,12 @@ class ChannelSource:
             raise FetchError(f"{path}: {type(e).__name__}: {e.strerror}") from None
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise VerificationError(f"{rel} is not a regular file")
+                raise SignatureVerificationError(f"{rel} is not a regular file")
             yield f
 
     def fetch(self, rel: str, limit: int) -> bytes:
         with self.open(rel) as f:
             data = b"".join(iter_chunks(f, limit))
         if len(data) > limit:
-            raise VerificationError(f"{rel} is larger than {limit} bytes")
+            raise SignatureVerificationError(f"{rel} is larger than {limit} bytes")
         return data

@@ -7,7 +7,7 @@ import shutil
 
 from components.common import model_io
 from components.common.errors import ConfigError
-from components.pusher import keys, ota, serving
+from components.pusher import ota, serving, signing
 from components.pusher.config import PusherConfig
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def preflight(model_uri: str, config: PusherConfig) -> dict:
     for i, destination in enumerate(config.ota):
         try:
             signing_keys.append(
-                keys.load_private_key(destination.signing_key_path, destination.signing_key_env)
+                signing.load_private_key(destination.signing_key_path, destination.signing_key_env)
             )
         except ConfigError as e:
             raise ConfigError(f"pusher.ota.{i}: {e}") from None

@@ -34,13 +34,13 @@ import posixpath
 import uuid
 
 from components.common.errors import TfxOptError
+from components.common.keys import SAVED_MODEL_PB
 from components.pusher import storage
 
 MODEL_CONFIG_FILE = "models.config"
 RECORDS_DIR = "versions"
 REPOSITORY_FILE = "repository.json"
 PRODUCTION_FILE = "production.json"
-SAVED_MODEL_PB = "saved_model.pb"
 STABLE = "stable"
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-from components.common.candidate import ISOLATE_FAILURES_KEY
 from components.common.component_base import (
     CONFIG_KEY,
     DATA_CONFIG_KEY,
@@ -18,11 +17,16 @@ from components.common.component_base import (
     json_parameter,
 )
 from components.common.examples import DataConfig
+from components.common.keys import (
+    EXAMPLES_KEY,
+    ISOLATE_FAILURES_KEY,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+)
 from components.quantizer import executor
 from components.quantizer.config import QuantizerConfig
-from components.quantizer.executor import EXAMPLES_KEY, MODEL_KEY, OUTPUT_MODEL_KEY
 
-__all__ = ["EXAMPLES_KEY", "MODEL_KEY", "OUTPUT_MODEL_KEY", "Quantizer", "QuantizerSpec"]
+__all__ = ["Quantizer", "QuantizerSpec"]
 
 
 class QuantizerSpec(ComponentSpec):
@@ -37,13 +41,13 @@ class QuantizerSpec(ComponentSpec):
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
-    OUTPUTS = {OUTPUT_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class Quantizer(base_component.BaseComponent):
     """Quantizes a model to a verified TFLite flatbuffer beside a SavedModel (one mode per run).
 
-    The output Model (``outputs['quantized_model']``; TFX needs output names distinct from the
+    The output Model (``outputs['optimized_model']``; TFX needs output names distinct from the
     input ``model``) holds ``Format-TFLite/model.tflite``, ``Format-Serving/`` and
     ``quantization.json``. The train split calibrates (full_int8, int16x8) and fine-tunes (qat, pqat, cqat, pcqat); the
     eval split verifies the flatbuffer and measures its accuracy. Chain it after a Trainer, the
@@ -55,7 +59,7 @@ class Quantizer(base_component.BaseComponent):
     files) and the Evaluator rejects it (see :mod:`components.common.candidate`).
 
     Example:
-      quantizer = Quantizer(model=clusterer.outputs['clustered_model'],
+      quantizer = Quantizer(model=clusterer.outputs['optimized_model'],
                             examples=example_gen.outputs['examples'],
                             config={'mode': 'pcqat', 'fine_tuning': {'epochs': 2}})
     """
@@ -77,6 +81,6 @@ class Quantizer(base_component.BaseComponent):
             config=config_json(config, QuantizerConfig, "quantizer"),
             data_config=data_config_json(data_config),
             isolate_failures=isolate_value(isolate_failures),
-            **{OUTPUT_MODEL_KEY: types.Channel(type=standard_artifacts.Model)},
+            optimized_model=types.Channel(type=standard_artifacts.Model),
         )
         super().__init__(spec=spec)

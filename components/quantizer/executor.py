@@ -1,4 +1,4 @@
-"""Quantizer executor: TFX glue around :func:`components.quantizer.quantizer.quantize_uri`."""
+"""Quantizer executor: TFX glue around :func:`components.quantizer.quantizer.run`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.common import candidate, properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
 from components.common.examples import DataConfig
+from components.common.keys import (
+    CONFIG_KEY,
+    DATA_CONFIG_KEY,
+    EXAMPLES_KEY,
+    INPUT_MODEL_ARTIFACT_ID,
+    ISOLATE_FAILURES_KEY,
+    MODEL_KEY,
+    OPTIMIZED_MODEL_KEY,
+    QUANTIZATION_RECORD_FILE,
+)
 from components.quantizer import quantizer
 from components.quantizer.config import QuantizerConfig
 
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-OUTPUT_MODEL_KEY = "quantized_model"
-RECORD_FILE = "quantization.json"
 log = logging.getLogger(__name__)
 
 
@@ -39,13 +44,12 @@ class Executor(base_executor.BaseExecutor):
         data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OUTPUT_MODEL_KEY])
+        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
 
         def work() -> None:
-            result = quantizer.quantize_uri(model.uri, examples_uri, data, config)
-            result.record["model_artifact_id"] = model.id
-            quantizer.write(result, output.uri, RECORD_FILE)
-            numbers = quantizer.key_numbers(result.record)
+            record = quantizer.run(model.uri, examples_uri, output.uri, config, data)
+            numbers = quantizer.key_numbers(record)
+            numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
             properties.set_properties(output, numbers)
             log.info("quantized %s (%s): %s", model.uri, config.mode, numbers)
 
@@ -54,8 +58,8 @@ class Executor(base_executor.BaseExecutor):
             output,
             component="Quantizer",
             default_step="quantization",
-            isolate=bool(exec_properties.get(candidate.ISOLATE_FAILURES_KEY)),
+            isolate=bool(exec_properties.get(ISOLATE_FAILURES_KEY)),
             inputs=[model],
-            record_file=RECORD_FILE,
+            record_file=QUANTIZATION_RECORD_FILE,
             extra={"mode": config.mode},
         )

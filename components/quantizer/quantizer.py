@@ -9,6 +9,9 @@ The SavedModel that travels beside the flatbuffer is the input model (post-train
 for QAT modes, the input architecture carrying the QAT-learned float weights: plain tf_keras
 layers that TF Serving runs at float speed and that any later step loads without tfmot (the
 fake-quant ranges live in the flatbuffer, which is the deployable). See ``serving_model``.
+
+This module checks the inputs and runs the whole quantization; :mod:`.conversion` converts and
+verifies, :mod:`.qat` builds and trains the fake-quant model.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from components.common import artifact_output, measure, model_io, optimization, tflite, training
 from components.common import examples as examples_lib
-from components.common import measure, model_io, properties, tflite, training
 from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
 from components.common.errors import (
-    CandidateError,
     ConfigError,
-    ConversionError,
     DataError,
     ModelInputError,
 )
 from components.common.examples import DataConfig
+from components.common.keys import (
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    OPTIMIZATION,
+    QUANTIZATION_RECORD_FILE,
+)
+from components.quantizer import conversion, qat
 from components.quantizer import flatbuffer as fb_lib
 from components.quantizer.config import (
     CALIBRATED_MODES,
@@ -49,12 +57,6 @@ log = logging.getLogger(__name__)
 SERVING_INPUT = "input model"
 SERVING_QAT_WEIGHTS = "float model with QAT-learned weights"
 SERVING_QAT_MODEL = "QAT Keras model"
-
-
-class VerificationError(CandidateError):
-    """The converted flatbuffer does not run, or disagrees with its Keras model beyond tolerance."""
-
-    step = "verification"
 
 
 @dataclass
@@ -94,41 +96,6 @@ def _check_layers(model, config: QuantizerConfig) -> None:
         )
 
 
-def _check_qat_support(model, config: QuantizerConfig) -> None:
-    """Names the layers tfmot cannot quantize, before any training starts."""
-    import tf_keras
-
-    if not (isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise ModelInputError(
-            f"mode {config.mode!r} needs a Sequential or functional tf_keras model; "
-            f"{type(model).__name__} is subclassed. Rebuild it with the functional API, or use a "
-            "post-training mode (full_int8, int16x8)."
-        )
-    lambdas = [x.name for x in model.layers if isinstance(x, tf_keras.layers.Lambda)]
-    if lambdas:
-        # tfmot rebuilds the model from its config, and tf_keras refuses to deserialize Python
-        # code from a Lambda config (safe mode), excluded or not.
-        raise ModelInputError(
-            f"mode {config.mode!r}: Lambda layer(s) {lambdas} cannot go through quantization-aware "
-            "training (tfmot rebuilds the model from its config, which a Lambda does not survive "
-            "safely). Rewrite them as registered custom layers, or use a post-training mode "
-            "(full_int8 with exclude_layers)."
-        )
-    default = _scheme("qat").get_quantize_registry()
-    registry = _scheme(config.mode).get_quantize_registry()
-    unsupported = []
-    for layer in model.layers:
-        if isinstance(layer, tf_keras.layers.InputLayer) or layer.name in config.exclude_layers:
-            continue
-        if not (default.supports(layer) and registry.supports(layer)):
-            unsupported.append(f"{layer.name} ({type(layer).__name__})")
-    if unsupported:
-        raise ModelInputError(
-            f"mode {config.mode!r}: tfmot cannot quantize layer(s) {', '.join(unsupported)}. "
-            "Leave them in float with quantizer.exclude_layers, or use a post-training mode."
-        )
-
-
 def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerConfig) -> dict:
     """Every check that needs no training or conversion.
 
@@ -162,7 +129,7 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
             )
     if mode in QAT_MODES:
         examples_lib.resolve_mapping(examples_uri, data.train_split, data, model)
-        _check_qat_support(model, config)
+        qat.check_support(model, config)
         float_outputs = [n for n in model.output_names if n in config.exclude_layers]
         if config.integer_only_io and float_outputs:
             # The QAT converter keeps a float output when a float layer produces it.
@@ -186,324 +153,6 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
 
 def _dense_alternative(mode: str) -> str:
     return {"pcqat": "cqat", "pqat": "qat"}.get(mode) or SPARSE_MODES[mode]
-
-
-# --------------------------------------------------------------------------- QAT
-
-
-def _scheme(mode: str):
-    import tensorflow_model_optimization as tfmot
-
-    combine = tfmot.experimental.combine
-    if mode == "pqat":
-        return combine.Default8BitPrunePreserveQuantizeScheme()
-    if mode == "cqat":
-        return combine.Default8BitClusterPreserveQuantizeScheme()
-    if mode == "pcqat":
-        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
-    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
-
-
-def _annotate(model, exclude: list[str]):
-    """The model with every layer but ``exclude`` annotated for quantization (weights kept)."""
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    quant = tfmot.quantization.keras
-    if not exclude:
-        return quant.quantize_annotate_model(model)
-
-    def annotate(layer):
-        copy = layer.__class__.from_config(layer.get_config())
-        return copy if layer.name in exclude else quant.quantize_annotate_layer(copy)
-
-    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
-    return annotated
-
-
-def _train_qat(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, args=None):
-    """Builds the fake-quant model for the mode and fine-tunes it; returns (model, fit record)."""
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    from components.common import optimization
-
-    tuning = config.fine_tuning
-    training.skip_autograph_for_tf_keras()
-    train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, tuning)
-    tf_keras.utils.set_random_seed(tuning.seed)
-    if args is None:
-        args = training.CompileArgs.default(training.classifier_task(model))
-    strategy = training.make_local_strategy(tuning.strategy)
-    with strategy.scope():
-        try:
-            qat_model = tfmot.quantization.keras.quantize_apply(
-                _annotate(model, config.exclude_layers), _scheme(config.mode)
-            )
-        except (ValueError, RuntimeError) as e:
-            raise ModelInputError(
-                f"mode {config.mode!r}: tfmot could not build the quantization-aware model: "
-                f"{str(e)[:400]}. Leave the layer in float with quantizer.exclude_layers."
-            ) from None
-        # The QAT wrapper hides the output activation, so the loss is chosen from the input.
-        training.compile_for_task(qat_model, tuning, args)
-    validation = eval_ds if tuning.early_stopping_patience else None
-    fit = training.fit(
-        qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]", task=args.task
-    )
-    return qat_model, fit
-
-
-def _short_name(weight) -> str:
-    return weight.name.split("/")[-1].split(":")[0]
-
-
-def float_model_with_qat_weights(input_model, qat_model):
-    """The input architecture holding the weights QAT computes with, or None if they don't map.
-
-    The weights are the ones the fake-quant ops see at inference: the trained float variables,
-    masked where a sparsity-preserving quantizer masks them (cluster-preserving quantizers
-    already write clustered values into the variables). So zeros and clusters the flatbuffer
-    keeps are in this model too.
-    """
-    import tf_keras
-
-    by_layer: dict[str, dict[str, np.ndarray]] = {}
-    for layer in qat_model.layers:
-        inner = getattr(layer, "layer", None)
-        if inner is None:
-            by_layer[layer.name] = {_short_name(w): w.numpy() for w in layer.weights}
-            continue
-        # The wrapper takes the quantized weights (kernels) out of the inner layer's weights.
-        values = {_short_name(w): w.numpy() for w in inner.weights}
-        for weight, _, qvars in getattr(layer, "_weight_vars", []):
-            value = weight.numpy()
-            if isinstance(qvars, dict) and "sparsity_mask" in qvars:
-                value = value * np.asarray(qvars["sparsity_mask"], dtype=value.dtype)
-            values[_short_name(weight)] = value
-        by_layer[inner.name] = values
-    float_model = tf_keras.models.clone_model(input_model)
-    for layer in float_model.layers:
-        if not layer.weights:
-            continue
-        found = by_layer.get(layer.name, {})
-        values = [found.get(_short_name(w)) for w in layer.weights]
-        if any(
-            v is None or v.shape != tuple(w.shape)
-            for v, w in zip(values, layer.weights, strict=True)
-        ):
-            log.warning("QAT weights of layer %r do not map onto the input model", layer.name)
-            return None
-        layer.set_weights(values)
-    return float_model
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def _representative(samples):
-    """A representative-dataset generator yielding one example at a time."""
-    arrays = samples if isinstance(samples, tuple) else (samples,)
-
-    def generate():
-        for i in range(arrays[0].shape[0]):
-            yield [a[i : i + 1].astype(np.float32) for a in arrays]
-
-    return generate
-
-
-def _converter(model, config: QuantizerConfig, samples, allow_float: bool):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
-    mode = config.base_mode
-    if mode != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if config.mode in SPARSE_MODES:
-        # The pruned zeros stored sparse (XNNPACK / TFLite sparse kernels where there are some).
-        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode in CALIBRATED_MODES:
-        converter.representative_dataset = _representative(samples)
-    if mode == "full_int8":
-        # Float fallback stays allowed: the converter leaves an op without an int8 kernel in float
-        # even with TFLITE_BUILTINS_INT8 alone, so the shipped operators are checked afterwards.
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + ([builtins] if allow_float else [])
-        converter.target_spec.supported_ops = ops
-    elif mode == "int16x8":
-        int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        converter.target_spec.supported_ops = [int16] + ([builtins] if allow_float else [])
-    else:
-        converter.target_spec.supported_ops = [builtins]
-    if config.integer_only_io:
-        io_type = tf.int16 if mode == "int16x8" else tf.int8
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
-    return converter
-
-
-def _convert(converter, config: QuantizerConfig) -> bytes:
-    try:
-        return converter.convert()
-    except Exception as e:  # noqa: BLE001 - ConverterError and friends
-        text = str(e).strip()
-        ops = tflite.unsupported_ops(text)
-        which = f" (op(s) without a kernel for this mode: {', '.join(ops)})" if ops else ""
-        hint = "Leave the layer(s) in float with quantizer.exclude_layers"
-        if config.mode == "int16x8":
-            hint += ", or use mode full_int8"
-        last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
-        raise ConversionError(
-            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
-            detail=f"mode {config.mode}: {last[:160]}",
-        ) from None
-
-
-def _excluded_nodes(flatbuffer: bytes, layer_names, exclude: list[str]) -> list[str]:
-    return [
-        op["output"]
-        for op in fb_lib.operators(flatbuffer, layer_names)
-        if op["layer"] in exclude and op["op"] not in fb_lib.CONVERSION_OPS
-    ]
-
-
-def _convert_full_int8_excluding(model, config: QuantizerConfig, samples, first: bytes) -> bytes:
-    """Requantizes with the excluded layers' ops denylisted, so they stay float (selective PTQ)."""
-    import tensorflow as tf
-
-    nodes = _excluded_nodes(first, [layer.name for layer in model.layers], config.exclude_layers)
-    if not nodes:
-        return first
-    converter = _converter(model, config, samples, allow_float=True)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=nodes, fully_quantize=config.integer_only_io
-    )
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=_representative(samples), debug_options=options
-    )
-    return debugger.get_nondebug_quantized_model()
-
-
-def convert(model, config: QuantizerConfig, samples=None) -> bytes:
-    """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes)."""
-    allow_float = bool(config.exclude_layers)
-    flatbuffer = _convert(_converter(model, config, samples, allow_float), config)
-    if config.base_mode == "full_int8" and config.exclude_layers:
-        flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer)
-    return flatbuffer
-
-
-def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
-    """Integer modes promise integer compute: an op left in float must come from an excluded layer.
-
-    Raises:
-      ModelInputError: naming each float op and its layer, and what to do.
-    """
-    if config.mode not in INTEGER_MODES:
-        return
-    stray = [op for op in fb_lib.float_ops(ops) if op["layer"] not in config.exclude_layers]
-    if not stray:
-        return
-    named = ", ".join(fb_lib.describe(op) for op in stray)
-    layers = sorted({op["layer"] for op in stray if op["layer"]})
-    bits = "16x8-bit" if config.mode == "int16x8" else "int8"
-    other = "full_int8" if config.mode == "int16x8" else "int16x8"
-    raise ConversionError(
-        f"mode {config.mode!r}: op(s) {named} have no {bits} kernel and would run in float, "
-        f"dequantizing around them. Try mode {other!r}, or leave the layer(s) in float with "
-        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}.",
-        detail=f"mode {config.mode}: {named} left in float (no {bits} kernel)",
-    )
-
-
-def check_integer_io(flatbuffer: bytes, config: QuantizerConfig) -> None:
-    """``integer_only_io`` is a promise to integer-only accelerators: the converter must keep it.
-
-    Raises:
-      ModelInputError: naming the tensor that stayed float.
-    """
-    if not config.integer_only_io:
-        return
-    runner = tflite.TFLiteModel(flatbuffer)
-    for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
-        for detail in details:
-            if not np.issubdtype(detail["dtype"], np.integer):
-                dtype = np.dtype(detail["dtype"]).name
-                raise ConversionError(
-                    f"mode {config.mode!r}: integer_only_io was asked for but the flatbuffer's "
-                    f"{kind} {detail['name']!r} stayed {dtype} (a layer "
-                    "left in float produces or consumes it). Drop integer_only_io or that "
-                    "layer's exclusion.",
-                    detail=f"integer_only_io: {kind} {detail['name']!r} stayed {dtype}",
-                )
-
-
-def _io_details(detail: dict) -> dict:
-    scale, zero_point = detail["quantization"]
-    return {
-        "dtype": np.dtype(detail["dtype"]).name,
-        "shape": [int(d) for d in detail["shape_signature"]],
-        "scale": float(scale),
-        "zero_point": int(zero_point),
-    }
-
-
-def _first(inputs):
-    if isinstance(inputs, tuple):
-        return tuple(a[:1] for a in inputs)
-    return inputs[:1]
-
-
-def verify(flatbuffer: bytes, keras_model, example, tolerance: float, task=None) -> dict:
-    """Loads the flatbuffer, runs one example, and compares it with the Keras model.
-
-    Per task: classification outputs are compared as probabilities (softmax/sigmoid of logits),
-    regression outputs as values, relative to max(1, |Keras output|).
-
-    Raises:
-      VerificationError: when it does not load or run, or differs beyond the tolerance.
-    """
-    try:
-        runner = tflite.TFLiteModel(flatbuffer)
-        got = runner.predict(example)
-    except (ValueError, RuntimeError) as e:
-        raise VerificationError(
-            f"the converted flatbuffer does not run: {e}",
-            detail=f"the flatbuffer does not run: {str(e)[:160]}",
-        ) from None
-    expected = np.asarray(keras_model(example, training=False), dtype=np.float32)
-    if got.shape != expected.shape:
-        raise VerificationError(
-            f"the flatbuffer's output shape {got.shape} differs from the Keras model's "
-            f"{expected.shape}.",
-            detail=f"output shape {got.shape} != {expected.shape}",
-        )
-    compared = "outputs"
-    if task is not None:
-        got = metrics_lib.comparable_outputs(task, got)
-        expected = metrics_lib.comparable_outputs(task, expected)
-        compared = "values" if task.kind == "regression" else "probabilities"
-    diff = float(np.max(np.abs(got - expected)))
-    allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
-    result = {
-        "examples": 1,
-        "compared": compared,
-        "max_abs_diff": diff,
-        "tolerance": tolerance,
-        "allowed_abs_diff": allowed,
-        "passed": diff <= allowed,
-    }
-    if not result["passed"]:
-        raise VerificationError(
-            f"the flatbuffer's output differs from the Keras model by {diff:.4g} on one eval "
-            f"example (allowed {allowed:.4g}). The model is too sensitive for this mode: try "
-            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance.",
-            detail=f"max abs diff {diff:.3g} > {allowed:.3g}",
-        )
-    return result
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -531,7 +180,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
       and the record (sizes, I/O types, float ops, verification, accuracy, kernel statistics).
     Raises:
       ConfigError / ModelInputError / DataError: before heavy work, naming what is wrong.
-      VerificationError: when the flatbuffer fails verification (nothing is returned).
+      ConversionVerificationError: when the flatbuffer fails verification (nothing is returned).
     """
     started = time.time()
     mode = config.mode
@@ -555,50 +204,52 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     reference, serving, serving_kind = model, model, SERVING_INPUT
     if mode in QAT_MODES:
         args = training.compile_args(task, model_uri, data.module_file)
-        reference, record["fine_tuning"] = _train_qat(model, examples_uri, data, config, args)
-        serving = float_model_with_qat_weights(model, reference)
+        reference, record["fine_tuning"] = qat.train(model, examples_uri, data, config, args)
+        serving = qat.float_model_with_qat_weights(model, reference)
         serving_kind = SERVING_QAT_WEIGHTS
         if serving is None:  # an architecture QAT rewrote: keep the QAT model itself
             serving, serving_kind = reference, SERVING_QAT_MODEL
     record["serving_model"] = serving_kind
 
     converted_at = time.time()
-    flatbuffer = convert(reference, config, samples)
+    flatbuffer = conversion.convert(reference, config, samples)
     record["conversion_s"] = time.time() - converted_at
     layer_names = [layer.name for layer in model.layers]
     ops = fb_lib.operators(flatbuffer, layer_names)
-    check_integer_ops(ops, config)
-    check_integer_io(flatbuffer, config)
+    conversion.check_integer_ops(ops, config)
+    conversion.check_integer_io(flatbuffer, config)
 
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
     )
-    record["verification"] = verify(flatbuffer, reference, _first(eval_x), config.tolerance, task)
+    record["verification"] = conversion.verify(
+        flatbuffer, reference, conversion.first_example(eval_x), config.tolerance, task
+    )
 
     runner = tflite.TFLiteModel(flatbuffer)
     record["tflite"] = {
         "bytes": len(flatbuffer),
         "gzip_bytes": measure.gzipped_bytes(flatbuffer),
-        "input": _io_details(runner.input_details[0]),
-        "output": _io_details(runner.output_details[0]),
+        "input": conversion.io_details(runner.input_details[0]),
+        "output": conversion.io_details(runner.output_details[0]),
     }
     record["operators"] = ops
     record["float_ops"] = [fb_lib.describe(op) for op in fb_lib.float_ops(ops)]
     record["conversion_ops"] = len(fb_lib.activation_conversions(ops))
 
     tflite_pred = runner.predict_each(eval_x, batch_size=1)
-    accuracy = {
-        "split": data.eval_split,
-        "examples": int(eval_y.shape[0]),
-        "metric": task.metric,
-        "tflite_top1": _metric(task, tflite_pred, eval_y),
-        "input_top1": _metric(task, _predict(model, eval_x), eval_y),
-    }
-    # "drop": how much worse the flatbuffer is than its input, in the metric's own direction.
-    accuracy["drop"] = metrics_lib.worse_by(task, accuracy["input_top1"], accuracy["tflite_top1"])
+    # The task's metric of the input (before) and of the flatbuffer (after), as every
+    # model-in/model-out step records it; metric_worse_by is in the metric's own direction.
+    record.update(
+        optimization.metric_fields(
+            task,
+            _metric(task, _predict(model, eval_x), eval_y),
+            _metric(task, tflite_pred, eval_y),
+        )
+    )
+    record["eval_split"], record["eval_examples"] = data.eval_split, int(eval_y.shape[0])
     if serving is not model:
-        accuracy["serving_top1"] = _metric(task, _predict(serving, eval_x), eval_y)
-    record["accuracy"] = accuracy
+        record["serving_metric"] = _metric(task, _predict(serving, eval_x), eval_y)
 
     tflite_kernels = fb_lib.kernels(flatbuffer)
     record["tflite_kernels"] = {
@@ -674,31 +325,42 @@ def write(result: QuantizedModel, output_uri: str, record_name: str | None = Non
     Returns:
       The paths written (also stored in the record under ``files``).
     """
-    import tensorflow as tf
-
     files = {
         "serving_model_dir": os.path.join(output_uri, model_io.SERVING_DIR),
         "tflite_path": os.path.join(output_uri, model_io.TFLITE_DIR, model_io.TFLITE_FILE),
     }
     result.record["files"] = files
-    try:
-        if result.serving_source:
-            model_io.copy_serving_model(result.serving_source, output_uri)
-        else:
-            model_io.save_keras_model(result.serving_model, output_uri)
-        model_io.write_tflite(result.flatbuffer, output_uri)
-        if record_name:
-            files["record"] = properties.write_json(output_uri, record_name, result.record)
-    except BaseException:
-        # Nothing half-written may stay in the output artifact.
-        for name in (model_io.SERVING_DIR, model_io.TFLITE_DIR, record_name):
-            path = os.path.join(output_uri, name) if name else None
-            if path and tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            elif path and tf.io.gfile.exists(path):
-                tf.io.gfile.remove(path)
-        raise
+    written = artifact_output.write_model(
+        output_uri,
+        model=result.serving_model,
+        serving_source=result.serving_source,
+        flatbuffer=result.flatbuffer,
+        json_files={record_name: result.record} if record_name else None,
+    )
+    if record_name:
+        files["record"] = written[record_name]
     return files
+
+
+def run(
+    model_uri: str,
+    examples_uri: str,
+    output_uri: str,
+    config: QuantizerConfig,
+    data: DataConfig,
+    record_name: str = QUANTIZATION_RECORD_FILE,
+) -> dict:
+    """Quantizes the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
+
+    Writes ``Format-TFLite/model.tflite``, ``Format-Serving/`` and ``quantization.json`` (the
+    record); everything is converted and verified in memory first, so nothing when anything fails.
+
+    Returns:
+      The record.
+    """
+    result = quantize_uri(model_uri, examples_uri, data, config)
+    write(result, output_uri, record_name)
+    return result.record
 
 
 def _capped(names: list[str], limit: int = 50) -> list[str]:
@@ -709,9 +371,9 @@ def _capped(names: list[str], limit: int = 50) -> list[str]:
 def key_numbers(record: dict) -> dict:
     """The figures stored as custom properties on the output Model artifact."""
     lite = record["tflite"]
-    accuracy = record["accuracy"]
     verification = record["verification"]
     numbers = {
+        OPTIMIZATION: "quantized",
         "mode": record["mode"],
         "tflite_bytes": lite["bytes"],
         "tflite_gzip_bytes": lite["gzip_bytes"],
@@ -727,12 +389,9 @@ def key_numbers(record: dict) -> dict:
         "conversion_ops": record["conversion_ops"],
         "verify_tolerance": verification["tolerance"],
         "verify_max_abs_diff": verification["max_abs_diff"],
-        "metric": accuracy.get("metric", "top1_accuracy"),
-        "accuracy": accuracy["tflite_top1"],
-        "input_accuracy": accuracy["input_top1"],
-        "accuracy_drop": accuracy["drop"],
-        "serving_accuracy": accuracy.get("serving_top1"),
-        "eval_examples": accuracy["examples"],
+        **optimization.metric_numbers(record),
+        "serving_metric": record.get("serving_metric"),
+        "eval_examples": record["eval_examples"],
         "input_kernel_sparsity": record["input"]["sparsity"],
         "input_max_unique_values": record["input"]["max_unique_values"],
         "tflite_kernel_sparsity": record["tflite_kernels"]["kernel_sparsity"],
@@ -742,6 +401,6 @@ def key_numbers(record: dict) -> dict:
         "notes": record["notes"] or None,
     }
     if "fine_tuning" in record:
-        numbers["fine_tuning_epochs"] = record["fine_tuning"]["epochs_run"]
-        numbers["fine_tuning_wall_time_s"] = record["fine_tuning"]["wall_time_s"]
+        numbers[FINE_TUNING_EPOCHS] = record["fine_tuning"]["epochs_run"]
+        numbers[FINE_TUNING_WALL_TIME_S] = record["fine_tuning"]["wall_time_s"]
     return numbers

@@ -106,12 +106,12 @@ def check_pusher(config: PipelineConfig) -> None:
     """
     if config.pusher is None:
         return
-    from components.pusher import keys
     from components.pusher import metrics as push_metrics
+    from components.pusher import signing
 
     for i, destination in enumerate(config.pusher.ota):
         try:
-            keys.load_private_key(destination.signing_key_path, destination.signing_key_env)
+            signing.load_private_key(destination.signing_key_path, destination.signing_key_env)
         except ConfigError as e:
             raise ConfigError(f"pusher.ota.{i}: {e}") from None
     if config.pusher.metrics_path:

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from components.common.errors import ConfigError
+from components.common.keys import METADATA_FILE
 
 ENV_PREFIX = "TFXOPT_MLMD_MYSQL_"
 HOST_ENV = ENV_PREFIX + "HOST"
@@ -39,7 +40,7 @@ USER_ENV = ENV_PREFIX + "USER"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
 DEFAULT_PORT = 3306
 DEFAULT_DATABASE = "tfxopt_metadata"
-SQLITE_FILE = "metadata.sqlite"
+SQLITE_FILE = METADATA_FILE  # the name runners and readers of a local run use
 
 
 @dataclass(frozen=True)

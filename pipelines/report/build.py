@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 
+from components.common.keys import PUSH_FILE, PUSHED_MODEL_KEY
 from components.common.numbers import BASELINE, finite, finite_or_none, get_path, pareto_front
 from pipelines.metadata.reader import RunInfo, artifact_properties
 from pipelines.report import layers as layer_report
@@ -24,10 +25,6 @@ from pipelines.report.profiles import (
 )
 
 SUMMARY_FORMAT = "tfxopt.run_report/v1"
-# The Pusher's output key and record file. The executor defines them too, but importing an
-# executor imports TFX (seconds); tests/test_report.py checks that these stay equal to its.
-PUSHED_MODEL_KEY = "pushed_model"  # the Pusher's output
-PUSH_FILE = "push.json"  # components.pusher.executor.PUSH_FILE
 
 
 def _first_record(run, key: str, filename: str) -> tuple[dict | None, str | None]:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import json
 import os
 
+from components.common.keys import (
+    EVALUATION_FILE,
+    EVALUATION_KEY,
+    IMPORT_RECORD_FILE,
+    IMPORTED_MODEL_KEY,
+    PROFILE_FILE,
+    PROFILE_KEY,
+    PUSH_FILE,
+    PUSHED_MODEL_KEY,
+)
 from components.common.numbers import fmt_bytes, fmt_ms, fmt_percent
-from components.profiler.executor import PROFILE_FILE
 
 
 def _ms(stats: dict | None, key: str) -> str:
@@ -93,7 +102,7 @@ def load_profiles(run) -> dict[str, dict]:
     """node id -> profile record, for every ModelProfile the run produced."""
     profiles = {}
     for step in run.steps:
-        for artifact in step.outputs.get("profile", []):
+        for artifact in step.outputs.get(PROFILE_KEY, []):
             with open(os.path.join(artifact.uri, PROFILE_FILE)) as f:
                 profiles[step.node_id] = json.load(f)
     return profiles
@@ -111,8 +120,6 @@ def _first_output_record(run, key: str, filename: str) -> dict | None:
 
 def evaluation_record(run) -> dict | None:
     """The Evaluator's ``evaluation.json`` of this run, when the run has an Evaluator."""
-    from components.evaluator.constants import EVALUATION_FILE, EVALUATION_KEY
-
     return _first_output_record(run, EVALUATION_KEY, EVALUATION_FILE)
 
 
@@ -125,9 +132,7 @@ def all_candidates_failed(run) -> str | None:
 
 def push_record(run) -> dict | None:
     """The Pusher's ``push.json`` of this run, when the run has a Pusher."""
-    from components.pusher.executor import PUSH_FILE
-
-    return _first_output_record(run, "pushed_model", PUSH_FILE)
+    return _first_output_record(run, PUSHED_MODEL_KEY, PUSH_FILE)
 
 
 def push_lines(record: dict) -> list[str]:
@@ -198,10 +203,7 @@ def choice_text(evaluation: dict) -> str:
 
 def import_record(run) -> dict | None:
     """The ModelImporter's ``import.json`` of this run (how the checkpoint was brought in)."""
-    from components.importer.executor import OUTPUT_MODEL_KEY
-    from components.importer.importer import RECORD_FILE
-
-    return _first_output_record(run, OUTPUT_MODEL_KEY, RECORD_FILE)
+    return _first_output_record(run, IMPORTED_MODEL_KEY, IMPORT_RECORD_FILE)
 
 
 def import_line(record: dict) -> str:

@@ -11,7 +11,9 @@ import html
 import json
 import os
 
-RECORDS = {"Pruner": "pruning.json", "Clusterer": "clustering.json"}
+from components.common.keys import CLUSTERING_RECORD_FILE, PRUNING_RECORD_FILE
+
+RECORDS = {"Pruner": PRUNING_RECORD_FILE, "Clusterer": CLUSTERING_RECORD_FILE}
 
 
 def _read(path: str) -> dict | None:

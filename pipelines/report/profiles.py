@@ -10,12 +10,8 @@ import json
 import os
 from collections import defaultdict
 
+from components.common.keys import PROFILE_FILE, PROFILE_KEY
 from components.common.numbers import get_path
-
-# The Profiler's output key and record file. The executor defines them too, but importing an
-# executor imports TFX (seconds); tests/test_report.py checks that these stay equal to its.
-PROFILE_KEY = "profile"  # the Profiler's output
-PROFILE_FILE = "profile.json"  # components.profiler.executor.PROFILE_FILE
 
 
 def read_json(path: str):

@@ -254,9 +254,9 @@ def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig, 
 def run(
     model_uri: str,
     examples_uri: str,
-    data,
-    config: StructuredPruningConfig,
     output_uri: str,
+    config: StructuredPruningConfig,
+    data,
 ) -> dict:
     """Prunes the model at ``model_uri`` and writes the new model artifact at ``output_uri``.
 
@@ -270,9 +270,9 @@ def run(
     Args:
       model_uri: a Model artifact or SavedModel directory (tf_keras).
       examples_uri: TFX Examples with the train and eval splits ``data`` names.
-      data: a :class:`~components.common.examples.DataConfig`.
-      config: the structured pruning config.
       output_uri: the output Model artifact's directory.
+      config: the structured pruning config.
+      data: a :class:`~components.common.examples.DataConfig`.
 
     Returns:
       The report.
@@ -284,6 +284,12 @@ def run(
         new_model, report = structured_prune(model, train, eval_ds, config, compile_args)
         history = {str(s["step"]): s.pop("fine_tuning_history") for s in report["steps"]}
         report["config"] = config.model_dump(mode="json")
+        # What is measured here is top-1 accuracy: the record's before/after figures say so.
+        report.update(
+            optimization.metric_fields(
+                training.classifier_task(model), report["accuracy_before"], report["accuracy_after"]
+            )
+        )
         return new_model, report, history
 
     return optimization.run_technique(

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from components.common.keys import (
+    ACCURACY_AFTER,
+    ACCURACY_BEFORE,
+    FINE_TUNING_EPOCHS,
+    FINE_TUNING_WALL_TIME_S,
+    HISTORY_FILE,  # noqa: F401 - re-exported: the package's names for its files
+    OPTIMIZATION,
+    STRUCTURED_PRUNING_RECORD_FILE,
+)
 from components.pruner.structured.graph import (
     BATCH_NORM,
     DEPTHWISE,
@@ -15,11 +24,9 @@ from components.pruner.structured.graph import (
 FIELD = "pruner.structured"
 
 # Files written inside the output Model artifact, beside Format-Serving/.
-RECORD_FILE = "structured_pruning.json"
-HISTORY_FILE = "fine_tuning_history.json"
+RECORD_FILE = STRUCTURED_PRUNING_RECORD_FILE
 
-# Custom property names of the output Model artifact.
-OPTIMIZATION = "optimization"
+# Custom property names of the output Model artifact (the shared ones are in keys).
 OPTIMIZATION_VALUE = "structured_pruned"
 TARGET_FRACTION = "target_channel_fraction"
 ACHIEVED_FRACTION = "removed_channel_fraction"
@@ -30,13 +37,9 @@ PARAMETERS_AFTER = "parameters_after"
 FLOPS_BEFORE = "flops_per_example_before"
 FLOPS_AFTER = "flops_per_example_after"
 FLOPS_RATIO = "flops_ratio"
-ACCURACY_BEFORE = "accuracy_before"
 ACCURACY_BEFORE_FINE_TUNING = "accuracy_before_fine_tuning"
-ACCURACY_AFTER = "accuracy_after"
 PRUNING_STEPS = "pruning_steps_accepted"
 SKIPPED_LAYERS = "skipped_layers"
-FINE_TUNING_EPOCHS = "fine_tuning_epochs"
-FINE_TUNING_WALL_TIME_S = "fine_tuning_wall_time_s"
 
 
 def channels_by_layer(plan: ChannelPlan) -> dict[str, int]:
@@ -110,9 +113,13 @@ def build_report(plan, final_plan, original_channels, before, after, config) -> 
 
 
 def key_numbers(report: dict) -> dict:
-    """The custom properties of the output Model artifact (see the constants above)."""
+    """The custom properties of the output Model artifact (see the constants above), with the
+    before/after figures every model-in/model-out step sets."""
+    from components.common import optimization
+
     accepted = [s for s in report["steps"] if s["accepted"]]
     return {
+        **optimization.metric_numbers(report),
         OPTIMIZATION: OPTIMIZATION_VALUE,
         CRITERION: report["criterion"],
         TARGET_FRACTION: report["target_fraction"],

@@ -2,7 +2,9 @@
 
 A separate step so a KFP pipeline can pin it to the target hardware, e.g.::
 
-    latency = LatencyBenchmark(baseline_model=..., candidates={'int8': q8.outputs['model']})
+    latency = LatencyBenchmark(
+        baseline_model=..., candidates={'int8': q8.outputs['optimized_model']}
+    )
     # in the KFP runner's pipeline code:
     #   kubernetes node selector / resources for the 'LatencyBenchmark' node
     evaluator = Evaluator(..., latency_report=latency.outputs['latency_report'],
@@ -37,8 +39,8 @@ from components.evaluator.constants import (
     MAX_CANDIDATES,
     candidate_key,
 )
-from components.latency import executor
-from components.latency.config import LatencyBenchmarkConfig
+from components.latency_benchmark import executor
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 
 
 class LatencyBenchmarkSpec(ComponentSpec):

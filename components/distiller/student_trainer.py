@@ -1,4 +1,7 @@
-"""The distillation loss and the ``Distiller`` training model (teacher frozen, student trained).
+"""The distillation loss and the ``DistillationModel`` that trains the student (teacher frozen).
+
+(The TFX component is :class:`components.distiller.component.Distiller`; this is the Keras model
+its core trains.)
 
 Loss per batch (means over the batch)::
 
@@ -14,7 +17,8 @@ models use CE and KL per position. The T^2 factor keeps the soft term's gradient
 temperature applies to logits either way. Feature hints (FitNets) compare a student layer's output
 with a teacher layer's output of the same shape except the last dimension; when the widths differ,
 a learned projection (a Dense on the last axis: a 1x1 convolution for feature maps) maps the
-student feature to the teacher's width. The projections belong to the Distiller, not the student.
+student feature to the teacher's width. The projections belong to the DistillationModel, not the
+student.
 """
 
 from __future__ import annotations
@@ -175,12 +179,12 @@ def _features_model(model, layer_names: list[str], name: str):
     return tf_keras.Model(model.inputs, outputs, name=name)
 
 
-class Distiller(tf_keras.Model):
+class DistillationModel(tf_keras.Model):
     """Trains ``student`` (a logits-output model) to mimic the frozen ``teacher``.
 
     Compile with an optimizer only; ``fit`` reports loss, label_loss, soft_loss, feature_loss
     (with gamma) and the student's accuracy, on train and eval data (``val_accuracy`` drives
-    early stopping). Calling the Distiller gives the student's logits.
+    early stopping). Calling the DistillationModel gives the student's logits.
     """
 
     def __init__(

@@ -20,7 +20,7 @@ ALGORITHM = "ed25519"
 SIGNATURES_FORMAT = "tfxopt.ota.signatures/1"
 
 
-class VerificationError(TfxOptError):
+class SignatureVerificationError(TfxOptError):
     """A manifest, its signature or a file failed a check; the reason says which."""
 
 
@@ -204,21 +204,23 @@ def verify_manifest(manifest_bytes: bytes, signatures: dict, trusted: dict) -> s
     Returns:
       The id of the key whose signature verified.
     Raises:
-      VerificationError: saying why (unsigned, tampered, unknown key, bad signature).
+      SignatureVerificationError: saying why (unsigned, tampered, unknown key, bad signature).
     """
     from cryptography.exceptions import InvalidSignature
 
     if not trusted:
-        raise VerificationError("no trusted public key configured: refusing any manifest")
+        raise SignatureVerificationError("no trusted public key configured: refusing any manifest")
     if not isinstance(signatures, dict) or signatures.get("algorithm") != ALGORITHM:
-        raise VerificationError("signature file is missing, malformed or not ed25519")
+        raise SignatureVerificationError("signature file is missing, malformed or not ed25519")
     entries = signatures.get("signatures")
     if not isinstance(entries, list) or not entries:
-        raise VerificationError("manifest is unsigned (no signatures in manifest.json.sig)")
+        raise SignatureVerificationError(
+            "manifest is unsigned (no signatures in manifest.json.sig)"
+        )
     digest = hashlib.sha256(manifest_bytes).hexdigest()
     for_this = [e for e in entries if isinstance(e, dict) and e.get("manifest_sha256") == digest]
     if not for_this:
-        raise VerificationError(
+        raise SignatureVerificationError(
             "no signature covers this manifest's bytes (the manifest was altered, or it is unsigned)"
         )
     untrusted, invalid = [], []
@@ -234,10 +236,10 @@ def verify_manifest(manifest_bytes: bytes, signatures: dict, trusted: dict) -> s
         except (InvalidSignature, binascii.Error, ValueError):
             invalid.append(str(kid))
     if invalid:
-        raise VerificationError(
+        raise SignatureVerificationError(
             f"signature by key {', '.join(invalid)} does not verify over the manifest bytes"
         )
-    raise VerificationError(
+    raise SignatureVerificationError(
         f"manifest signed only by untrusted key(s) {', '.join(untrusted)} "
         f"(trusted: {', '.join(sorted(trusted))})"
     )

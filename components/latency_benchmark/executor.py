@@ -1,4 +1,4 @@
-"""LatencyBenchmark executor: TFX glue around :func:`components.latency.benchmark.run_benchmark`."""
+"""LatencyBenchmark executor: TFX glue around :func:`components.latency_benchmark.benchmark.run_benchmark`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from components.common.examples import DataConfig
 from components.evaluator import constants as c
 from components.evaluator.latency import REPORT_FILE
 from components.evaluator.models import BASELINE, ModelRef
-from components.latency import benchmark
-from components.latency.config import LatencyBenchmarkConfig
+from components.latency_benchmark import benchmark
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 
 LATENCY_REPORT_KEY = c.LATENCY_REPORT_KEY
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from components.common.errors import TfxOptError
 from components.common.examples import DataConfig
 from components.evaluator import accuracy, latency, models
 from components.evaluator.models import ModelRef
-from components.latency.config import LatencyBenchmarkConfig
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 
 
 def run_benchmark(

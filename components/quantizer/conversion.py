@@ -1,0 +1,231 @@
+"""Converting a tf_keras model to a TFLite flatbuffer for one mode, and verifying the result.
+
+Every flatbuffer is checked before it is used: integer modes keep integer compute (and integer
+I/O when asked), and the flatbuffer loads in ``tf.lite.Interpreter``, runs one eval example and
+agrees with the Keras model it came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from components.common import metrics as metrics_lib
+from components.common import tflite
+from components.common.errors import CandidateError, ConversionError
+from components.quantizer import flatbuffer as fb_lib
+from components.quantizer.config import (
+    CALIBRATED_MODES,
+    INTEGER_MODES,
+    SPARSE_MODES,
+    QuantizerConfig,
+)
+
+
+class ConversionVerificationError(CandidateError):
+    """The converted flatbuffer does not run, or disagrees with its Keras model beyond tolerance."""
+
+    step = "verification"
+
+
+def _representative(samples):
+    """A representative-dataset generator yielding one example at a time."""
+    arrays = samples if isinstance(samples, tuple) else (samples,)
+
+    def generate():
+        for i in range(arrays[0].shape[0]):
+            yield [a[i : i + 1].astype(np.float32) for a in arrays]
+
+    return generate
+
+
+def _converter(model, config: QuantizerConfig, samples, allow_float: bool):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    mode = config.base_mode
+    if mode != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if config.mode in SPARSE_MODES:
+        # The pruned zeros stored sparse (XNNPACK / TFLite sparse kernels where there are some).
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in CALIBRATED_MODES:
+        converter.representative_dataset = _representative(samples)
+    if mode == "full_int8":
+        # Float fallback stays allowed: the converter leaves an op without an int8 kernel in float
+        # even with TFLITE_BUILTINS_INT8 alone, so the shipped operators are checked afterwards.
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + ([builtins] if allow_float else [])
+        converter.target_spec.supported_ops = ops
+    elif mode == "int16x8":
+        int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = [int16] + ([builtins] if allow_float else [])
+    else:
+        converter.target_spec.supported_ops = [builtins]
+    if config.integer_only_io:
+        io_type = tf.int16 if mode == "int16x8" else tf.int8
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    return converter
+
+
+def _convert(converter, config: QuantizerConfig) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as e:  # noqa: BLE001 - ConverterError and friends
+        text = str(e).strip()
+        ops = tflite.unsupported_ops(text)
+        which = f" (op(s) without a kernel for this mode: {', '.join(ops)})" if ops else ""
+        hint = "Leave the layer(s) in float with quantizer.exclude_layers"
+        if config.mode == "int16x8":
+            hint += ", or use mode full_int8"
+        last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
+        raise ConversionError(
+            f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
+            detail=f"mode {config.mode}: {last[:160]}",
+        ) from None
+
+
+def _excluded_nodes(flatbuffer: bytes, layer_names, exclude: list[str]) -> list[str]:
+    return [
+        op["output"]
+        for op in fb_lib.operators(flatbuffer, layer_names)
+        if op["layer"] in exclude and op["op"] not in fb_lib.CONVERSION_OPS
+    ]
+
+
+def _convert_full_int8_excluding(model, config: QuantizerConfig, samples, first: bytes) -> bytes:
+    """Requantizes with the excluded layers' ops denylisted, so they stay float (selective PTQ)."""
+    import tensorflow as tf
+
+    nodes = _excluded_nodes(first, [layer.name for layer in model.layers], config.exclude_layers)
+    if not nodes:
+        return first
+    converter = _converter(model, config, samples, allow_float=True)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=nodes, fully_quantize=config.integer_only_io
+    )
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=_representative(samples), debug_options=options
+    )
+    return debugger.get_nondebug_quantized_model()
+
+
+def convert(model, config: QuantizerConfig, samples=None) -> bytes:
+    """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes)."""
+    allow_float = bool(config.exclude_layers)
+    flatbuffer = _convert(_converter(model, config, samples, allow_float), config)
+    if config.base_mode == "full_int8" and config.exclude_layers:
+        flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer)
+    return flatbuffer
+
+
+def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
+    """Integer modes promise integer compute: an op left in float must come from an excluded layer.
+
+    Raises:
+      ModelInputError: naming each float op and its layer, and what to do.
+    """
+    if config.mode not in INTEGER_MODES:
+        return
+    stray = [op for op in fb_lib.float_ops(ops) if op["layer"] not in config.exclude_layers]
+    if not stray:
+        return
+    named = ", ".join(fb_lib.describe(op) for op in stray)
+    layers = sorted({op["layer"] for op in stray if op["layer"]})
+    bits = "16x8-bit" if config.mode == "int16x8" else "int8"
+    other = "full_int8" if config.mode == "int16x8" else "int16x8"
+    raise ConversionError(
+        f"mode {config.mode!r}: op(s) {named} have no {bits} kernel and would run in float, "
+        f"dequantizing around them. Try mode {other!r}, or leave the layer(s) in float with "
+        f"quantizer.exclude_layers: {layers or '[the layer producing it]'}.",
+        detail=f"mode {config.mode}: {named} left in float (no {bits} kernel)",
+    )
+
+
+def check_integer_io(flatbuffer: bytes, config: QuantizerConfig) -> None:
+    """``integer_only_io`` is a promise to integer-only accelerators: the converter must keep it.
+
+    Raises:
+      ModelInputError: naming the tensor that stayed float.
+    """
+    if not config.integer_only_io:
+        return
+    runner = tflite.TFLiteModel(flatbuffer)
+    for kind, details in (("input", runner.input_details), ("output", runner.output_details)):
+        for detail in details:
+            if not np.issubdtype(detail["dtype"], np.integer):
+                dtype = np.dtype(detail["dtype"]).name
+                raise ConversionError(
+                    f"mode {config.mode!r}: integer_only_io was asked for but the flatbuffer's "
+                    f"{kind} {detail['name']!r} stayed {dtype} (a layer "
+                    "left in float produces or consumes it). Drop integer_only_io or that "
+                    "layer's exclusion.",
+                    detail=f"integer_only_io: {kind} {detail['name']!r} stayed {dtype}",
+                )
+
+
+def io_details(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {
+        "dtype": np.dtype(detail["dtype"]).name,
+        "shape": [int(d) for d in detail["shape_signature"]],
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
+
+
+def first_example(inputs):
+    if isinstance(inputs, tuple):
+        return tuple(a[:1] for a in inputs)
+    return inputs[:1]
+
+
+def verify(flatbuffer: bytes, keras_model, example, tolerance: float, task=None) -> dict:
+    """Loads the flatbuffer, runs one example, and compares it with the Keras model.
+
+    Per task: classification outputs are compared as probabilities (softmax/sigmoid of logits),
+    regression outputs as values, relative to max(1, |Keras output|).
+
+    Raises:
+      ConversionVerificationError: when it does not load or run, or differs beyond the tolerance.
+    """
+    try:
+        runner = tflite.TFLiteModel(flatbuffer)
+        got = runner.predict(example)
+    except (ValueError, RuntimeError) as e:
+        raise ConversionVerificationError(
+            f"the converted flatbuffer does not run: {e}",
+            detail=f"the flatbuffer does not run: {str(e)[:160]}",
+        ) from None
+    expected = np.asarray(keras_model(example, training=False), dtype=np.float32)
+    if got.shape != expected.shape:
+        raise ConversionVerificationError(
+            f"the flatbuffer's output shape {got.shape} differs from the Keras model's "
+            f"{expected.shape}.",
+            detail=f"output shape {got.shape} != {expected.shape}",
+        )
+    compared = "outputs"
+    if task is not None:
+        got = metrics_lib.comparable_outputs(task, got)
+        expected = metrics_lib.comparable_outputs(task, expected)
+        compared = "values" if task.kind == "regression" else "probabilities"
+    diff = float(np.max(np.abs(got - expected)))
+    allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
+    result = {
+        "examples": 1,
+        "compared": compared,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "allowed_abs_diff": allowed,
+        "passed": diff <= allowed,
+    }
+    if not result["passed"]:
+        raise ConversionVerificationError(
+            f"the flatbuffer's output differs from the Keras model by {diff:.4g} on one eval "
+            f"example (allowed {allowed:.4g}). The model is too sensitive for this mode: try "
+            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance.",
+            detail=f"max abs diff {diff:.3g} > {allowed:.3g}",
+        )
+    return result
