@@ -39,15 +39,19 @@ from components.pruner.config import PrunerConfig  # noqa: E402
 VARIANTS = ("labels_only", "teacher")
 
 
-def _fine_tuning(epochs: int, seed: int, teacher: dict | None) -> dict:
+def _fine_tuning(epochs: int, seed: int, teacher: dict | None, learning_rate=None) -> dict:
     settings = {"epochs": epochs, "seed": seed}
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
     if teacher is not None:
         settings["distillation"] = teacher
     return settings
 
 
-def _figures(record: dict) -> dict:
+def _figures(record: dict, history: list[dict]) -> dict:
+    last = history[-1] if history else {}
     return {
+        "last_epoch": {k: round(v, 4) for k, v in last.items()},
         "accuracy_before": record["accuracy_before"],
         "accuracy_after": record["accuracy_after"],
         "drop_points": round(100 * record["accuracy_drop"], 3),
@@ -76,7 +80,7 @@ class Bench:
             {"target_sparsity": sparsity, "fine_tuning": fine_tuning}, where="pruner"
         )
         train, evaluation, steps = self._datasets(self.model, config.fine_tuning)
-        return pruner.prune_model(self.model, train, evaluation, config, steps, self.args)[:2]
+        return pruner.prune_model(self.model, train, evaluation, config, steps, self.args)
 
     def cluster(self, model, fine_tuning: dict):
         config = ClustererConfig.parse(
@@ -84,7 +88,7 @@ class Bench:
             where="clusterer",
         )
         train, evaluation, _ = self._datasets(model, config.fine_tuning)
-        return clusterer.cluster_model(model, train, evaluation, config, self.args)[:2]
+        return clusterer.cluster_model(model, train, evaluation, config, self.args)
 
 
 def run(args) -> dict:
@@ -97,20 +101,18 @@ def run(args) -> dict:
     for seed in args.seeds:
         for sparsity in args.sparsities:
             for variant in VARIANTS:
-                tuning = _fine_tuning(args.epochs, seed, teacher if variant == "teacher" else None)
-                pruned, record = bench.prune(sparsity, tuning)
+                guide = teacher if variant == "teacher" else None
+                tuning = _fine_tuning(args.epochs, seed, guide, args.learning_rate)
+                pruned, record, history = bench.prune(sparsity, tuning)
                 row = {"seed": seed, "step": f"prune {sparsity}", "variant": variant}
-                row.update(_figures(record), achieved_sparsity=record["achieved_sparsity"])
+                row.update(_figures(record, history), achieved_sparsity=record["achieved_sparsity"])
                 result["runs"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 if args.cluster and sparsity == min(args.sparsities):
-                    epochs = args.cluster_epochs
-                    cluster_tuning = _fine_tuning(
-                        epochs, seed, teacher if variant == "teacher" else None
-                    )
-                    _, crecord = bench.cluster(pruned, cluster_tuning)
+                    cluster_tuning = _fine_tuning(args.cluster_epochs, seed, guide)
+                    _, crecord, chistory = bench.cluster(pruned, cluster_tuning)
                     crow = {"seed": seed, "step": f"prune {sparsity} + cluster 16"}
-                    crow.update(variant=variant, **_figures(crecord))
+                    crow.update(variant=variant, **_figures(crecord, chistory))
                     # The chain's drop is against the baseline, not the clusterer's input.
                     crow["drop_vs_baseline_points"] = round(
                         100 * (record["accuracy_before"] - crecord["accuracy_after"]), 3
@@ -128,6 +130,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9, 0.95])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=PrunerConfig().fine_tuning.epochs)
+    parser.add_argument(
+        "--learning-rate", type=float, help="default: the Pruner's fine-tuning default"
+    )
     parser.add_argument("--alpha", type=float, default=training.DistillationConfig().alpha)
     parser.add_argument(
         "--temperature", type=float, default=training.DistillationConfig().temperature
