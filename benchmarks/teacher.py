@@ -91,6 +91,23 @@ class Bench:
         return clusterer.cluster_model(model, train, evaluation, config, self.args)
 
 
+def summary(runs: list[dict]) -> dict:
+    """Per step: each variant's mean drop vs the baseline (points) over the seeds, and the
+    teacher's gain (positive: the teacher recovered that much of the drop)."""
+    drops: dict[str, dict[str, list[float]]] = {}
+    for row in runs:
+        drop = row.get("drop_vs_baseline_points", row["drop_points"])
+        drops.setdefault(row["step"], {}).setdefault(row["variant"], []).append(drop)
+    out = {}
+    for step, variants in drops.items():
+        means = {v: round(sum(d) / len(d), 3) for v, d in variants.items()}
+        out[step] = {f"{v}_mean_drop_points": m for v, m in means.items()}
+        out[step]["seeds"] = len(variants.get("teacher", []))
+        if set(means) == set(VARIANTS):
+            out[step]["teacher_gain_points"] = round(means["labels_only"] - means["teacher"], 3)
+    return out
+
+
 def run(args) -> dict:
     from benchmarks.run import machine
 
@@ -119,6 +136,7 @@ def run(args) -> dict:
                     )
                     result["runs"].append(crow)
                     print(json.dumps(crow), file=sys.stderr, flush=True)
+    result["summary"] = summary(result["runs"])
     result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_time_s"] = round(time.time() - started, 1)
     return result

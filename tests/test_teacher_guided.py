@@ -105,6 +105,23 @@ def test_teacher_is_off_unless_configured_and_recorded_when_on():
     assert plain.fine_tuning.epochs == 3 and plain.fine_tuning.distillation is None
 
 
+def test_pipeline_config_takes_the_teacher_settings_and_checks_them_at_build_time():
+    from pipelines.config import PipelineConfig
+
+    config = PipelineConfig.parse(
+        {
+            "pruner": {"fine_tuning": {"distillation": {"alpha": 0.3}}},
+            "clusterer": {"fine_tuning": {"distillation": {}}},
+            "quantization": [{"mode": "qat", "fine_tuning": {"distillation": TEACHER}}],
+        }
+    )
+    assert config.pruner.fine_tuning.distillation.alpha == 0.3
+    assert config.clusterer.fine_tuning.distillation.temperature == 2.0
+    assert config.quantization[0].fine_tuning.distillation.model_dump() == TEACHER
+    with pytest.raises(ConfigError, match="pruner.fine_tuning.distillation.alpha"):
+        PipelineConfig.parse({"pruner": {"fine_tuning": {"distillation": {"alpha": 2}}}})
+
+
 # --------------------------------------------------------------------------- the loss
 
 
