@@ -100,6 +100,15 @@ def test_teacher_is_off_unless_configured_and_recorded_when_on():
         "model": "the step's input model",
         **TEACHER,
     }
+    # Absent, the config serialises as before the setting existed (same exec properties, same
+    # cached steps); present, it survives the JSON exec property.
+    assert "distillation" not in PrunerConfig().model_dump_json()
+    assert (
+        PrunerConfig.parse(
+            PrunerConfig.parse({"fine_tuning": {"distillation": TEACHER}}).model_dump_json()
+        ).fine_tuning.distillation.alpha
+        == TEACHER["alpha"]
+    )
     # A plain FineTuneConfig is still accepted where a teacher may be configured.
     plain = QuantizerConfig(mode="qat", fine_tuning=training.FineTuneConfig(epochs=3))
     assert plain.fine_tuning.epochs == 3 and plain.fine_tuning.distillation is None

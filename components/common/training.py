@@ -62,6 +62,15 @@ class TeacherFineTuneConfig(FineTuneConfig):
         "absent: fine-tune on the labels alone.",
     )
 
+    @pydantic.model_serializer(mode="wrap")
+    def _absent_teacher_left_out(self, handler):
+        # Without a teacher the config serialises as before the setting existed: the same exec
+        # properties, so compiled specs and the steps cached in ML Metadata stay the same.
+        data = handler(self)
+        if self.distillation is None and isinstance(data, dict):
+            data.pop("distillation", None)
+        return data
+
 
 def teacher_record(config: FineTuneConfig) -> dict:
     """The fine-tuning record's account of the teacher: whether one was used, and how."""
