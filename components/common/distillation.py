@@ -145,9 +145,9 @@ class TeacherGuided(tf_keras.Model):
         super().__init__(**kwargs)
         self.student = student
         # Not tracked as a layer: the teacher's variables stay out of the trainable variables,
-        # the weights early stopping restores and the layers tfmot's callbacks walk. Its layers
-        # may be shared with the student (custom layers reused by working_copy), so it cannot
-        # simply be set to trainable=False.
+        # the weights early stopping restores and the layers tfmot's callbacks walk. It is the
+        # caller's model, left as it is (not set to trainable=False); a custom layer that could
+        # not be re-created is shared with the student's copy (optimization.working_copy).
         object.__setattr__(self, "_teacher_fn", teacher)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
@@ -179,15 +179,18 @@ def guided(student, teacher_source, fine_tuning, task):
     """The model to compile and fit: ``student`` itself, or a :class:`TeacherGuided` around it
     when ``fine_tuning.distillation`` is set.
 
-    Call inside the fine-tuning strategy's scope: the teacher is a copy of ``teacher_source``
-    (the step's input model) made there, so its outputs are computed under the same strategy.
+    Call inside the fine-tuning strategy's scope. The teacher is ``teacher_source`` (the step's
+    input model) under the default strategy, else a copy of it made there, so its variables
+    belong to the strategy and its outputs are computed under it, like the student's.
     """
     config = getattr(fine_tuning, "distillation", None)
     if config is None:
         return student
-    from components.common.optimization import working_copy
-
-    teacher = working_copy(teacher_source, reuse_ok=fine_tuning.strategy == "default")
+    teacher = teacher_source
+    if fine_tuning.strategy != "default":
+        # Every layer can be re-created here: the student's copy needed that already.
+        teacher = tf_keras.models.clone_model(teacher_source)
+        teacher.set_weights(teacher_source.get_weights())
     return TeacherGuided(
         student, teacher, alpha=config.alpha, temperature=config.temperature, task=task
     )
