@@ -21,7 +21,10 @@ with the student's own task loss and metrics; only its loss adds the teacher's s
 
 so ``alpha = 0`` is plain fine-tuning, and the logs, early stopping and the history keep the task
 metric. The student is a layer of it, so tfmot's callbacks (``UpdatePruningStep``) find its
-wrappers, and stripping acts on the student as before.
+wrappers, and stripping acts on the student as before. A wrapper model rather than the teacher's
+outputs packed into the dataset's targets: the datasets, the compiled loss and metrics (the
+model's own, a module file's) and the accuracy passes stay as they are, the teacher runs under
+the same strategy as the student by construction, and the three techniques share one call.
 """
 
 from __future__ import annotations
