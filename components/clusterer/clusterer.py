@@ -264,6 +264,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
             "wall_time_s": tuned.fit["wall_time_s"],
             "strategy": config.fine_tuning.strategy,
             "replicas": tuned.replicas,
+            "teacher": training.teacher_record(config.fine_tuning),
         },
         "wall_time_s": time.time() - started,
     }

@@ -8,12 +8,12 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.optimization import LayerSelection
-from components.common.training import FineTuneConfig
+from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
 CENTROID_INITIALIZATIONS = ("kmeans++", "linear", "density-based", "random")
 
 
-class ClustererFineTuneConfig(FineTuneConfig):
+class ClustererFineTuneConfig(TeacherFineTuneConfig):
     """Fine-tuning settings with the Clusterer's defaults.
 
     Four epochs at 3e-4 keep the reference digits CNN (pruned to 80%, 16 clusters, sparsity

@@ -370,7 +370,7 @@ def fine_tune_wrapped(
     """
     import tf_keras
 
-    from components.common import training
+    from components.common import distillation, training
 
     training.skip_autograph_for_tf_keras()
     tf_keras.utils.set_random_seed(fine_tuning.seed)
@@ -380,7 +380,9 @@ def fine_tune_wrapped(
     with strategy.scope():
         work = working_copy(model, reuse_ok=fine_tuning.strategy == "default")
         wrapped = wrap_layers(work, selected, wrap)
-        training.compile_for_task(wrapped, fine_tuning, compile_args)
+        # With fine_tuning.distillation, the input model guides the wrapped one as a teacher.
+        trainer = distillation.guided(wrapped, model, fine_tuning, compile_args.task)
+        training.compile_for_task(trainer, fine_tuning, compile_args)
     extra = list(callbacks)
     if fine_tuning.early_stopping_patience and eval_ds is not None:
         extra.append(
@@ -390,7 +392,7 @@ def fine_tune_wrapped(
         )
     # Early stopping is ours (above): it must not restore weights from before start_from_epoch.
     plain = fine_tuning.model_copy(update={"early_stopping_patience": None})
-    result = training.fit(wrapped, train_ds, eval_ds, plain, name, callbacks=extra)
+    result = training.fit(trainer, train_ds, eval_ds, plain, name, callbacks=extra)
     stripped = clean_copy(strip(wrapped))
     return FineTuned(stripped, wrapped, result, int(strategy.num_replicas_in_sync))
 

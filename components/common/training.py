@@ -37,6 +37,49 @@ class FineTuneConfig(StrictModel):
     max_train_examples: int | None = pydantic.Field(None, ge=1)
 
 
+class DistillationConfig(StrictModel):
+    """Teacher-guided fine-tuning: the step's input model is a frozen teacher.
+
+    Loss: ``(1 - alpha) * task loss + alpha * T^2 * KL(teacher || student at temperature T)``
+    (the Distiller's soft term, task-aware: components/common/distillation.py). ``alpha`` weighs
+    the teacher, so 0 is plain fine-tuning; the Distiller's own ``alpha`` weighs the labels.
+    """
+
+    alpha: float = pydantic.Field(
+        0.5, ge=0, le=1, description="Weight of the teacher's soft term; the labels get 1 - alpha."
+    )
+    temperature: float = pydantic.Field(
+        2.0, gt=0, le=1000, description="Softmax temperature T of the soft targets; must be > 0."
+    )
+
+
+class TeacherFineTuneConfig(FineTuneConfig):
+    """Fine-tuning of an optimised copy of the input model, which may use it as a teacher."""
+
+    distillation: DistillationConfig | None = pydantic.Field(
+        None,
+        description="Use the step's input model as a frozen teacher (alpha, temperature); "
+        "absent: fine-tune on the labels alone.",
+    )
+
+    @pydantic.model_serializer(mode="wrap")
+    def _absent_teacher_left_out(self, handler):
+        # Without a teacher the config serialises as before the setting existed: the same exec
+        # properties, so compiled specs and the steps cached in ML Metadata stay the same.
+        data = handler(self)
+        if self.distillation is None and isinstance(data, dict):
+            data.pop("distillation", None)
+        return data
+
+
+def teacher_record(config: FineTuneConfig) -> dict:
+    """The fine-tuning record's account of the teacher: whether one was used, and how."""
+    distillation = getattr(config, "distillation", None)
+    if distillation is None:
+        return {"used": False}
+    return {"used": True, "model": "the step's input model", **distillation.model_dump()}
+
+
 def make_strategy(name: str):
     """The tf.distribute strategy named in config."""
     import tensorflow as tf

@@ -8,13 +8,13 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.optimization import LayerSelection
-from components.common.training import FineTuneConfig
+from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 from components.pruner.structured_config import StructuredPruningConfig
 
 XNNPACK_POLICY = "prune_for_latency_on_xnnpack"
 
 
-class PrunerFineTuneConfig(FineTuneConfig):
+class PrunerFineTuneConfig(TeacherFineTuneConfig):
     """Fine-tuning settings with the Pruner's defaults.
 
     Six epochs at 3e-4 (three pruning, three recovering) take the reference digits CNN to 80%
@@ -138,6 +138,11 @@ class PrunerConfig(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        if self.mode == "structured" and self.fine_tuning.distillation is not None:
+            raise ValueError(
+                "fine_tuning.distillation applies to unstructured pruning; structured pruning "
+                "fine-tunes with structured.fine_tuning, without a teacher"
+            )
         if self.sparsity_m_by_n is not None:
             if self.block_size != (1, 1):
                 raise ValueError(

@@ -349,6 +349,7 @@ def prune_model(
             "wall_time_s": tuned.fit["wall_time_s"],
             "strategy": config.fine_tuning.strategy,
             "replicas": tuned.replicas,
+            "teacher": training.teacher_record(config.fine_tuning),
         },
         "wall_time_s": time.time() - started,
     }

@@ -7,7 +7,7 @@ from typing import Literal
 import pydantic
 
 from components.common.config import StrictModel
-from components.common.training import FineTuneConfig
+from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
 Mode = Literal[
     "none",
@@ -81,8 +81,10 @@ class QuantizerConfig(StrictModel):
         description="Integer input and output tensors (int8; int16 for int16x8) instead of "
         "float, for integer-only accelerators. Integer modes only.",
     )
-    fine_tuning: FineTuneConfig = pydantic.Field(
-        default_factory=FineTuneConfig, description="QAT fine-tuning (qat, pqat, cqat, pcqat)."
+    fine_tuning: TeacherFineTuneConfig = pydantic.Field(
+        default_factory=TeacherFineTuneConfig,
+        description="QAT fine-tuning (qat, pqat, cqat, pcqat); with distillation, the input "
+        "model is the teacher.",
     )
     exclude_layers: list[str] = pydantic.Field(
         default_factory=list,
@@ -121,6 +123,14 @@ class QuantizerConfig(StrictModel):
             raise ValueError("layer names must be distinct")
         return names
 
+    @pydantic.field_validator("fine_tuning", mode="before")
+    @classmethod
+    def _from_plain_fine_tune(cls, value):
+        # A plain FineTuneConfig is accepted, as before the teacher settings existed.
+        if isinstance(value, FineTuneConfig) and not isinstance(value, TeacherFineTuneConfig):
+            return value.model_dump(exclude_unset=True)
+        return value
+
     @pydantic.model_validator(mode="after")
     def _fits_mode(self) -> QuantizerConfig:
         integer = sorted(INTEGER_MODES)
@@ -132,6 +142,11 @@ class QuantizerConfig(StrictModel):
         if self.exclude_layers and self.mode not in INTEGER_MODES:
             raise ValueError(
                 f"exclude_layers applies to the integer modes {integer}, not mode {self.mode!r}"
+            )
+        if self.fine_tuning.distillation is not None and self.mode not in QAT_MODES:
+            raise ValueError(
+                f"fine_tuning.distillation applies to the QAT modes {sorted(QAT_MODES)}, not "
+                f"mode {self.mode!r} (it does not train)"
             )
         if self.mode in QAT_MODES and self.fine_tuning.epochs == 0:
             raise ValueError(

@@ -94,7 +94,7 @@ def train(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, a
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from components.common import optimization
+    from components.common import distillation, optimization
 
     tuning = config.fine_tuning
     training.skip_autograph_for_tf_keras()
@@ -113,12 +113,15 @@ def train(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, a
                 f"mode {config.mode!r}: tfmot could not build the quantization-aware model: "
                 f"{str(e)[:400]}. Leave the layer in float with quantizer.exclude_layers."
             ) from None
+        # With fine_tuning.distillation, the input model guides the QAT model as a teacher.
+        trainer = distillation.guided(qat_model, model, tuning, args.task)
         # The QAT wrapper hides the output activation, so the loss is chosen from the input.
-        training.compile_for_task(qat_model, tuning, args)
+        training.compile_for_task(trainer, tuning, args)
     validation = eval_ds if tuning.early_stopping_patience else None
     fit = training.fit(
-        qat_model, train_ds, validation, tuning, name=f"quantizer[{config.mode}]", task=args.task
+        trainer, train_ds, validation, tuning, name=f"quantizer[{config.mode}]", task=args.task
     )
+    fit["teacher"] = training.teacher_record(tuning)
     return qat_model, fit
 
 
