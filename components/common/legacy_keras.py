@@ -31,3 +31,18 @@ def check() -> None:
                 f"{ENV_VAR}=1. Set {ENV_VAR}=1 in the environment (or import `components` before "
                 "tensorflow)."
             )
+
+
+def skip_autograph_for_tf_keras() -> None:
+    """Stops AutoGraph from re-transpiling tf_keras' own code on every first trace (idempotent).
+
+    TensorFlow's AutoGraph leaves the ``keras`` package alone but not ``tf_keras`` (the same code
+    under another name), so the first ``fit`` of a process spends 20-30 s converting hundreds of
+    Keras internals; with this rule it takes about a second. User layers and the optimisation
+    wrappers (tensorflow-model-optimization) are still converted as before.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = autograph_config.CONVERSION_RULES
+    if not any(getattr(rule, "_prefix", None) == "tf_keras" for rule in rules):
+        autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)

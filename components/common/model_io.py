@@ -110,7 +110,7 @@ def load_keras_model(uri: str, shared: bool = False):
     """Loads the tf_keras model of an artifact (or SavedModel path) without compiling it.
 
     Every step that works on a Keras model loads it here, so this is also where AutoGraph is told
-    to leave tf_keras' own code alone (see :func:`training.skip_autograph_for_tf_keras`): the
+    to leave tf_keras' own code alone (see :func:`legacy_keras.skip_autograph_for_tf_keras`): the
     first ``predict``, ``evaluate``, ``fit`` or save of a process then traces in about a second
     instead of 10-30 s.
 
@@ -122,9 +122,10 @@ def load_keras_model(uri: str, shared: bool = False):
     path = validate_saved_model(uri, require_keras=True)
     import tf_keras
 
-    from components.common import model_cache, training
+    from components.common import model_cache
+    from components.common.legacy_keras import skip_autograph_for_tf_keras
 
-    training.skip_autograph_for_tf_keras()
+    skip_autograph_for_tf_keras()
 
     def load():
         try:
@@ -159,9 +160,9 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
     rebuilds such a model from its config. Any other model (a custom or revived layer) keeps
     the traces, without which it could not be loaded again.
     """
-    from components.common import training
+    from components.common.legacy_keras import skip_autograph_for_tf_keras
 
-    training.skip_autograph_for_tf_keras()
+    skip_autograph_for_tf_keras()
     path = os.path.join(output_uri, SERVING_DIR)
     if _builtin_layers_only(model):
         from tf_keras.src.saving.legacy import saving_utils

@@ -17,6 +17,7 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import ConfigError
+from components.common.legacy_keras import skip_autograph_for_tf_keras  # noqa: F401 - re-exported
 from components.common.metrics import Task
 
 log = logging.getLogger(__name__)
@@ -392,21 +393,6 @@ def warmup_cosine_schedule(
         warmup_target=learning_rate,
         warmup_steps=warmup_steps,
     )
-
-
-def skip_autograph_for_tf_keras() -> None:
-    """Stops AutoGraph from re-transpiling tf_keras' own code on every first trace (idempotent).
-
-    TensorFlow's AutoGraph leaves the ``keras`` package alone but not ``tf_keras`` (the same code
-    under another name), so the first ``fit`` of a process spends 20-30 s converting hundreds of
-    Keras internals; with this rule it takes about a second. User layers and the optimisation
-    wrappers (tensorflow-model-optimization) are still converted as before.
-    """
-    from tensorflow.python.autograph.core import config as autograph_config
-
-    rules = autograph_config.CONVERSION_RULES
-    if not any(getattr(rule, "_prefix", None) == "tf_keras" for rule in rules):
-        autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
 
 
 _LOCAL_STRATEGIES: dict = {}
