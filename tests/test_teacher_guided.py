@@ -65,7 +65,11 @@ def _dataset(n=64, batch_size=8, regression=False):
             {"mode": "structured", "fine_tuning": {"distillation": {}}},
             "distillation applies to unstructured pruning",
         ),
-        ("distiller", {"training": {"distillation": {}}}, "training.distillation: unknown key"),
+        (
+            "distiller",
+            {"fine_tuning": {"distillation": {}}},
+            "distiller.fine_tuning.distillation: unknown key",
+        ),
     ],
 )
 def test_bad_teacher_settings_fail_naming_the_field(section, data, match):
@@ -218,7 +222,7 @@ def test_pruning_with_a_teacher_reaches_the_sparsity_and_records_it(tmp_path, ti
         }
     )
     out = str(tmp_path / "out")
-    record = pruner.run(model_uri, tiny_examples, DataConfig(), config, out)
+    record = pruner.run(model_uri, tiny_examples, out, config, DataConfig())
 
     assert record["fine_tuning"]["teacher"] == {
         "used": True,
@@ -309,7 +313,7 @@ def test_a_model_with_two_outputs_is_refused_before_training(tmp_path, tiny_exam
     config = PrunerConfig.parse({"fine_tuning": {**FAST, "distillation": TEACHER}})
     out = tmp_path / "out"
     with pytest.raises(ModelInputError, match="2 outputs"):
-        pruner.run(model_uri, tiny_examples, DataConfig(), config, str(out))
+        pruner.run(model_uri, tiny_examples, str(out), config, DataConfig())
     assert not out.exists() or not os.listdir(out)
 
 
