@@ -338,6 +338,15 @@ class FineTuned:
     fit: dict  # training.fit's result: history, epochs_run, wall_time_s
     replicas: int
 
+    def record_section(self, strategy: str) -> dict:
+        """The record's ``fine_tuning`` section: epochs run, wall time, strategy and replicas."""
+        return {
+            "epochs_run": self.fit["epochs_run"],
+            "wall_time_s": self.fit["wall_time_s"],
+            "strategy": strategy,
+            "replicas": self.replicas,
+        }
+
 
 def fine_tune_wrapped(
     model,
