@@ -5,6 +5,8 @@ two-layer tf_keras classifier trained on them in seconds."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -42,3 +44,14 @@ def train_small_classifier(path: str, x: np.ndarray, y: np.ndarray, seed: int) -
     model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     model.save(path, save_format="tf")
     return path
+
+
+def tfxopt_run(
+    model, examples, config, output, env=None, timeout=900
+) -> subprocess.CompletedProcess:
+    """``tfxopt run`` (``python -m pipelines.cli run``) as its own process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--model", str(model),
+         "--examples", str(examples), "--config", str(config), "--output", str(output)],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
