@@ -1,6 +1,7 @@
-"""A small learnable classification problem shared by the end-to-end tests that run the CLI or
-kill runs: TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
-two-layer tf_keras classifier trained on them in seconds."""
+"""Shared by the end-to-end tests that run the CLI or kill runs: a small learnable classification
+problem (TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
+two-layer tf_keras classifier trained on them in seconds), the push section of their configs, and
+``tfxopt run`` as its own process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import subprocess
 import sys
 
 import numpy as np
+
+# The push section of the end-to-end runs: a serving repository and a signed OTA canary channel
+# (paths relative to the run's --output).
+CANARY_PUSHER = {
+    "model_name": "digits",
+    "serving": [{"base_directory": "serving", "labels": ["canary"]}],
+    "ota": [{"base_directory": "ota", "channel": "canary", "signing_key_path": "keys/ota.pem"}],
+}
 
 
 def write_learnable_examples(examples_dir: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
