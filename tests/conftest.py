@@ -31,16 +31,9 @@ def reference_data(tmp_path_factory):
 @pytest.fixture
 def tiny_model():
     """A random-weight tf_keras classifier on 64 inputs (seconds to build, convert, profile)."""
-    import tf_keras
+    from tests.artifacts import tiny_classifier
 
-    tf_keras.utils.set_random_seed(1)
-    return tf_keras.Sequential(
-        [
-            tf_keras.layers.Input(shape=(64,), name="image"),
-            tf_keras.layers.Dense(16, activation="relu", name="hidden"),
-            tf_keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
+    return tiny_classifier()
 
 
 @pytest.fixture

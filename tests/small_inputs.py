@@ -1,12 +1,23 @@
-"""A small learnable classification problem shared by the end-to-end tests that run the CLI or
-kill runs: TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
-two-layer tf_keras classifier trained on them in seconds."""
+"""Shared by the end-to-end tests that run the CLI or kill runs: a small learnable classification
+problem (TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
+two-layer tf_keras classifier trained on them in seconds), the push section of their configs, and
+``tfxopt run`` as its own process."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
+
+# The push section of the end-to-end runs: a serving repository and a signed OTA canary channel
+# (paths relative to the run's --output).
+CANARY_PUSHER = {
+    "model_name": "digits",
+    "serving": [{"base_directory": "serving", "labels": ["canary"]}],
+    "ota": [{"base_directory": "ota", "channel": "canary", "signing_key_path": "keys/ota.pem"}],
+}
 
 
 def write_learnable_examples(examples_dir: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,3 +53,14 @@ def train_small_classifier(path: str, x: np.ndarray, y: np.ndarray, seed: int) -
     model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     model.save(path, save_format="tf")
     return path
+
+
+def tfxopt_run(
+    model, examples, config, output, env=None, timeout=900
+) -> subprocess.CompletedProcess:
+    """``tfxopt run`` (``python -m pipelines.cli run``) as its own process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--model", str(model),
+         "--examples", str(examples), "--config", str(config), "--output", str(output)],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip

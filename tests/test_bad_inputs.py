@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.small_inputs import tfxopt_run
+
 IMAGE_KEY, LABEL_KEY = "image", "label"
 # Generous: a case that reaches training or conversion takes far longer than any check on a
 # loaded CI machine; the real proof is that nothing was written.
@@ -517,25 +519,8 @@ def test_a_bad_input_through_a_real_process(world, tmp_path):
         yaml.safe_dump(_ota({"signing_key_path": f"{world['root']}/keys/garbage.pem"}))
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFXOPT_MLMD_MYSQL_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "run",
-            "--model",
-            world["model"],
-            "--examples",
-            world["examples"],
-            "--config",
-            str(config),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    done = tfxopt_run(
+        world["model"], world["examples"], config, tmp_path / "out", env=env, timeout=300
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr

@@ -16,6 +16,7 @@ from components.common import candidate, keys, model_io, properties
 from components.common.errors import ConfigError, MeasurementError
 from components.common.examples import DataConfig
 from components.quantizer.config import QuantizerConfig
+from tests.artifacts import artifact, examples_artifact, model_artifact, run_model_step
 
 DATA = DataConfig()
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -32,42 +33,15 @@ SUMMARY = r"failed: verification, max abs diff [0-9.e+-]+ > [0-9.e+-]+"
 # --------------------------------------------------------------------------- helpers
 
 
-def _artifact(cls, uri):
-    artifact = cls()
-    artifact.uri = str(uri)
-    os.makedirs(artifact.uri, exist_ok=True)
-    return artifact
-
-
-def _model(uri):
-    from tfx.types import standard_artifacts
-
-    return _artifact(standard_artifacts.Model, uri)
-
-
-def _examples(uri):
-    from tfx.types import artifact_utils, standard_artifacts
-
-    examples = _artifact(standard_artifacts.Examples, uri)
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    return examples
-
-
 def _quantize(model_uri, examples_uri, out, isolate=True, **config):
     """Runs the Quantizer executor as TFX does; returns its output Model artifact."""
-    from components.quantizer import executor
+    from components.quantizer.executor import Executor
 
-    output = _model(out)
-    executor.Executor().Do(
-        {"model": [_model(model_uri)], "examples": [_examples(examples_uri)]},
-        {"optimized_model": [output]},
-        {
-            "config": QuantizerConfig(**config).model_dump_json(),
-            "data_config": DATA.model_dump_json(),
-            keys.ISOLATE_FAILURES_KEY: 1 if isolate else None,
-        },
+    config = QuantizerConfig(**config)
+    isolate_failures = 1 if isolate else None
+    return run_model_step(
+        Executor, model_uri, examples_uri, out, config, DATA, isolate_failures=isolate_failures
     )
-    return output
 
 
 def _profile(model, examples_uri, out, isolate=True):
@@ -76,9 +50,9 @@ def _profile(model, examples_uri, out, isolate=True):
     from components.profiler import executor
     from components.profiler.config import ProfilerConfig
 
-    output = _artifact(ModelProfile, out)
+    output = artifact(ModelProfile, out)
     executor.Executor().Do(
-        {"model": [model], "examples": [_examples(examples_uri)]},
+        {"model": [model], "examples": [examples_artifact(examples_uri)]},
         {"profile": [output]},
         {
             "config": ProfilerConfig(**FAST_PROFILER).model_dump_json(),
@@ -208,9 +182,9 @@ def test_candidate_profiler_failure_is_recorded(tmp_path, tiny_model, tiny_examp
     model_io.save_keras_model(tiny_model, uri)
     model_io.write_tflite(b"not a flatbuffer " * 8, uri)
     with pytest.raises(MeasurementError, match="does not load"):
-        _profile(_model(uri), tiny_examples, tmp_path / "p0", isolate=False)
+        _profile(model_artifact(uri), tiny_examples, tmp_path / "p0", isolate=False)
 
-    profile = _profile(_model(uri), tiny_examples, tmp_path / "p")
+    profile = _profile(model_artifact(uri), tiny_examples, tmp_path / "p")
     record = _assert_marked_failed(profile, "profiling", PROFILE_FILE)
     assert record["component"] == "Profiler" and "TFL3" in record["summary"]
 
@@ -228,17 +202,17 @@ def _run_evaluator(tmp_path, baseline_uri, candidates: dict, examples_uri, profi
     from components.evaluator.executor import Executor
 
     input_dict = {
-        c.BASELINE_MODEL_KEY: [_model(baseline_uri)],
-        c.EXAMPLES_KEY: [_examples(examples_uri)],
+        c.BASELINE_MODEL_KEY: [model_artifact(baseline_uri)],
+        c.EXAMPLES_KEY: [examples_artifact(examples_uri)],
     }
     for i, (name, uri) in enumerate(candidates.items()):
-        input_dict[c.candidate_key(i)] = [_model(uri)]
+        input_dict[c.candidate_key(i)] = [model_artifact(uri)]
         if name in (profiles or {}):
-            input_dict[c.candidate_profile_key(i)] = [_artifact(ModelProfile, profiles[name])]
+            input_dict[c.candidate_profile_key(i)] = [artifact(ModelProfile, profiles[name])]
     out = tmp_path / "gate"
-    blessing = _artifact(standard_artifacts.ModelBlessing, out / "blessing")
-    model = _model(out / "model")
-    evaluation = _artifact(EvaluationReport, out / "evaluation")
+    blessing = artifact(standard_artifacts.ModelBlessing, out / "blessing")
+    model = model_artifact(out / "model")
+    evaluation = artifact(EvaluationReport, out / "evaluation")
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path / "tmp")
     )
@@ -274,7 +248,7 @@ def test_gate_rejects_each_failed_candidate_with_its_reason_and_blesses_the_heal
     corrupt = str(tmp_path / "corrupt")
     model_io.save_keras_model(tiny_model, corrupt)
     model_io.write_tflite(b"not a flatbuffer " * 8, corrupt)
-    corrupt_profile = _profile(_model(corrupt), tiny_examples, tmp_path / "corrupt_profile")
+    corrupt_profile = _profile(model_artifact(corrupt), tiny_examples, tmp_path / "corrupt_profile")
     unsigned = str(tmp_path / "unsigned")
     tiny_model.save(os.path.join(unsigned, model_io.SERVING_DIR), save_format="tf", signatures={})
 

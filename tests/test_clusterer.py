@@ -13,6 +13,7 @@ import pytest
 from components.clusterer.config import ClustererConfig
 from components.common import keys
 from components.common.errors import ConfigError, ModelInputError
+from tests.artifacts import conv_classifier, run_model_step
 
 FAST = {"batch_size": 8, "epochs": 1, "learning_rate": 1e-3}
 
@@ -46,25 +47,6 @@ def _cluster(model, **overrides):
 
 def _unique(values) -> int:
     return int(np.unique(np.asarray(values)).size)
-
-
-def _run_executor(executor_module, config, model_uri, examples_uri, out_dir):
-    from tfx.types import artifact_utils, standard_artifacts
-
-    model = standard_artifacts.Model()
-    model.uri = model_uri
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(out_dir)
-    os.makedirs(output.uri, exist_ok=True)
-    executor_module.Executor().Do(
-        {keys.MODEL_KEY: [model], keys.EXAMPLES_KEY: [examples]},
-        {keys.OPTIMIZED_MODEL_KEY: [output]},
-        {"config": config.model_dump_json(), "data_config": "{}"},
-    )
-    return output
 
 
 def _load(uri):
@@ -119,25 +101,9 @@ def test_component_validates_config_when_the_pipeline_is_built():
 # --- the core -------------------------------------------------------------------------------
 
 
-def _conv_model():
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(3)
-    layers = tf_keras.layers
-    return tf_keras.Sequential(
-        [
-            layers.Input((8, 8, 1), name="image"),
-            layers.Conv2D(8, 3, activation="relu", name="conv"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(16, activation="relu", name="hidden"),
-            layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-
-
 @pytest.mark.parametrize("init", ["kmeans++", "linear", "density-based", "random"])
 def test_every_centroid_initialisation_bounds_the_distinct_values(init):
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _cluster(
         model, number_of_clusters=6, centroid_initialization=init, fine_tuning={"epochs": 0}
     )
@@ -149,7 +115,7 @@ def test_every_centroid_initialisation_bounds_the_distinct_values(init):
 
 
 def test_per_channel_clustering_of_convolutions():
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _cluster(model, number_of_clusters=4, cluster_per_channel=True)
     conv = stripped.get_layer("conv").kernel.numpy()  # (3, 3, 1, 8): 9 weights per channel
     per_channel = [_unique(conv[..., c]) for c in range(conv.shape[-1])]
@@ -165,7 +131,7 @@ def test_per_channel_clustering_of_convolutions():
 def test_layer_selection_and_too_small_tensors():
     from components.clusterer import clusterer
 
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _cluster(model, layers={"names": ["hidden"]})
     assert record["clustered_layers"] == ["hidden"]
     assert _unique(stripped.get_layer("hidden").kernel.numpy()) <= 8
@@ -202,7 +168,7 @@ def test_unsupported_custom_layer_is_named():
 
 
 def test_same_config_gives_the_same_clusters():
-    model = _conv_model()
+    model = conv_classifier()
     first, _, _ = _cluster(model)
     second, _, _ = _cluster(model)
     for name, kernel in _kernels(first).items():
@@ -231,7 +197,9 @@ def test_executor_keeps_zeros_with_preserve_sparsity(tmp_path, tiny_model, tiny_
     model_io.save_keras_model(model, model_uri)
     input_kernels = _kernels(model)
     config = _config(preserve_sparsity=True, fine_tuning={"epochs": 2})
-    output = _run_executor(executor, config, model_uri, tiny_examples, tmp_path / "output")
+    output = run_model_step(
+        executor.Executor, model_uri, tiny_examples, tmp_path / "output", config
+    )
 
     saved = _load(output.uri)
     assert not any("cluster" in layer.name for layer in saved.layers)  # wrappers stripped
@@ -267,19 +235,19 @@ def test_reference_model_pruned_then_clustered_meets_the_targets(tmp_path, refer
     from components.pruner import executor as pruner_executor
     from components.pruner.config import PrunerConfig
 
-    pruned = _run_executor(
-        pruner_executor,
-        PrunerConfig(target_sparsity=0.8),
+    pruned = run_model_step(
+        pruner_executor.Executor,
         reference_data["model"],
         reference_data["examples"],
         tmp_path / "pruned",
+        PrunerConfig(target_sparsity=0.8),
     )
-    clustered = _run_executor(
-        clusterer_executor,
-        ClustererConfig(number_of_clusters=16, preserve_sparsity=True),
+    clustered = run_model_step(
+        clusterer_executor.Executor,
         pruned.uri,
         reference_data["examples"],
         tmp_path / "clustered",
+        ClustererConfig(number_of_clusters=16, preserve_sparsity=True),
     )
     final = _load(clustered.uri)
     kernels = weights_lib.kernel_stats(weights_lib.keras_weight_stats(final))

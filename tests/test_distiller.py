@@ -10,6 +10,7 @@ import pytest
 from components.common.errors import ConfigError, ModelInputError
 from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
+from tests.artifacts import model_artifact, run_model_step
 
 
 def _softmax(z):
@@ -371,34 +372,21 @@ def test_executor_writes_the_student_record_and_properties(
     tmp_path, tiny_teacher_uri, tiny_examples, eval_top1
 ):
     import tf_keras
-    from tfx.types import artifact_utils, standard_artifacts
 
     from components.common import model_io
     from components.common.component_base import config_json, data_config_json
     from components.common.keys import DISTILLATION_RECORD_FILE as RECORD_FILE
     from components.distiller.executor import Executor
 
-    teacher = standard_artifacts.Model()
-    teacher.uri = tiny_teacher_uri
-    examples = standard_artifacts.Examples()
-    examples.uri = tiny_examples
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "student")
+    teacher = model_artifact(tiny_teacher_uri)
     # The mirrored strategy (one replica here) exercises the tf.distribute code path.
     config = {
         "width_multiplier": 0.5,
         "fine_tuning": {"epochs": 2, "batch_size": 16, "strategy": "mirrored"},
     }
-
-    Executor().Do(
-        {"model": [teacher], "examples": [examples]},
-        {"optimized_model": [output]},
-        {
-            "config": config_json(config, DistillerConfig, "distiller"),
-            "data_config": data_config_json({"feature_keys": ["image"]}),
-        },
-    )
+    config = config_json(config, DistillerConfig, "distiller")
+    data = data_config_json({"feature_keys": ["image"]})
+    output = run_model_step(Executor, teacher, tiny_examples, tmp_path / "student", config, data)
 
     student = tf_keras.models.load_model(model_io.serving_model_dir(output.uri), compile=False)
     assert student.get_layer("hidden").units == 8
@@ -430,27 +418,16 @@ def test_executor_writes_the_student_record_and_properties(
 def test_executor_writes_nothing_when_the_student_is_invalid(
     tmp_path, tiny_teacher_uri, tiny_examples
 ):
-    from tfx.types import standard_artifacts
-
     from components.common.component_base import config_json, data_config_json
     from components.distiller.executor import Executor
 
-    teacher = standard_artifacts.Model()
-    teacher.uri = tiny_teacher_uri
-    examples = standard_artifacts.Examples()
-    examples.uri = tiny_examples
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "student")
+    out = tmp_path / "student"
+    config = config_json({"width_multiplier": 0.02}, DistillerConfig, "d")
     with pytest.raises(ConfigError, match="hidden"):
-        Executor().Do(
-            {"model": [teacher], "examples": [examples]},
-            {"optimized_model": [output]},
-            {
-                "config": config_json({"width_multiplier": 0.02}, DistillerConfig, "d"),
-                "data_config": data_config_json(None),
-            },
+        run_model_step(
+            Executor, tiny_teacher_uri, tiny_examples, out, config, data_config_json(None)
         )
-    assert not os.path.exists(output.uri) or not os.listdir(output.uri)
+    assert not os.path.exists(out) or not os.listdir(out)
 
 
 def test_distilling_the_reference_digits_model(tmp_path, reference_data):

@@ -359,23 +359,21 @@ def test_latency_benchmark_report_and_external_file_feed_the_rules(
     device_path.write_text(json.dumps(device))
     from components.evaluator.config import EvaluatorConfig
 
-    config = EvaluatorConfig.parse(
-        {
-            "rules": {"min_speedup": 1.5, "latency_statistic": "mean"},
-            "latency": {"measure": False, "source": "external", "external_path": str(device_path)},
-            "write_per_example": False,
-        }
-    )
-    record = evaluator.evaluate(
-        ModelRef("baseline", speed_models["baseline"]),
-        [ModelRef("slow_small", speed_models["slow_small"])],
-        tiny_examples,
-        DataConfig(),
-        config,
-        str(tmp_path / "work"),
-        latency_report_uri=report.uri,
-        beam_pipeline_args=BEAM_ARGS,
-    )
+    def judge_slow_small(config: dict, work: str) -> dict:
+        return evaluator.evaluate(
+            ModelRef("baseline", speed_models["baseline"]),
+            [ModelRef("slow_small", speed_models["slow_small"])],
+            tiny_examples,
+            DataConfig(),
+            EvaluatorConfig.parse({**config, "write_per_example": False}),
+            str(tmp_path / work),
+            latency_report_uri=report.uri,
+            beam_pipeline_args=BEAM_ARGS,
+        )
+
+    rules = {"min_speedup": 1.5, "latency_statistic": "mean"}
+    latency = {"measure": False, "source": "external", "external_path": str(device_path)}
+    record = judge_slow_small({"rules": rules, "latency": latency}, "work")
     slow = _candidate(record, "slow_small")
     assert slow["latency_used"]["source"] == "external: test device"
     assert slow["metrics"]["speedup"] == pytest.approx(2.0)  # 0.8 ms / 0.4 ms
@@ -383,24 +381,10 @@ def test_latency_benchmark_report_and_external_file_feed_the_rules(
     assert "latency_measured" not in slow
 
     # The same with the in-pipeline LatencyBenchmark only: its (slower) figures reject it.
-    config = EvaluatorConfig.parse(
-        {
-            "rules": {"min_speedup": 1.0, "latency_statistic": "p50"},
-            "latency": {"measure": False, "source": "external"},
-            "write_per_example": False,
-            "require_saved_model": True,
-        }
-    )
-    record = evaluator.evaluate(
-        ModelRef("baseline", speed_models["baseline"]),
-        [ModelRef("slow_small", speed_models["slow_small"])],
-        tiny_examples,
-        DataConfig(),
-        config,
-        str(tmp_path / "work2"),
-        latency_report_uri=report.uri,
-        beam_pipeline_args=BEAM_ARGS,
-    )
+    rules = {"min_speedup": 1.0, "latency_statistic": "p50"}
+    latency = {"measure": False, "source": "external"}
+    config = {"rules": rules, "latency": latency, "require_saved_model": True}
+    record = judge_slow_small(config, "work2")
     slow = _candidate(record, "slow_small")
     assert slow["latency_used"]["source"].startswith("external: LatencyBenchmark step")
     assert slow["latency_used"]["p50_ms"] > slow["baseline_latency_used"]["p50_ms"]

@@ -13,6 +13,7 @@ import pytest
 from components.common.errors import ModelInputError
 from components.common.examples import DataConfig
 from components.importer.config import ImporterConfig
+from tests.artifacts import run_model_step
 
 
 def _keras3_cnn(path: str) -> str:
@@ -372,24 +373,12 @@ def nested(tmp_path_factory):
 
 def test_nested_mobilenet_flattened_and_verified(tmp_path, nested):
     import tf_keras
-    from tfx.types import artifact_utils, standard_artifacts
 
     from components.importer import executor, flatten
 
     model, examples = nested["model"], nested["examples"]
-    source, examples_artifact = standard_artifacts.Model(), standard_artifacts.Examples()
-    source.uri, examples_artifact.uri = nested["path"], examples
-    examples_artifact.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "out")
-    os.makedirs(output.uri)
-    executor.Executor().Do(
-        {"model": [source], "examples": [examples_artifact]},
-        {"imported_model": [output]},
-        {
-            "config": ImporterConfig().model_dump_json(),
-            "data_config": DataConfig().model_dump_json(),
-        },
+    output = run_model_step(
+        executor.Executor, nested["path"], examples, tmp_path / "out", ImporterConfig()
     )
 
     assert output.get_string_custom_property("import_action") == "flattened"

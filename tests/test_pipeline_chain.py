@@ -11,6 +11,7 @@ import os
 import pytest
 
 from pipelines.config import PipelineConfig
+from tests.small_inputs import CANARY_PUSHER
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +34,7 @@ def _config(tmp_path):
                 "rules": {"max_accuracy_drop_points": 1.5, "min_compression_ratio": 4.0},
                 "latency": {"timed_runs": 100},
             },
-            "pusher": {
-                "model_name": "digits",
-                "serving": [{"base_directory": "serving", "labels": ["canary"]}],
-                "ota": [
-                    {
-                        "base_directory": "ota",
-                        "channel": "canary",
-                        "signing_key_path": "keys/ota.pem",
-                    }
-                ],
-            },
+            "pusher": CANARY_PUSHER,
         }
     )
 

@@ -60,28 +60,10 @@ def test_bad_inputs_fail_before_the_pipeline_starts(tmp_path, reference_data):
 
 
 def test_cli_run_reports_errors_without_traceback(tmp_path, reference_data):
-    import subprocess
-    import sys
+    from tests.small_inputs import tfxopt_run
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("profiler:\n  timed_runs: -1\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "run",
-            "--model",
-            reference_data["model"],
-            "--examples",
-            reference_data["examples"],
-            "--config",
-            str(bad),
-            "--output",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = tfxopt_run(reference_data["model"], reference_data["examples"], bad, tmp_path / "o")
     assert done.returncode == 2
     assert "profiler.timed_runs" in done.stderr and "Traceback" not in done.stderr

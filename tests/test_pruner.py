@@ -12,6 +12,7 @@ import pytest
 from components.common import keys
 from components.common.errors import ConfigError, ModelInputError
 from components.pruner.config import PrunerConfig
+from tests.artifacts import conv_classifier, run_model_step
 
 FAST = {"batch_size": 8, "epochs": 2, "learning_rate": 1e-3}
 
@@ -55,27 +56,9 @@ def _save(model, root) -> str:
 
 
 def _run_executor(model_uri, examples_uri, out_dir, config, data=None):
-    from tfx.types import artifact_utils, standard_artifacts
+    from components.pruner.executor import Executor
 
-    from components.pruner import executor
-
-    model = standard_artifacts.Model()
-    model.uri = model_uri
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(out_dir)
-    os.makedirs(output.uri, exist_ok=True)
-    executor.Executor().Do(
-        {keys.MODEL_KEY: [model], keys.EXAMPLES_KEY: [examples]},
-        {keys.OPTIMIZED_MODEL_KEY: [output]},
-        {
-            "config": config.model_dump_json() if isinstance(config, PrunerConfig) else config,
-            "data_config": json.dumps(data or {}),
-        },
-    )
-    return output
+    return run_model_step(Executor, model_uri, examples_uri, out_dir, config, data)
 
 
 def _dir_digest(path) -> dict:
@@ -311,22 +294,6 @@ def test_missing_split_fails_with_a_data_error(tmp_path, tiny_model, tiny_exampl
 # --- the core on in-memory models ------------------------------------------------------------
 
 
-def _conv_model():
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(3)
-    layers = tf_keras.layers
-    return tf_keras.Sequential(
-        [
-            layers.Input((8, 8, 1), name="image"),
-            layers.Conv2D(8, 3, activation="relu", name="conv"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(16, activation="relu", name="hidden"),
-            layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-
-
 def _prune(model, **overrides):
     from components.pruner import pruner
 
@@ -337,7 +304,7 @@ def _prune(model, **overrides):
 def test_layer_selection_leaves_the_other_layers_dense():
     from components.pruner import pruner
 
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _prune(model, target_sparsity=0.6, layers={"names": ["hidden"]})
     assert record["pruned_layers"] == ["hidden"] and set(record["layers"]) == {"hidden"}
     assert _sparsity(stripped.get_layer("hidden").kernel.numpy()) == pytest.approx(0.6, abs=0.01)
@@ -378,7 +345,7 @@ def test_a_pruned_embedding_carries_its_note_in_the_coverage():
 def test_selection_errors_name_the_layers():
     from components.pruner import pruner
 
-    model = _conv_model()
+    model = conv_classifier()
     with pytest.raises(ConfigError, match="no layer named \\['nope'\\].*'conv', 'flatten'"):
         pruner.plan(model, _config(layers={"names": ["nope"]}))
     with pytest.raises(ConfigError, match="'flatten' \\(Flatten\\) has no weights"):
@@ -393,7 +360,7 @@ def test_selection_errors_name_the_layers():
 
 @pytest.mark.parametrize("block", [(1, 2), (4, 1)])
 def test_block_sparsity_zeroes_whole_blocks(block):
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _prune(
         model, target_sparsity=0.5, block_size=list(block), layers={"types": ["Dense"]}
     )
@@ -408,7 +375,7 @@ def test_block_sparsity_zeroes_whole_blocks(block):
 def test_two_by_four_structured_sparsity():
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils
 
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _prune(model, sparsity_m_by_n="2:4", layers={"types": ["Dense"]})
     assert record["target_sparsity"] == 0.5 and record["schedule"]["kind"] == "m_by_n"
     for name in ("hidden", "out"):
@@ -418,7 +385,7 @@ def test_two_by_four_structured_sparsity():
 
 
 def test_constant_schedule_reaches_the_target():
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _prune(model, target_sparsity=0.75, schedule={"kind": "constant"})
     for name in ("conv", "hidden", "out"):
         kernel = stripped.get_layer(name).kernel.numpy()
@@ -426,7 +393,7 @@ def test_constant_schedule_reaches_the_target():
 
 
 def test_early_stopping_never_restores_weights_from_before_the_target():
-    model = _conv_model()
+    model = conv_classifier()
     stripped, record, _ = _prune(
         model,
         target_sparsity=0.8,
@@ -468,7 +435,7 @@ def test_xnnpack_policy_on_a_model_that_does_not_fit_says_why():
     from components.pruner import pruner
 
     with pytest.raises(ModelInputError) as raised:
-        pruner.plan(_conv_model(), _config(pruning_policy="prune_for_latency_on_xnnpack"))
+        pruner.plan(conv_classifier(), _config(pruning_policy="prune_for_latency_on_xnnpack"))
     message = str(raised.value)
     assert "does not fit PruneForLatencyOnXNNPack" in message
     assert "GlobalAveragePooling2D" in message and "pruning_policy" in message

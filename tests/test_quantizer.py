@@ -13,6 +13,7 @@ from components.common.errors import ConfigError, DataError, ModelInputError
 from components.common.examples import DataConfig
 from components.quantizer import conversion, quantizer
 from components.quantizer.config import QuantizerConfig
+from tests.artifacts import model_artifact, run_model_step, tiny_classifier
 
 DATA = DataConfig()
 TINY_CLUSTERS = 8
@@ -20,19 +21,6 @@ REFERENCE_CLUSTERS = 16
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _tiny():
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(1)
-    return tf_keras.Sequential(
-        [
-            tf_keras.layers.Input(shape=(64,), name="image"),
-            tf_keras.layers.Dense(16, activation="relu", name="hidden"),
-            tf_keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
 
 
 def _load(path):
@@ -124,7 +112,7 @@ def tiny_data(tmp_path_factory):
         write_examples(str(root / "examples" / f"Split-{split}" / "data.gz"), x, y)
         arrays[split] = (x, y)
     x, y = arrays["train"]
-    model = _tiny()
+    model = tiny_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=3, verbose=0)
     plain = str(root / "plain")
@@ -441,8 +429,6 @@ def test_serving_flavour_copied_from_a_step_output_and_saved_anew_from_a_checkpo
 
 
 def test_verification_failure_writes_nothing(tiny_data, tmp_path):
-    from tfx.types import standard_artifacts
-
     from components.quantizer import executor
 
     with pytest.raises(
@@ -450,45 +436,32 @@ def test_verification_failure_writes_nothing(tiny_data, tmp_path):
     ):
         _run("plain", tiny_data, mode="full_int8", verify_tolerance=1e-9)
 
-    model, examples, output = _artifacts(tiny_data, tmp_path)
+    model = _input_model(tiny_data, tmp_path)
     config = QuantizerConfig(mode="full_int8", verify_tolerance=1e-9)
+    out = tmp_path / "output"
     with pytest.raises(conversion.ConversionVerificationError):
-        executor.Executor().Do(
-            {"model": [model], "examples": [examples]},
-            {"optimized_model": [output]},
-            {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
-        )
-    assert not os.path.exists(output.uri) or not os.listdir(output.uri)
-    assert isinstance(output, standard_artifacts.Model)
+        run_model_step(executor.Executor, model, tiny_data["examples"], out, config, DATA)
+    assert not os.path.exists(out) or not os.listdir(out)
 
 
 # --------------------------------------------------------------------------- executor, component
 
 
-def _artifacts(tiny_data, tmp_path):
-    from tfx.types import artifact_utils, standard_artifacts
-
-    model = standard_artifacts.Model()
-    model.uri = str(tmp_path / "input")
+def _input_model(tiny_data, tmp_path):
+    """The pruned tiny model, saved as an input Model artifact."""
+    model = model_artifact(tmp_path / "input")
     model_io.save_keras_model(_load(tiny_data["pruned"]), model.uri)
-    examples = standard_artifacts.Examples()
-    examples.uri = tiny_data["examples"]
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "output")
-    return model, examples, output
+    return model
 
 
 def test_executor_writes_the_standard_layout_and_properties(tiny_data, tmp_path):
     from components.quantizer import executor
 
-    model, examples, output = _artifacts(tiny_data, tmp_path)
+    model = _input_model(tiny_data, tmp_path)
     before = sorted(os.listdir(model_io.serving_model_dir(model.uri)))
     config = QuantizerConfig(mode="full_int8", integer_only_io=True, representative_samples=32)
-    executor.Executor().Do(
-        {"model": [model], "examples": [examples]},
-        {"optimized_model": [output]},
-        {"config": config.model_dump_json(), "data_config": DATA.model_dump_json()},
+    output = run_model_step(
+        executor.Executor, model, tiny_data["examples"], tmp_path / "output", config, DATA
     )
     path = model_io.tflite_path(output.uri)
     assert path == os.path.join(output.uri, "Format-TFLite", "model.tflite")

@@ -17,6 +17,7 @@ import os
 import pytest
 
 from pipelines.config import PipelineConfig
+from tests.small_inputs import CANARY_PUSHER
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +43,7 @@ def _config():
                 "rules": {"max_accuracy_drop_points": 2.0, "min_compression_ratio": 3.0},
                 "latency": {"timed_runs": 60},
             },
-            "pusher": {
-                "model_name": "digits",
-                "serving": [{"base_directory": "serving", "labels": ["canary"]}],
-                "ota": [
-                    {
-                        "base_directory": "ota",
-                        "channel": "canary",
-                        "signing_key_path": "keys/ota.pem",
-                    }
-                ],
-            },
+            "pusher": CANARY_PUSHER,
         }
     )
 

@@ -9,6 +9,7 @@ from components.common.errors import ConfigError, ModelInputError
 from components.common.flops import model_flops
 from components.pruner import structured
 from components.pruner.structured_config import StructuredPruningConfig
+from tests.artifacts import run_model_step
 
 NO_FINE_TUNING = {"fine_tuning": {"epochs": 0}}
 
@@ -670,10 +671,8 @@ def test_run_fails_on_the_config_before_reading_data(tiny_model, tmp_path):
 def test_pruner_executor_in_structured_mode(tmp_path, tiny_examples):
     """The Pruner component's executor runs structured pruning when ``mode: structured``."""
     import tf_keras
-    from tfx.types import artifact_utils, standard_artifacts
 
     from components.common import model_io
-    from components.common.examples import DataConfig
     from components.pruner import executor
     from components.pruner.config import PrunerConfig
 
@@ -688,21 +687,12 @@ def test_pruner_executor_in_structured_mode(tmp_path, tiny_examples):
             tf_keras.layers.Dense(10, activation="softmax", name="out"),
         ]
     )
-    source = standard_artifacts.Model()
-    source.uri = str(tmp_path / "in")
-    model_io.save_keras_model(model, source.uri)
-    examples = standard_artifacts.Examples()
-    examples.uri = tiny_examples
-    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
-    output = standard_artifacts.Model()
-    output.uri = str(tmp_path / "out")
+    model_io.save_keras_model(model, str(tmp_path / "in"))
     config = PrunerConfig.parse(
         {"mode": "structured", "structured": {"target_fraction": 0.5, "fine_tuning": {"epochs": 1}}}
     )
-    executor.Executor().Do(
-        {"model": [source], "examples": [examples]},
-        {"optimized_model": [output]},
-        {"config": config.model_dump_json(), "data_config": DataConfig().model_dump_json()},
+    output = run_model_step(
+        executor.Executor, str(tmp_path / "in"), tiny_examples, tmp_path / "out", config
     )
     pruned = model_io.load_keras_model(output.uri)
     assert pruned.get_layer("conv").filters == 4

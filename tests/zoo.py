@@ -75,6 +75,24 @@ def _fit_and_save(model, data: dict, inputs: list[str], label: str, loss, path: 
     return path
 
 
+def _trained_case(
+    root: str, name: str, task: str, make, model, inputs: list[str], label: str, loss, **options
+) -> ZooCase:
+    """Writes ``make``'s Examples under ``root/examples``, trains ``model`` on ``make``'s train
+    data and saves it under ``root/model``.
+
+    ``options``: ``shapes`` (feature name -> the shape its arrays take for training), ``compile``
+    (more ``model.compile`` arguments), and the rest :class:`ZooCase`'s optional fields.
+    """
+    examples = write_examples(os.path.join(root, "examples"), make)
+    data = make(TRAIN, np.random.default_rng(0))
+    for key, shape in options.pop("shapes", {}).items():
+        data[key] = data[key].reshape(-1, *shape)
+    path = os.path.join(root, "model")
+    _fit_and_save(model, data, inputs, label, loss, path, **options.pop("compile", {}))
+    return ZooCase(name, path, examples, task, **options)
+
+
 def _images(n, rng, size=64):
     x = rng.random((n, size), dtype=np.float32)
     return x
@@ -93,7 +111,6 @@ def binary_sigmoid(root: str) -> ZooCase:
         x = _images(n, rng)
         return {"image": x, "label": (x[:, :32].mean(1) > x[:, 32:].mean(1)).astype(np.int64)}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
@@ -102,17 +119,17 @@ def binary_sigmoid(root: str) -> ZooCase:
             layers.Dense(1, activation="sigmoid"),
         ]
     )
-    data = make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(
+    return _trained_case(
+        root,
+        "binary_sigmoid",
+        "binary",
+        make,
         model,
-        data,
         ["image"],
         "label",
         "binary_crossentropy",
-        os.path.join(root, "model"),
-        metrics=["accuracy"],
+        compile={"metrics": ["accuracy"]},
     )
-    return ZooCase("binary_sigmoid", os.path.join(root, "model"), examples, "binary")
 
 
 def multilabel_sigmoid(root: str) -> ZooCase:
@@ -127,7 +144,6 @@ def multilabel_sigmoid(root: str) -> ZooCase:
         labels = np.concatenate([labels, (x[:, :1] > 0.5).astype(np.int64)], axis=1)
         return {"image": x, "tags": labels}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
@@ -136,15 +152,15 @@ def multilabel_sigmoid(root: str) -> ZooCase:
             layers.Dense(5, activation="sigmoid"),
         ]
     )
-    data = make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(
-        model, data, ["image"], "tags", "binary_crossentropy", os.path.join(root, "model")
-    )
-    return ZooCase(
+    return _trained_case(
+        root,
         "multilabel_sigmoid",
-        os.path.join(root, "model"),
-        examples,
         "multilabel",
+        make,
+        model,
+        ["image"],
+        "tags",
+        "binary_crossentropy",
         config={"data": {"label_key": "tags"}},
     )
 
@@ -160,7 +176,6 @@ def regression_linear(root: str) -> ZooCase:
         value = (x @ np.linspace(-1, 1, 16) + 0.1 * rng.standard_normal(n)).astype(np.float32)
         return {"features": x, "value": value}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
@@ -169,13 +184,15 @@ def regression_linear(root: str) -> ZooCase:
             layers.Dense(1),
         ]
     )
-    data = make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(model, data, ["features"], "value", "mse", os.path.join(root, "model"))
-    return ZooCase(
+    return _trained_case(
+        root,
         "regression_linear",
-        os.path.join(root, "model"),
-        examples,
         "regression",
+        make,
+        model,
+        ["features"],
+        "value",
+        "mse",
         config={"data": {"label_key": "value"}},
     )
 
@@ -191,7 +208,6 @@ def unet_segmentation(root: str) -> ZooCase:
         mask = (x[..., 0] > 0.5).astype(np.int64).reshape(n, 256)
         return {"pixels": x.reshape(n, 256), "mask": mask}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     inputs = layers.Input((16, 16, 1), name="pixels")
     down = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
@@ -202,22 +218,16 @@ def unet_segmentation(root: str) -> ZooCase:
     decoded = layers.Conv2D(8, 3, padding="same", activation="relu")(merged)
     outputs = layers.Conv2D(2, 1, activation="softmax")(decoded)
     model = tf_keras.Model(inputs, outputs)
-    data = make(TRAIN, np.random.default_rng(0))
-    data["pixels"] = data["pixels"].reshape(-1, 16, 16, 1)
-    data["mask"] = data["mask"].reshape(-1, 16, 16)
-    _fit_and_save(
+    return _trained_case(
+        root,
+        "unet_segmentation",
+        "dense",
+        make,
         model,
-        data,
         ["pixels"],
         "mask",
         "sparse_categorical_crossentropy",
-        os.path.join(root, "model"),
-    )
-    return ZooCase(
-        "unet_segmentation",
-        os.path.join(root, "model"),
-        examples,
-        "dense",
+        shapes={"pixels": (16, 16, 1), "mask": (16, 16)},
         config={"data": {"label_key": "mask"}},
     )
 
@@ -246,20 +256,19 @@ def two_inputs_named(root: str, feature_keys: list[str] | None = None) -> ZooCas
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
-    examples = write_examples(os.path.join(root, "examples"), _two_input_make)
-    model = _two_input_model()
-    data = _two_input_make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(
-        model,
-        data,
+    config = {"data": {"feature_keys": feature_keys}} if feature_keys else {}
+    name = "two_inputs_keys" if feature_keys else "two_inputs_named"
+    return _trained_case(
+        root,
+        name,
+        "multiclass",
+        _two_input_make,
+        _two_input_model(),
         ["image", "aux"],
         "label",
         "sparse_categorical_crossentropy",
-        os.path.join(root, "model"),
+        config=config,
     )
-    config = {"data": {"feature_keys": feature_keys}} if feature_keys else {}
-    name = "two_inputs_keys" if feature_keys else "two_inputs_named"
-    return ZooCase(name, os.path.join(root, "model"), examples, "multiclass", config=config)
 
 
 def tiny_layers(root: str) -> ZooCase:
@@ -272,7 +281,6 @@ def tiny_layers(root: str) -> ZooCase:
         x = _images(n, rng, 8)
         return {"x": x, "label": (np.argmax(x[:, :3], axis=1)).astype(np.int64)}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
@@ -282,11 +290,16 @@ def tiny_layers(root: str) -> ZooCase:
             layers.Dense(3, activation="softmax", name="head"),
         ]
     )
-    data = make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(
-        model, data, ["x"], "label", "sparse_categorical_crossentropy", os.path.join(root, "model")
+    return _trained_case(
+        root,
+        "tiny_layers",
+        "multiclass",
+        make,
+        model,
+        ["x"],
+        "label",
+        "sparse_categorical_crossentropy",
     )
-    return ZooCase("tiny_layers", os.path.join(root, "model"), examples, "multiclass")
 
 
 def _image_classes(n, rng):
@@ -302,7 +315,6 @@ def mobilenet_block(root: str) -> ZooCase:
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
-    examples = write_examples(os.path.join(root, "examples"), _image_classes)
     layers = tf_keras.layers
     inputs = layers.Input((8, 8, 3), name="image")
     x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
@@ -314,17 +326,17 @@ def mobilenet_block(root: str) -> ZooCase:
         x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
     x = layers.GlobalAveragePooling2D()(x)
     model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
-    data = _image_classes(TRAIN, np.random.default_rng(0))
-    data["image"] = data["image"].reshape(-1, 8, 8, 3)
-    _fit_and_save(
+    return _trained_case(
+        root,
+        "mobilenet_block",
+        "multiclass",
+        _image_classes,
         model,
-        data,
         ["image"],
         "label",
         "sparse_categorical_crossentropy",
-        os.path.join(root, "model"),
+        shapes={"image": (8, 8, 3)},
     )
-    return ZooCase("mobilenet_block", os.path.join(root, "model"), examples, "multiclass")
 
 
 def text_embedding(root: str) -> ZooCase:
@@ -338,7 +350,6 @@ def text_embedding(root: str) -> ZooCase:
         label = (np.sum(tokens < 25, axis=1) > 6).astype(np.int64)
         return {"tokens": tokens, "label": label}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     model = tf_keras.Sequential(
         [
@@ -349,22 +360,17 @@ def text_embedding(root: str) -> ZooCase:
             layers.Dense(2, activation="softmax"),
         ]
     )
-    data = make(TRAIN, np.random.default_rng(0))
-    _fit_and_save(
+    # The float token ids are CAST to int for the lookup, an op without an int8 kernel: full_int8
+    # stops with a message naming the layer to leave in float, as a user would then do.
+    return _trained_case(
+        root,
+        "text_embedding",
+        "multiclass",
+        make,
         model,
-        data,
         ["tokens"],
         "label",
         "sparse_categorical_crossentropy",
-        os.path.join(root, "model"),
-    )
-    # The float token ids are CAST to int for the lookup, an op without an int8 kernel: full_int8
-    # stops with a message naming the layer to leave in float, as a user would then do.
-    return ZooCase(
-        "text_embedding",
-        os.path.join(root, "model"),
-        examples,
-        "multiclass",
         int8_exclude=["embedding"],
     )
 
@@ -379,7 +385,6 @@ def residual_bn(root: str) -> ZooCase:
         data = _image_classes(n, rng)
         return {"pixels": data["image"], "target": data["label"]}
 
-    examples = write_examples(os.path.join(root, "examples"), make)
     layers = tf_keras.layers
     inputs = layers.Input((8, 8, 3), name="pixels")
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
@@ -389,21 +394,16 @@ def residual_bn(root: str) -> ZooCase:
     x = layers.Activation("relu")(layers.Add()([x, shortcut]))
     x = layers.GlobalAveragePooling2D()(x)
     model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
-    data = make(TRAIN, np.random.default_rng(0))
-    data["pixels"] = data["pixels"].reshape(-1, 8, 8, 3)
-    _fit_and_save(
+    return _trained_case(
+        root,
+        "residual_bn",
+        "multiclass",
+        make,
         model,
-        data,
         ["pixels"],
         "target",
         "sparse_categorical_crossentropy",
-        os.path.join(root, "model"),
-    )
-    return ZooCase(
-        "residual_bn",
-        os.path.join(root, "model"),
-        examples,
-        "multiclass",
+        shapes={"pixels": (8, 8, 3)},
         config={"data": {"label_key": "target"}},
     )
 

@@ -259,13 +259,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
         "sparsity_preserved": all(e["zeros_kept"] for e in layers.values()),
         "model_sparsity": weights_lib.summarize(kernels)["sparsity"],
         **optimization.metric_fields(task, accuracy_before, accuracy_after),
-        "fine_tuning": {
-            "epochs_run": tuned.fit["epochs_run"],
-            "wall_time_s": tuned.fit["wall_time_s"],
-            "strategy": config.fine_tuning.strategy,
-            "replicas": tuned.replicas,
-            "teacher": training.teacher_record(config.fine_tuning),
-        },
+        "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
     log.warning(

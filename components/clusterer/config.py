@@ -6,7 +6,7 @@ from typing import Literal
 
 import pydantic
 
-from components.common.config import StrictModel
+from components.common.config import StrictModel, own_defaults
 from components.common.optimization import LayerSelection
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
@@ -48,13 +48,7 @@ class ClustererConfig(StrictModel):
     layers: LayerSelection = LayerSelection()
     fine_tuning: ClustererFineTuneConfig = ClustererFineTuneConfig()
 
-    @pydantic.field_validator("fine_tuning", mode="before")
-    @classmethod
-    def _from_plain_fine_tune(cls, value):
-        # A plain FineTuneConfig is accepted; what it leaves unset takes the Clusterer's defaults.
-        if isinstance(value, FineTuneConfig) and not isinstance(value, ClustererFineTuneConfig):
-            return value.model_dump(exclude_unset=True)
-        return value
+    _fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, ClustererFineTuneConfig)
 
     @pydantic.model_validator(mode="after")
     def _enough_clusters(self):

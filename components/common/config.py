@@ -42,3 +42,19 @@ def format_validation_error(error: pydantic.ValidationError, where: str = "") ->
             suffix = f" (got {got!r})"
         lines.append(f"{full or '<root>'}: {message}{suffix}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def own_defaults(field: str, base: type[StrictModel], own: type[StrictModel]) -> Any:
+    """A field validator for a section typed ``own`` (a subclass of ``base`` with other defaults).
+
+    A plain ``base`` instance is accepted; what it leaves unset takes ``own``'s defaults (it is
+    re-validated as ``own`` from the fields it set). Use as a class attribute of the config:
+    ``_fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, PrunerFineTuneConfig)``.
+    """
+
+    def _own_defaults(cls, value):
+        if isinstance(value, base) and not isinstance(value, own):
+            return value.model_dump(exclude_unset=True)
+        return value
+
+    return pydantic.field_validator(field, mode="before")(classmethod(_own_defaults))

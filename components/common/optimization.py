@@ -338,6 +338,19 @@ class FineTuned:
     fit: dict  # training.fit's result: history, epochs_run, wall_time_s
     replicas: int
 
+    def record_section(self, fine_tuning) -> dict:
+        """The record's ``fine_tuning`` section: epochs run, wall time, strategy, replicas and
+        the teacher (``fine_tuning.distillation``) if one guided the training."""
+        from components.common import training
+
+        return {
+            "epochs_run": self.fit["epochs_run"],
+            "wall_time_s": self.fit["wall_time_s"],
+            "strategy": fine_tuning.strategy,
+            "replicas": self.replicas,
+            "teacher": training.teacher_record(fine_tuning),
+        }
+
 
 def fine_tune_wrapped(
     model,

@@ -5,37 +5,21 @@ from __future__ import annotations
 import warnings
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec
+from tfx.dsl.components.base import executor_spec
 
-from components.common.component_base import (
-    CONFIG_KEY,
-    DATA_CONFIG_KEY,
-    config_json,
-    data_config_json,
-    json_parameter,
-)
+from components.common.component_base import ModelStepComponent, ModelStepSpec
 from components.common.examples import DataConfig
-from components.common.keys import EXAMPLES_KEY, MODEL_KEY, OPTIMIZED_MODEL_KEY
 from components.distiller import executor
 from components.distiller.config import DistillerConfig
 
 __all__ = ["Distiller", "DistillerSpec"]
 
 
-class DistillerSpec(ComponentSpec):
-    """Inputs, outputs and parameters of the Distiller."""
-
-    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
-    INPUTS = {
-        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),  # the teacher
-        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
-    }
-    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+class DistillerSpec(ModelStepSpec):
+    """Inputs, outputs and parameters of the Distiller (the ``model`` input is the teacher)."""
 
 
-class Distiller(base_component.BaseComponent):
+class Distiller(ModelStepComponent):
     """Trains a smaller student to mimic the teacher (knowledge distillation).
 
     The student is the teacher's own architecture at ``width_multiplier`` (and ``depth``), or what
@@ -53,6 +37,7 @@ class Distiller(base_component.BaseComponent):
 
     SPEC_CLASS = DistillerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    CONFIG_CLASS, WHERE = DistillerConfig, "distiller"
 
     def __init__(
         self,
@@ -67,14 +52,7 @@ class Distiller(base_component.BaseComponent):
             raise TypeError(
                 "Distiller: examples is required (the Examples to train the student on)"
             )
-        spec = DistillerSpec(
-            model=model,
-            examples=examples,
-            config=config_json(config, DistillerConfig, "distiller"),
-            data_config=data_config_json(data_config),
-            optimized_model=types.Channel(type=standard_artifacts.Model),
-        )
-        super().__init__(spec=spec)
+        super().__init__(model, examples, config, data_config)
 
 
 def _model_or_teacher(model, teacher):

@@ -12,20 +12,13 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.common import artifact_output, properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
-from components.common.errors import ConfigError
-from components.common.examples import DataConfig
+from components.common.executor_base import candidate_inputs, optional_uri, parse_configs
 from components.evaluator import constants as c
 from components.evaluator import evaluator
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.models import BASELINE, ModelRef
 
 log = logging.getLogger(__name__)
-
-
-def _single_uri(input_dict: dict, key: str) -> str | None:
-    artifacts = input_dict.get(key) or []
-    return artifact_utils.get_single_uri(artifacts) if artifacts else None
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -37,27 +30,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_dict: dict[str, list[Any]],
         exec_properties: dict[str, Any],
     ) -> None:
-        config = EvaluatorConfig.parse(exec_properties[CONFIG_KEY], where="evaluator")
-        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
+        config, data = parse_configs(exec_properties, EvaluatorConfig, "evaluator")
         names = json.loads(exec_properties[c.CANDIDATE_NAMES_KEY])
         base_artifact = artifact_utils.get_single_instance(input_dict[c.BASELINE_MODEL_KEY])
         baseline = ModelRef(
             BASELINE,
             base_artifact.uri,
-            _single_uri(input_dict, c.BASELINE_PROFILE_KEY),
+            optional_uri(input_dict, c.BASELINE_PROFILE_KEY),
             base_artifact.id,
         )
-        candidates, sources = [], {}
-        for i, name in enumerate(names):
-            artifacts = input_dict.get(c.candidate_key(i)) or []
-            if not artifacts:
-                raise ConfigError(
-                    f"candidate {name!r} (input {c.candidate_key(i)}) has no Model artifact"
-                )
-            artifact = artifact_utils.get_single_instance(artifacts)
-            sources[name] = artifact
-            profile = _single_uri(input_dict, c.candidate_profile_key(i))
-            candidates.append(ModelRef(name, artifact.uri, profile, artifact.id))
+        sources = candidate_inputs(input_dict, names, c.candidate_key)
+        candidates = [
+            ModelRef(
+                name,
+                artifact.uri,
+                optional_uri(input_dict, c.candidate_profile_key(i)),
+                artifact.id,
+            )
+            for i, (name, artifact) in enumerate(sources.items())
+        ]
         examples_uri = artifact_utils.get_single_uri(input_dict[c.EXAMPLES_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[c.BLESSING_KEY])
         model_out = artifact_utils.get_single_instance(output_dict[c.MODEL_KEY])
@@ -72,7 +63,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 data,
                 config,
                 work_dir=evaluation.uri,
-                latency_report_uri=_single_uri(input_dict, c.LATENCY_REPORT_KEY),
+                latency_report_uri=optional_uri(input_dict, c.LATENCY_REPORT_KEY),
                 make_pipeline=self._make_beam_pipeline,
             )
         log.warning("Evaluator rules:\n%s", evaluator.rules_table(record))

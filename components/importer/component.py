@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec
+from tfx.types.component_spec import ChannelParameter
 
-from components.common.component_base import (
-    CONFIG_KEY,
-    DATA_CONFIG_KEY,
-    config_json,
-    data_config_json,
-    json_parameter,
-)
-from components.common.examples import DataConfig
-from components.common.keys import EXAMPLES_KEY, IMPORTED_MODEL_KEY, MODEL_KEY
+from components.common.component_base import ModelStepComponent, ModelStepSpec
+from components.common.keys import IMPORTED_MODEL_KEY
 from components.importer import executor
 from components.importer.config import ImporterConfig
 
 __all__ = ["ModelImporter", "ModelImporterSpec"]
 
 
-class ModelImporterSpec(ComponentSpec):
+class ModelImporterSpec(ModelStepSpec):
     """Inputs, outputs and parameters of the ModelImporter."""
 
-    PARAMETERS = {CONFIG_KEY: json_parameter(), DATA_CONFIG_KEY: json_parameter()}
-    INPUTS = {
-        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
-    }
     OUTPUTS = {IMPORTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
-class ModelImporter(base_component.BaseComponent):
+class ModelImporter(ModelStepComponent):
     """Brings the checkpoint into the pipeline as one flat tf_keras model, verified.
 
     A flat tf_keras SavedModel is copied unchanged; a model nesting Functional/Sequential models
@@ -51,19 +38,4 @@ class ModelImporter(base_component.BaseComponent):
 
     SPEC_CLASS = ModelImporterSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
-
-    def __init__(
-        self,
-        model: types.BaseChannel,
-        examples: types.BaseChannel,
-        config: ImporterConfig | dict | None = None,
-        data_config: DataConfig | dict | None = None,
-    ):
-        spec = ModelImporterSpec(
-            model=model,
-            examples=examples,
-            config=config_json(config, ImporterConfig, "importer"),
-            data_config=data_config_json(data_config),
-            imported_model=types.Channel(type=standard_artifacts.Model),
-        )
-        super().__init__(spec=spec)
+    CONFIG_CLASS, WHERE = ImporterConfig, "importer"

@@ -10,9 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.common import properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
-from components.common.errors import ConfigError
-from components.common.examples import DataConfig
+from components.common.executor_base import candidate_inputs, optional_uri, parse_configs
 from components.evaluator import constants as c
 from components.evaluator.latency import REPORT_FILE
 from components.evaluator.models import BASELINE, ModelRef
@@ -32,20 +30,16 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[Any]],
         exec_properties: dict[str, Any],
     ) -> None:
-        config = LatencyBenchmarkConfig.parse(exec_properties[CONFIG_KEY], where="latency")
-        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
+        config, data = parse_configs(exec_properties, LatencyBenchmarkConfig, "latency")
         names = json.loads(exec_properties[c.CANDIDATE_NAMES_KEY])
         baseline = ModelRef(
             BASELINE, artifact_utils.get_single_uri(input_dict[c.BASELINE_MODEL_KEY])
         )
-        candidates = []
-        for i, name in enumerate(names):
-            artifacts = input_dict.get(c.candidate_key(i)) or []
-            if not artifacts:
-                raise ConfigError(f"candidate {name!r} (input {c.candidate_key(i)}) has no Model")
-            candidates.append(ModelRef(name, artifact_utils.get_single_uri(artifacts)))
-        examples = input_dict.get(c.EXAMPLES_KEY) or []
-        examples_uri = artifact_utils.get_single_uri(examples) if examples else None
+        candidates = [
+            ModelRef(name, artifact.uri)
+            for name, artifact in candidate_inputs(input_dict, names, c.candidate_key).items()
+        ]
+        examples_uri = optional_uri(input_dict, c.EXAMPLES_KEY)
         output = artifact_utils.get_single_instance(output_dict[LATENCY_REPORT_KEY])
 
         record = benchmark.run_benchmark(

@@ -9,8 +9,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.common import candidate, keys, properties
-from components.common.component_base import CONFIG_KEY, DATA_CONFIG_KEY
-from components.common.examples import DataConfig
+from components.common.executor_base import optional_uri, parse_configs
 from components.profiler import profiler
 from components.profiler.config import ProfilerConfig
 
@@ -31,11 +30,9 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[Any]],
         exec_properties: dict[str, Any],
     ) -> None:
-        config = ProfilerConfig.parse(exec_properties[CONFIG_KEY], where="profiler")
-        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
+        config, data = parse_configs(exec_properties, ProfilerConfig, "profiler")
         model = artifact_utils.get_single_instance(input_dict["model"])
-        examples = input_dict.get("examples") or []
-        examples_uri = artifact_utils.get_single_uri(examples) if examples else None
+        examples_uri = optional_uri(input_dict, "examples")
         output = artifact_utils.get_single_instance(output_dict["profile"])
 
         def work() -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from components.common.config import StrictModel
+from components.common.config import StrictModel, own_defaults
 from components.common.optimization import LayerSelection
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 from components.pruner.structured_config import StructuredPruningConfig
@@ -128,13 +128,7 @@ class PrunerConfig(StrictModel):
             raise ValueError(f"need 1 <= m < n <= 64 (m zeros in every n), got {value}")
         return value
 
-    @pydantic.field_validator("fine_tuning", mode="before")
-    @classmethod
-    def _from_plain_fine_tune(cls, value):
-        # A plain FineTuneConfig is accepted; what it leaves unset takes the Pruner's defaults.
-        if isinstance(value, FineTuneConfig) and not isinstance(value, PrunerFineTuneConfig):
-            return value.model_dump(exclude_unset=True)
-        return value
+    _fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, PrunerFineTuneConfig)
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):

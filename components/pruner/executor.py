@@ -1,52 +1,26 @@
-"""Pruner executor: TFX glue around :func:`components.pruner.pruner.run`."""
+"""Pruner executor: TFX glue around :func:`components.pruner.pruner.run` (and, for
+``mode: structured``, :func:`components.pruner.structured.run`)."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from tfx.dsl.components.base import base_executor
-from tfx.types import artifact_utils
-
-from components.common import properties
-from components.common.examples import DataConfig
-from components.common.keys import (
-    CONFIG_KEY,
-    DATA_CONFIG_KEY,
-    EXAMPLES_KEY,
-    INPUT_MODEL_ARTIFACT_ID,
-    MODEL_KEY,
-    OPTIMIZED_MODEL_KEY,
-)
+from components.common.executor_base import ModelStepExecutor
 from components.pruner import pruner, structured
 from components.pruner.config import PrunerConfig
 
-log = logging.getLogger(__name__)
 
-
-class Executor(base_executor.BaseExecutor):
+class Executor(ModelStepExecutor):
     """Writes the pruned model (``Format-Serving/``), ``pruning.json``, the fine-tuning history
     and the key numbers as custom properties of the output Model."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
-        config = PrunerConfig.parse(exec_properties[CONFIG_KEY], where="pruner")
-        data = DataConfig.parse(exec_properties.get(DATA_CONFIG_KEY), where="data")
-        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-        examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
+    CONFIG_CLASS, WHERE, DONE = PrunerConfig, "pruner", "pruned"
+    CORE = pruner
 
-        # run() writes the output only once everything that can fail has succeeded.
+    def run(self, model_uri, examples_uri, output_uri, config, data) -> dict:
         if config.mode == "structured":
-            record = structured.run(model.uri, examples_uri, output.uri, config.structured, data)
-            numbers = structured.key_numbers(record)
-        else:
-            record = pruner.run(model.uri, examples_uri, output.uri, config, data)
-            numbers = pruner.key_numbers(record)
-        numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
-        properties.set_properties(output, numbers)
-        log.info("pruned %s: %s", model.uri, numbers)
+            return structured.run(model_uri, examples_uri, output_uri, config.structured, data)
+        return super().run(model_uri, examples_uri, output_uri, config, data)
+
+    def key_numbers(self, record: dict, config) -> dict:
+        if config.mode == "structured":
+            return structured.key_numbers(record)
+        return super().key_numbers(record, config)

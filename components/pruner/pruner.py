@@ -344,13 +344,7 @@ def prune_model(
         "achieved_sparsity": pruned_zeros / pruned_weights if pruned_weights else 0.0,
         "model_sparsity": weights_lib.summarize(kernels)["sparsity"],
         **optimization.metric_fields(task, accuracy_before, accuracy_after),
-        "fine_tuning": {
-            "epochs_run": tuned.fit["epochs_run"],
-            "wall_time_s": tuned.fit["wall_time_s"],
-            "strategy": config.fine_tuning.strategy,
-            "replicas": tuned.replicas,
-            "teacher": training.teacher_record(config.fine_tuning),
-        },
+        "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
     log.warning(

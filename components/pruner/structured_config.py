@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from components.common.config import StrictModel
+from components.common.config import StrictModel, own_defaults
 from components.common.training import FineTuneConfig
 
 # Criteria that read activations of a few train batches (the others read only the weights).
@@ -110,13 +110,7 @@ class StructuredPruningConfig(StrictModel):
             raise ValueError("layer names must be non-empty strings")
         return values
 
-    @pydantic.field_validator("fine_tuning", mode="before")
-    @classmethod
-    def _from_plain_fine_tune(cls, value):
-        # A plain FineTuneConfig is accepted; what it leaves unset takes these defaults.
-        if isinstance(value, FineTuneConfig) and not isinstance(value, StructuredFineTuneConfig):
-            return value.model_dump(exclude_unset=True)
-        return value
+    _fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, StructuredFineTuneConfig)
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):

@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec
+from tfx.dsl.components.base import executor_spec
 
 from components.common.component_base import (
-    CONFIG_KEY,
-    DATA_CONFIG_KEY,
-    config_json,
-    data_config_json,
+    ModelStepComponent,
+    ModelStepSpec,
     isolate_parameter,
     isolate_value,
-    json_parameter,
 )
 from components.common.examples import DataConfig
-from components.common.keys import (
-    EXAMPLES_KEY,
-    ISOLATE_FAILURES_KEY,
-    MODEL_KEY,
-    OPTIMIZED_MODEL_KEY,
-)
+from components.common.keys import ISOLATE_FAILURES_KEY
 from components.quantizer import executor
 from components.quantizer.config import QuantizerConfig
 
 __all__ = ["Quantizer", "QuantizerSpec"]
 
 
-class QuantizerSpec(ComponentSpec):
+class QuantizerSpec(ModelStepSpec):
     """Inputs, outputs and parameters of the Quantizer."""
 
-    PARAMETERS = {
-        CONFIG_KEY: json_parameter(),
-        DATA_CONFIG_KEY: json_parameter(),
-        ISOLATE_FAILURES_KEY: isolate_parameter(),
-    }
-    INPUTS = {
-        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
-    }
-    OUTPUTS = {OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    PARAMETERS = {**ModelStepSpec.PARAMETERS, ISOLATE_FAILURES_KEY: isolate_parameter()}
 
 
-class Quantizer(base_component.BaseComponent):
+class Quantizer(ModelStepComponent):
     """Quantizes a model to a verified TFLite flatbuffer beside a SavedModel (one mode per run).
 
     The output Model (``outputs['optimized_model']``; TFX needs output names distinct from the
@@ -66,6 +47,7 @@ class Quantizer(base_component.BaseComponent):
 
     SPEC_CLASS = QuantizerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    CONFIG_CLASS, WHERE = QuantizerConfig, "quantizer"
 
     def __init__(
         self,
@@ -75,12 +57,6 @@ class Quantizer(base_component.BaseComponent):
         data_config: DataConfig | dict | None = None,
         isolate_failures: bool = False,
     ):
-        spec = QuantizerSpec(
-            model=model,
-            examples=examples,
-            config=config_json(config, QuantizerConfig, "quantizer"),
-            data_config=data_config_json(data_config),
-            isolate_failures=isolate_value(isolate_failures),
-            optimized_model=types.Channel(type=standard_artifacts.Model),
+        super().__init__(
+            model, examples, config, data_config, isolate_failures=isolate_value(isolate_failures)
         )
-        super().__init__(spec=spec)

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from tfx.dsl.components.base import base_executor
-from tfx.types import artifact_utils
-
-from components.common import candidate, properties
-from components.common.examples import DataConfig
-from components.common.keys import (
-    CONFIG_KEY,
-    DATA_CONFIG_KEY,
-    EXAMPLES_KEY,
-    INPUT_MODEL_ARTIFACT_ID,
-    ISOLATE_FAILURES_KEY,
-    MODEL_KEY,
-    OPTIMIZED_MODEL_KEY,
-    QUANTIZATION_RECORD_FILE,
-)
+from components.common import candidate
+from components.common.executor_base import ModelStepExecutor
+from components.common.keys import ISOLATE_FAILURES_KEY, QUANTIZATION_RECORD_FILE
 from components.quantizer import quantizer
 from components.quantizer.config import QuantizerConfig
 
-log = logging.getLogger(__name__)
 
-
-class Executor(base_executor.BaseExecutor):
+class Executor(ModelStepExecutor):
     """Writes ``Format-TFLite/model.tflite``, ``Format-Serving/`` and ``quantization.json``.
 
     Everything is converted and verified in memory first: on any failure nothing is written.
@@ -34,27 +17,14 @@ class Executor(base_executor.BaseExecutor):
     failed instead of failing the step; an input marked failed is passed on.
     """
 
-    def Do(
-        self,
-        input_dict: dict[str, list[Any]],
-        output_dict: dict[str, list[Any]],
-        exec_properties: dict[str, Any],
-    ) -> None:
-        config = QuantizerConfig.parse(exec_properties[CONFIG_KEY], where="quantizer")
-        data = DataConfig.parse(exec_properties[DATA_CONFIG_KEY], where="data")
-        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-        examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
-        output = artifact_utils.get_single_instance(output_dict[OPTIMIZED_MODEL_KEY])
+    CONFIG_CLASS, WHERE, DONE = QuantizerConfig, "quantizer", "quantized"
+    CORE = quantizer
 
-        def work() -> None:
-            record = quantizer.run(model.uri, examples_uri, output.uri, config, data)
-            numbers = quantizer.key_numbers(record)
-            numbers[INPUT_MODEL_ARTIFACT_ID] = model.id
-            properties.set_properties(output, numbers)
-            log.info("quantized %s (%s): %s", model.uri, config.mode, numbers)
-
+    def step(self, model, examples_uri, output, config, data, exec_properties) -> None:
+        """The core step, isolated as a candidate (see :mod:`components.common.candidate`)."""
+        base_step = super().step
         candidate.run_isolated(
-            work,
+            lambda: base_step(model, examples_uri, output, config, data, exec_properties),
             output,
             component="Quantizer",
             default_step="quantization",
