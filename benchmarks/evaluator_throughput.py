@@ -3,7 +3,8 @@
 One model, the reference CNN: our accuracy pass judges it as the Evaluator does by default (its
 SavedModel converted to a float32 flatbuffer, ``baseline_flavour: tflite``); TFMA, the standard
 TFX Evaluator's engine, runs the SavedModel (:mod:`benchmarks.tfma_reference`); the bare
-interpreter runs the same flatbuffer at batch 32 on examples parsed beforehand (no Beam, no
+interpreter runs the same flatbuffer with the threads and batch our pass uses by default (all the
+process's CPUs; batch 32 on one, 256 on several) on examples parsed beforehand (no Beam, no
 parsing, no bookkeeping): the most the hardware gives this model. Eval splits of 1k, 10k and 100k
 examples are drawn as in :mod:`benchmarks.scaling`.
 
@@ -30,7 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (1_000, 10_000, 100_000)
 ENGINES = ("bare_interpreter", "ours", "ours_parallel", "tfma")
-BARE_BATCH = 32
 PARALLEL_CHECK_EXAMPLES = 100_000
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 RATIO_KEYS = ("ours_vs_bare", "ours_vs_tfma", "ours_parallel_vs_bare", "ours_parallel_vs_tfma")
@@ -81,22 +81,31 @@ def _tfma(model_uri, examples_uri, out):
     return result["examples"], result["accuracy"]
 
 
+def bare_settings() -> tuple[int, int]:
+    """(threads, batch) our accuracy pass gives the interpreter by default on this machine."""
+    from components.evaluator.models import TFLITE_BATCH, TFLITE_BATCH_THREADED, available_cpus
+
+    threads = available_cpus()
+    return threads, TFLITE_BATCH if threads == 1 else TFLITE_BATCH_THREADED
+
+
 def _bare(model_uri, examples_uri, out):
-    """Batch-32 invokes over pre-parsed inputs; only the loop of invokes is timed."""
+    """Invokes over pre-parsed inputs (our pass's threads and batch); only the loop is timed."""
     import numpy as np
 
     from benchmarks.hand_recipe import load_split
     from components.common import model_io, tflite
 
     x, y = load_split(examples_uri, "eval")
-    runner = tflite.TFLiteModel(tflite.convert_float32(model_io.serving_model_dir(model_uri)))
+    threads, size = bare_settings()
+    flatbuffer = tflite.convert_float32(model_io.serving_model_dir(model_uri))
+    runner = tflite.TFLiteModel(flatbuffer, num_threads=threads)
     correct = 0
     started = time.perf_counter()
-    for start in range(0, len(y), BARE_BATCH):
-        batch = x[start : start + BARE_BATCH]
-        runner.set_inputs(batch)
+    for start in range(0, len(y), size):
+        runner.set_inputs(x[start : start + size])
         runner.invoke()
-        correct += int(np.sum(np.argmax(runner.outputs(), axis=1) == y[start : start + BARE_BATCH]))
+        correct += int(np.sum(np.argmax(runner.outputs(), axis=1) == y[start : start + size]))
     _bare.invoke_seconds = time.perf_counter() - started
     return len(y), correct / len(y)
 
@@ -145,7 +154,8 @@ def run(reference_dir: str, work_dir: str, sizes=SIZES, engines=ENGINES) -> dict
             )
     return {
         "what": __doc__.split("\n\n")[0],
-        "bare_batch": BARE_BATCH,
+        "bare_batch": bare_settings()[1],
+        "bare_threads": bare_settings()[0],
         "rows": rows,
         "ratios": ratios(rows),
         "local_default": local_default(model, examples, warmup, work_dir),
@@ -204,7 +214,10 @@ def render_section(section: dict, number: int) -> list[str]:
     if "error" in section:
         return markdown.failed(title, section["error"])
     names = {
-        "bare_interpreter": f"bare TFLite interpreter, batch {section['bare_batch']}",
+        "bare_interpreter": (
+            f"bare TFLite interpreter, batch {section['bare_batch']}, "
+            f"{section.get('bare_threads', 1)} thread(s)"
+        ),
         "ours": "ours (Beam, in memory, 1 worker)",
         "ours_parallel": "ours (Beam, multi_processing, 2 workers)",
         "tfma": "TFMA 0.47.1 (Beam, in memory, 1 worker)",

@@ -220,13 +220,15 @@ def _beam_transforms():
 
         def setup(self):
             import components  # noqa: F401 - pins tf_keras on the worker before TF loads
-            from components.evaluator.models import Predictor
+            from components.evaluator.models import Predictor, available_cpus
+
+            threads = self._settings.num_threads or available_cpus()
 
             self._predictors = {}
             self._load_errors = {}
             for model in self._models:
                 try:
-                    self._predictors[model.name] = Predictor(model)
+                    self._predictors[model.name] = Predictor(model, num_threads=threads)
                 except Exception as e:  # noqa: BLE001 - reported per model, fails it closed
                     self._load_errors[model.name] = f"does not load: {e}"[:300]
 

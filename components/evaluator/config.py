@@ -217,6 +217,12 @@ class EvaluatorConfig(StrictModel):
         description="Examples per batch the accuracy step reads, parses and feeds each model "
         "(TFLite inputs are resized to it; one Beam element per batch).",
     )
+    accuracy_threads: int | None = pydantic.Field(
+        None,
+        ge=1,
+        description="TFLite interpreter threads per Beam worker in the accuracy pass (None: the "
+        "worker's CPUs). Set 1 on a runner that starts one worker process per core.",
+    )
     write_per_example: bool = pydantic.Field(
         True, description="Keep per-example outcomes (JSON lines) in the evaluation artifact."
     )

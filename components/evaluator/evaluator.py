@@ -235,7 +235,12 @@ def _measure_accuracy(
     if from_logits is None:
         from_logits = task.from_logits
     settings = accuracy.AccuracySettings(
-        config.task, config.top_k, config.compute_loss, bool(from_logits), task
+        config.task,
+        config.top_k,
+        config.compute_loss,
+        bool(from_logits),
+        task,
+        num_threads=config.accuracy_threads,
     )
     need_rows = config.write_per_example or task.kind not in ("multiclass",)
     acc = accuracy.run_accuracy(

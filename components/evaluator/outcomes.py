@@ -23,13 +23,14 @@ from components.evaluator.models import BASELINE
 
 @dataclass(frozen=True)
 class AccuracySettings:
-    """What the DoFn computes per example."""
+    """What the DoFn computes per example, and with how many interpreter threads."""
 
     task: str = "classification"
     top_k: int | None = None
     compute_loss: bool = False
     from_logits: bool = False
     spec: Task | None = None  # the resolved task (output shape, logits); else from ``task``
+    num_threads: int | None = None  # TFLite threads per worker; None: the worker's CPUs
 
     def resolved(self) -> Task:
         """The task as :class:`components.common.metrics.Task`."""
