@@ -11,7 +11,7 @@ Sections:
 5. ``recipes``: the hand recipe and ``tfxopt run`` with ``recipes.yaml``, a table per recipe
    (:mod:`benchmarks.recipes`).
 6. ``throughput``: the Evaluator's accuracy pass vs TFMA vs the bare TFLite interpreter at 1k,
-   10k and 100k examples (:mod:`benchmarks.evaluator_throughput`).
+   10k, 100k and 1M examples (:mod:`benchmarks.evaluator_throughput`).
 7. ``mobilenet``: MobileNetV2 (0.35 at 32x32, 1.0 at 224x224) through the pipeline, per-step
    load / convert / work / save / measure, vs by hand (:mod:`benchmarks.mobilenet`).
 
