@@ -154,22 +154,36 @@ def _label_only(
     }
 
 
-def distill(
-    teacher_uri: str, examples_uri: str, data: DataConfig, config: DistillerConfig
-) -> DistillResult:
-    """Distils the teacher at ``teacher_uri`` into a student; see the module docstring.
+@dataclass
+class _Inputs:
+    """What distillation reads before any model is built: the teacher, its task and the data."""
 
-    Raises:
-      ConfigError, ModelInputError, DataError: before any training, naming the problem.
-    """
-    started = time.time()
-    check_before_loading(config)
-    import tensorflow as tf
-    import tf_keras
+    teacher: object
+    task: object
+    teacher_probabilities: bool
+    eval_ds: object
+    train_examples: int
+    steps: int
+    strategy: object
+    mixed: bool
 
-    from components.distiller import student_trainer
 
-    training.skip_autograph_for_tf_keras()
+@dataclass
+class _Student:
+    """The student being trained and what training it needs."""
+
+    student: object
+    report: object
+    pairs: list
+    initial_weights: list
+    probabilities: bool
+    twin: object
+    shares: bool
+    trainer: object
+    train_ds: object
+
+
+def _read_inputs(teacher_uri, examples_uri, data: DataConfig, config: DistillerConfig) -> _Inputs:
     train_cfg = config.fine_tuning
     mixed = use_mixed_precision(train_cfg.mixed_precision)
     strategy = training.make_strategy(train_cfg.strategy)
@@ -189,82 +203,78 @@ def distill(
     if train_cfg.max_train_examples:
         train_examples = min(train_examples, train_cfg.max_train_examples)
     steps = max(math.ceil(train_examples / train_cfg.batch_size), 1)
+    return _Inputs(
+        teacher, task, teacher_probabilities, eval_ds, train_examples, steps, strategy, mixed
+    )
 
-    with strategy.scope():
+
+def _make_student(inputs: _Inputs, examples_uri, data: DataConfig, config) -> _Student:
+    import tf_keras
+
+    from components.distiller import student_trainer
+
+    teacher = inputs.teacher
+    with inputs.strategy.scope():
         # The global seed fixes the data order (with the shuffle's own seed) and the initial
         # weights; the label-only run sets it again to get the same order.
-        tf_keras.utils.set_random_seed(train_cfg.seed)
+        tf_keras.utils.set_random_seed(config.fine_tuning.seed)
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         student, report = _build_student(config, teacher)
-        student_lib.check_compatible(teacher, student, task.kind)
+        student_lib.check_compatible(teacher, student, inputs.task.kind)
         pairs = student_trainer.resolve_feature_pairs(teacher, student, config.feature_pairs)
         initial_weights = student.get_weights()
-        student_probabilities = training.outputs_squashed(student)
-        twin, shares = student_lib.training_copy(student, student_probabilities, mixed)
+        probabilities = training.outputs_squashed(student)
+        twin, shares = student_lib.training_copy(student, probabilities, inputs.mixed)
         trainer = student_trainer.DistillationModel(
             twin,
             teacher,
-            teacher_outputs_probabilities=teacher_probabilities,
+            teacher_outputs_probabilities=inputs.teacher_probabilities,
             alpha=config.alpha,
             beta=config.beta,
             gamma=config.gamma,
             temperature=config.temperature,
             feature_pairs=pairs,
-            task=_logits_task(task),
+            task=_logits_task(inputs.task),
         )
-        trainer.compile(optimizer=_make_optimizer(config, steps, mixed))
-    log.warning(
-        "distiller: teacher %d params -> student %d params (%s); %d train examples, %d steps/epoch",
-        teacher.count_params(),
-        student.count_params(),
-        report.source,
-        train_examples,
-        steps,
+        trainer.compile(optimizer=_make_optimizer(config, inputs.steps, inputs.mixed))
+    return _Student(
+        student, report, pairs, initial_weights, probabilities, twin, shares, trainer, train_ds
     )
-    run = training.fit(
-        trainer, train_ds, eval_ds, train_cfg, name="distillation", task=_logits_task(task)
-    )
-    if not shares:
-        student.set_weights(twin.get_weights())
-    if report.source == "module_file":
+
+
+def _trained_student(made: _Student, inputs: _Inputs):
+    """The served student after training: the twin's weights, the teacher's output convention."""
+    student = made.student
+    if not made.shares:
+        student.set_weights(made.twin.get_weights())
+    if made.report.source == "module_file":
         student = student_lib.match_output_convention(
             student,
-            student_probabilities,
-            teacher_probabilities,
-            "sigmoid" if task.kind in ("binary", "multilabel") else "softmax",
+            made.probabilities,
+            inputs.teacher_probabilities,
+            "sigmoid" if inputs.task.kind in ("binary", "multilabel") else "softmax",
         )
+    return student
 
-    teacher_accuracy = training.accuracy(teacher, eval_ds, task)
-    student_accuracy = training.accuracy(student, eval_ds, task)
-    label_only = None
-    if config.label_only_baseline:
-        label_only = _label_only(
-            student,
-            teacher,
-            config,
-            initial_weights,
-            examples_uri,
-            data,
-            eval_ds,
-            steps,
-            mixed,
-            strategy,
-            task,
-        )
-    eval_examples = sum(int(y.shape[0]) for _, y in eval_ds)
+
+def _record(teacher_uri, config, inputs: _Inputs, made: _Student, student, run, figures):
+    import tensorflow as tf
+
+    task, teacher = inputs.task, inputs.teacher
+    teacher_accuracy, student_accuracy, label_only = figures
     teacher_params, student_params = teacher.count_params(), student.count_params()
-    record = {
+    return {
         "teacher": {
             "uri": teacher_uri,
             "parameters": teacher_params,
             "eval_accuracy": teacher_accuracy,
-            "outputs": "probabilities" if teacher_probabilities else "logits",
+            "outputs": "probabilities" if inputs.teacher_probabilities else "logits",
         },
         "student": {
             "parameters": student_params,
             "eval_accuracy": student_accuracy,
             "outputs": "probabilities" if training.outputs_squashed(student) else "logits",
-            "architecture": report.as_dict(),
+            "architecture": made.report.as_dict(),
         },
         "parameter_ratio": student_params / teacher_params,
         "task": task.to_dict(),
@@ -282,22 +292,73 @@ def distill(
             "beta": config.beta,
             "gamma": config.gamma,
             "temperature": config.temperature,
-            "feature_pairs": [p.__dict__ for p in pairs],
+            "feature_pairs": [p.__dict__ for p in made.pairs],
         },
         "fine_tuning": {
-            "config": train_cfg.model_dump(),
+            "config": config.fine_tuning.model_dump(),
             "epochs_run": run["epochs_run"],
             "wall_time_s": run["wall_time_s"],
-            "train_examples": train_examples,
-            "steps_per_epoch": steps,
-            "mixed_precision": mixed,
-            "replicas": strategy.num_replicas_in_sync,
+            "train_examples": inputs.train_examples,
+            "steps_per_epoch": inputs.steps,
+            "mixed_precision": inputs.mixed,
+            "replicas": inputs.strategy.num_replicas_in_sync,
             "history": run["history"],
         },
-        "eval_examples": eval_examples,
+        "eval_examples": sum(int(y.shape[0]) for _, y in inputs.eval_ds),
         "tensorflow_version": tf.__version__,
-        "wall_time_s": time.time() - started,
     }
+
+
+def distill(
+    teacher_uri: str, examples_uri: str, data: DataConfig, config: DistillerConfig
+) -> DistillResult:
+    """Distils the teacher at ``teacher_uri`` into a student; see the module docstring.
+
+    Reads the teacher and the data (:func:`_read_inputs`), builds the student and its trainer
+    (:func:`_make_student`), trains it, hands back the served student (:func:`_trained_student`)
+    and, when asked, the same student trained on the labels alone (:func:`_label_only`).
+
+    Raises:
+      ConfigError, ModelInputError, DataError: before any training, naming the problem.
+    """
+    started = time.time()
+    check_before_loading(config)
+    training.skip_autograph_for_tf_keras()
+    inputs = _read_inputs(teacher_uri, examples_uri, data, config)
+    made = _make_student(inputs, examples_uri, data, config)
+    log.warning(
+        "distiller: teacher %d params -> student %d params (%s); %d train examples, %d steps/epoch",
+        inputs.teacher.count_params(),
+        made.student.count_params(),
+        made.report.source,
+        inputs.train_examples,
+        inputs.steps,
+    )
+    task = _logits_task(inputs.task)
+    run = training.fit(
+        made.trainer, made.train_ds, inputs.eval_ds, config.fine_tuning, "distillation", task=task
+    )
+    student = _trained_student(made, inputs)
+    teacher_accuracy = training.accuracy(inputs.teacher, inputs.eval_ds, inputs.task)
+    student_accuracy = training.accuracy(student, inputs.eval_ds, inputs.task)
+    label_only = None
+    if config.label_only_baseline:
+        label_only = _label_only(
+            student,
+            inputs.teacher,
+            config,
+            made.initial_weights,
+            examples_uri,
+            data,
+            inputs.eval_ds,
+            inputs.steps,
+            inputs.mixed,
+            inputs.strategy,
+            inputs.task,
+        )
+    figures = (teacher_accuracy, student_accuracy, label_only)
+    record = _record(teacher_uri, config, inputs, made, student, run, figures)
+    record["wall_time_s"] = time.time() - started
     log.warning("distiller: %s", key_numbers(record))
     return DistillResult(student, record)
 
