@@ -113,23 +113,12 @@ def _logits_task(task):
     return Task(task.kind, task.output_shape, task.kind != "regression", task.reason)
 
 
-def _label_only(
-    student,
-    teacher,
-    config,
-    initial_weights,
-    examples_uri,
-    data,
-    eval_ds,
-    steps,
-    mixed,
-    strategy,
-    task,
-):
+def _label_only(student, initial_weights, inputs, examples_uri, data, config) -> dict:
     """Trains the same student on labels alone: same epochs, seed, data order and schedule."""
     import tf_keras
 
-    with strategy.scope():
+    teacher, eval_ds, task, mixed = inputs.teacher, inputs.eval_ds, inputs.task, inputs.mixed
+    with inputs.strategy.scope():
         tf_keras.utils.set_random_seed(config.fine_tuning.seed)
         train_ds = _train_dataset(examples_uri, data, teacher, config)
         baseline = _fresh_copy(student, config, teacher, initial_weights)
@@ -137,7 +126,7 @@ def _label_only(
         twin, shares = student_lib.training_copy(baseline, probabilities, mixed)
         logits_task = _logits_task(task)
         twin.compile(
-            optimizer=_make_optimizer(config, steps, mixed),
+            optimizer=_make_optimizer(config, inputs.steps, mixed),
             loss=training.default_loss(logits_task),
             metrics=[training.task_metric(logits_task)],
         )
@@ -343,19 +332,7 @@ def distill(
     student_accuracy = training.accuracy(student, inputs.eval_ds, inputs.task)
     label_only = None
     if config.label_only_baseline:
-        label_only = _label_only(
-            student,
-            inputs.teacher,
-            config,
-            made.initial_weights,
-            examples_uri,
-            data,
-            inputs.eval_ds,
-            inputs.steps,
-            inputs.mixed,
-            inputs.strategy,
-            inputs.task,
-        )
+        label_only = _label_only(student, made.initial_weights, inputs, examples_uri, data, config)
     figures = (teacher_accuracy, student_accuracy, label_only)
     record = _record(teacher_uri, config, inputs, made, student, run, figures)
     record["wall_time_s"] = time.time() - started
