@@ -1,10 +1,11 @@
 """Shared by the end-to-end tests that run the CLI or kill runs: a small learnable classification
 problem (TFX Examples of 64 random floats whose label is the arg-max of the first ten, and a
 two-layer tf_keras classifier trained on them in seconds), the push section of their configs, and
-``tfxopt run`` as its own process."""
+``tfxopt run`` and Python scripts as their own processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,27 @@ def tfxopt_run(
          "--examples", str(examples), "--config", str(config), "--output", str(output)],
         capture_output=True, text=True, env=env, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+RESULT_PREFIX = "RESULT "
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script_result(script: str, timeout: int = 600) -> dict:
+    """Runs ``script`` in a fresh Python (TF_USE_LEGACY_KERAS=1, the repository as cwd) and returns
+    the JSON of its last ``RESULT {...}`` line; fails with its stderr when it exits non-zero.
+
+    For what owns a process: a distribution strategy, logical devices, collective ops."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)][-1]
+    return json.loads(line[len(RESULT_PREFIX) :])

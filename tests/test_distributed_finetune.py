@@ -4,13 +4,9 @@
 TensorFlow initialises its devices, so the body runs in a fresh interpreter.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.small_inputs import script_result
 
 BODY = textwrap.dedent(
     """
@@ -90,19 +86,7 @@ BODY = textwrap.dedent(
 
 
 def test_mirrored_fine_tuning_on_two_logical_cpus():
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [sys.executable, "-c", BODY],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT ") :])
+    result = script_result(BODY)
     assert result["logical_cpus"] == 2
 
     mirrored = result["pruner_mirrored"]

@@ -6,8 +6,6 @@ and its output checked as the technique's own tests check it (zeros, distinct va
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,8 +13,8 @@ import pytest
 
 from components.common.errors import ConfigError, ModelInputError
 from components.common.metrics import Task
+from tests.small_inputs import script_result
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEACHER = {"alpha": 0.7, "temperature": 3.0}
 FAST = {"batch_size": 8, "epochs": 2, "learning_rate": 1e-3}
 
@@ -367,19 +365,7 @@ MIRRORED = textwrap.dedent(
 
 
 def test_teacher_guided_pruning_under_mirrored_strategies():
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [sys.executable, "-c", MIRRORED],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT ") :])
+    result = script_result(MIRRORED)
     assert result["mirrored"]["replicas"] == 2
     for entry in result.values():
         assert entry["teacher"] is True
