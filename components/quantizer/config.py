@@ -6,7 +6,7 @@ from typing import Literal
 
 import pydantic
 
-from components.common.config import StrictModel
+from components.common.config import StrictModel, own_defaults
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
 Mode = Literal[
@@ -123,13 +123,8 @@ class QuantizerConfig(StrictModel):
             raise ValueError("layer names must be distinct")
         return names
 
-    @pydantic.field_validator("fine_tuning", mode="before")
-    @classmethod
-    def _from_plain_fine_tune(cls, value):
-        # A plain FineTuneConfig is accepted, as before the teacher settings existed.
-        if isinstance(value, FineTuneConfig) and not isinstance(value, TeacherFineTuneConfig):
-            return value.model_dump(exclude_unset=True)
-        return value
+    # A plain FineTuneConfig is accepted, as before the teacher settings existed.
+    _fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, TeacherFineTuneConfig)
 
     @pydantic.model_validator(mode="after")
     def _fits_mode(self) -> QuantizerConfig:
