@@ -150,6 +150,7 @@ def run(reference_dir: str, work_dir: str, sizes=SIZES, engines=ENGINES) -> dict
     examples = os.path.join(reference_dir, "examples")
     model = os.path.join(reference_dir, "model")
     warmup = write_split(examples, WARMUP_EXAMPLES, os.path.join(work_dir, "split-warmup"), 1)
+    threads, batch = bare_settings()
     rows = []
     for n in sizes:
         split = write_split(examples, n, os.path.join(work_dir, f"split-{n}"))
@@ -159,8 +160,8 @@ def run(reference_dir: str, work_dir: str, sizes=SIZES, engines=ENGINES) -> dict
             )
     return {
         "what": __doc__.split("\n\n")[0],
-        "bare_batch": bare_settings()[1],
-        "bare_threads": bare_settings()[0],
+        "bare_threads": threads,
+        "bare_batch": batch,
         "rows": rows,
         "ratios": ratios(rows),
         "local_default": local_default(model, examples, warmup, work_dir),
