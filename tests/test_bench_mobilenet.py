@@ -72,3 +72,17 @@ def test_results_section_states_the_targets_and_whether_they_were_met():
     assert "| baseline | 90.0% | 10 | 9 | 0.1000 | 0.2000 | baseline |" in page
     failed = mobilenet_report.render_section({"error": "RuntimeError: boom"}, number=5)
     assert "Failed: RuntimeError: boom" in failed
+
+
+def test_every_wrapped_phase_function_exists():
+    # A renamed or moved function would make instrument() fail only in the long benchmark run.
+    import importlib
+
+    for module_name, attribute, phase in step_phases.WRAPPED:
+        owner = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            assert hasattr(owner, part), f"{module_name}.{attribute} is gone"
+            owner = getattr(owner, part)
+        assert callable(owner) and phase in step_phases.PHASES
+    for module_name in step_phases.EXECUTORS:
+        assert hasattr(importlib.import_module(module_name).Executor, "Do")

@@ -192,3 +192,37 @@ def test_recipes_benchmark_drop_interval_and_targets():
     text = "\n".join(render_section(section, 5))
     assert "`small` **(blessed)**" in text and "Size target" in text
     assert text.count("**met**") == 2
+
+
+def test_overhead_parts_add_up_to_each_sides_wall_time():
+    import importlib
+
+    from benchmarks import overhead
+
+    pipeline = {
+        "process_wall_s": 30.0,
+        "timings_s": {"import_s": 7.0},
+        "steps_s": {"BaselineProfiler": 2.0, "Pruner": 8.0, "Clusterer": 6.0, "Evaluator": 3.0},
+    }
+    hand = {
+        "process_wall_s": 17.0,
+        "timings_s": {"import_s": 4.0, "prune_s": 5.0, "cluster_s": 5.0, "quantize_s": 1.5},
+    }
+    assert overhead._rest(pipeline) == pytest.approx(30 - 7 - 19)
+    assert overhead._rest(hand) == pytest.approx(17 - 4 - 11.5)
+    section = {
+        "parts_s": {
+            "pipeline": {"imports": 7, "prune_cluster_quantize": 14, "measure_steps": 5, "rest": 4},
+            "hand_same_autograph": {
+                "imports": 4,
+                "prune_cluster_quantize": 11.5,
+                "measure_steps": 0,
+                "rest": 1.5,
+            },
+        }
+    }
+    table = "\n".join(overhead._parts_table(section))
+    assert "| imports" in table and "| 4 | 7 |" in table
+    # What the pipeline side imports before it starts timing the run must exist.
+    for module in overhead.RUNNER_MODULES + overhead.EXECUTOR_MODULES:
+        importlib.import_module(module)

@@ -63,21 +63,30 @@ def test_cache_reuses_same_bytes_and_never_changed_ones(tmp_path, tiny_model):
     model_cache.clear()
     first = model_io.save_keras_model(tiny_model, str(tmp_path / "a"))
     a = model_io.load_keras_model(str(tmp_path / "a"), shared=True)
+    # The step that saved it hands the object it saved to the next reader of these bytes.
+    assert a is tiny_model
     assert model_io.load_keras_model(str(tmp_path / "a"), shared=True) is a
     # A byte copy (a Quantizer's Format-Serving) is the same model: the same object.
     shutil.copytree(first, str(tmp_path / "copy" / model_io.SERVING_DIR))
     assert model_io.load_keras_model(str(tmp_path / "copy"), shared=True) is a
     # Not shared: a fresh object the caller may change.
-    assert model_io.load_keras_model(str(tmp_path / "a")) is not a
-    # Other weights, other bytes: loaded anew.
+    fresh = model_io.load_keras_model(str(tmp_path / "a"))
+    assert fresh is not a
+    x = np.random.default_rng(0).random((5, 64), np.float32)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), a.predict(x, verbose=0))
+    # Other weights, other bytes: a new entry.
     layer = tiny_model.get_layer("hidden")
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * 0, bias])
     model_io.save_keras_model(tiny_model, str(tmp_path / "b"))
     b = model_io.load_keras_model(str(tmp_path / "b"), shared=True)
-    assert b is not a
     assert not np.any(b.get_layer("hidden").get_weights()[0])
-    assert model_cache.stats == {"hits": 2, "misses": 2}
+    assert model_cache.stats == {"hits": 4, "misses": 0, "changed": 0}
+    # The object kept for "a" was changed after it was saved: "a" is loaded from its files again.
+    again = model_io.load_keras_model(str(tmp_path / "a"), shared=True)
+    assert again is not tiny_model
+    np.testing.assert_array_equal(again.get_layer("hidden").get_weights()[0], kernel)
+    assert model_cache.stats == {"hits": 4, "misses": 1, "changed": 1}
 
 
 def test_float32_conversion_made_once_per_content(tmp_path, tiny_model):
@@ -85,7 +94,7 @@ def test_float32_conversion_made_once_per_content(tmp_path, tiny_model):
     path = model_io.save_keras_model(tiny_model, str(tmp_path / "a"))
     first = tflite.convert_float32(path)
     assert tflite.convert_float32(path) == first
-    assert model_cache.stats == {"hits": 1, "misses": 1}
+    assert model_cache.stats == {"hits": 1, "misses": 1, "changed": 0}
 
 
 def test_cache_keeps_a_bounded_number_per_kind(tmp_path):
@@ -135,3 +144,63 @@ def test_working_copy_saved_without_traces_loads_back(tmp_path):
     x = np.random.default_rng(0).random((2, 8, 8, 3), np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
     assert type(loaded.get_layer("conv")).__module__.startswith("tf_keras.src.layers")
+
+
+def test_steps_hand_their_output_to_the_next_step_with_the_same_result(
+    tmp_path, tiny_model, tiny_examples
+):
+    """Pruner -> Clusterer -> Quantizer in one process (as under LocalDagRunner): each reads the
+    model the step before saved from memory, and writes what it writes when it loads it."""
+    from components.clusterer import clusterer
+    from components.clusterer.config import ClustererConfig
+    from components.common.examples import DataConfig
+    from components.pruner import pruner
+    from components.pruner.config import PrunerConfig
+    from components.quantizer import quantizer
+    from components.quantizer.config import QuantizerConfig
+
+    tuning = {"epochs": 2, "batch_size": 16}
+    steps = [
+        (
+            pruner,
+            PrunerConfig.parse(
+                {
+                    "target_sparsity": 0.5,
+                    "schedule": {"end_step": 4, "frequency_steps": 2},
+                    "fine_tuning": tuning,
+                }
+            ),
+        ),
+        (clusterer, ClustererConfig.parse({"number_of_clusters": 4, "fine_tuning": tuning})),
+        (quantizer, QuantizerConfig.parse({"mode": "dynamic_range"})),
+    ]
+    model_io.save_keras_model(tiny_model, str(tmp_path / "in"))
+
+    def chain(out, forget=False):
+        records, uri = [], str(tmp_path / "in")
+        for i, (module, config) in enumerate(steps):
+            if forget:
+                model_cache.clear()  # as if each step ran in its own process
+            output = str(tmp_path / out / str(i))
+            records.append(module.run(uri, tiny_examples, output, config, DataConfig()))
+            uri = output
+        return records, uri
+
+    model_cache.clear()
+    handed, handed_uri = chain("handed")
+    # Each step after the first found the model the step before saved: no load from disk.
+    assert model_cache.stats["hits"] >= 2 and model_cache.stats["changed"] == 0
+    saved = model_io.load_keras_model(str(tmp_path / "handed" / "1"), shared=True)
+    fresh = model_io.load_keras_model(str(tmp_path / "handed" / "1"))
+    assert saved is not fresh and model_io.keras_fingerprint(saved) == model_io.keras_fingerprint(
+        fresh
+    )
+    # The same chain with every step loading its input from disk writes the same models.
+    loaded, loaded_uri = chain("loaded", forget=True)
+    assert model_cache.stats["hits"] == 0
+    for a, b in zip(handed, loaded, strict=True):
+        assert a["metric_after"] == b["metric_after"] and a["metric_before"] == b["metric_before"]
+    with open(model_io.tflite_path(handed_uri), "rb") as f1, open(
+        model_io.tflite_path(loaded_uri), "rb"
+    ) as f2:
+        assert f1.read() == f2.read()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -105,8 +107,37 @@ def iter_serialized(files: list[str]) -> Iterator[bytes]:
             yield record.numpy()
 
 
+# What a step learns by reading a split (its features, a label sample, its size) is read again by
+# the next steps of the same process (each checks the data before it trains): kept here, keyed by
+# every record file's path, size and modification time, so a rewritten file is read afresh.
+_FACTS_KEPT = 64
+_facts: OrderedDict[tuple, object] = OrderedDict()
+_facts_lock = threading.Lock()
+
+
+def _remembered(what: tuple, files: list[str], compute: Callable[[], object]):
+    import tensorflow as tf
+
+    stats = tuple((f, st.length, st.mtime_nsec) for f in files for st in [tf.io.gfile.stat(f)])
+    key = (*what, stats)
+    with _facts_lock:
+        if key in _facts:
+            _facts.move_to_end(key)
+            return _facts[key]
+    value = compute()
+    with _facts_lock:
+        _facts[key] = value
+        while len(_facts) > _FACTS_KEPT:
+            _facts.popitem(last=False)
+    return value
+
+
 def inspect_features(files: list[str]) -> dict[str, FeatureInfo]:
     """Reads the first record of a split and describes its features."""
+    return dict(_remembered(("features",), files, lambda: _inspect_features(files)))
+
+
+def _inspect_features(files: list[str]) -> dict[str, FeatureInfo]:
     import tensorflow as tf
 
     first = next(iter_serialized(files), None)
@@ -178,6 +209,11 @@ LABEL_SAMPLE = 256
 
 def label_sample(files: list[str], key: str, limit: int = LABEL_SAMPLE) -> list[float]:
     """Values of the label feature in the first ``limit`` records (streamed)."""
+    values = _remembered(("labels", key, limit), files, lambda: _label_sample(files, key, limit))
+    return list(values)
+
+
+def _label_sample(files: list[str], key: str, limit: int) -> tuple[float, ...]:
     import tensorflow as tf
 
     values: list[float] = []
@@ -188,7 +224,7 @@ def label_sample(files: list[str], key: str, limit: int = LABEL_SAMPLE) -> list[
         kind = feature.WhichOneof("kind") if feature is not None else None
         if kind in ("int64_list", "float_list"):
             values.extend(getattr(feature, kind).value)
-    return values
+    return tuple(values)
 
 
 def _label_info(files: list[str], key: str, infos: dict) -> tasks_lib.LabelInfo:
@@ -363,6 +399,22 @@ def load_arrays(examples_uri: str, split: str, data: DataConfig, model, limit: i
     return inputs, np.concatenate(ys)
 
 
-def count_examples(examples_uri: str, split: str) -> int:
-    """Number of records in a split (streams once over it)."""
-    return sum(1 for _ in iter_serialized(split_files(examples_uri, split)))
+def count_examples(examples_uri: str, split: str, limit: int | None = None) -> int:
+    """Number of records in a split, or ``limit`` when it holds more (counted in TensorFlow)."""
+    files = split_files(examples_uri, split)
+    return _remembered(("count", limit), files, lambda: _count_records(files, limit))
+
+
+def _count_records(files: list[str], limit: int | None) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    count = 0
+    for path in files:
+        dataset = tf.data.TFRecordDataset(path, compression_type=compression(path))
+        if limit is not None:
+            dataset = dataset.take(limit - count)
+        count += int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+        if limit is not None and count >= limit:
+            break
+    return count

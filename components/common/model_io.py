@@ -133,7 +133,17 @@ def load_keras_model(uri: str, shared: bool = False):
         except Exception as e:  # noqa: BLE001
             raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
 
-    return model_cache.get_or_load("keras", path, load) if shared else load()
+    return model_cache.get_or_load("keras", path, load, keras_fingerprint) if shared else load()
+
+
+def keras_fingerprint(model) -> str:
+    """SHA-256 of a tf_keras model's config and weights: what a shared model must still hold."""
+    import hashlib
+
+    sha = hashlib.sha256(model.to_json().encode())
+    for weight in model.weights:
+        sha.update(weight.numpy().tobytes())
+    return sha.hexdigest()
 
 
 def load_saved_model(saved_model_dir: str):
@@ -171,6 +181,11 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
         model.save(
             path, include_optimizer=False, save_format="tf", save_traces=False, signatures=signature
         )
+        # What load_keras_model(shared=True) would rebuild from these files is this model (same
+        # config, same weights): the next step of this process reads it from memory instead.
+        from components.common import model_cache
+
+        model_cache.put("keras", path, model, keras_fingerprint)
     else:
         model.save(path, include_optimizer=False, save_format="tf")
     if training_config:

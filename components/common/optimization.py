@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pydantic
@@ -202,12 +202,22 @@ def _recreate(layer):
         return None
 
 
-def working_copy(model, reuse_ok: bool = True):
+def working_copy(
+    model,
+    reuse_ok: bool = True,
+    wrap: Callable[[object], object] | None = None,
+    selected: Sequence[str] = (),
+):
     """A copy of ``model`` with the same weights, its variables created in the current scope.
 
     Optimisation wrappers and fine-tuning run on this copy, so the variables belong to the active
     ``tf.distribute`` strategy and the caller's model is not changed. A layer that cannot be
     re-created (a custom layer revived without its class) is shared with ``model``.
+
+    Args:
+      wrap: when given, each ``selected`` layer's copy is wrapped with it (e.g. a pruning or
+        clustering wrapper) in the same clone: the wrappers start from the trained weights
+        (clustering initialises its centroids from them when the wrapper is built).
 
     Raises:
       ModelInputError: when such a layer exists and ``reuse_ok`` is False (a distribution
@@ -216,6 +226,7 @@ def working_copy(model, reuse_ok: bool = True):
     import tf_keras
 
     reused = []
+    wanted = set(selected)
 
     def clone(layer):
         if isinstance(layer, tf_keras.layers.InputLayer):
@@ -223,8 +234,8 @@ def working_copy(model, reuse_ok: bool = True):
         fresh = _recreate(layer)
         if fresh is None:
             reused.append(layer.name)
-            return layer
-        return fresh
+            fresh = layer
+        return wrap(fresh) if wrap is not None and layer.name in wanted else fresh
 
     copy = tf_keras.models.clone_model(model, clone_function=clone)
     if reused and not reuse_ok:
@@ -234,26 +245,6 @@ def working_copy(model, reuse_ok: bool = True):
             "distribution strategy: use fine_tuning.strategy 'default' for this model."
         )
     return copy
-
-
-def wrap_layers(model, selected: list[str], wrap: Callable[[object], object]):
-    """Clones ``model`` with ``wrap(layer)`` in place of each selected layer (shared otherwise).
-
-    The layers are reused, not re-created, so each wrapper starts from the layer's trained
-    weights (clustering initialises its centroids from them when the wrapper is built).
-    """
-    import tf_keras
-
-    wanted = set(selected)
-
-    def clone(layer):
-        if layer.name in wanted:
-            return wrap(layer)
-        if type(layer).__name__ == "InputLayer":
-            return layer.__class__.from_config(layer.get_config())
-        return layer
-
-    return tf_keras.models.clone_model(model, clone_function=clone)
 
 
 def clean_copy(model):
@@ -289,7 +280,8 @@ def run_technique(
     # A multi-worker strategy configures collective ops, which TensorFlow accepts only before it
     # has run anything in the process: make it before the model is loaded.
     training.make_local_strategy(config.fine_tuning.strategy)
-    model = model_io.load_keras_model(model_uri)
+    # Read only: fine-tuning works on a copy (working_copy), so the model may be shared.
+    model = model_io.load_keras_model(model_uri, shared=True)
     plan(model, config)  # fail on the model before reading any data
     task = examples_lib.resolve_task(examples_uri, data, model)
     args = training.compile_args(task, model_uri, data.module_file)
@@ -391,8 +383,10 @@ def fine_tune_wrapped(
         compile_args = training.CompileArgs.default(training.classifier_task(model))
     strategy = training.make_local_strategy(fine_tuning.strategy)
     with strategy.scope():
-        work = working_copy(model, reuse_ok=fine_tuning.strategy == "default")
-        wrapped = wrap_layers(work, selected, wrap)
+        # One clone: fresh layers with the model's weights, the selected ones wrapped.
+        wrapped = working_copy(
+            model, reuse_ok=fine_tuning.strategy == "default", wrap=wrap, selected=selected
+        )
         # With fine_tuning.distillation, the input model guides the wrapped one as a teacher.
         trainer = distillation.guided(wrapped, model, fine_tuning, compile_args.task)
         training.compile_for_task(trainer, fine_tuning, compile_args)

@@ -87,8 +87,11 @@ def model_to_check(source: Source, config: ImporterConfig, data: DataConfig):
     weights), so preflight can judge the stages' plans on it before anything runs."""
     if source.kind == KERAS3:
         model = _build_tf_keras(source, config, data)
-    else:
-        model = model_io.load_keras_model(source.path)
+        return flatten.flatten(model)
+    # A flat model is returned as loaded: shared with the later steps of this process, which
+    # read the ModelImporter's byte-identical copy of it (flattening would add call nodes).
+    nested, _ = saved_model_facts(source.path)
+    model = model_io.load_keras_model(source.path, shared=not nested)
     return flatten.flatten(model)
 
 

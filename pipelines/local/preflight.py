@@ -14,15 +14,6 @@ from pipelines.config import PipelineConfig, QuantizationCandidate
 MAX_COUNTED_EXAMPLES = 100_000
 
 
-def _count_up_to(examples_uri: str, split: str, cap: int) -> int:
-    count = 0
-    for _ in examples_lib.iter_serialized(examples_lib.split_files(examples_uri, split)):
-        count += 1
-        if count >= cap:
-            break
-    return count
-
-
 def check_output_dir(path: str) -> str:
     """Creates ``path`` if needed and checks that it is writable; returns its absolute path."""
     path = os.path.abspath(path)
@@ -148,7 +139,7 @@ def check_stages(config: PipelineConfig, model, examples_uri: str) -> None:
         pruner.plan(model, config.pruner)
         tuning = config.pruner.fine_tuning
         cap = tuning.max_train_examples or MAX_COUNTED_EXAMPLES
-        count = _count_up_to(examples_uri, config.data.train_split, cap)
+        count = examples_lib.count_examples(examples_uri, config.data.train_split, limit=cap)
         if count < cap or tuning.max_train_examples:
             # A longer split makes more steps; the Pruner checks the schedule on it again.
             pruner.resolve_schedule(config.pruner, max(1, math.ceil(count / tuning.batch_size)))
