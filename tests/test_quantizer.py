@@ -428,6 +428,60 @@ def test_serving_flavour_copied_from_a_step_output_and_saved_anew_from_a_checkpo
     assert qat.serving_source is None  # QAT weights differ from the input's: saved anew
 
 
+@pytest.mark.parametrize("mode", ["none", "dynamic_range", "full_int8"])
+def test_post_training_modes_convert_the_saved_model_to_the_same_flatbuffer(
+    tiny_data, tmp_path, mode
+):
+    """A post-training mode converts the input's SavedModel when its serving signature is the
+    model's call: the flatbuffer is the Keras model's conversion (one metadata byte, the source
+    format, differs) without from_keras_model's re-save of the model with every layer's traces."""
+    step_output = str(tmp_path / "step")
+    model_io.save_keras_model(_load(tiny_data["clustered"]), step_output)
+    config = QuantizerConfig(mode=mode)
+    result = quantizer.quantize_uri(step_output, tiny_data["examples"], DATA, config)
+    assert result.record["converted_from"] == "saved_model"
+    model = model_io.load_keras_model(step_output)
+    samples = None
+    if mode == "full_int8":
+        samples, _ = examples_lib.load_arrays(
+            tiny_data["examples"], "train", DATA, model, limit=config.representative_samples
+        )
+    from_keras = conversion.convert(model, config, samples)
+    ours = result.flatbuffer
+    assert len(ours) == len(from_keras)
+    assert sum(a != b for a, b in zip(ours, from_keras, strict=True)) <= 1
+    x = np.random.default_rng(3).random((16, 64), dtype=np.float32)
+    np.testing.assert_array_equal(
+        tflite.TFLiteModel(ours).predict_each(x), tflite.TFLiteModel(from_keras).predict_each(x)
+    )
+
+
+def test_a_saved_model_whose_signature_is_not_the_models_call_is_not_converted(tiny_data, tmp_path):
+    """A SavedModel serving serialized tf.Examples (as a TFX Trainer writes one) is not the
+    model's call: the Keras model is converted instead."""
+    import tensorflow as tf
+
+    model = _load(tiny_data["plain"])
+    serving = tf.function(
+        lambda serialized: model(
+            tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([64], tf.float32)})["x"]
+        ),
+        input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+    )
+    path = str(tmp_path / "parsing")
+    model.save(path, include_optimizer=False, save_format="tf", signatures=serving)
+    assert not model_io.serving_signature_matches(path, model)
+    assert model_io.serving_signature_matches(tiny_data["plain"], model)
+    result = quantizer.quantize_uri(
+        path, tiny_data["examples"], DATA, QuantizerConfig(mode="dynamic_range")
+    )
+    assert result.record["converted_from"] == "keras_model"
+    qat = quantizer.quantize_uri(
+        tiny_data["plain"], tiny_data["examples"], DATA, QuantizerConfig(mode="qat")
+    )
+    assert qat.record["converted_from"] == "keras_model"  # the model QAT trained
+
+
 def test_verification_failure_writes_nothing(tiny_data, tmp_path):
     from components.quantizer import executor
 

@@ -211,8 +211,12 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
             serving, serving_kind = reference, SERVING_QAT_MODEL
     record["serving_model"] = serving_kind
 
+    # Post-training modes convert the input's SavedModel when it is the model's call, as fast as
+    # the bare converter; QAT modes convert the model they trained.
+    source = _conversion_source(model, model_uri) if reference is model else None
+    record["converted_from"] = "saved_model" if source else "keras_model"
     converted_at = time.time()
-    flatbuffer = conversion.convert(reference, config, samples)
+    flatbuffer = conversion.convert(reference, config, samples, saved_model_dir=source)
     record["conversion_s"] = time.time() - converted_at
     layer_names = [layer.name for layer in model.layers]
     ops = fb_lib.operators(flatbuffer, layer_names)
@@ -261,6 +265,17 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
         log.warning("quantizer[%s]: %s", mode, note)
     record["wall_time_s"] = time.time() - started
     return QuantizedModel(flatbuffer=flatbuffer, serving_model=serving, record=record)
+
+
+def _conversion_source(model, model_uri: str | None) -> str | None:
+    """The SavedModel directory to convert ``model`` from, or None to convert the Keras model."""
+    if not model_uri:
+        return None
+    try:
+        source = model_io.serving_model_dir(model_uri)
+    except ModelInputError:
+        return None
+    return source if model_io.serving_signature_matches(source, model) else None
 
 
 def _length(samples) -> int:
