@@ -25,13 +25,18 @@ def render_section(section: dict, number: int) -> list[str]:
         "on the digits scaled up to the input size. Step wall times from ML Metadata, split by "
         "where the time went (benchmarks/step_phases.py); `orchestration` is the rest (driver, "
         "ML Metadata, publishing). The by-hand side runs the same prune -> cluster -> int8 with "
-        "tfmot and the TFLite converter in a fresh process; `bare` is loading the clustered "
-        "model, converting it and writing the file, by hand.",
+        "tfmot and the TFLite converter in a fresh process, converting as the tutorials do "
+        "(`TFLiteConverter.from_keras_model`); `bare` is loading the clustered model, "
+        "converting it that way and writing the file, by hand. The pipeline's post-training "
+        "Quantizer converts the input's SavedModel instead (`from_saved_model`, the same "
+        "flatbuffer but for one metadata byte; components/quantizer/README.md).",
         "",
     ]
     for name, case in section.items():
         if isinstance(case, dict) and "steps" in case:
             lines += _case_section(name, case)
+        elif isinstance(case, dict) and "error" in case:
+            lines += [f"### {name}", "", f"Failed: {case['error']}", ""]
     return lines
 
 

@@ -86,3 +86,23 @@ def test_every_wrapped_phase_function_exists():
         assert callable(owner) and phase in step_phases.PHASES
     for module_name in step_phases.EXECUTORS:
         assert hasattr(importlib.import_module(module_name).Executor, "Do")
+
+
+def test_prune_schedule_reaches_the_target_in_the_first_half_on_both_sides():
+    from components.pruner.pruner import resolve_schedule
+    from pipelines.config import PipelineConfig
+
+    for case in mobilenet.CASES.values():
+        schedule = mobilenet.prune_schedule(case)
+        pruner = PipelineConfig.parse(mobilenet.pipeline_config(case, "/tmp/unused")).pruner
+        train = case["train_examples"] or 1437
+        steps_per_epoch = -(-train // case["batch_size"])
+        total = steps_per_epoch * case["fine_tune_epochs"]
+        resolved = resolve_schedule(pruner, steps_per_epoch)  # raises if unreachable
+        assert resolved["last_mask_update_step"] == schedule["end_step"] <= total // 2
+        assert schedule["end_step"] % schedule["frequency_steps"] == 0
+
+
+def test_a_failed_case_is_reported_beside_the_others():
+    lines = mobilenet_report.render_section({"mobilenet_v2_100_224": {"error": "boom"}}, 7)
+    assert "Failed: boom" in "\n".join(lines)

@@ -204,3 +204,23 @@ def test_steps_hand_their_output_to_the_next_step_with_the_same_result(
         model_io.tflite_path(loaded_uri), "rb"
     ) as f2:
         assert f1.read() == f2.read()
+
+
+def test_a_flattened_model_sharing_layers_is_not_handed_over(tmp_path):
+    """A flattened copy calls the nested original's layers again: loaded from its files, its layers
+    have one call each, so the object itself is not what the next step would load."""
+    import tf_keras
+
+    from components.importer import flatten
+
+    inner_in = tf_keras.Input((4,), name="inner_in")
+    inner = tf_keras.Model(inner_in, tf_keras.layers.Dense(3, name="d")(inner_in), name="inner")
+    outer_in = tf_keras.Input((4,), name="x")
+    nested = tf_keras.Model(outer_in, tf_keras.layers.Dense(2, name="out")(inner(outer_in)))
+    flat = flatten.flatten(nested)
+    assert flat is not nested
+    model_cache.clear()
+    model_io.save_keras_model(flat, str(tmp_path / "flat"))
+    loaded = model_io.load_keras_model(str(tmp_path / "flat"), shared=True)
+    assert loaded is not flat and model_cache.stats["misses"] == 1
+    assert all(len(layer._inbound_nodes) == 1 for layer in loaded.layers)

@@ -218,9 +218,12 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
         )
         # What load_keras_model(shared=True) would rebuild from these files is this model (same
         # config, same weights): the next step of this process reads it from memory instead.
-        from components.common import model_cache
+        # Not a model whose layers are also called in another model (a flattened copy shares
+        # its layers with the nested original): loaded, its layers would have one call each.
+        if all(len(layer._inbound_nodes) <= 1 for layer in model.layers):
+            from components.common import model_cache
 
-        model_cache.put("keras", path, model, keras_fingerprint)
+            model_cache.put("keras", path, model, keras_fingerprint)
     else:
         model.save(path, include_optimizer=False, save_format="tf")
     if training_config:
