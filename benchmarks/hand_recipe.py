@@ -70,7 +70,7 @@ def run(
 
     Args:
       skip_keras_autograph: also tell AutoGraph to leave tf_keras' own code alone, as the
-        pipeline's fine-tuning does (``components.common.training.skip_autograph_for_tf_keras``):
+        pipeline's fine-tuning does (``components.common.legacy_keras.skip_autograph_for_tf_keras``):
         the tutorials do not, and their first ``fit`` in a process pays 20-30 s for it. With it,
         the two sides differ only in what the pipeline adds around the same work.
     """

@@ -270,9 +270,9 @@ def run_hand_side(inputs: dict, case: dict, out_dir: str) -> dict:
     import tensorflow_model_optimization as tfmot  # noqa: F401
     import tf_keras
 
-    from components.common import training
+    from components.common import legacy_keras
 
-    training.skip_autograph_for_tf_keras()  # as the pipeline's fine-tuning does
+    legacy_keras.skip_autograph_for_tf_keras()  # as the pipeline's fine-tuning does
     timings = {"import_s": time.perf_counter() - started}
     t = time.perf_counter()
     shape = (-1, case["size"], case["size"], 3)

@@ -25,9 +25,9 @@ def _count(layers_model):
 @pytest.fixture
 def tiny_teacher_uri(tmp_path, tiny_model):
     """The tiny classifier (softmax output) saved as a Model artifact."""
-    from components.common import model_io, training
+    from components.common import legacy_keras, model_io
 
-    training.skip_autograph_for_tf_keras()  # as distill() does; saves ~20 s on the first save
+    legacy_keras.skip_autograph_for_tf_keras()  # as distill() does; saves ~20 s on the first save
 
     uri = str(tmp_path / "teacher")
     model_io.save_keras_model(tiny_model, uri)

@@ -200,9 +200,10 @@ def test_steps_hand_their_output_to_the_next_step_with_the_same_result(
     assert model_cache.stats["hits"] == 0
     for a, b in zip(handed, loaded, strict=True):
         assert a["metric_after"] == b["metric_after"] and a["metric_before"] == b["metric_before"]
-    with open(model_io.tflite_path(handed_uri), "rb") as f1, open(
-        model_io.tflite_path(loaded_uri), "rb"
-    ) as f2:
+    with (
+        open(model_io.tflite_path(handed_uri), "rb") as f1,
+        open(model_io.tflite_path(loaded_uri), "rb") as f2,
+    ):
         assert f1.read() == f2.read()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.common import examples as examples_lib
-from components.common import model_io, tflite, training
+from components.common import legacy_keras, model_io, tflite
 from components.common.errors import ConfigError, DataError, ModelInputError
 from components.common.examples import DataConfig
 from components.quantizer import conversion, quantizer
@@ -102,7 +102,7 @@ def tiny_data(tmp_path_factory):
 
     from pipelines.reference_data import write_examples
 
-    training.skip_autograph_for_tf_keras()  # what the components do before they train
+    legacy_keras.skip_autograph_for_tf_keras()  # what the components do before they train
     root = tmp_path_factory.mktemp("quantizer_tiny")
     rng = np.random.default_rng(0)
     arrays = {}

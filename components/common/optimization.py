@@ -375,9 +375,9 @@ def fine_tune_wrapped(
     """
     import tf_keras
 
-    from components.common import distillation, training
+    from components.common import distillation, legacy_keras, training
 
-    training.skip_autograph_for_tf_keras()
+    legacy_keras.skip_autograph_for_tf_keras()
     tf_keras.utils.set_random_seed(fine_tuning.seed)
     if compile_args is None:
         compile_args = training.CompileArgs.default(training.classifier_task(model))

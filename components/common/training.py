@@ -17,7 +17,6 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import ConfigError
-from components.common.legacy_keras import skip_autograph_for_tf_keras  # noqa: F401 - re-exported
 from components.common.metrics import Task
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from components.common import artifact_output, model_io, optimization, training
+from components.common import artifact_output, legacy_keras, model_io, optimization, training
 from components.common import examples as examples_lib
 from components.common import metrics as metrics_lib
 from components.common.examples import DataConfig
@@ -312,7 +312,7 @@ def distill(
     """
     started = time.time()
     check_before_loading(config)
-    training.skip_autograph_for_tf_keras()
+    legacy_keras.skip_autograph_for_tf_keras()
     inputs = _read_inputs(teacher_uri, examples_uri, data, config)
     made = _make_student(inputs, examples_uri, data, config)
     log.warning(

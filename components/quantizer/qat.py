@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from components.common import training
+from components.common import legacy_keras, training
 from components.common.errors import ModelInputError
 from components.common.examples import DataConfig
 from components.quantizer.config import QuantizerConfig
@@ -97,7 +97,7 @@ def train(model, examples_uri: str, data: DataConfig, config: QuantizerConfig, a
     from components.common import distillation, optimization
 
     tuning = config.fine_tuning
-    training.skip_autograph_for_tf_keras()
+    legacy_keras.skip_autograph_for_tf_keras()
     train_ds, eval_ds, _ = optimization.datasets(examples_uri, data, model, tuning)
     tf_keras.utils.set_random_seed(tuning.seed)
     if args is None:

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from components.common import training
+from components.common import legacy_keras, training
 from components.common.errors import ConfigError, ModelInputError
 from components.pruner.structured.graph import PRODUCER, ChannelPlan, analyze, layout_width
 from components.pruner.structured.rebuilding import rebuild
@@ -234,7 +234,7 @@ def structured_prune(model, train_ds, eval_ds, config: StructuredPruningConfig, 
     started = time.time()
     plan = check_model(model, config)
     _check_data(config, train_ds, eval_ds)
-    training.skip_autograph_for_tf_keras()
+    legacy_keras.skip_autograph_for_tf_keras()
     original_channels = {
         name: layout_width(lp.output_layout)
         for name, lp in plan.layers.items()
