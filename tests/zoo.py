@@ -433,6 +433,140 @@ def multi_output(root: str) -> ZooCase:
     )
 
 
+# ----------------------------------------------------------------------------- TFX and sequences
+
+
+def _token_classes(n, rng, length=16, vocab=40):
+    """Token ids whose class says whether low ids (< vocab/2) outnumber high ones."""
+    tokens = rng.integers(1, vocab, (n, length)).astype(np.int64)
+    return {
+        "tokens": tokens,
+        "label": (np.sum(tokens < vocab // 2, axis=1) > length // 2).astype(np.int64),
+    }
+
+
+def serve_tf_examples_signature(model, feature_spec: dict, output_key: str = "outputs"):
+    """The serving signature TFX's templates export: serialized tf.Examples in (``examples``),
+    parsed with the features' spec, the model's output out under ``output_key``."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples_fn(serialized_tf_examples):
+        parsed = tf.io.parse_example(serialized_tf_examples, feature_spec)
+        return {output_key: model(parsed)}
+
+    return serve_tf_examples_fn
+
+
+def tfx_template_cnn(root: str) -> ZooCase:
+    """A CNN saved the way TFX's templates save a Trainer's model: ``serving_default`` takes
+    serialized tf.Examples (``examples``: DT_STRING), parses them and returns ``outputs``."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((192,), name="image")
+    x = layers.Reshape((8, 8, 3))(inputs)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(32, activation="relu")(x)
+    model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    examples = write_examples(os.path.join(root, "examples"), _image_classes)
+    data = _image_classes(TRAIN, np.random.default_rng(0))
+    model.compile(tf_keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(data["image"], data["label"], epochs=EPOCHS, batch_size=32, verbose=0)
+    spec = {"image": tf.io.FixedLenFeature([192], tf.float32)}
+    path = os.path.join(root, "model")
+    model.save(
+        path,
+        save_format="tf",
+        signatures={"serving_default": serve_tf_examples_signature(model, spec)},
+    )
+    return ZooCase("tfx_template_cnn", path, examples, "multiclass")
+
+
+def transformer_tokens(root: str) -> ZooCase:
+    """A Transformer block over int64 token ids: Embedding (+ positions) -> MultiHeadAttention ->
+    LayerNormalization -> feed-forward -> pooling -> softmax."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((16,), dtype="int64", name="tokens")
+    x = layers.Embedding(40, 16, name="embedding")(inputs)
+    attention = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")(x, x)
+    x = layers.LayerNormalization(name="norm_1")(x + attention)
+    ffn = layers.Dense(32, activation="relu", name="ffn_1")(x)
+    ffn = layers.Dense(16, name="ffn_2")(ffn)
+    x = layers.LayerNormalization(name="norm_2")(x + ffn)
+    x = layers.GlobalAveragePooling1D()(x)
+    model = tf_keras.Model(inputs, layers.Dense(2, activation="softmax", name="head")(x))
+    return _trained_case(
+        root,
+        "transformer_tokens",
+        "multiclass",
+        _token_classes,
+        model,
+        ["tokens"],
+        "label",
+        "sparse_categorical_crossentropy",
+    )
+
+
+def lstm_binary(root: str) -> ZooCase:
+    """Embedding -> LSTM -> one sigmoid unit over int64 token ids."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((16,), dtype="int64", name="tokens"),
+            layers.Embedding(40, 16, name="embedding"),
+            layers.LSTM(16, name="lstm"),
+            layers.Dense(1, activation="sigmoid", name="head"),
+        ]
+    )
+    return _trained_case(
+        root,
+        "lstm_binary",
+        "binary",
+        _token_classes,
+        model,
+        ["tokens"],
+        "label",
+        "binary_crossentropy",
+    )
+
+
+def bidirectional_gru(root: str) -> ZooCase:
+    """Embedding -> Bidirectional(GRU) -> softmax over int64 token ids."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((16,), dtype="int64", name="tokens"),
+            layers.Embedding(40, 16, name="embedding"),
+            layers.Bidirectional(layers.GRU(8), name="bigru"),
+            layers.Dense(2, activation="softmax", name="head"),
+        ]
+    )
+    return _trained_case(
+        root,
+        "bidirectional_gru",
+        "multiclass",
+        _token_classes,
+        model,
+        ["tokens"],
+        "label",
+        "sparse_categorical_crossentropy",
+    )
+
+
 BUILDERS = {
     "binary_sigmoid": binary_sigmoid,
     "multilabel_sigmoid": multilabel_sigmoid,
@@ -445,4 +579,8 @@ BUILDERS = {
     "text_embedding": text_embedding,
     "residual_bn": residual_bn,
     "multi_output": multi_output,
+    "tfx_template_cnn": tfx_template_cnn,
+    "transformer_tokens": transformer_tokens,
+    "lstm_binary": lstm_binary,
+    "bidirectional_gru": bidirectional_gru,
 }

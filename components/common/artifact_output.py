@@ -66,6 +66,7 @@ def write_model(
     flatbuffer: bytes | None = None,
     json_files: dict[str, object] | None = None,
     training_config: dict | None = None,
+    interface=None,
 ) -> dict[str, str]:
     """Writes a Model artifact in the standard layout; on failure nothing of it stays.
 
@@ -77,6 +78,9 @@ def write_model(
         (a step whose serving flavour is its input unchanged: byte-identical, milliseconds).
       flatbuffer: a TFLite flatbuffer, written as ``Format-TFLite/model.tflite``.
       json_files: file name -> record, written as JSON at the top of the artifact.
+      interface: the input model's serving interface
+        (:class:`components.common.signatures.ServingInterface`): every signature of the input
+        is rebuilt around ``model`` and checked before anything is written.
 
     Returns:
       What was written: ``serving_model_dir``, ``tflite_path`` and each JSON file's name, to path.
@@ -84,12 +88,15 @@ def write_model(
     from components.common import model_io, properties
 
     written = {}
+    signatures = None
+    if model is not None and not serving_source and interface is not None:
+        signatures = interface.signatures_for(model)  # raises before anything is written
     with all_or_nothing(output_uri):
         if serving_source:
             written["serving_model_dir"] = model_io.copy_serving_model(serving_source, output_uri)
         elif model is not None:
             written["serving_model_dir"] = model_io.save_keras_model(
-                model, output_uri, training_config
+                model, output_uri, training_config, signatures
             )
         if flatbuffer is not None:
             written["tflite_path"] = model_io.write_tflite(flatbuffer, output_uri)

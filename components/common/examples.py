@@ -51,7 +51,18 @@ class DataConfig(StrictModel):
     eval_split: str = pydantic.Field("eval", min_length=1)
     module_file: str | None = pydantic.Field(
         None,
-        description="Python file with input_fn(file_paths, batch_size, split) for custom models.",
+        description="Python file with input_fn(file_paths, batch_size, split) for custom models, "
+        "and/or serving_signatures(model) -> {key: tf.function} rebuilding serving signatures "
+        "that wrap the model (as a TFX Trainer module file exports them).",
+    )
+    tflite_batch_size: int | None = pydantic.Field(
+        1,
+        ge=1,
+        le=4096,
+        description="The static batch every TFLite flatbuffer is converted with (what a device "
+        "runs per call: whole-graph XNNPACK delegation, fused LSTM kernels); null: a dynamic "
+        "batch, for devices that batch. An input with a variable dimension stays dynamic, with "
+        "the reason recorded.",
     )
 
 
@@ -165,6 +176,11 @@ def input_specs(model) -> list[tuple[str, tuple[int, ...]]]:
     return specs
 
 
+def input_dtypes(model) -> list[str]:
+    """The dtype name of each model input (float32, int64, int32, string, ...), in order."""
+    return [tensor.dtype.name for tensor in model.inputs]
+
+
 @dataclass(frozen=True)
 class FeatureMapping:
     """Resolved mapping: which feature feeds which model input, with what shape; the label."""
@@ -177,12 +193,17 @@ class FeatureMapping:
     label_kind: str = "int64"
     label_length: int = 1
     matched_by: str = "order"  # "name" or "order"
+    input_dtypes: tuple[str, ...] = ()  # each input's dtype (default: float32)
 
     def parse_fn(self):
-        """A tf function turning a serialized batch into (inputs, labels)."""
+        """A tf function turning a serialized batch into (inputs, labels): each input in the
+        model input's own dtype (int64 token ids stay integers, strings stay strings)."""
         import tensorflow as tf
 
-        dtypes = {"float": tf.float32, "int64": tf.int64}
+        dtypes = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
+        cast_to = [tf.as_dtype(d) for d in self.input_dtypes] or [tf.float32] * len(
+            self.feature_keys
+        )
         spec = {
             key: tf.io.FixedLenFeature([self.infos[key].length], dtypes[self.infos[key].kind])
             for key in self.feature_keys
@@ -194,8 +215,13 @@ class FeatureMapping:
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
             inputs = [
-                tf.reshape(tf.cast(parsed[key], tf.float32), [-1, *shape])
-                for key, shape in zip(self.feature_keys, self.input_shapes, strict=True)
+                tf.reshape(
+                    parsed[key] if dtype == tf.string else tf.cast(parsed[key], dtype),
+                    [-1, *shape],
+                )
+                for key, shape, dtype in zip(
+                    self.feature_keys, self.input_shapes, cast_to, strict=True
+                )
             ]
             labels = tf.reshape(tf.cast(parsed[self.label_key], label_dtype), label_shape)
             return (inputs[0] if len(inputs) == 1 else tuple(inputs)), labels
@@ -274,11 +300,21 @@ def match_features(data: DataConfig, infos: dict, shapes) -> tuple[list[str], st
     return keys, "order"
 
 
-def _check_feature(key: str, info, input_name: str, shape, infos, shapes, matched_by: str):
-    if info.kind == "bytes":
+def _check_feature(
+    key: str, info, input_name: str, shape, infos, shapes, matched_by: str, dtype: str = "float32"
+):
+    if (info.kind == "bytes") != (dtype == "string"):
+        if info.kind == "bytes":
+            raise DataError(
+                f"feature {key!r} holds bytes but model input {input_name!r} takes {dtype}; the "
+                "default input mapping feeds bytes only to string inputs. Decode them in the "
+                "model (e.g. tf.io.decode_png in a layer) or provide data.module_file with an "
+                "input_fn."
+            )
         raise DataError(
-            f"feature {key!r} holds bytes; the default input mapping feeds numeric features "
-            "only. Provide data.module_file with an input_fn."
+            f"model input {input_name!r} takes strings but feature {key!r} holds {info.kind} "
+            "values. Feed it a bytes feature (set data.feature_keys) or provide "
+            "data.module_file with an input_fn."
         )
     if -1 in shape:
         raise DataError(
@@ -311,8 +347,9 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
     task = tasks_lib.infer(model, _label_info(files, data.label_key, infos), data.task)
     shapes = input_specs(model)
     keys, matched_by = match_features(data, infos, shapes)
-    for key, (input_name, shape) in zip(keys, shapes, strict=True):
-        _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by)
+    dtypes = input_dtypes(model)
+    for key, (input_name, shape), dtype in zip(keys, shapes, dtypes, strict=True):
+        _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by, dtype)
     return FeatureMapping(
         data.label_key,
         tuple(keys),
@@ -322,6 +359,7 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
         label.kind,
         label.length,
         matched_by,
+        tuple(dtypes),
     )
 
 

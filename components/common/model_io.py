@@ -192,11 +192,16 @@ def load_saved_model(saved_model_dir: str):
     )
 
 
-def save_keras_model(model, output_uri: str, training_config: dict | None = None) -> str:
+def save_keras_model(
+    model, output_uri: str, training_config: dict | None = None, signatures: dict | None = None
+) -> str:
     """Saves ``model`` as ``<output_uri>/Format-Serving`` and returns that path.
 
     ``training_config`` (the input model's compiled loss and metrics, see
     :func:`read_training_config`) is kept beside it, so the next step fine-tunes with the same loss.
+    ``signatures`` (key -> concrete function, :mod:`components.common.signatures`) are the input
+    model's serving signatures rebuilt around ``model``; without them ``serving_default`` is the
+    model's call.
 
     A model made only of tf_keras' own layers is saved without the traces of every layer's call
     (``save_traces=False``), with its serving signature traced once: 3-4x faster to save and
@@ -212,7 +217,7 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
     if _builtin_layers_only(model):
         from tf_keras.src.saving.legacy import saving_utils
 
-        signature = saving_utils.trace_model_call(model)
+        signature = signatures or saving_utils.trace_model_call(model)
         model.save(
             path, include_optimizer=False, save_format="tf", save_traces=False, signatures=signature
         )
@@ -225,7 +230,7 @@ def save_keras_model(model, output_uri: str, training_config: dict | None = None
 
             model_cache.put("keras", path, model, keras_fingerprint)
     else:
-        model.save(path, include_optimizer=False, save_format="tf")
+        model.save(path, include_optimizer=False, save_format="tf", signatures=signatures)
     if training_config:
         import json
 

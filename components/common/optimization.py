@@ -275,7 +275,7 @@ def run_technique(
       The record, with ``model_uri``, ``task`` and ``loss`` added.
     """
     from components.common import examples as examples_lib
-    from components.common import model_io, training
+    from components.common import model_io, signatures, training
 
     # A multi-worker strategy configures collective ops, which TensorFlow accepts only before it
     # has run anything in the process: make it before the model is loaded.
@@ -283,6 +283,9 @@ def run_technique(
     # Read only: fine-tuning works on a copy (working_copy), so the model may be shared.
     model = model_io.load_keras_model(model_uri, shared=True)
     plan(model, config)  # fail on the model before reading any data
+    # The serving signatures to rebuild around the result, their wrappers checked on the input.
+    interface = signatures.interface_for(model_uri, model, examples_uri, data)
+    interface.check_wrappers(model)
     task = examples_lib.resolve_task(examples_uri, data, model)
     args = training.compile_args(task, model_uri, data.module_file)
     train_ds, eval_ds, steps_per_epoch = datasets(examples_uri, data, model, config.fine_tuning)
@@ -290,6 +293,7 @@ def run_technique(
     record["model_uri"] = model_uri
     record["task"] = task.to_dict()
     record["loss"] = args.describe()
+    record["serving_signatures"] = interface.describe()
     workers, chief = training.cluster_task()
     record.setdefault("fine_tuning", {}).update(workers=workers, chief=chief)
     if chief:
@@ -298,6 +302,7 @@ def run_technique(
             output_uri,
             {record_file: record, history_file: history},
             training_config=args.training_config,
+            interface=interface,
         )
     else:
         # Every worker ends with the same weights; a second writer would race the chief.
@@ -306,9 +311,14 @@ def run_technique(
 
 
 def write_model_artifact(
-    model, output_uri: str, json_files: dict[str, object], training_config: dict | None = None
+    model,
+    output_uri: str,
+    json_files: dict[str, object],
+    training_config: dict | None = None,
+    interface=None,
 ) -> str:
-    """Saves ``model`` and JSON files beside it (:func:`artifact_output.write_model`).
+    """Saves ``model`` and JSON files beside it (:func:`artifact_output.write_model`), with the
+    input's serving signatures rebuilt around it when ``interface`` is given.
 
     Returns:
       The SavedModel directory.
@@ -316,7 +326,11 @@ def write_model_artifact(
     from components.common import artifact_output
 
     written = artifact_output.write_model(
-        output_uri, model=model, json_files=json_files, training_config=training_config
+        output_uri,
+        model=model,
+        json_files=json_files,
+        training_config=training_config,
+        interface=interface,
     )
     return written["serving_model_dir"]
 

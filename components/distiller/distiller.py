@@ -355,9 +355,19 @@ def run(
     Returns:
       The record.
     """
+    from components.common import signatures
+
+    # The teacher's serving signatures, rebuilt around the student: their wrappers checked first.
+    teacher = model_io.load_keras_model(model_uri, shared=True)
+    interface = signatures.interface_for(model_uri, teacher, examples_uri, data)
+    interface.check_wrappers(teacher)
     result = distill(model_uri, examples_uri, data, config)
+    result.record["serving_signatures"] = interface.describe()
     artifact_output.write_model(
-        output_uri, model=result.student, json_files={DISTILLATION_RECORD_FILE: result.record}
+        output_uri,
+        model=result.student,
+        json_files={DISTILLATION_RECORD_FILE: result.record},
+        interface=interface,
     )
     return result.record
 

@@ -57,6 +57,7 @@ class EvalInputs:
     feature_lengths: tuple[int, ...]
     input_shapes: tuple[tuple[int, ...], ...]
     label_length: int = 1
+    input_dtypes: tuple[str, ...] = ()  # each model input's dtype (default: float32)
 
 
 def resolve_inputs(
@@ -127,13 +128,14 @@ def inputs_from_mapping(mapping: examples_lib.FeatureMapping) -> EvalInputs:
         tuple(mapping.infos[k].length for k in keys),
         tuple(mapping.input_shapes),
         mapping.label_length,
+        tuple(mapping.input_dtypes),
     )
 
 
 def _feature_spec(inputs: EvalInputs) -> dict:
     import tensorflow as tf
 
-    dtypes = {"float": tf.float32, "int64": tf.int64}
+    dtypes = {"float": tf.float32, "int64": tf.int64, "bytes": tf.string}
     spec = {
         key: tf.io.FixedLenFeature([length], dtypes[kind])
         for key, kind, length in zip(
@@ -145,10 +147,11 @@ def _feature_spec(inputs: EvalInputs) -> dict:
 
 
 def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
-    """Parsed feature tensors -> (model inputs as float32 numpy, labels as numpy)."""
+    """Parsed feature tensors -> (model inputs in their dtypes as numpy, labels as numpy)."""
+    dtypes = inputs.input_dtypes or ("float32",) * len(inputs.feature_keys)
     arrays = tuple(
-        np.asarray(parsed[key], dtype=np.float32).reshape([-1, *shape])
-        for key, shape in zip(inputs.feature_keys, inputs.input_shapes, strict=True)
+        np.asarray(parsed[key], dtype=object if dtype == "string" else dtype).reshape([-1, *shape])
+        for key, shape, dtype in zip(inputs.feature_keys, inputs.input_shapes, dtypes, strict=True)
     )
     labels = np.asarray(parsed[inputs.label_key])
     labels = labels.reshape([-1]) if inputs.label_length == 1 else labels
@@ -156,7 +159,7 @@ def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
 
 
 def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
-    """A function: serialized examples -> (model inputs as float32 numpy, labels as numpy)."""
+    """A function: serialized examples -> (model inputs as numpy, labels as numpy)."""
     import tensorflow as tf
 
     spec = _feature_spec(inputs)

@@ -148,9 +148,16 @@ def run(
             return _copy(source, record, output_uri, started)
         original = model_io.load_keras_model(source.path)
         model, record[ACTION] = original, "flattened"
+        from components.common import signatures
+
+        # The checkpoint's serving signatures, rebuilt around the flattened model.
+        interface = signatures.interface_for(source.path, original, examples_uri, data)
+        interface.check_wrappers(original)
+        record["serving_signatures"] = interface.describe()
     else:
         record[KERAS_VERSION] = source.archive.keras_version
         original, model = _convert(source, config, data, record)
+        interface = None  # a .keras file has no serving signatures: the model's call serves
     record[FLATTENED_MODELS] = flatten.nested_models(model)
     flat = flatten.flatten(model)
     if record[FLATTENED_MODELS] and source.kind == KERAS3:
@@ -160,7 +167,9 @@ def run(
     record[WALL_TIME_S] = round(time.perf_counter() - started, 3)
     from components.common import optimization
 
-    optimization.write_model_artifact(flat, output_uri, {IMPORT_RECORD_FILE: record})
+    optimization.write_model_artifact(
+        flat, output_uri, {IMPORT_RECORD_FILE: record}, interface=interface
+    )
     return record
 
 

@@ -347,6 +347,16 @@ def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str |
     return out, "converted_float32", tmp
 
 
+def _input_plan(tflite_path: str) -> dict:
+    """What the flatbuffer's inputs were fixed to (static batch, names, shapes, dtypes) and
+    whether the caller must reset its state tensors before each call: what a device app needs to
+    call it, published in the manifest."""
+    from components.common import conversion
+
+    with storage.open_read(tflite_path) as f:
+        return conversion.flatbuffer_plan(f.read())
+
+
 def push_tflite(
     tflite_path: str,
     model_name: str,
@@ -374,6 +384,7 @@ def push_tflite(
     sha, length = storage.file_sha256(tflite_path)
     entry = {"name": TFLITE_FILE, "sha256": sha, "length": length}
     entry["path"] = _blob_path(entry)
+    entry["inputs"] = _input_plan(tflite_path)
     storage.makedirs(channel.model_dir)
     with storage.lock(channel.model_dir):
         channel.put_file(tflite_path, entry)

@@ -28,23 +28,26 @@ class ConversionVerificationError(CandidateError):
 
 
 def _representative(samples):
-    """A representative-dataset generator yielding one example at a time."""
+    """A representative-dataset generator yielding one example at a time, in its input's dtype
+    (float32 features, integer token ids)."""
     arrays = samples if isinstance(samples, tuple) else (samples,)
+    arrays = tuple(
+        a if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32) for a in arrays
+    )
 
     def generate():
         for i in range(arrays[0].shape[0]):
-            yield [a[i : i + 1].astype(np.float32) for a in arrays]
+            yield [a[i : i + 1] for a in arrays]
 
     return generate
 
 
-def _converter(model, config: QuantizerConfig, samples, allow_float: bool, saved_model_dir=None):
+def _converter(model, config: QuantizerConfig, samples, allow_float: bool, batch_size=1):
     import tensorflow as tf
 
-    if saved_model_dir:
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    from components.common import conversion as common_conversion
+
+    converter, _ = common_conversion.converter(model, batch_size)
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
     mode = config.base_mode
     if mode != "none":
@@ -73,7 +76,7 @@ def _converter(model, config: QuantizerConfig, samples, allow_float: bool, saved
     return converter
 
 
-def _convert(converter, config: QuantizerConfig) -> bytes:
+def _convert(converter, config: QuantizerConfig, plan=None) -> bytes:
     try:
         return converter.convert()
     except Exception as e:  # noqa: BLE001 - ConverterError and friends
@@ -83,6 +86,11 @@ def _convert(converter, config: QuantizerConfig) -> bytes:
         hint = "Leave the layer(s) in float with quantizer.exclude_layers"
         if config.mode == "int16x8":
             hint += ", or use mode full_int8"
+        if plan is not None and not plan.static and any(o.startswith("tf.TensorList") for o in ops):
+            hint = (
+                "A recurrent layer converts to TFLite's fused kernels only with a static batch: "
+                "set data.tflite_batch_size (e.g. 1)"
+            )
         last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
         raise ConversionError(
             f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
@@ -99,7 +107,7 @@ def _excluded_nodes(flatbuffer: bytes, layer_names, exclude: list[str]) -> list[
 
 
 def _convert_full_int8_excluding(
-    model, config: QuantizerConfig, samples, first: bytes, saved_model_dir=None
+    model, config: QuantizerConfig, samples, first: bytes, batch_size=1
 ) -> bytes:
     """Requantizes with the excluded layers' ops denylisted, so they stay float (selective PTQ)."""
     import tensorflow as tf
@@ -107,7 +115,7 @@ def _convert_full_int8_excluding(
     nodes = _excluded_nodes(first, [layer.name for layer in model.layers], config.exclude_layers)
     if not nodes:
         return first
-    converter = _converter(model, config, samples, True, saved_model_dir)
+    converter = _converter(model, config, samples, True, batch_size)
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=nodes, fully_quantize=config.integer_only_io
     )
@@ -117,24 +125,23 @@ def _convert_full_int8_excluding(
     return debugger.get_nondebug_quantized_model()
 
 
-def convert(model, config: QuantizerConfig, samples=None, saved_model_dir=None) -> bytes:
-    """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes).
+def convert(model, config: QuantizerConfig, samples=None, batch_size: int | None = 1):
+    """The flatbuffer for ``config.mode`` (``model`` is the QAT model for QAT modes), converted
+    from the model's call with a static batch of ``batch_size`` where the model allows one
+    (:mod:`components.common.conversion`).
 
-    Args:
-      saved_model_dir: a SavedModel of ``model`` whose serving signature is the model's call
-        (:func:`model_io.serving_signature_matches`): converted from it, the flatbuffer is the
-        one ``model`` converts to (only the metadata byte naming the source format differs) in a
-        fraction of the time: ``from_keras_model`` saves the model again, with every layer's
-        traces, before converting it.
+    Returns:
+      (flatbuffer, the :class:`~components.common.conversion.InputPlan` it was converted with).
     """
+    from components.common import conversion as common_conversion
+
+    plan = common_conversion.plan_inputs(model, batch_size)
     allow_float = bool(config.exclude_layers)
-    converter = _converter(model, config, samples, allow_float, saved_model_dir)
-    flatbuffer = _convert(converter, config)
+    converter = _converter(model, config, samples, allow_float, batch_size)
+    flatbuffer = _convert(converter, config, plan)
     if config.base_mode == "full_int8" and config.exclude_layers:
-        flatbuffer = _convert_full_int8_excluding(
-            model, config, samples, flatbuffer, saved_model_dir
-        )
-    return flatbuffer
+        flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer, batch_size)
+    return flatbuffer, plan
 
 
 def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:

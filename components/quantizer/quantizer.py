@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.common import artifact_output, measure, model_io, optimization, tflite, training
+from components.common import (
+    artifact_output,
+    measure,
+    model_io,
+    optimization,
+    signatures,
+    tflite,
+    training,
+)
 from components.common import examples as examples_lib
 from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
@@ -69,6 +77,8 @@ class QuantizedModel:
     # A SavedModel directory holding ``serving_model`` as it is (written by one of our steps,
     # so without optimizer state): ``write`` copies it instead of saving the model again.
     serving_source: str | None = None
+    # The input's serving signatures, rebuilt around ``serving_model`` when it is saved anew.
+    interface: object = None
 
 
 # --------------------------------------------------------------------------- checks (cheap)
@@ -211,13 +221,13 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
             serving, serving_kind = reference, SERVING_QAT_MODEL
     record["serving_model"] = serving_kind
 
-    # Post-training modes convert the input's SavedModel when it is the model's call, as fast as
-    # the bare converter; QAT modes convert the model they trained.
-    source = _conversion_source(model, model_uri) if reference is model else None
-    record["converted_from"] = "saved_model" if source else "keras_model"
+    # Post-training modes convert the input model's call, QAT modes the model they trained; both
+    # with a static input signature (data.tflite_batch_size) where the model allows one.
     converted_at = time.time()
-    flatbuffer = conversion.convert(reference, config, samples, saved_model_dir=source)
+    flatbuffer, plan = conversion.convert(reference, config, samples, data.tflite_batch_size)
     record["conversion_s"] = time.time() - converted_at
+    record["converted_from"] = "keras_call"
+    record["tflite_inputs"] = plan.to_dict()
     layer_names = [layer.name for layer in model.layers]
     ops = fb_lib.operators(flatbuffer, layer_names)
     conversion.check_integer_ops(ops, config)
@@ -267,17 +277,6 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     return QuantizedModel(flatbuffer=flatbuffer, serving_model=serving, record=record)
 
 
-def _conversion_source(model, model_uri: str | None) -> str | None:
-    """The SavedModel directory to convert ``model`` from, or None to convert the Keras model."""
-    if not model_uri:
-        return None
-    try:
-        source = model_io.serving_model_dir(model_uri)
-    except ModelInputError:
-        return None
-    return source if model_io.serving_signature_matches(source, model) else None
-
-
 def _length(samples) -> int:
     return (samples[0] if isinstance(samples, tuple) else samples).shape[0]
 
@@ -321,13 +320,19 @@ def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: Qu
     model = model_io.load_keras_model(model_uri, shared=config.mode not in QAT_MODES)
     result = quantize(model, examples_uri, data, config, model_uri=model_uri)
     source = model_io.serving_model_dir(model_uri)
-    # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again.
-    # A checkpoint given by the user may hold optimizer state or other extras: it is saved anew.
+    # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again
+    # (its signatures with it). A checkpoint given by the user may hold optimizer state or other
+    # extras: it is saved anew, with its serving signatures rebuilt around the model.
+    result.interface = signatures.interface_for(model_uri, model, examples_uri, data)
+    result.record["serving_signatures"] = result.interface.describe()
     if (
         result.record["serving_model"] == SERVING_INPUT
         and os.path.basename(source.rstrip("/")) == model_io.SERVING_DIR
     ):
         result.serving_source = source
+    else:
+        result.interface.check_wrappers(model)
+        result.record["serving_signatures"] = result.interface.describe()
     return result
 
 
@@ -349,6 +354,7 @@ def write(result: QuantizedModel, output_uri: str, record_name: str | None = Non
         output_uri,
         model=result.serving_model,
         serving_source=result.serving_source,
+        interface=result.interface,
         flatbuffer=result.flatbuffer,
         json_files={record_name: result.record} if record_name else None,
     )

@@ -1,0 +1,597 @@
+"""The serving interface of a model, kept through every step: read, rebuilt, verified.
+
+TF Serving clients call a model by its SavedModel's signatures (keys, input and output names,
+dtypes, shapes). A model exported as TFX's templates export it has a ``serving_default`` that takes
+serialized ``tf.Example``s, parses them and calls the Keras model; saving the optimised Keras
+model with its own call as ``serving_default`` would break every such client at promotion. So
+each step that writes a new SavedModel rebuilds every signature of its input around the new
+model, by kind:
+
+- ``model_call``: the signature is the model's call (inputs named like the model's, in its dtypes
+  and shapes): traced again from the new model, the input's output keys kept.
+- ``parse_example``: the signature parses serialized tf.Examples (``ParseExampleV2``) and feeds
+  the parsed features to the model: the feature spec (keys, dtypes, shapes, defaults) is read from
+  the signature's graph and the same parsing is put in front of the new model.
+- ``hook``: anything else (a TFX Transform layer, post-processing, several outputs): the function
+  users already have in their Trainer module file, ``serving_signatures(model)`` (or
+  ``serving_signatures(model, original)``, ``original`` being the input SavedModel loaded with
+  ``tf.saved_model.load``, e.g. for its ``tft_layer``) in ``data.module_file``, returning
+  ``{signature key: tf.function with an input_signature}``.
+
+Verified before anything is written, on serialized eval examples: a rebuilt wrapper (parse or
+hook) around the *input* model must give what the input's own signature gives (so the wrapper
+was read right), and every signature of the new model must return the same keys, dtypes and
+shapes as the input's. A signature that cannot be rebuilt is an error naming it and the hook,
+raised at preflight.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.common.errors import ModelInputError
+
+HOOK_NAME = "serving_signatures"
+MODEL_CALL, PARSE_EXAMPLE, HOOK = "model_call", "parse_example", "hook"
+# Signatures the wrapper check and the candidate check call (serialized eval examples).
+VERIFY_EXAMPLES = 32
+# A rebuilt wrapper around the input model gives what the input's signature gives, to float noise.
+WRAPPER_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # numpy-style name: float32, int64, string
+    shape: tuple[int, ...]  # -1 where unknown (the batch)
+
+    def to_dict(self) -> dict:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature of the input SavedModel and how it is rebuilt."""
+
+    key: str
+    inputs: dict
+    outputs: dict
+    kind: str = MODEL_CALL
+    feature_spec: dict = field(
+        default_factory=dict
+    )  # PARSE_EXAMPLE: key -> (dtype, shape, default)
+
+    def to_dict(self) -> dict:
+        record = {
+            "key": self.key,
+            "kind": self.kind,
+            "inputs": {n: t.to_dict() for n, t in self.inputs.items()},
+            "outputs": {n: t.to_dict() for n, t in self.outputs.items()},
+        }
+        if self.feature_spec:
+            record["features"] = {
+                k: {"dtype": d, "shape": list(s), "default": default is not None}
+                for k, (d, s, default) in self.feature_spec.items()
+            }
+        return record
+
+
+def _tensor_info(name: str, info) -> TensorInfo:
+    import tensorflow as tf
+
+    dtype = tf.as_dtype(info.dtype)
+    shape = tuple(-1 if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+    return TensorInfo(name, "string" if dtype == tf.string else dtype.name, shape)
+
+
+def read(saved_model_dir: str) -> dict[str, Signature]:
+    """The SavedModel's signatures, from ``saved_model.pb`` alone (kinds not settled yet)."""
+    from tensorflow.python.saved_model import loader_impl
+
+    proto = loader_impl.parse_saved_model(saved_model_dir)
+    signatures = {}
+    for key, sig in sorted(proto.meta_graphs[0].signature_def.items()):
+        if key.startswith("__"):  # __saved_model_init_op
+            continue
+        signatures[key] = Signature(
+            key,
+            {n: _tensor_info(n, i) for n, i in sorted(sig.inputs.items())},
+            {n: _tensor_info(n, i) for n, i in sorted(sig.outputs.items())},
+        )
+    return signatures
+
+
+def _model_inputs(model) -> list[TensorInfo]:
+    from components.common.conversion import input_names
+
+    return [
+        TensorInfo(
+            name,
+            "string" if t.dtype.name == "string" else t.dtype.name,
+            tuple(-1 if d is None else int(d) for d in t.shape),
+        )
+        for name, t in zip(input_names(model), model.inputs, strict=True)
+    ]
+
+
+def is_model_call(signature: Signature, model) -> bool:
+    """True when the signature takes the model's inputs (names, dtypes, shapes past the batch)
+    and gives as many outputs as the model, of the same shapes."""
+    inputs = _model_inputs(model)
+    if sorted(signature.inputs) != sorted(t.name for t in inputs):
+        return False
+    for t in inputs:
+        got = signature.inputs[t.name]
+        if got.dtype != t.dtype or got.shape[1:] != t.shape[1:]:
+            return False
+    outputs = sorted(info.shape[1:] for info in signature.outputs.values())
+    model_outputs = sorted(
+        tuple(-1 if d is None else int(d) for d in t.shape[1:]) for t in model.outputs
+    )
+    return outputs == model_outputs
+
+
+# ----------------------------------------------------------------------------- parse_example
+
+
+def _const_value(nodes: dict, ref: str):
+    from tensorflow.python.framework import tensor_util
+
+    node = nodes.get(ref.split(":")[0].lstrip("^"))
+    if node is None or node.op != "Const":
+        return None
+    return tensor_util.MakeNdarray(node.attr["value"].tensor)
+
+
+def read_parse_spec(function) -> dict | None:
+    """The dense feature spec of the one ``ParseExampleV2`` in a concrete function's graph (its
+    nested functions included): key -> (dtype name, shape, default or None). None when there is
+    no parse, several, sparse or ragged features, or a key that is not a constant."""
+    import tensorflow as tf
+
+    graph = function.graph.as_graph_def()
+    bodies = [list(graph.node)] + [list(f.node_def) for f in graph.library.function]
+    found = []
+    for body in bodies:
+        nodes = {n.name: n for n in body}
+        found += [(n, nodes) for n in body if n.op == "ParseExampleV2"]
+    if len(found) != 1:
+        return None
+    node, nodes = found[0]
+    if node.attr["num_sparse"].i or len(node.attr["ragged_value_types"].list.type):
+        return None
+    keys = _const_value(nodes, node.input[3])
+    if keys is None:
+        return None
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.ravel(keys)]
+    dtypes = [tf.as_dtype(t) for t in node.attr["Tdense"].list.type]
+    shapes = [tuple(int(d.size) for d in s.dim) for s in node.attr["dense_shapes"].list.shape]
+    defaults = list(node.input[5 : 5 + len(keys)])
+    if not (len(keys) == len(dtypes) == len(shapes) == len(defaults)):
+        return None
+    spec = {}
+    for key, dtype, shape, ref in zip(keys, dtypes, shapes, defaults, strict=True):
+        value = _const_value(nodes, ref)
+        if value is None:
+            return None
+        default = None if value.size == 0 else value.tolist()
+        spec[key] = ("string" if dtype == tf.string else dtype.name, shape, default)
+    return spec
+
+
+def _parse_features(spec: dict) -> dict:
+    import tensorflow as tf
+
+    return {
+        key: tf.io.FixedLenFeature(list(shape), tf.as_dtype(dtype), default_value=default)
+        for key, (dtype, shape, default) in spec.items()
+    }
+
+
+def _feeds_from_features(model, parsed: dict, spec: dict):
+    """The model's inputs from parsed features: by input name, or the one feature for the one
+    input; reshaped to the input's shape and cast to its dtype."""
+    import tensorflow as tf
+
+    inputs = _model_inputs(model)
+    if all(t.name in parsed for t in inputs):
+        names = [t.name for t in inputs]
+    elif len(inputs) == 1 and len(parsed) == 1:
+        names = list(parsed)
+    else:
+        return None
+    feeds = []
+    for name, info, tensor in zip(names, inputs, model.inputs, strict=True):
+        value = parsed[name]
+        if tensor.dtype != tf.string:
+            value = tf.cast(value, tensor.dtype)
+        feeds.append(tf.reshape(value, [-1, *info.shape[1:]]))
+    return feeds[0] if len(feeds) == 1 else feeds
+
+
+def _parse_signature(model, signature: Signature):
+    """A concrete function: serialized tf.Examples -> the spec's parsing -> ``model``."""
+    import tensorflow as tf
+
+    (input_name,) = signature.inputs
+    (output_key,) = signature.outputs
+    features = _parse_features(signature.feature_spec)
+
+    def serve(serialized):
+        parsed = tf.io.parse_example(serialized, features)
+        return {output_key: model(_feeds_from_features(model, parsed, signature.feature_spec))}
+
+    spec = tf.TensorSpec([None], tf.string, name=input_name)
+    return tf.function(serve, autograph=False).get_concrete_function(spec)
+
+
+def _call_signature(model, signature: Signature):
+    """The model's call with the signature's input names and output keys."""
+    import tensorflow as tf
+
+    from components.common.conversion import input_names
+
+    names = input_names(model)
+    specs = [
+        tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=name)
+        for name, t in zip(names, model.inputs, strict=True)
+    ]
+    # Output keys: by shape, in the model's output order (a single output: its one key).
+    keys = list(signature.outputs)
+    if len(keys) > 1:
+        by_shape = {info.shape[1:]: key for key, info in signature.outputs.items()}
+        keys = [
+            by_shape[tuple(-1 if d is None else int(d) for d in t.shape[1:])] for t in model.outputs
+        ]
+
+    def call(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return dict(zip(keys, outputs, strict=True))
+
+    return tf.function(call, autograph=False).get_concrete_function(*specs)
+
+
+# ----------------------------------------------------------------------------- the hook
+
+
+def load_hook(module_file: str | None):
+    """``serving_signatures`` of ``data.module_file``, or None."""
+    if not module_file or not os.path.isfile(module_file):
+        return None
+    spec = importlib.util.spec_from_file_location("tfxopt_serving_module", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, HOOK_NAME, None)
+
+
+def _call_hook(hook, model, original) -> dict:
+    import inspect
+
+    takes_original = len(inspect.signature(hook).parameters) >= 2
+    made = hook(model, original) if takes_original else hook(model)
+    if not isinstance(made, dict):
+        raise ModelInputError(
+            f"{HOOK_NAME}(model) returned {type(made).__name__}: return a dict of signature key "
+            "-> tf.function (with an input_signature) or concrete function."
+        )
+    functions = {}
+    for key, fn in made.items():
+        if hasattr(fn, "get_concrete_function"):
+            try:
+                fn = fn.get_concrete_function()
+            except (TypeError, ValueError) as e:
+                raise ModelInputError(
+                    f"{HOOK_NAME}(model)[{key!r}] needs an input_signature (tf.function("
+                    f"input_signature=[tf.TensorSpec(...)])): {e}"
+                ) from None
+        functions[key] = fn
+    return functions
+
+
+# ----------------------------------------------------------------------------- the interface
+
+
+@dataclass
+class ServingInterface:
+    """The input model's signatures, how each is rebuilt, and examples to verify them on."""
+
+    source_dir: str
+    signatures: dict[str, Signature]
+    module_file: str | None = None
+    serialized: list = field(default_factory=list)  # serialized eval examples
+    checked: dict = field(default_factory=dict)  # key -> the wrapper check's max abs diff
+
+    @property
+    def only_model_calls(self) -> bool:
+        return all(s.kind == MODEL_CALL for s in self.signatures.values())
+
+    def describe(self) -> list[dict]:
+        described = []
+        for key, signature in self.signatures.items():
+            entry = signature.to_dict()
+            if key in self.checked:
+                entry["wrapper_max_abs_diff"] = self.checked[key]
+            described.append(entry)
+        return described
+
+    def build(self, model, original=None) -> dict:
+        """Every signature rebuilt around ``model``: key -> concrete function."""
+        hooked = {}
+        if any(s.kind == HOOK for s in self.signatures.values()):
+            hooked = _call_hook(load_hook(self.module_file), model, original or self._original())
+        built = {}
+        for key, signature in self.signatures.items():
+            if signature.kind == MODEL_CALL:
+                built[key] = _call_signature(model, signature)
+            elif signature.kind == PARSE_EXAMPLE:
+                built[key] = _parse_signature(model, signature)
+            else:
+                built[key] = hooked[key]
+        return built
+
+    def _original(self):
+        from components.common import model_io
+
+        return model_io.load_saved_model(self.source_dir)
+
+    def _feeds(self, signature: Signature, function=None) -> dict | None:
+        """Inputs for a signature: the serialized examples for one string input, else None."""
+        import tensorflow as tf
+
+        if len(signature.inputs) == 1:
+            (info,) = signature.inputs.values()
+            if info.dtype == "string" and info.shape in ((-1,), ()):
+                return {info.name: tf.constant(self.serialized)}
+        return None
+
+    def check_wrappers(self, model) -> None:
+        """The rebuilt wrappers around the input ``model`` give what the input's signatures give.
+
+        Raises:
+          ModelInputError: naming the signature, the difference and the hook.
+        """
+        if self.only_model_calls or not self.serialized:
+            return
+        original = self._original()
+        built = self.build(model, original)
+        for key, signature in self.signatures.items():
+            if signature.kind == MODEL_CALL:
+                continue
+            feeds = self._feeds(signature)
+            if feeds is None:
+                continue
+            expected = _outputs(original.signatures[key], feeds)
+            got = _outputs(built[key], feeds)
+            diff = _compare(expected, got)
+            if diff is None or diff > WRAPPER_TOLERANCE * max(1.0, _scale(expected)):
+                how = (
+                    f"{HOOK_NAME}(model) in {self.module_file}"
+                    if signature.kind == HOOK
+                    else "the signature rebuilt from its ParseExample spec"
+                )
+                shown = (
+                    "different keys, dtypes or shapes"
+                    if diff is None
+                    else f"max abs diff {diff:.3g}"
+                )
+                raise ModelInputError(
+                    f"serving signature {key!r}: {how} does not reproduce the input's signature "
+                    f"on {len(self.serialized)} eval examples ({shown}). Define "
+                    f"{HOOK_NAME}(model) in data.module_file returning {{{key!r}: tf.function}} "
+                    "exactly as the Trainer's module file exports it."
+                )
+            self.checked[key] = float(diff)
+
+    def signatures_for(self, model) -> dict:
+        """Every signature rebuilt around ``model`` (an optimised copy of the input), checked to
+        return the input's keys, dtypes and shapes on the eval examples.
+
+        Raises:
+          ModelInputError: naming the signature and what differs.
+        """
+        built = self.build(model)
+        if not self.serialized:
+            return built
+        original = None
+        for key, signature in self.signatures.items():
+            feeds = self._feeds(signature)
+            if feeds is None:
+                continue
+            original = original or self._original()
+            expected = _outputs(original.signatures[key], feeds)
+            got = _outputs(built[key], feeds)
+            if _compare(expected, got) is None:
+                raise ModelInputError(
+                    f"serving signature {key!r} rebuilt around the optimised model returns "
+                    f"{_layout(got)}, the input's returns {_layout(expected)}: its clients would "
+                    "break. Check the optimisation step's output layers."
+                )
+        return built
+
+
+def _outputs(function, feeds: dict) -> dict:
+    result = function(**feeds)
+    return {k: np.asarray(v) for k, v in result.items()}
+
+
+def _layout(outputs: dict) -> str:
+    return ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in sorted(outputs.items()))
+
+
+def _compare(expected: dict, got: dict) -> float | None:
+    """Max abs difference, or None when the keys, dtypes or shapes differ."""
+    if sorted(expected) != sorted(got):
+        return None
+    diff = 0.0
+    for key, value in expected.items():
+        other = got[key]
+        if value.dtype != other.dtype or value.shape != other.shape:
+            return None
+        if np.issubdtype(value.dtype, np.number):
+            diff = (
+                max(diff, float(np.max(np.abs(value.astype(np.float64) - other))))
+                if value.size
+                else diff
+            )
+        elif not np.array_equal(value, other):
+            return float("inf")
+    return diff
+
+
+def _scale(outputs: dict) -> float:
+    values = [
+        float(np.max(np.abs(v)))
+        for v in outputs.values()
+        if v.size and np.issubdtype(v.dtype, np.number)
+    ]
+    return max(values, default=1.0)
+
+
+def plan(saved_model_dir: str, model, module_file: str | None = None) -> ServingInterface:
+    """Reads the SavedModel's signatures and settles how each is rebuilt around ``model``.
+
+    Raises:
+      ModelInputError: a signature that is neither the model's call, nor a readable tf.Example
+        parse, nor given by the hook: naming it and the hook.
+    """
+    signatures = read(saved_model_dir)
+    hook = load_hook(module_file)
+    hooked_keys = None
+    settled = {}
+    loaded = None
+    for key, signature in signatures.items():
+        if is_model_call(signature, model):
+            settled[key] = signature
+            continue
+        if hook is not None:
+            if hooked_keys is None:
+                from components.common import model_io
+
+                loaded = loaded or model_io.load_saved_model(saved_model_dir)
+                hooked_keys = set(_call_hook(hook, model, loaded))
+            if key in hooked_keys:
+                settled[key] = Signature(key, signature.inputs, signature.outputs, HOOK)
+                continue
+        why = _parse_problem(signature)
+        if why is None:
+            from components.common import model_io
+
+            loaded = loaded or model_io.load_saved_model(saved_model_dir)
+            spec = read_parse_spec(loaded.signatures[key])
+            why = _spec_problem(spec, model)
+            if why is None:
+                settled[key] = Signature(
+                    key, signature.inputs, signature.outputs, PARSE_EXAMPLE, spec
+                )
+                continue
+        inputs = ", ".join(f"{n} {t.dtype} {list(t.shape)}" for n, t in signature.inputs.items())
+        raise ModelInputError(
+            f"serving signature {key!r} of {saved_model_dir!r} (inputs: {inputs}) wraps the model "
+            f"in a way that cannot be rebuilt around the optimised model ({why}). Define "
+            f"{HOOK_NAME}(model) in data.module_file returning {{{key!r}: tf.function}} (the "
+            "function your Trainer module file exports it with)."
+        )
+    return ServingInterface(saved_model_dir, settled, module_file)
+
+
+def _parse_problem(signature: Signature) -> str | None:
+    if len(signature.inputs) != 1:
+        return f"{len(signature.inputs)} inputs that are not the model's"
+    (info,) = signature.inputs.values()
+    if info.dtype != "string":
+        return (
+            f"input {info.name!r} is {info.dtype}, not the model's inputs nor serialized examples"
+        )
+    if len(signature.outputs) != 1:
+        return f"{len(signature.outputs)} outputs from one model output"
+    return None
+
+
+def _spec_problem(spec: dict | None, model) -> str | None:
+    if spec is None:
+        return "no single ParseExample of dense features with constant keys in its graph"
+    inputs = _model_inputs(model)
+    names = [t.name for t in inputs]
+    if not (all(n in spec for n in names) or (len(names) == 1 and len(spec) == 1)):
+        return f"its parsed features {sorted(spec)} are not named like the model's inputs {names}"
+    return None
+
+
+def interface_for(model_uri: str, model, examples_uri: str | None, data) -> ServingInterface:
+    """The serving interface of the model at ``model_uri`` to keep in a step's output, with
+    serialized eval examples to verify it on (only read when a signature wraps the model)."""
+    from components.common import model_io
+
+    interface = plan(model_io.serving_model_dir(model_uri), model, data.module_file)
+    if not interface.only_model_calls and examples_uri is not None:
+        from components.common import examples as examples_lib
+
+        files = examples_lib.split_files(examples_uri, data.eval_split)
+        for i, record in enumerate(examples_lib.iter_serialized(files)):
+            if i >= VERIFY_EXAMPLES:
+                break
+            interface.serialized.append(record)
+    return interface
+
+
+def serialize_inputs(model, spec: dict, arrays) -> list[bytes]:
+    """Serialized tf.Examples carrying model inputs under the features a parse signature reads
+    (by input name, or the one feature for the one input): what a TF Serving client sends."""
+    import tensorflow as tf
+
+    arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
+    inputs = _model_inputs(model)
+    keys = [t.name for t in inputs] if all(t.name in spec for t in inputs) else list(spec)
+    records = []
+    for i in range(int(arrays[0].shape[0])):
+        feature = {}
+        for key, array in zip(keys, arrays, strict=True):
+            values = np.asarray(array[i]).reshape(-1)
+            dtype = spec[key][0]
+            if dtype == "string":
+                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+            elif dtype.startswith("int"):
+                feature[key] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=values.astype(np.int64).tolist())
+                )
+            else:
+                feature[key] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=values.astype(np.float32).tolist())
+                )
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        records.append(example.SerializeToString())
+    return records
+
+
+def serving_feeder(function, model):
+    """How to feed a loaded serving signature model inputs (numpy arrays, batch first):
+    ``feeds(arrays) -> {input name: tensor}``. A signature that takes serialized tf.Examples gets
+    them built from the arrays (its parse spec read from its graph). None when neither works."""
+    import tensorflow as tf
+
+    _, kwargs = function.structured_input_signature
+    names = list(kwargs)
+    model_names = [t.name for t in _model_inputs(model)]
+    string_input = len(kwargs) == 1 and next(iter(kwargs.values())).dtype == tf.string
+    if string_input and not (len(model_names) == 1 and model.inputs[0].dtype == tf.string):
+        spec = read_parse_spec(function)
+        if spec is None or _spec_problem(spec, model) is not None:
+            return None
+        (name,) = names
+
+        def feeds_examples(arrays):
+            return {name: tf.constant(serialize_inputs(model, spec, arrays))}
+
+        return feeds_examples
+    ordered = [n for n in model_names if n in kwargs] or names
+
+    def feeds(arrays):
+        arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
+        return {n: tf.constant(a) for n, a in zip(ordered, arrays, strict=True)}
+
+    return feeds
