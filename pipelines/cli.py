@@ -41,14 +41,23 @@ def _cmd_run(args) -> int:
             )
             return 2
         config = load_config(args.config)
+        if args.label_key is not None:
+            config = config.model_copy(
+                update={"data": config.data.model_copy(update={"label_key": args.label_key})}
+            )
     else:
-        config = default_run_config(args.model, args.serving)
+        config = default_run_config(args.model, args.serving, label_key=args.label_key)
     from pipelines.local.runner import run_local
     from pipelines.report import console
 
-    print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
+    label_line = task = None
     if args.config is None:
-        print(console.default_recipe_text(config), flush=True)
+        config, task, label_line = _fit_default_recipe(config, args)
+    print(f"tfxopt: running pipeline {config.pipeline_name!r} locally -> {args.output}", flush=True)
+    if label_line:
+        print(label_line, flush=True)
+    if args.config is None:
+        print(console.default_recipe_text(config, task.kind), flush=True)
     run = run_local(config, args.model, args.examples, args.output)
     print(console.render(run))
     from pipelines.report.writer import write_report
@@ -62,6 +71,27 @@ def _cmd_run(args) -> int:
         print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fit_default_recipe(config, args):
+    """The default recipe for this model's task, once its label and task are known (nothing is
+    written before): (the config, the task, the line saying which label was inferred, or None)."""
+    from pipelines.config import default_config_for_task
+    from pipelines.local import preflight
+
+    label_key, task = preflight.task_for_default_recipe(
+        config, args.model, args.examples, label_key_given=args.label_key is not None
+    )
+    line = None
+    if label_key != config.data.label_key:
+        line = (
+            f"tfxopt: label: {label_key!r}, the one feature no model input takes (the Examples "
+            f"have no {config.data.label_key!r}; --label-key names another)"
+        )
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"label_key": label_key})}
+        )
+    return default_config_for_task(config, task.kind), task, line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config",
         help="pipeline YAML config (default: the default recipe, pipelines/configs/default.yaml)",
+    )
+    run.add_argument(
+        "--label-key",
+        metavar="KEY",
+        help="the Examples feature holding the label (sets data.label_key; default: `label`, "
+        "else the one feature no model input takes)",
     )
     run.add_argument("--output", default="tfxopt-output", help="pipeline root, metadata, reports")
     run.add_argument(

@@ -29,8 +29,11 @@ from pipelines.recipes import Plan, Recipe, check_candidate_name, plan_recipes, 
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-#: What ``tfxopt run`` runs without ``--config``: three recipes and a documented gate.
+#: What ``tfxopt run`` runs without ``--config``: sections common to every task, and per task
+#: (under ``tasks:``) the recipes that apply to it and its gate rule.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
+DEFAULT_TASKS_KEY = "tasks"
+DEFAULT_TASK_SECTIONS = ("candidates", "evaluator")
 
 
 class QuantizationCandidate(QuantizerConfig):
@@ -251,13 +254,75 @@ def load_config(path: str | None) -> PipelineConfig:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def default_run_config(model_uri: str, serving_dir: str | None = None) -> PipelineConfig:
-    """The default recipe (``configs/default.yaml``), pushing to ``serving_dir`` when one is given.
+def _merged(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` merged in: mappings key by key, any other value replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def default_recipe() -> tuple[dict, dict[str, dict]]:
+    """``configs/default.yaml`` as (the sections common to every task, task -> its sections).
+
+    Raises:
+      ConfigError: the file lacks a task of components/common/metrics.TASKS, or a task's entry
+        holds more than ``candidates`` and ``evaluator``.
+    """
+    import yaml
+
+    from components.common.metrics import TASKS
+
+    with open(DEFAULT_CONFIG) as f:
+        common = yaml.safe_load(f)
+    variants = common.pop(DEFAULT_TASKS_KEY, None) or {}
+    for task in TASKS:
+        sections = variants.get(task)
+        if not isinstance(sections, dict) or "candidates" not in sections:
+            raise ConfigError(f"{DEFAULT_CONFIG}: {DEFAULT_TASKS_KEY}.{task}.candidates is missing")
+        extra = sorted(set(sections) - set(DEFAULT_TASK_SECTIONS))
+        if extra:
+            raise ConfigError(
+                f"{DEFAULT_CONFIG}: {DEFAULT_TASKS_KEY}.{task} holds {extra}: a task picks "
+                f"{' and '.join(DEFAULT_TASK_SECTIONS)} only"
+            )
+    return common, variants
+
+
+def default_config_for_task(config: PipelineConfig, task: str) -> PipelineConfig:
+    """``config`` (a default recipe) with the candidates and the gate of ``task``'s recipe.
+
+    The default recipe's ``evaluator`` is the common one with the task's merged in (its drop
+    rule: accuracy points, or the relative error for regression); its ``candidates`` are the
+    task's (magnitude pruning where structured pruning cannot run: every task but multiclass).
+    Everything else in ``config`` (the label key, the pusher) is kept.
+    """
+    common, variants = default_recipe()
+    variant = variants[task]
+    data = config.model_dump()
+    data["candidates"] = variant["candidates"]
+    data["evaluator"] = _merged(common.get("evaluator") or {}, variant.get("evaluator") or {})
+    return PipelineConfig.parse(data)
+
+
+def default_run_config(
+    model_uri: str,
+    serving_dir: str | None = None,
+    task: str = "multiclass",
+    label_key: str | None = None,
+) -> PipelineConfig:
+    """The default recipe (``configs/default.yaml``) for ``task``, pushing to ``serving_dir`` when
+    one is given, reading the label from ``label_key`` when one is given.
 
     The pushed model's name is the model directory's name (a TFX ``Format-Serving`` directory's
     parent's; a ``.keras`` file's stem), made safe for the repository layout.
     """
-    config = load_config(DEFAULT_CONFIG)
+    common, _ = default_recipe()
+    if label_key is not None:
+        common = _merged(common, {"data": {"label_key": label_key}})
+    config = default_config_for_task(PipelineConfig.parse(common), task)
     if serving_dir is None:
         return config
     path = os.path.abspath(model_uri).rstrip("/")

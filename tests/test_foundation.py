@@ -95,8 +95,15 @@ def test_shipped_configs_validate():
 
     configs = os.path.join(REPO, "pipelines", "configs")
     names = sorted(n for n in os.listdir(configs) if n.endswith(".yaml"))
-    assert "demo.yaml" in names
+    assert "demo.yaml" in names and "default.yaml" in names
     for name in names:
+        if name == "default.yaml":  # the default recipe: common sections, a recipe per task
+            from components.common.metrics import TASKS
+            from pipelines.config import default_run_config
+
+            for task in TASKS:
+                default_run_config("model", task=task)
+            continue
         load_config(os.path.join(configs, name))
 
 

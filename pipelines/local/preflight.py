@@ -7,7 +7,7 @@ import math
 import os
 
 from components.common import examples as examples_lib
-from components.common.errors import ConfigError, TfxOptError
+from components.common.errors import ConfigError, DataError, TfxOptError
 from pipelines.config import PipelineConfig, QuantizationCandidate
 
 # Preflight counts at most this many train examples to check the pruning schedule.
@@ -70,6 +70,72 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
             )
     check_stages(config, model, examples_uri)
     return task
+
+
+def task_for_default_recipe(
+    config: PipelineConfig, model_uri: str, examples_uri: str, label_key_given: bool
+) -> tuple[str, object]:
+    """The label key and the task of a run of the default recipe, before it picks its recipes.
+
+    With ``label_key_given`` false and no ``data.label_key`` feature in the Examples, the label is
+    the one feature that no model input takes by name (:func:`label_candidates`).
+
+    Returns:
+      (the label key, the task: components/common/metrics.Task).
+    Raises:
+      TfxOptError: the model or Examples are unusable, the label is not a feature, or which
+        feature is the label cannot be told (naming the candidates and ``--label-key``).
+    """
+    from components.importer import importer
+
+    data = config.data
+    source = importer.check_source(model_uri, config.importer, data)
+    files = examples_lib.split_files(examples_uri, data.train_split)
+    examples_lib.split_files(examples_uri, data.eval_split)
+    infos = examples_lib.inspect_features(files)
+    model = importer.model_to_check(source, config.importer, data)
+    label_key = data.label_key
+    if label_key not in infos:
+        if label_key_given:
+            raise DataError(
+                f"--label-key {label_key!r} is not a feature of the Examples at "
+                f"{examples_uri!r} (features: {sorted(infos)})."
+            )
+        label_key = _only_label_candidate(examples_uri, data, infos, model)
+    data = data.model_copy(update={"label_key": label_key})
+    return label_key, examples_lib.resolve_task(examples_uri, data, model)
+
+
+def label_candidates(infos: dict, model) -> list[str]:
+    """The features that may hold the label: those no model input takes by name, as
+    components/common/examples.match_features matches them. When the inputs are not all named
+    like features they are fed in order, from every feature but the label: any feature may be it
+    (none when there are no more features than inputs)."""
+    inputs = [name for name, _ in examples_lib.input_specs(model)]
+    if set(inputs) <= set(infos):
+        return sorted(set(infos) - set(inputs))
+    return sorted(infos) if len(infos) > len(inputs) else []
+
+
+def _only_label_candidate(examples_uri: str, data, infos: dict, model) -> str:
+    candidates = label_candidates(infos, model)
+    if len(candidates) == 1:
+        return candidates[0]
+    inputs = ", ".join(name for name, _ in examples_lib.input_specs(model))
+    missing = (
+        f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
+        f"(features: {sorted(infos)})"
+    )
+    if not candidates:
+        raise DataError(
+            f"{missing}, and no feature is left for the label once each model input ({inputs}) "
+            "has its own. Pass --label-key KEY (data.label_key in a config)."
+        )
+    raise DataError(
+        f"{missing}, and {len(candidates)} features could be the label: "
+        f"{', '.join(repr(c) for c in candidates)} (the model's inputs: {inputs}). Pass "
+        "--label-key KEY naming the one that holds the label."
+    )
 
 
 def check_rules_fit(config: PipelineConfig, task) -> None:

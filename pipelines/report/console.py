@@ -155,19 +155,45 @@ def push_lines(record: dict) -> list[str]:
     return lines
 
 
-def default_recipe_text(config) -> str:
-    """What the default recipe will do: its candidates, the gate's rules, where it pushes."""
+def gate_rule_texts(evaluator, task: str) -> list[str]:
+    """The default recipe's gate rules in words: the task's metric drop, the speed-up, ..."""
+    from components.common import metrics
+
+    rules = evaluator.rules
+    metric = metrics.metric_label(metrics.PRIMARY_METRIC[task])
+    if task == "regression":
+        metric = evaluator.regression_metric.upper()
+    texts = []
+    if rules.max_accuracy_drop_points is not None:
+        texts.append(f"{metric} drop <= {rules.max_accuracy_drop_points:g} point(s)")
+    if rules.max_relative_accuracy_drop is not None:
+        texts.append(f"{metric} drop <= {rules.max_relative_accuracy_drop:.0%} of the baseline's")
+    if rules.min_accuracy is not None:
+        texts.append(f"{metric} >= {rules.min_accuracy:.1%}")
+    if rules.max_error_increase is not None:
+        texts.append(f"{metric} increase <= {rules.max_error_increase:g}")
+    if rules.max_relative_error_increase is not None:
+        texts.append(
+            f"{metric} increase <= {rules.max_relative_error_increase:.0%} of the baseline's"
+        )
+    if rules.min_speedup is not None:
+        texts.append(f"{rules.latency_statistic} latency speed-up >= {rules.min_speedup:g}x")
+    return texts
+
+
+def default_recipe_text(config, task: str = "multiclass") -> str:
+    """What the default recipe will do for a ``task`` model: its candidates, the gate's rules,
+    where it pushes."""
     from pipelines.recipes import describe
 
-    rules = config.evaluator.rules
-    gate = [f"accuracy drop <= {rules.max_accuracy_drop_points:g} point(s)"]
-    if rules.min_speedup is not None:
-        gate.append(f"{rules.latency_statistic} latency speed-up >= {rules.min_speedup:g}x")
-    lines = ["no --config: the default recipe (pipelines/configs/default.yaml), candidates:"]
+    lines = [
+        f"no --config: the default recipe for a {task} model (pipelines/configs/default.yaml, "
+        f"tasks.{task}), candidates:"
+    ]
     lines += [f"  {line}" for line in describe(config.plan())]
     lines.append(
-        f"gate: {' and '.join(gate)} vs the baseline; of those that pass, the "
-        f"{config.evaluator.objective} is chosen"
+        f"gate: {' and '.join(gate_rule_texts(config.evaluator, task))} vs the baseline; of "
+        f"those that pass, the {config.evaluator.objective} is chosen"
     )
     if config.pusher is None:
         lines.append("push: none (give --serving DIR to push the chosen model)")
