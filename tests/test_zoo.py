@@ -132,12 +132,79 @@ def test_zoo_model_runs_end_to_end_to_a_decision(name, tmp_path, capsys):
     assert isinstance(gate["blessed"], bool) and gate["reason"]
     candidates = [m for m in summary["models"] if m["role"] == "candidate"]
     assert len(candidates) == 3
-    values = [m["accuracy"] for m in summary["models"]]
+    # Every model was measured, but a candidate its own step rejected (with the reason).
+    values = [m["accuracy"] for m in summary["models"] if not m.get("failure")]
     assert all(isinstance(v, float) and math.isfinite(v) for v in values), values
+    assert all(m["failure"] for m in candidates if m["accuracy"] is None)
+    assert len(values) >= len(summary["models"]) - 1
+    _check_decision_follows_the_rules(case, summary)
+    serving = tmp_path / "out" / "serving" / "zoo"
     if gate["blessed"]:
-        assert (tmp_path / "out" / "serving" / "zoo").is_dir()
+        assert serving.is_dir()
+        if case.name == "tfx_template_cnn":
+            _check_pushed_answers_tf_examples(case, serving)
+    else:  # an unblessed run pushes nothing
+        assert not serving.exists() or not any(serving.iterdir())
+        assert not summary["push"] or not summary["push"].get("pushed")
     record = _record(case, summary)
     report = os.environ.get("TFXOPT_ZOO_REPORT")
     if report:
         with open(report, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _check_decision_follows_the_rules(case: zoo.ZooCase, summary: dict) -> None:
+    """The gate's verdict, worked out again here from the rules table and each model's metric:
+    a candidate passes when its drop (or, for regression, its relative error increase) is within
+    the configured bound; the run is blessed iff one passes, and the chosen one is the smallest
+    (gzipped flatbuffer) of those that pass."""
+    models = {m["name"]: m for m in summary["models"]}
+    baseline = models["baseline"]["accuracy"]
+    passing = {}
+    for model in models.values():
+        if model["role"] != "candidate" or model.get("failure"):
+            continue
+        value = model["accuracy"]
+        if case.task == "regression":  # MAE: lower is better, at most 10% worse
+            ok = value <= baseline * (1 + REGRESSION_RULES["max_relative_error_increase"]) + 1e-12
+        else:
+            ok = (baseline - value) * 100 <= GENERIC["evaluator"]["rules"][
+                "max_accuracy_drop_points"
+            ] + 1e-9
+        assert model["passed_all"] == ok, (model["name"], value, baseline, model["rules"])
+        if ok:
+            passing[model["name"]] = model["metrics"]["size_bytes"]
+    gate = summary["gate"]
+    assert gate["blessed"] == bool(passing), (gate, passing)
+    if passing:
+        assert gate["selected"] == min(passing, key=passing.get), (gate["selected"], passing)
+
+
+def _check_pushed_answers_tf_examples(case: zoo.ZooCase, serving) -> None:
+    """The pushed version of the TFX-template model answers a tf.Example request as TF Serving
+    runs it (a session fed by the SignatureDef's tensor names), with the baseline's signature,
+    and its top-1 on the eval examples is the pushed Keras model's and within the gate's bound
+    of the baseline's."""
+    import numpy as np
+
+    from components.common import examples as examples_lib
+    from components.common import model_io
+    from components.common.examples import DataConfig
+    from tests.test_signatures import tf_serving_predict
+
+    versions = sorted(p for p in serving.iterdir() if p.name.isdigit())
+    pushed = str(versions[-1])
+    files = examples_lib.split_files(case.examples_dir, "eval")
+    serialized = list(examples_lib.iter_serialized(files))
+    x, labels = examples_lib.load_arrays(
+        case.examples_dir, "eval", DataConfig(), model_io.load_keras_model(case.model_dir)
+    )
+    before, before_sig = tf_serving_predict(case.model_dir, serialized)
+    after, after_sig = tf_serving_predict(pushed, serialized)
+    assert list(after_sig.inputs) == list(before_sig.inputs) == ["examples"]
+    assert sorted(after_sig.outputs) == sorted(before_sig.outputs) == ["outputs"]
+    assert after["outputs"].shape == before["outputs"].shape
+    keras_top1 = np.argmax(model_io.load_keras_model(pushed).predict(x, verbose=0), axis=1)
+    np.testing.assert_array_equal(np.argmax(after["outputs"], axis=1), keras_top1)
+    drop = np.mean(np.argmax(before["outputs"], 1) == labels) - np.mean(keras_top1 == labels)
+    assert drop * 100 <= GENERIC["evaluator"]["rules"]["max_accuracy_drop_points"] + 1e-9

@@ -34,6 +34,8 @@ class ZooCase:
 def _feature(values: np.ndarray):
     import tensorflow as tf
 
+    if isinstance(values, bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[values]))
     values = np.asarray(values).reshape(-1)
     if np.issubdtype(values.dtype, np.integer):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=values.tolist()))
@@ -567,6 +569,51 @@ def bidirectional_gru(root: str) -> ZooCase:
     )
 
 
+def _encoded_image_classes(n, rng):
+    """:func:`_image_classes` as PNG bytes under ``image/encoded`` (8x8 RGB, 0-255)."""
+    import tensorflow as tf
+
+    data = _image_classes(n, rng)
+    pixels = np.clip(np.rint(data["image"].reshape(n, 8, 8, 3) * 255), 0, 255).astype(np.uint8)
+    encoded = np.array([tf.io.encode_png(p).numpy() for p in pixels], dtype=object)
+    return {"image/encoded": encoded, "label": data["label"]}
+
+
+def encoded_images(root: str) -> ZooCase:
+    """A CNN on decoded pixels whose Examples hold PNG bytes (``image/encoded``) and whose
+    serving signature parses and decodes them (pixels / 255), as TFX image pipelines export it."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(16, activation="relu")(x)
+    model = tf_keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    examples = write_examples(os.path.join(root, "examples"), _encoded_image_classes)
+    data = _encoded_image_classes(TRAIN, np.random.default_rng(0))
+    pixels = np.stack([tf.io.decode_png(b).numpy() for b in data["image/encoded"]]) / 255.0
+    model.compile(tf_keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(pixels.astype(np.float32), data["label"], epochs=EPOCHS, batch_size=32, verbose=0)
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(serialized):
+        encoded = tf.io.parse_example(serialized, spec)["image/encoded"]
+        images = tf.map_fn(
+            lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [8, 8, 3]),
+            encoded,
+            fn_output_signature=tf.uint8,
+        )
+        return {"outputs": model(tf.cast(images, tf.float32) / 255.0)}
+
+    path = os.path.join(root, "model")
+    model.save(path, save_format="tf", signatures={"serving_default": serve})
+    return ZooCase("encoded_images", path, examples, "multiclass")
+
+
 BUILDERS = {
     "binary_sigmoid": binary_sigmoid,
     "multilabel_sigmoid": multilabel_sigmoid,
@@ -583,4 +630,5 @@ BUILDERS = {
     "transformer_tokens": transformer_tokens,
     "lstm_binary": lstm_binary,
     "bidirectional_gru": bidirectional_gru,
+    "encoded_images": encoded_images,
 }

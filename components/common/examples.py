@@ -55,6 +55,14 @@ class DataConfig(StrictModel):
         "and/or serving_signatures(model) -> {key: tf.function} rebuilding serving signatures "
         "that wrap the model (as a TFX Trainer module file exports them).",
     )
+    image_scale: float | None = pydantic.Field(
+        1 / 255,
+        gt=0,
+        description="Encoded images (a bytes feature of PNG/JPEG/GIF/BMP, e.g. image/encoded, "
+        "feeding a float (height, width, channels) input) are decoded and multiplied by this "
+        "(default 1/255: pixels in [0, 1]); null: raw 0-255 values. The serving signature that "
+        "decodes them is rebuilt with the same decoding.",
+    )
     tflite_batch_size: int | None = pydantic.Field(
         1,
         ge=1,
@@ -176,6 +184,27 @@ def input_specs(model) -> list[tuple[str, tuple[int, ...]]]:
     return specs
 
 
+def is_image_input(kind: str, dtype: str, shape) -> bool:
+    """A bytes feature feeding a numeric (height, width, channels) input: encoded images."""
+    return kind == "bytes" and dtype != "string" and len(shape) == 3 and shape[-1] in (1, 3, 4)
+
+
+def decode_images(encoded, shape, dtype, scale: float | None):
+    """Encoded images (a string tensor, one per example) -> a batch of ``shape`` pixels in
+    ``dtype``, multiplied by ``scale`` (TensorFlow ops: tf.data maps, serving signatures)."""
+    import tensorflow as tf
+
+    height, width, channels = (int(d) for d in shape)
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return tf.ensure_shape(image, [height, width, channels])
+
+    images = tf.map_fn(one, tf.reshape(encoded, [-1]), fn_output_signature=tf.uint8)
+    images = tf.cast(images, dtype)
+    return images * tf.cast(scale, dtype) if scale is not None else images
+
+
 def input_dtypes(model) -> list[str]:
     """The dtype name of each model input (float32, int64, int32, string, ...), in order."""
     return [tensor.dtype.name for tensor in model.inputs]
@@ -194,6 +223,7 @@ class FeatureMapping:
     label_length: int = 1
     matched_by: str = "order"  # "name" or "order"
     input_dtypes: tuple[str, ...] = ()  # each input's dtype (default: float32)
+    image_scale: float | None = 1 / 255  # encoded images: decoded pixels times this
 
     def parse_fn(self):
         """A tf function turning a serialized batch into (inputs, labels): each input in the
@@ -215,7 +245,9 @@ class FeatureMapping:
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
             inputs = [
-                tf.reshape(
+                decode_images(parsed[key], shape, dtype, self.image_scale)
+                if is_image_input(self.infos[key].kind, dtype.name, shape)
+                else tf.reshape(
                     parsed[key] if dtype == tf.string else tf.cast(parsed[key], dtype),
                     [-1, *shape],
                 )
@@ -303,13 +335,20 @@ def match_features(data: DataConfig, infos: dict, shapes) -> tuple[list[str], st
 def _check_feature(
     key: str, info, input_name: str, shape, infos, shapes, matched_by: str, dtype: str = "float32"
 ):
+    if is_image_input(info.kind, dtype, shape):
+        if info.length != 1:
+            raise DataError(
+                f"feature {key!r} holds {info.length} byte strings per example; an encoded image "
+                f"feeding model input {input_name!r} {shape} is one PNG/JPEG per example."
+            )
+        return
     if (info.kind == "bytes") != (dtype == "string"):
         if info.kind == "bytes":
             raise DataError(
-                f"feature {key!r} holds bytes but model input {input_name!r} takes {dtype}; the "
-                "default input mapping feeds bytes only to string inputs. Decode them in the "
-                "model (e.g. tf.io.decode_png in a layer) or provide data.module_file with an "
-                "input_fn."
+                f"feature {key!r} holds bytes but model input {input_name!r} takes {dtype} "
+                f"{shape}; the default input mapping decodes bytes as images only for a "
+                "(height, width, channels) input with 1, 3 or 4 channels, and feeds other bytes "
+                "to string inputs only. Provide data.module_file with an input_fn."
             )
         raise DataError(
             f"model input {input_name!r} takes strings but feature {key!r} holds {info.kind} "
@@ -360,6 +399,7 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
         label.length,
         matched_by,
         tuple(dtypes),
+        data.image_scale,
     )
 
 

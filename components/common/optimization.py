@@ -152,6 +152,15 @@ def select_layers(
         if not selection.selects_all and not explicit:
             continue
         weights = target_weights(layer)
+        if weights is None and not explicit and _builtin(layer):
+            # A tf_keras layer the toolkit has no wrapper for (Bidirectional, TimeDistributed,
+            # attention internals): left as it is when selecting every layer, and said why.
+            if layer.trainable_weights:
+                result.skipped[name] = (
+                    f"not {technique}: tensorflow-model-optimization has no {technique} wrapper "
+                    f"for {kind}; left as it is"
+                )
+            continue
         if weights is None:
             if explicit or layer.trainable_weights:
                 raise ModelInputError(
@@ -177,6 +186,12 @@ def select_layers(
             f"(layers: {[f'{layer.name} ({type(layer).__name__})' for layer in layers]})."
         )
     return result
+
+
+def _builtin(layer) -> bool:
+    """True for a layer class of tf_keras itself (not a user's, not revived without its class)."""
+    module = type(layer).__module__
+    return module.startswith("tf_keras.") and ".saved_model." not in module
 
 
 def _recreate(layer):

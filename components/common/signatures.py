@@ -192,10 +192,13 @@ def _parse_features(spec: dict) -> dict:
     }
 
 
-def _feeds_from_features(model, parsed: dict, spec: dict):
+def _feeds_from_features(model, parsed: dict, spec: dict, image_scale: float | None = 1 / 255):
     """The model's inputs from parsed features: by input name, or the one feature for the one
-    input; reshaped to the input's shape and cast to its dtype."""
+    input; reshaped to the input's shape and cast to its dtype; an encoded image (a string
+    feeding a (height, width, channels) input) decoded and scaled as the data mapping does."""
     import tensorflow as tf
+
+    from components.common import examples as examples_lib
 
     inputs = _model_inputs(model)
     if all(t.name in parsed for t in inputs):
@@ -207,13 +210,20 @@ def _feeds_from_features(model, parsed: dict, spec: dict):
     feeds = []
     for name, info, tensor in zip(names, inputs, model.inputs, strict=True):
         value = parsed[name]
+        if value.dtype == tf.string and examples_lib.is_image_input(
+            "bytes", tensor.dtype.name, info.shape[1:]
+        ):
+            feeds.append(
+                examples_lib.decode_images(value, info.shape[1:], tensor.dtype, image_scale)
+            )
+            continue
         if tensor.dtype != tf.string:
             value = tf.cast(value, tensor.dtype)
         feeds.append(tf.reshape(value, [-1, *info.shape[1:]]))
     return feeds[0] if len(feeds) == 1 else feeds
 
 
-def _parse_signature(model, signature: Signature):
+def _parse_signature(model, signature: Signature, image_scale: float | None = 1 / 255):
     """A concrete function: serialized tf.Examples -> the spec's parsing -> ``model``."""
     import tensorflow as tf
 
@@ -223,7 +233,8 @@ def _parse_signature(model, signature: Signature):
 
     def serve(serialized):
         parsed = tf.io.parse_example(serialized, features)
-        return {output_key: model(_feeds_from_features(model, parsed, signature.feature_spec))}
+        feeds = _feeds_from_features(model, parsed, signature.feature_spec, image_scale)
+        return {output_key: model(feeds)}
 
     spec = tf.TensorSpec([None], tf.string, name=input_name)
     return tf.function(serve, autograph=False).get_concrete_function(spec)
@@ -304,6 +315,7 @@ class ServingInterface:
     signatures: dict[str, Signature]
     module_file: str | None = None
     serialized: list = field(default_factory=list)  # serialized eval examples
+    image_scale: float | None = 1 / 255  # data.image_scale: how encoded images are decoded
     checked: dict = field(default_factory=dict)  # key -> the wrapper check's max abs diff
 
     @property
@@ -329,7 +341,7 @@ class ServingInterface:
             if signature.kind == MODEL_CALL:
                 built[key] = _call_signature(model, signature)
             elif signature.kind == PARSE_EXAMPLE:
-                built[key] = _parse_signature(model, signature)
+                built[key] = _parse_signature(model, signature, self.image_scale)
             else:
                 built[key] = hooked[key]
         return built
@@ -528,6 +540,7 @@ def interface_for(model_uri: str, model, examples_uri: str | None, data) -> Serv
     from components.common import model_io
 
     interface = plan(model_io.serving_model_dir(model_uri), model, data.module_file)
+    interface.image_scale = data.image_scale
     if not interface.only_model_calls and examples_uri is not None:
         from components.common import examples as examples_lib
 
@@ -539,9 +552,10 @@ def interface_for(model_uri: str, model, examples_uri: str | None, data) -> Serv
     return interface
 
 
-def serialize_inputs(model, spec: dict, arrays) -> list[bytes]:
+def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 255) -> list[bytes]:
     """Serialized tf.Examples carrying model inputs under the features a parse signature reads
-    (by input name, or the one feature for the one input): what a TF Serving client sends."""
+    (by input name, or the one feature for the one input; pixels of an image input as PNG):
+    what a TF Serving client sends."""
     import tensorflow as tf
 
     arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
@@ -553,7 +567,11 @@ def serialize_inputs(model, spec: dict, arrays) -> list[bytes]:
         for key, array in zip(keys, arrays, strict=True):
             values = np.asarray(array[i]).reshape(-1)
             dtype = spec[key][0]
-            if dtype == "string":
+            if dtype == "string" and np.asarray(array).ndim == 4:  # pixels of an encoded image
+                pixels = np.asarray(array[i]) / (image_scale or 1.0)
+                png = tf.io.encode_png(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.numpy()]))
+            elif dtype == "string":
                 feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
             elif dtype.startswith("int"):
                 feature[key] = tf.train.Feature(
@@ -568,7 +586,7 @@ def serialize_inputs(model, spec: dict, arrays) -> list[bytes]:
     return records
 
 
-def serving_feeder(function, model):
+def serving_feeder(function, model, image_scale: float | None = 1 / 255):
     """How to feed a loaded serving signature model inputs (numpy arrays, batch first):
     ``feeds(arrays) -> {input name: tensor}``. A signature that takes serialized tf.Examples gets
     them built from the arrays (its parse spec read from its graph). None when neither works."""
@@ -585,7 +603,7 @@ def serving_feeder(function, model):
         (name,) = names
 
         def feeds_examples(arrays):
-            return {name: tf.constant(serialize_inputs(model, spec, arrays))}
+            return {name: tf.constant(serialize_inputs(model, spec, arrays, image_scale))}
 
         return feeds_examples
     ordered = [n for n in model_names if n in kwargs] or names

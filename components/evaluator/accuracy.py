@@ -58,6 +58,7 @@ class EvalInputs:
     input_shapes: tuple[tuple[int, ...], ...]
     label_length: int = 1
     input_dtypes: tuple[str, ...] = ()  # each model input's dtype (default: float32)
+    image_scale: float | None = 1 / 255  # encoded images: decoded pixels times this
 
 
 def resolve_inputs(
@@ -129,6 +130,7 @@ def inputs_from_mapping(mapping: examples_lib.FeatureMapping) -> EvalInputs:
         tuple(mapping.input_shapes),
         mapping.label_length,
         tuple(mapping.input_dtypes),
+        mapping.image_scale,
     )
 
 
@@ -144,6 +146,18 @@ def _feature_spec(inputs: EvalInputs) -> dict:
     }
     spec[inputs.label_key] = tf.io.FixedLenFeature([inputs.label_length], dtypes[inputs.label_kind])
     return spec
+
+
+def _decode(inputs: EvalInputs, parsed: dict) -> dict:
+    """Parsed features with encoded images decoded (TensorFlow ops, in the tf.data map)."""
+    dtypes = inputs.input_dtypes or ("float32",) * len(inputs.feature_keys)
+    decoded = dict(parsed)
+    for key, kind, shape, dtype in zip(
+        inputs.feature_keys, inputs.feature_kinds, inputs.input_shapes, dtypes, strict=True
+    ):
+        if examples_lib.is_image_input(kind, dtype, shape):
+            decoded[key] = examples_lib.decode_images(parsed[key], shape, dtype, inputs.image_scale)
+    return decoded
 
 
 def _to_arrays(inputs: EvalInputs, parsed: dict) -> tuple:
@@ -165,7 +179,7 @@ def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
     spec = _feature_spec(inputs)
 
     def parse(serialized: list[bytes]):
-        parsed = tf.io.parse_example(tf.constant(serialized), spec)
+        parsed = _decode(inputs, tf.io.parse_example(tf.constant(serialized), spec))
         return _to_arrays(inputs, {key: value.numpy() for key, value in parsed.items()})
 
     return parse
@@ -183,7 +197,7 @@ def read_batches(path: str, batch_size: int, inputs: EvalInputs):
     spec = _feature_spec(inputs)
     dataset = tf.data.TFRecordDataset(path, compression_type=examples_lib.compression(path))
     dataset = dataset.batch(batch_size).map(
-        lambda serialized: (serialized, tf.io.parse_example(serialized, spec)),
+        lambda serialized: (serialized, _decode(inputs, tf.io.parse_example(serialized, spec))),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     for serialized, parsed in dataset.prefetch(2).as_numpy_iterator():

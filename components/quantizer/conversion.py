@@ -136,12 +136,54 @@ def convert(model, config: QuantizerConfig, samples=None, batch_size: int | None
     from components.common import conversion as common_conversion
 
     plan = common_conversion.plan_inputs(model, batch_size)
+    if config.base_mode in CALIBRATED_MODES:
+        check_calibratable(model, config, batch_size)
     allow_float = bool(config.exclude_layers)
     converter = _converter(model, config, samples, allow_float, batch_size)
     flatbuffer = _convert(converter, config, plan)
     if config.base_mode == "full_int8" and config.exclude_layers:
         flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer, batch_size)
     return flatbuffer, plan
+
+
+# Control-flow ops the TFLite calibrator (tensorflow 2.16) cannot run: it crashes the process
+# (SIGSEGV) calibrating a graph that keeps a GRU's or a SimpleRNN's WHILE loop.
+CONTROL_FLOW_OPS = frozenset({"WHILE", "IF", "CALL_ONCE"})
+
+
+def check_calibratable(model, config: QuantizerConfig, batch_size) -> None:
+    """A model whose float graph keeps a control-flow loop cannot be calibrated: refused with
+    the layer and what to do, before the calibrator would crash the process.
+
+    Only models with recurrent layers are converted to look (an LSTM becomes the fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM, which calibrates; a GRU stays a WHILE loop).
+
+    Raises:
+      ConversionError: naming the recurrent layer(s), the op and the modes that work.
+    """
+    import tf_keras
+
+    recurrent = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, tf_keras.layers.RNN | tf_keras.layers.Bidirectional)
+    ]
+    if not recurrent:
+        return
+    from components.common import conversion as common_conversion
+
+    flatbuffer, _ = common_conversion.convert_float32(model, batch_size)
+    loops = sorted({op["op"] for op in fb_lib.operators(flatbuffer)} & CONTROL_FLOW_OPS)
+    if not loops:
+        return
+    names = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in recurrent)
+    raise ConversionError(
+        f"mode {config.mode!r}: the converted graph keeps a {'/'.join(loops)} loop from the "
+        f"recurrent layer(s) {names} (TFLite fuses LSTM only), and TFLite's calibrator cannot "
+        "calibrate a loop (it crashes). Use mode dynamic_range or float16 for this model, or "
+        "build the layer with unroll=True (a fixed sequence length) or as an LSTM.",
+        detail=f"mode {config.mode}: {'/'.join(loops)} loop of {names} cannot be calibrated",
+    )
 
 
 def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
