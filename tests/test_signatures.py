@@ -191,3 +191,34 @@ def test_the_hook_rebuilds_a_custom_signature_and_is_checked_against_the_input(t
     interface.serialized = _serialized(tfx_case)
     with pytest.raises(ModelInputError, match="does not reproduce the input's signature"):
         interface.check_wrappers(model)
+
+
+def test_tfxopt_run_refuses_a_signature_it_cannot_rebuild_before_any_step(
+    tfx_case, tmp_path, capsys
+):
+    import yaml
+
+    from pipelines import cli
+
+    path = _custom_signature_model(str(tmp_path / "custom"))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"quantization": [{"mode": "none", "name": "float32"}]}))
+    output = tmp_path / "out"
+    rc = cli.main(
+        [
+            "run",
+            "--model",
+            path,
+            "--examples",
+            tfx_case.examples_dir,
+            "--config",
+            str(config),
+            "--output",
+            str(output),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "tfxopt: error:" in err and "serving signature 'serving_default'" in err
+    assert "serving_signatures(model)" in err
+    assert not (output / "pipeline-root").exists()  # nothing ran, nothing written

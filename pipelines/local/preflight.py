@@ -55,6 +55,7 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
         for split in (config.data.train_split, config.data.eval_split)
     ]
     task = mappings[0].task
+    check_serving_signatures(source, model, examples_uri, config)
     check_rules_fit(config, task)
     if task.kind != "multiclass":
         structured = [
@@ -136,6 +137,22 @@ def _only_label_candidate(examples_uri: str, data, infos: dict, model) -> str:
         f"{', '.join(repr(c) for c in candidates)} (the model's inputs: {inputs}). Pass "
         "--label-key KEY naming the one that holds the label."
     )
+
+
+def check_serving_signatures(source, model, examples_uri: str, config: PipelineConfig) -> None:
+    """Every serving signature of a tf_keras checkpoint can be rebuilt around the optimised
+    models, and a rebuilt wrapper gives what the checkpoint's gives on the eval examples.
+
+    Raises:
+      ModelInputError: naming the signature and the ``serving_signatures`` hook.
+    """
+    from components.common import signatures
+    from components.importer import importer
+
+    if source.kind != importer.TF_KERAS:
+        return  # a Keras 3 file holds no serving signature: the model's call serves
+    interface = signatures.interface_for(source.path, model, examples_uri, config.data)
+    interface.check_wrappers(model)
 
 
 def check_rules_fit(config: PipelineConfig, task) -> None:
