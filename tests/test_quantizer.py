@@ -429,57 +429,68 @@ def test_serving_flavour_copied_from_a_step_output_and_saved_anew_from_a_checkpo
 
 
 @pytest.mark.parametrize("mode", ["none", "dynamic_range", "full_int8"])
-def test_post_training_modes_convert_the_saved_model_to_the_same_flatbuffer(
-    tiny_data, tmp_path, mode
-):
-    """A post-training mode converts the input's SavedModel when its serving signature is the
-    model's call: the flatbuffer is the Keras model's conversion (one metadata byte, the source
-    format, differs) without from_keras_model's re-save of the model with every layer's traces."""
+def test_post_training_modes_convert_the_keras_call_with_a_static_batch(tiny_data, tmp_path, mode):
+    """The shipped flatbuffer takes a batch of 1 (data.tflite_batch_size), computes what the same
+    model converted with a dynamic batch computes, and the record says how it was converted."""
+    import tensorflow as tf
+
     step_output = str(tmp_path / "step")
     model_io.save_keras_model(_load(tiny_data["clustered"]), step_output)
     config = QuantizerConfig(mode=mode)
     result = quantizer.quantize_uri(step_output, tiny_data["examples"], DATA, config)
-    assert result.record["converted_from"] == "saved_model"
+    assert result.record["converted_from"] == "keras_call"
+    assert result.record["tflite_inputs"]["static"] is True
+    assert result.record["tflite_inputs"]["batch_size"] == 1
+    ours = tflite.TFLiteModel(result.flatbuffer)
+    assert [list(d["shape_signature"]) for d in ours.input_details] == [[1, 64]]
+
     model = model_io.load_keras_model(step_output)
     samples = None
     if mode == "full_int8":
         samples, _ = examples_lib.load_arrays(
             tiny_data["examples"], "train", DATA, model, limit=config.representative_samples
         )
-    from_keras = conversion.convert(model, config, samples)
-    ours = result.flatbuffer
-    assert len(ours) == len(from_keras)
-    assert sum(a != b for a, b in zip(ours, from_keras, strict=True)) <= 1
+    dynamic, plan = conversion.convert(model, config, samples, batch_size=None)
+    assert not plan.static
+    dynamic_runner = tflite.TFLiteModel(dynamic)
+    assert [list(d["shape_signature"]) for d in dynamic_runner.input_details] == [[-1, 64]]
     x = np.random.default_rng(3).random((16, 64), dtype=np.float32)
-    np.testing.assert_array_equal(
-        tflite.TFLiteModel(ours).predict_each(x), tflite.TFLiteModel(from_keras).predict_each(x)
-    )
+    got, expected = ours.predict_each(x), dynamic_runner.predict_each(x, batch_size=4)
+    # float32 and dynamic range: the same arithmetic; full int8: at most one output step apart.
+    step = ours.output_details[0]["quantization"][0] or 1e-5
+    np.testing.assert_allclose(got, expected, atol=step * 1.01)
+    assert got.shape == (16, 10)
+    del tf
 
 
-def test_a_saved_model_whose_signature_is_not_the_models_call_is_not_converted(tiny_data, tmp_path):
-    """A SavedModel serving serialized tf.Examples (as a TFX Trainer writes one) is not the
-    model's call: the Keras model is converted instead."""
+def test_a_saved_model_whose_signature_parses_tf_examples_converts_the_keras_call(
+    tiny_data, tmp_path
+):
+    """A SavedModel serving serialized tf.Examples (as a TFX Trainer writes one) converts: the
+    Keras model's call is converted, never the parsing signature (no TFLite kernel for it)."""
     import tensorflow as tf
 
     model = _load(tiny_data["plain"])
     serving = tf.function(
-        lambda serialized: model(
-            tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([64], tf.float32)})["x"]
-        ),
+        lambda serialized: {
+            "outputs": model(
+                tf.io.parse_example(serialized, {"image": tf.io.FixedLenFeature([64], tf.float32)})[
+                    "image"
+                ]
+            )
+        },
         input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
     )
     path = str(tmp_path / "parsing")
     model.save(path, include_optimizer=False, save_format="tf", signatures=serving)
-    assert not model_io.serving_signature_matches(path, model)
-    assert model_io.serving_signature_matches(tiny_data["plain"], model)
     result = quantizer.quantize_uri(
         path, tiny_data["examples"], DATA, QuantizerConfig(mode="dynamic_range")
     )
-    assert result.record["converted_from"] == "keras_model"
-    qat = quantizer.quantize_uri(
-        tiny_data["plain"], tiny_data["examples"], DATA, QuantizerConfig(mode="qat")
-    )
-    assert qat.record["converted_from"] == "keras_model"  # the model QAT trained
+    assert result.record["converted_from"] == "keras_call"
+    runner = tflite.TFLiteModel(result.flatbuffer)
+    assert [np.dtype(d["dtype"]).name for d in runner.input_details] == ["float32"]
+    (signature,) = result.record["serving_signatures"]
+    assert signature["kind"] == "parse_example" and list(signature["inputs"]) == ["examples"]
 
 
 def test_verification_failure_writes_nothing(tiny_data, tmp_path):

@@ -60,41 +60,6 @@ def serving_model_dir(uri: str) -> str:
     )
 
 
-def serving_signature_matches(saved_model_dir: str, model) -> bool:
-    """True when the SavedModel's ``serving_default`` signature is ``model``'s call: its inputs are
-    the model's inputs (names, float32, shapes) and its outputs as many, of the same shapes.
-
-    Such a SavedModel converts to TFLite as the model does, without re-tracing the model (what
-    ``TFLiteConverter.from_keras_model`` does, saving it again with every layer's traces).
-    Read from ``saved_model.pb`` alone; False on anything unexpected (a signature that parses
-    tf.Examples, a custom one, none).
-    """
-    try:
-        from tensorflow.python.saved_model import loader_impl
-
-        proto = loader_impl.parse_saved_model(saved_model_dir)
-        signature = proto.meta_graphs[0].signature_def["serving_default"]
-    except Exception:  # noqa: BLE001 - unreadable or no serving signature: not a match
-        return False
-
-    def dims(info):
-        return tuple(-1 if d.size < 0 else int(d.size) for d in info.tensor_shape.dim[1:])
-
-    def keras_dims(tensor):
-        return tuple(-1 if d is None else int(d) for d in tensor.shape[1:])
-
-    float32 = 1  # types_pb2.DT_FLOAT
-    names = list(getattr(model, "input_names", None) or [])
-    if sorted(signature.inputs) != sorted(names) or len(names) != len(model.inputs):
-        return False
-    for name, tensor in zip(names, model.inputs, strict=True):
-        info = signature.inputs[name]
-        if info.dtype != float32 or dims(info) != keras_dims(tensor):
-            return False
-    outputs = sorted(dims(info) for info in signature.outputs.values())
-    return outputs == sorted(keras_dims(t) for t in model.outputs)
-
-
 def tflite_path(uri: str) -> str | None:
     """The TFLite flavour of a model artifact, or None when it has none."""
     path = os.path.join(uri, TFLITE_DIR, TFLITE_FILE)

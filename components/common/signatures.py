@@ -377,8 +377,8 @@ class ServingInterface:
             feeds = self._feeds(signature)
             if feeds is None:
                 continue
-            expected = _outputs(original.signatures[key], feeds)
-            got = _outputs(built[key], feeds)
+            expected = _outputs(original.signatures[key], feeds, key)
+            got = _outputs(built[key], feeds, key)
             diff = _compare(expected, got)
             if diff is None or diff > WRAPPER_TOLERANCE * max(1.0, _scale(expected)):
                 how = (
@@ -415,8 +415,8 @@ class ServingInterface:
             if feeds is None:
                 continue
             original = original or self._original()
-            expected = _outputs(original.signatures[key], feeds)
-            got = _outputs(built[key], feeds)
+            expected = _outputs(original.signatures[key], feeds, key)
+            got = _outputs(built[key], feeds, key)
             if _compare(expected, got) is None:
                 raise ModelInputError(
                     f"serving signature {key!r} rebuilt around the optimised model returns "
@@ -426,8 +426,23 @@ class ServingInterface:
         return built
 
 
-def _outputs(function, feeds: dict) -> dict:
-    result = function(**feeds)
+def _outputs(function, feeds: dict, key: str = "serving_default") -> dict:
+    """A signature's outputs on the feeds, as numpy.
+
+    Raises:
+      ModelInputError: the signature fails on the eval examples (they are not what it parses).
+    """
+    import tensorflow as tf
+
+    try:
+        result = function(**feeds)
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+        first = " ".join(str(e).split())[:300]
+        raise ModelInputError(
+            f"serving signature {key!r} fails on the eval examples ({first}). The Examples must "
+            "hold the features the signature parses (raw tf.Examples as TF Serving receives "
+            "them), or define serving_signatures(model) in data.module_file."
+        ) from None
     return {k: np.asarray(v) for k, v in result.items()}
 
 
