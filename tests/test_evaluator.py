@@ -288,7 +288,7 @@ def test_min_speedup_rejects_a_smaller_but_slower_candidate_and_nothing_is_pushe
 ):
     config = {
         "rules": {"min_speedup": 1.0, "latency_statistic": "p50", "min_compression_ratio": 1.0},
-        "latency": {"warmup_runs": 20, "timed_runs": 200},
+        "latency": {"warmup_runs": 20, "timed_runs": 200, "multi_thread_threads": 2},
     }
     candidates = {"slow_small": speed_models["slow_small"], "corrupt": speed_models["corrupt"]}
     blessing, model, evaluation = _run_evaluator(
@@ -301,6 +301,18 @@ def test_min_speedup_rejects_a_smaller_but_slower_candidate_and_nothing_is_pushe
     assert rules_by_name["min_compression_ratio"]["passed"] is True
     assert slow["metrics"]["speedup"] < 1.0  # ...but slower: rejected
     assert rules_by_name["min_speedup"]["passed"] is False
+    # The rule names the figure it judged (p50 at one thread); two threads are recorded beside.
+    assert rules_by_name["min_speedup"]["num_threads"] == 1
+    assert "(p50, batch 1, 1 thread)" in rules_by_name["min_speedup"]["detail"]
+    from components.evaluator.evaluator import rules_table
+
+    assert "[p50, 1 thread]" in rules_table(record)
+    for measured in (record["baseline"], slow):
+        assert measured["latency_measured"]["num_threads"] == 1
+        assert measured["latency_measured"]["multi_thread"]["num_threads"] == 2
+        assert measured["latency_measured"]["multi_thread"]["p50_ms"] > 0
+    assert record["latency_sources"]["num_threads"] == 1
+    assert record["latency_sources"]["multi_thread_threads"] == 2
     corrupt = _candidate(record, "corrupt")
     assert "does not load" in corrupt["error"]
     assert not corrupt["eligible"]

@@ -171,6 +171,32 @@ def test_rules_report_value_threshold_and_verdict():
     assert any("min_speedup" in r for r in verdict["rejected_because"])
 
 
+def test_latency_rules_say_which_figure_they_judge():
+    config = cfg(rules={"max_latency_ms": 1.0, "min_speedup": 1.5, "latency_statistic": "p50"})
+    by_rule = {r["rule"]: r for r in judge(full_metrics(latency_num_threads=1.0), config)["rules"]}
+    assert by_rule["max_latency_ms"]["detail"] == "latency_ms 0.5 <= 1 (p50, batch 1, 1 thread)"
+    assert by_rule["min_speedup"]["num_threads"] == 1
+    assert by_rule["min_speedup"]["latency_statistic"] == "p50"
+    four = judge(full_metrics(latency_num_threads=4.0), config)["rules"][0]["detail"]
+    assert four.endswith("(p50, batch 1, 4 threads)")
+    # External figures that do not say how they were run say so.
+    unstated = judge(full_metrics(), config)["rules"][0]
+    assert unstated["num_threads"] is None and "threads not stated" in unstated["detail"]
+    missing = judge(full_metrics(latency_ms=None, latency_num_threads=1.0), config)["rules"][0]
+    assert missing["detail"] == "fail closed: latency_ms is unmeasured (p50, batch 1, 1 thread)"
+    assert "num_threads" not in by_rule.get("max_accuracy_drop_points", {})
+
+
+def test_derived_metrics_carry_the_thread_count_of_the_latency_used():
+    config = cfg(rules={"min_speedup": 1.0})
+    lat = {"p95_ms": 0.5, "num_threads": 2, "multi_thread": {"p95_ms": 0.3, "num_threads": 4}}
+    metrics = rules.derive_metrics(
+        {"latency": lat}, {"latency": {"p95_ms": 1.0, "num_threads": 2}}, None, None, config
+    )
+    assert metrics["latency_ms"] == 0.5 and metrics["speedup"] == 2.0
+    assert metrics["latency_num_threads"] == 2.0
+
+
 def test_upper_confidence_bound_is_stricter_than_the_point_estimate():
     point = cfg(rules={"max_accuracy_drop_points": 2.0})
     upper = cfg(rules={"max_accuracy_drop_points": 2.0, "accuracy_drop_bound": "upper_confidence"})

@@ -5,6 +5,7 @@ Pusher (serving repository + signed OTA channel); then the same run again, cache
 is pushed. (pcqat, slower to fine-tune, is covered by tests/test_quantizer.py and `make demo`.)
 """
 
+import hashlib
 import json
 import os
 
@@ -87,6 +88,14 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     trusted = signing.trusted_keys([signing.load_public_key(str(out / "keys" / "ota.pem.pub"))])
     manifest = ota.verify_channel(str(out / "ota" / "digits" / "canary"), trusted)
     assert manifest["sequence"] == 1
+    # The flatbuffer shipped over the air is the very one the Evaluator measured and gated.
+    chosen = next(c for c in evaluation["candidates"] if c["name"] == selected)
+    assert chosen["flavour"] == "tflite"
+    [shipped] = manifest["files"]
+    with open(chosen["judged_path"], "rb") as f:
+        judged = f.read()
+    assert (out / "ota" / "digits" / "canary" / shipped["path"]).read_bytes() == judged
+    assert shipped["sha256"] == chosen["sha256"] == hashlib.sha256(judged).hexdigest()
     text = console.render(run)
     assert "decision: BLESSED" in text and "version 1 (new version" in text
 

@@ -33,7 +33,8 @@ def test_profile_counts_are_exact(tmp_path, tiny_model, tiny_examples):
     model = _sparse_clustered(tiny_model)
     uri = str(tmp_path / "model")
     model_io.save_keras_model(model, uri)
-    record = profiler.profile_model(uri, tiny_examples, DataConfig(), FAST)
+    config = FAST.model_copy(update={"multi_thread_threads": 2})
+    record = profiler.profile_model(uri, tiny_examples, DataConfig(), config)
 
     per_tensor = {t["name"]: t for t in record["parameters"]["per_tensor"]}
     hidden = next(t for n, t in per_tensor.items() if n.startswith("hidden") and "kernel" in n)
@@ -46,7 +47,16 @@ def test_profile_counts_are_exact(tmp_path, tiny_model, tiny_examples):
 
     lat = record["latency"]["tflite_batch1"]
     assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
-    assert lat["runs"] == 30
+    assert lat["runs"] == 30 and lat["num_threads"] == 1
+    multi = record["latency"]["tflite_batch1_multi_thread"]  # timed interleaved with it
+    assert multi["num_threads"] == 2 and multi["runs"] == 30 and multi["p50_ms"] > 0
+    delegation = record["delegation"]  # measured in the LiteRT interpreter
+    assert delegation["nodes"] == delegation["flatbuffer_operators"] >= 2
+    assert (
+        delegation["delegated_nodes"] + sum(delegation["fallback_ops"].values())
+        == (delegation["nodes"])
+    )
+    assert (delegation["reason"] is None) == (delegation["delegated_share"] == 1.0)
     sizes = record["sizes"]
     assert sizes["tflite_source"] == "float32 conversion"
     assert 0 < sizes["tflite_gzip_bytes"] < sizes["tflite_bytes"]
@@ -64,6 +74,11 @@ def test_profile_counts_are_exact(tmp_path, tiny_model, tiny_examples):
     numbers = profiler.key_numbers(record)
     assert numbers["kernel_sparsity"] == pytest.approx((64 * 8) / (64 * 16 + 16 * 10))
     assert numbers["latency_p95_ms"] == lat["p95_ms"]
+    assert numbers["latency_num_threads"] == 1
+    assert numbers["multi_thread_latency_p50_ms"] == multi["p50_ms"]
+    assert numbers["multi_thread_num_threads"] == 2
+    assert numbers["xnnpack_delegated_share"] == delegation["delegated_share"]
+    assert numbers["xnnpack_partitions"] == delegation["partitions"]
 
 
 def test_tflite_flavour_of_the_artifact_is_profiled(tmp_path, tiny_model):
@@ -78,6 +93,33 @@ def test_tflite_flavour_of_the_artifact_is_profiled(tmp_path, tiny_model):
     assert record["sizes"]["tflite_source"] == "artifact"
     assert "int8" in record["tflite_weights"]["summary"]["bytes_per_dtype"]
     assert "accuracy" not in record
+    assert record["latency"]["tflite_batch1_multi_thread"]["num_threads"] == (
+        profiler.multi_thread_count(FAST)
+    )
+
+
+def test_a_static_batch_flatbuffer_is_timed_in_chunks_and_fully_delegated(tmp_path):
+    """The reference CNN converted with a static batch of 1: its throughput batch runs in
+    chunks, and XNNPACK takes the whole graph (a dynamic batch leaves the Reshape's run-time
+    shape ops to the default kernels: tests/test_delegation.py)."""
+    import tensorflow as tf
+    import tf_keras
+
+    from pipelines.reference_data import build_digits_cnn
+
+    tf_keras.utils.set_random_seed(0)
+    model = build_digits_cnn()
+    uri = str(tmp_path / "model")
+    model_io.save_keras_model(model, uri)
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, 64], tf.float32))
+    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
+    model_io.write_tflite(flatbuffer, uri)
+    record = profiler.profile_model(uri, None, DataConfig(), FAST)
+    assert record["delegation"]["delegated_share"] == 1.0
+    assert record["delegation"]["partitions"] == 1 and record["delegation"]["reason"] is None
+    throughput = record["latency"]["throughput"]
+    assert throughput["tflite_static_batch"] == 1 and throughput["tflite_examples_per_s"] > 0
 
 
 def test_peak_memory_is_measured_per_model_in_a_fresh_process(tmp_path, tiny_model):
@@ -85,9 +127,10 @@ def test_peak_memory_is_measured_per_model_in_a_fresh_process(tmp_path, tiny_mod
     model_io.save_keras_model(tiny_model, uri)
     config = FAST.model_copy(update={"measure_memory": True})
     record = profiler.profile_model(uri, None, DataConfig(), config)
-    for kind in ("tflite", "saved_model"):
+    # The TFLite probe loads only the LiteRT runtime (as a device app), not TensorFlow.
+    for kind, runtime in (("tflite", 20e6), ("saved_model", 50e6)):
         entry = record["memory"][kind]
-        assert entry["peak_rss_bytes"] >= entry["runtime_rss_bytes"] > 50e6, entry
+        assert entry["peak_rss_bytes"] >= entry["runtime_rss_bytes"] > runtime, entry
         assert entry["model_peak_rss_bytes"] == entry["peak_rss_bytes"] - entry["runtime_rss_bytes"]
     assert record["memory"]["saved_model"]["model_peak_rss_bytes"] > 0
 

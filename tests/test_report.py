@@ -220,6 +220,42 @@ def test_report_command_names_a_missing_store(tmp_path):
         write_report(str(tmp_path))
 
 
+def test_delegation_per_model_and_a_line_for_a_graph_that_falls_back(report_run):
+    from pipelines.report import console
+    from pipelines.report.page import render_html
+
+    run, html_path, summary = report_run
+    for model in summary["models"]:
+        delegation = model["delegation"]  # from its Profiler, measured in LiteRT
+        assert 0 < delegation["delegated_share"] <= 1, model["name"]
+        assert delegation["delegated_nodes"] <= delegation["nodes"]
+        assert (delegation["reason"] is None) == (delegation["fallback_ops"] == {})
+        assert model["multi_thread_latency_ms"] is None or (
+            model["multi_thread_latency_ms"]["num_threads"] > 1
+        )
+    with open(html_path, encoding="utf-8") as f:
+        assert "XNNPACK delegated" in f.read()
+    assert "XNNPACK delegated" in console.render(run)
+
+    # A model whose graph falls back (a dynamic batch) gets a line: which ops and why.
+    fallback = {
+        "delegated_share": 9 / 13,
+        "delegated_nodes": 9,
+        "nodes": 13,
+        "partitions": 1,
+        "fallback_ops": {"PACK": 1, "RESHAPE": 1, "SHAPE": 1, "STRIDED_SLICE": 1},
+        "reason": "PACK x1, RESHAPE x1, SHAPE x1, STRIDED_SLICE x1 compute a shape at run time",
+    }
+    models = [
+        dict(m, delegation=fallback) if m["name"] == "float32" else m for m in summary["models"]
+    ]
+    page = render_html(dict(summary, models=models), {})
+    assert "69% (9/13 nodes, 1 partition)" in page
+    assert "<li><b>float32</b>: PACK x1, RESHAPE x1, SHAPE x1, STRIDED_SLICE x1 compute" in page
+    profiles = {"Profiler_float32": {"delegation": fallback}, "BaselineProfiler": {}}
+    assert console.fallback_lines(profiles) == [f"Profiler_float32: {fallback['reason']}"]
+
+
 def test_not_blessed_and_failed_runs_render(report_run):
     from pipelines.report.page import render_html
 

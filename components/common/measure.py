@@ -14,6 +14,14 @@ import numpy as np
 PERCENTILES = (50, 90, 95, 99)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or a pinned worker's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def dir_bytes(path: str) -> int:
     """Bytes of every file under ``path``."""
     import tensorflow as tf

@@ -1,4 +1,5 @@
-"""TFLite conversion and a small runner around ``tf.lite.Interpreter`` (quantized I/O handled)."""
+"""TFLite conversion (``tf.lite``, the converter) and a small runner around the LiteRT interpreter
+(``ai_edge_litert``, the runtime devices use; quantized I/O and static batches handled)."""
 
 from __future__ import annotations
 
@@ -56,17 +57,32 @@ def _convert_float32(saved_model_dir: str) -> bytes:
 
 
 class TFLiteModel:
-    """Runs a flatbuffer: float inputs in, float outputs out, (de)quantizing int I/O as needed."""
+    """Runs a flatbuffer in the LiteRT interpreter, the runtime devices use.
+
+    Float inputs in, float outputs out: each input is cast to its tensor's own dtype (float into
+    an int8/uint8 input with a scale is quantized; int32/int64 token ids pass through) and int
+    outputs are dequantized. A flatbuffer converted with a static batch (input shape signature
+    ``[1, ...]``, see :attr:`static_batch`) runs a larger input in chunks of that batch, the last
+    one padded and the padding dropped: its reshapes are baked in, so it is never resized. A
+    dynamic-batch flatbuffer (``[-1, ...]``) is resized to the input's batch.
+
+    A graph the default delegate (XNNPACK) takes but then fails to prepare (LiteRT 2.3 does so
+    on sparse-encoded int8 weights) runs on the default kernels instead, as an app that turns
+    the delegate off would; :attr:`delegate_error` says why (None: the delegate prepared).
+    """
 
     def __init__(self, flatbuffer: bytes, num_threads: int = 1):
-        import tensorflow as tf
-
         self.flatbuffer = flatbuffer
-        self.interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        self.num_threads = num_threads
+        self.delegate_error: str | None = None
+        self.interpreter = interpreter(flatbuffer, num_threads=num_threads)
+        self._allocate()
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
-        self._batch = 1
+        self.static_batch: int | None = static_batch(self.input_details)
+        first = self.input_details[0]["shape"] if self.input_details else []
+        self._batch = int(first[0]) if len(first) else 1
+        self._rows: int | None = None  # rows of the last input when it was padded
 
     @property
     def input_dtype(self) -> str:
@@ -76,6 +92,28 @@ class TFLiteModel:
     def output_dtype(self) -> str:
         return np.dtype(self.output_details[0]["dtype"]).name
 
+    def _allocate(self) -> None:
+        try:
+            self.interpreter.allocate_tensors()
+        except RuntimeError as e:
+            if self.delegate_error is not None or not is_delegate_failure(e):
+                raise
+            import logging
+
+            self.delegate_error = str(e).strip()
+            logging.getLogger(__name__).warning(
+                "XNNPACK failed to prepare this graph (%s): running it on the default kernels",
+                self.delegate_error,
+            )
+            shapes = [list(d["shape"]) for d in self.interpreter.get_input_details()]
+            self.interpreter = interpreter(
+                self.flatbuffer, num_threads=self.num_threads, default_delegates=False
+            )
+            for detail, shape in zip(self.interpreter.get_input_details(), shapes, strict=True):
+                if list(detail["shape"]) != shape:
+                    self.interpreter.resize_tensor_input(detail["index"], shape)
+            self.interpreter.allocate_tensors()
+
     def _resize(self, batch: int) -> None:
         if batch == self._batch:
             return
@@ -83,49 +121,142 @@ class TFLiteModel:
             shape = list(detail["shape"])
             shape[0] = batch
             self.interpreter.resize_tensor_input(detail["index"], shape)
-        self.interpreter.allocate_tensors()
+        self._allocate()
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
         self._batch = batch
 
     def set_inputs(self, inputs) -> None:
-        """Sets the input tensors (float arrays, batch first) without running."""
-        arrays = inputs if isinstance(inputs, tuple | list) else [inputs]
-        self._resize(int(arrays[0].shape[0]))
+        """Sets the input tensors (arrays, batch first) without running.
+
+        A static-batch flatbuffer takes at most :attr:`static_batch` rows (fewer are padded);
+        :meth:`predict` and :meth:`predict_each` run larger inputs in chunks.
+
+        Raises:
+          ValueError: more rows than a static-batch flatbuffer takes.
+        """
+        arrays = _arrays(inputs)
+        rows = int(arrays[0].shape[0]) if arrays[0].ndim else 1
+        self._rows = None
+        if self.static_batch is None:
+            self._resize(rows)
+        elif rows > self.static_batch:
+            raise ValueError(
+                f"this flatbuffer has a static batch of {self.static_batch} and cannot take "
+                f"{rows} rows at once (predict and predict_each run them in chunks)"
+            )
+        elif rows < self.static_batch:
+            pad = self.static_batch - rows
+            arrays = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays]
+            self._rows = rows
         for detail, array in zip(self.input_details, arrays, strict=True):
-            dtype = detail["dtype"]
-            scale, zero_point = detail["quantization"]
-            if np.issubdtype(dtype, np.integer) and scale:
-                info = np.iinfo(dtype)
-                array = np.clip(np.round(array / scale + zero_point), info.min, info.max)
-            self.interpreter.set_tensor(detail["index"], np.asarray(array, dtype=dtype))
+            self.interpreter.set_tensor(detail["index"], cast_input(array, detail))
 
     def invoke(self) -> None:
         self.interpreter.invoke()
 
     def outputs(self) -> np.ndarray:
+        """The first output tensor as float32 (dequantized), without a static batch's padding."""
         detail = self.output_details[0]
         out = self.interpreter.get_tensor(detail["index"])
         scale, zero_point = detail["quantization"]
         if np.issubdtype(out.dtype, np.integer) and scale:
             out = (out.astype(np.float32) - zero_point) * scale
-        return out.astype(np.float32)
+        out = out.astype(np.float32)
+        return out[: self._rows] if self._rows is not None else out
 
     def predict(self, inputs) -> np.ndarray:
-        """Float outputs of the first output tensor for a batch of float inputs."""
-        self.set_inputs(inputs)
-        self.invoke()
-        return self.outputs()
+        """Float outputs of the first output tensor for a batch of inputs (a static-batch
+        flatbuffer runs it in chunks of its batch)."""
+        arrays = _arrays(inputs)
+        rows = int(arrays[0].shape[0]) if arrays[0].ndim else 1
+        if self.static_batch is None or rows <= self.static_batch:
+            self.set_inputs(arrays)
+            self.invoke()
+            return self.outputs()
+        return self._chunks(arrays, rows, self.static_batch)
 
     def predict_each(self, inputs, batch_size: int = 1) -> np.ndarray:
-        """Runs ``inputs`` through in batches (TFLite models are often built for batch 1)."""
-        arrays = inputs if isinstance(inputs, tuple | list) else [inputs]
-        n = int(arrays[0].shape[0])
+        """Runs ``inputs`` through in batches of ``batch_size`` (of :attr:`static_batch` for a
+        flatbuffer converted with one)."""
+        arrays = _arrays(inputs)
+        rows = int(arrays[0].shape[0])
+        return self._chunks(arrays, rows, self.static_batch or batch_size)
+
+    def _chunks(self, arrays: list, rows: int, size: int) -> np.ndarray:
         chunks = []
-        for start in range(0, n, batch_size):
-            part = [a[start : start + batch_size] for a in arrays]
-            chunks.append(self.predict(part if len(part) > 1 else part[0]).copy())
+        for start in range(0, rows, size):
+            self.set_inputs([a[start : start + size] for a in arrays])
+            self.invoke()
+            chunks.append(self.outputs().copy())
         return np.concatenate(chunks)
+
+
+def interpreter(
+    flatbuffer: bytes | None = None,
+    num_threads: int = 1,
+    model_path: str | None = None,
+    default_delegates: bool = True,
+):
+    """A LiteRT interpreter (``ai_edge_litert``) for a flatbuffer's bytes or file, with the
+    default delegate (XNNPACK) as on a device unless ``default_delegates`` is False; tensors not
+    yet allocated (the delegate is applied when they first are)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = (
+        OpResolverType.AUTO
+        if default_delegates
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    return Interpreter(
+        model_path=model_path,
+        model_content=flatbuffer,
+        num_threads=num_threads,
+        experimental_op_resolver_type=resolver,
+    )
+
+
+def is_delegate_failure(error: Exception) -> bool:
+    """True for the interpreter's error when a delegate took a node and then failed to prepare
+    it (``... (TfLiteXNNPackDelegate) failed to prepare``)."""
+    return "delegate" in str(error).lower()
+
+
+def static_batch(input_details: list[dict]) -> int | None:
+    """The batch a flatbuffer was converted with (its inputs' ``shape_signature[0]``), or None
+    when the batch is dynamic (-1) or an input has no batch dimension."""
+    batches = set()
+    for detail in input_details:
+        signature = detail.get("shape_signature")
+        signature = detail["shape"] if signature is None or len(signature) == 0 else signature
+        if len(signature) == 0 or int(signature[0]) < 1:
+            return None
+        batches.add(int(signature[0]))
+    return batches.pop() if len(batches) == 1 else None
+
+
+def cast_input(array, detail: dict) -> np.ndarray:
+    """``array`` as the input tensor of ``detail`` takes it: floats into an integer tensor with a
+    scale are quantized, other values are cast (token ids rounded, never scaled)."""
+    array = np.asarray(array)
+    dtype = np.dtype(detail["dtype"])
+    if array.dtype == dtype:
+        return array
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating):
+        info = np.iinfo(dtype)
+        if scale:
+            array = np.round(array / scale + zero_point)
+        array = np.clip(np.rint(array), info.min, info.max)
+    return array.astype(dtype)
+
+
+def _arrays(inputs) -> list:
+    return (
+        [np.asarray(a) for a in inputs]
+        if isinstance(inputs, tuple | list)
+        else [np.asarray(inputs)]
+    )
 
 
 # TensorType enum of the TFLite schema -> numpy dtype.

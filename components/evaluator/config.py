@@ -144,7 +144,21 @@ class LatencyConfig(StrictModel):
     )
     warmup_runs: int = pydantic.Field(20, ge=0, le=100_000)
     timed_runs: int = pydantic.Field(200, ge=1, le=1_000_000)
-    num_threads: int = pydantic.Field(1, ge=1, le=256, description="Interpreter threads.")
+    num_threads: int = pydantic.Field(
+        1,
+        ge=1,
+        le=256,
+        description="Interpreter threads of the measured latency the rules judge (1: one core, "
+        "as a phone app's background inference; the rule's text says which).",
+    )
+    multi_thread_threads: int | None = pydantic.Field(
+        None,
+        ge=1,
+        le=256,
+        description="Also time every TFLite model with this many threads, in the same "
+        "interleaved rounds, and record it beside (None: the CPUs this process may use; not "
+        "timed when that equals num_threads). The rules judge num_threads.",
+    )
     source: Literal["auto", "measured", "external"] = pydantic.Field(
         "auto",
         description="Figures the latency rules use: `measured` here, `external` (a LatencyReport "

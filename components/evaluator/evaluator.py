@@ -360,7 +360,9 @@ def _record(
             "metrics": production_metrics,
         },
         "latency_sources": {
-            "measured": "in this step, batch 1, interleaved after warm-up"
+            "measured": _measured_text(config) if config.latency.measure else None,
+            "num_threads": config.latency.num_threads,
+            "multi_thread_threads": latency_sources.multi_thread_threads(config)
             if config.latency.measure
             else None,
             "external": external["sources"],
@@ -514,6 +516,15 @@ def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _measured_text(config: EvaluatorConfig) -> str:
+    threads = config.latency.num_threads
+    return (
+        f"in this step, batch 1, interleaved after warm-up; the rules judge {threads} "
+        f"thread{'' if threads == 1 else 's'}, {latency_sources.multi_thread_threads(config)} "
+        "recorded beside (multi_thread)"
+    )
+
+
 def rules_table(record: dict) -> str:
     """Every rule and requirement per candidate: value, threshold, verdict; then the decision."""
     lines = []
@@ -523,8 +534,12 @@ def rules_table(record: dict) -> str:
     for cand in record["candidates"]:
         for rule in cand.get("rules", []):
             verdict = {True: "pass", False: "FAIL", None: "skipped"}[rule["passed"]]
+            name = rule["rule"]
+            if "latency_statistic" in rule:  # which figure: p95 at 1 thread, say
+                setting = rules.latency_setting(rule["latency_statistic"], rule.get("num_threads"))
+                name += f" [{setting.replace(', batch 1', '')}]"
             lines.append(
-                f"{cand['name']:<16} {rule['rule']:<40} {_fmt(rule['value']):>12} "
+                f"{cand['name']:<16} {name:<40} {_fmt(rule['value']):>12} "
                 f"{rule['op']:>2} {_fmt(rule['threshold']):>10}  {verdict}"
             )
         for req in cand.get("requirements", []):

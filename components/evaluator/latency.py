@@ -36,7 +36,7 @@ import numpy as np
 
 from components.common import measure
 from components.common.errors import DataError
-from components.evaluator.models import Predictor, PreparedModel
+from components.evaluator.models import TFLITE, Predictor, PreparedModel
 
 FORMAT = "tfxopt.latency/v1"
 REPORT_FILE = "latency.json"
@@ -68,30 +68,44 @@ def measure_interleaved(
     warmup_runs: int,
     timed_runs: int,
     num_threads: int,
+    multi_thread_threads: int | None = None,
 ) -> dict[str, dict]:
     """Batch-1 latency of several models in this process, interleaved A B A B, after warm-up.
 
+    With ``multi_thread_threads`` (other than ``num_threads``) every model is also timed with
+    that many interpreter threads, in the same interleaved rounds, under ``"multi_thread"``.
+
     Returns:
-      name -> {mean_ms, min_ms, p50_ms, p90_ms, p95_ms, p99_ms, runs} or {"error": ...} for a
-      model that cannot run.
+      name -> {mean_ms, min_ms, p50_ms, p90_ms, p95_ms, p99_ms, runs, num_threads[,
+      multi_thread: {... the same at multi_thread_threads}]} or {"error": ...} for a model that
+      cannot run.
     """
+    threads = [num_threads]
+    if multi_thread_threads and multi_thread_threads != num_threads:
+        threads.append(multi_thread_threads)
     calls, results = {}, {}
     for model in models:
         try:
-            predictor = Predictor(model, num_threads=num_threads)
-            call = predictor.batch1_call(sample_input)
-            call()  # fails here, not in the middle of the timing loop
-            calls[model.name] = (call, predictor)
+            # A SavedModel runs on TensorFlow's own thread pools: timed once.
+            for count in threads if model.flavour == TFLITE else threads[:1]:
+                predictor = Predictor(model, num_threads=count)
+                call = predictor.batch1_call(sample_input)
+                call()  # fails here, not in the middle of the timing loop
+                calls[(model.name, count)] = (call, predictor)
         except Exception as e:  # noqa: BLE001 - recorded: the latency rules then fail closed
             results[model.name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            calls = {key: value for key, value in calls.items() if key[0] != model.name}
     if calls:
         samples = measure.time_interleaved(
-            {name: call for name, (call, _) in calls.items()}, warmup_runs, timed_runs
+            {key: call for key, (call, _) in calls.items()}, warmup_runs, timed_runs
         )
-        for name, values in samples.items():
+        for (name, count), values in samples.items():
             stats = measure.summarize_ms(values)
-            stats["num_threads"] = num_threads
-            results[name] = stats
+            stats["num_threads"] = count
+            if count == num_threads:
+                results[name] = {**stats, **results.get(name, {})}
+            else:
+                results.setdefault(name, {})["multi_thread"] = stats
     return {m.name: results[m.name] for m in models}
 
 

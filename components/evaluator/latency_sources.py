@@ -40,11 +40,19 @@ def measure(
         config.latency.warmup_runs,
         config.latency.timed_runs,
         config.latency.num_threads,
+        multi_thread_threads(config),
     )
     for name, figures in measured.items():
         entries[name]["latency_measured"] = figures
     _latency_failures(measured, entries)
     return measured
+
+
+def multi_thread_threads(config: EvaluatorConfig) -> int:
+    """Threads of the second, recorded-only latency: configured, else the CPUs we may use."""
+    from components.common.measure import available_cpus
+
+    return config.latency.multi_thread_threads or available_cpus()
 
 
 def choose_for_candidates(

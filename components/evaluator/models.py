@@ -16,6 +16,7 @@ import numpy as np
 from components.common import measure, model_io, tflite
 from components.common.errors import ModelInputError
 from components.common.keys import BASELINE  # noqa: F401 (the Evaluator reads it from here)
+from components.common.measure import available_cpus  # noqa: F401 (read from here too)
 
 TFLITE = "tflite"
 SAVED_MODEL = "saved_model"
@@ -26,14 +27,6 @@ TFLITE_BATCH = 32
 # thread enough work: on the reference CNN (2 cores) 11.8k examples/s at 1 thread and batch 32,
 # 12.3k at 2 threads and batch 32, 17.1k at 2 threads and batch 256.
 TFLITE_BATCH_THREADED = 256
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a container's or a pinned worker's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

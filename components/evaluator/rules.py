@@ -11,6 +11,7 @@ import math
 
 from components.common.numbers import finite as _finite
 from components.evaluator.config import (
+    LATENCY_RULES,
     PRODUCTION_RULES,
     THRESHOLD_RULES,
     EvaluatorConfig,
@@ -106,6 +107,7 @@ def derive_metrics(
             m["error_increase_upper"] = comparison["interval"]["increase"][1]
             m["relative_error_increase_upper"] = comparison["interval"]["relative_increase"][1]
     m["latency_ms"] = lat.get(stat_key)
+    m["latency_num_threads"] = lat.get("num_threads")
     m["baseline_latency_ms"] = base_lat.get(stat_key)
     m["speedup"] = _ratio(base_lat.get(stat_key), lat.get(stat_key))
     m["size_bytes"] = size.get(size_key)
@@ -159,23 +161,38 @@ def check_rules(
             metric = f"{metric}_upper"
         value = metrics.get(metric)
         entry = {"rule": rule, "metric": metric, "op": op, "threshold": threshold, "value": value}
+        measured_as = ""
+        if rule in LATENCY_RULES:
+            entry["latency_statistic"] = rules.latency_statistic
+            entry["num_threads"] = threads = metrics.get("latency_num_threads")
+            measured_as = f" ({latency_setting(rules.latency_statistic, threads)})"
         if rule in PRODUCTION_RULES and production_state == "absent_optional":
             entry.update(passed=None, detail="skipped: no production metrics (optional)")
         elif not _finite(value):
             why = "unmeasured"
             if rule in PRODUCTION_RULES and production_state != "available":
                 why = f"production metrics {production_state.replace('_', ' ')}"
-            entry.update(passed=False, detail=f"fail closed: {metric} is {why}")
+            entry.update(passed=False, detail=f"fail closed: {metric} is {why}{measured_as}")
         else:
             passed = compare(value, op, threshold)
             entry.update(
                 passed=bool(passed),
-                detail=f"{metric} {value:.6g} {op} {threshold:.6g}"
+                detail=f"{metric} {value:.6g} {op} {threshold:.6g}{measured_as}"
                 if passed
-                else f"{metric} {value:.6g} violates {op} {threshold:.6g}",
+                else f"{metric} {value:.6g} violates {op} {threshold:.6g}{measured_as}",
             )
         results.append(entry)
     return results
+
+
+def latency_setting(statistic: str, num_threads) -> str:
+    """How a latency rule's figures were measured: ``p95, batch 1, 1 thread``."""
+    if _finite(num_threads):
+        count = int(num_threads)
+        threads = f"{count} thread" + ("" if count == 1 else "s")
+    else:
+        threads = "threads not stated"
+    return f"{statistic}, batch 1, {threads}"
 
 
 def objective_metric(config: EvaluatorConfig) -> tuple[str, int]:

@@ -44,14 +44,29 @@ def probe(kind: str, path: str, runs: int, num_threads: int) -> dict:
     import gc
 
     import numpy as np
-    import tensorflow as tf
+
+    from components.common import tflite
+
+    if kind == "tflite":
+        import ai_edge_litert.interpreter  # noqa: F401 - the runtime, before the baseline RSS
+    else:
+        import tensorflow as tf
 
     gc.collect()
     reset = _reset_high_water_mark()
     before = _status_bytes("VmRSS") or _peak_rss_bytes()  # runtime imported, no model yet
     if kind == "tflite":
-        interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        # The LiteRT interpreter (what devices run), mapping the file as a device app does.
+        interpreter = tflite.interpreter(model_path=path, num_threads=num_threads)
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError as e:  # XNNPACK took nodes it cannot prepare: run without it
+            if not tflite.is_delegate_failure(e):
+                raise
+            interpreter = tflite.interpreter(
+                model_path=path, num_threads=num_threads, default_delegates=False
+            )
+            interpreter.allocate_tensors()
         for _ in range(runs):
             for detail in interpreter.get_input_details():
                 interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))

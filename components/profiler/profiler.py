@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
+from components.common import delegation, measure, model_io, tflite
 from components.common import examples as examples_lib
 from components.common import flops as flops_lib
-from components.common import measure, model_io, tflite
 from components.common import metrics as metrics_lib
 from components.common import weights as weights_lib
 from components.common.errors import MeasurementError
@@ -101,7 +101,7 @@ def accuracy_record(task, keras_pred, tflite_pred, labels, split: str) -> dict:
 
 
 def _runner(flatbuffer: bytes, num_threads: int) -> tflite.TFLiteModel:
-    """The flatbuffer loaded in ``tf.lite.Interpreter``.
+    """The flatbuffer loaded in the LiteRT interpreter (the runtime devices use).
 
     Raises:
       MeasurementError: it does not load (this model cannot be measured).
@@ -111,7 +111,7 @@ def _runner(flatbuffer: bytes, num_threads: int) -> tflite.TFLiteModel:
     except (ValueError, RuntimeError) as e:
         raise MeasurementError(
             f"the TFLite flatbuffer ({len(flatbuffer)} bytes) does not load in "
-            f"tf.lite.Interpreter: {e}",
+            f"the LiteRT interpreter: {e}",
             detail=f"the flatbuffer does not load: {str(e).strip()[:160]}",
         ) from None
 
@@ -171,6 +171,7 @@ def profile_model(
             examples_uri, data.eval_split, data, keras_model, limit=config.max_eval_examples
         )
     record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
+    record["delegation"] = _delegation(flatbuffer, config.num_threads)
     record["latency"] = _latency(runner, saved_model_dir, keras_model, eval_x, config)
     if config.measure_memory:
         record["memory"] = _memory_record(
@@ -234,17 +235,16 @@ def _weights_and_compute(flatbuffer: bytes, keras_model, config: ProfilerConfig)
 def _latency(
     runner: tflite.TFLiteModel, saved_model_dir: str, keras_model, eval_x, config: ProfilerConfig
 ) -> dict:
-    """Batch-1 latency of the flatbuffer, and of the SavedModel's serving signature when the
-    model is a tf_keras model; then the throughput of both at ``throughput_batch_size``."""
+    """Batch-1 latency of the flatbuffer with ``num_threads`` and with several threads (timed
+    interleaved), and of the SavedModel's serving signature when the model is a tf_keras model;
+    then the throughput of both at ``throughput_batch_size``."""
     one = _sample_inputs(keras_model, eval_x, 1) if keras_model is not None else None
     if one is None:
-        one = tuple(np.zeros(d["shape"], np.float32) for d in runner.input_details)
+        one = tuple(np.zeros(d["shape"][1:], np.float32)[None] for d in runner.input_details)
         one = one if len(one) > 1 else one[0]
     runner.set_inputs(one)
     _invoke_once(runner)
-    tflite_ms = measure.time_calls(runner.invoke, config.warmup_runs, config.timed_runs)
-    latency = {"tflite_batch1": measure.summarize_ms(tflite_ms)}
-    latency["tflite_batch1"]["samples_ms"] = [round(float(v), 5) for v in tflite_ms]
+    latency = _tflite_batch1(runner, one, config)
     if keras_model is None:
         latency["throughput"] = {"batch_size": config.throughput_batch_size}
         return latency
@@ -258,16 +258,67 @@ def _latency(
     return latency
 
 
+def multi_thread_count(config: ProfilerConfig) -> int:
+    """Threads of the multi-thread latency: the configured count, else the CPUs we may use."""
+    return config.multi_thread_threads or measure.available_cpus()
+
+
+def _tflite_batch1(runner: tflite.TFLiteModel, one, config: ProfilerConfig) -> dict:
+    """``tflite_batch1`` (``num_threads``) and ``tflite_batch1_multi_thread``: the same input,
+    timed interleaved after warm-up, so their ratio is fair; each says its thread count."""
+    threads = multi_thread_count(config)
+    calls = {"single": runner.invoke}
+    multi = None
+    if threads != config.num_threads:
+        multi = _runner(runner.flatbuffer, threads)
+        multi.set_inputs(one)
+        _invoke_once(multi)
+        calls["multi"] = multi.invoke
+    samples = measure.time_interleaved(calls, config.warmup_runs, config.timed_runs)
+    single = measure.summarize_ms(samples["single"])
+    single["num_threads"] = config.num_threads
+    single["samples_ms"] = [round(float(v), 5) for v in samples["single"]]
+    latency = {"tflite_batch1": single}
+    if multi is None:
+        latency["tflite_batch1_multi_thread"] = {
+            "num_threads": threads,
+            "note": f"not timed: {threads} thread(s), as the latency above",
+        }
+    else:
+        latency["tflite_batch1_multi_thread"] = {
+            **measure.summarize_ms(samples["multi"]),
+            "num_threads": threads,
+        }
+    return latency
+
+
+def _delegation(flatbuffer: bytes, num_threads: int) -> dict:
+    """How much of the graph XNNPACK takes (:mod:`components.common.delegation`); a failure to
+    tell is recorded, not raised (the flatbuffer itself has loaded and run)."""
+    try:
+        return delegation.measure_delegation(flatbuffer, num_threads)
+    except Exception as e:  # noqa: BLE001 - a record, not a gate
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+
+
 def _throughput(runner, serving_fn, feeds, keras_model, eval_x, config: ProfilerConfig) -> dict:
     """Examples per second of the flatbuffer and the serving signature at one batch size."""
     batch = config.throughput_batch_size
     throughput = {"batch_size": batch}
     many = _sample_inputs(keras_model, eval_x, batch)
     try:
-        runner.set_inputs(many)
-        ms = measure.time_calls(runner.invoke, 2, config.throughput_runs)
+        if runner.static_batch is None:
+            runner.set_inputs(many)
+            call = runner.invoke
+        else:  # a static batch runs the batch in chunks of it, as a device would
+            throughput["tflite_static_batch"] = runner.static_batch
+
+            def call():
+                return runner.predict(many)
+
+        ms = measure.time_calls(call, 2, config.throughput_runs)
         throughput["tflite_examples_per_s"] = float(batch / (np.median(ms) / 1e3))
-    except (ValueError, RuntimeError) as e:  # a model frozen to batch 1
+    except (ValueError, RuntimeError) as e:
         throughput["tflite_error"] = str(e)[:200]
     feed = feeds(many)
     ms = measure.time_calls(lambda: serving_fn(**feed), 2, config.throughput_runs)
@@ -321,9 +372,15 @@ def key_numbers(record: dict) -> dict:
         "latency_p90_ms": lat["p90_ms"],
         "latency_p95_ms": lat["p95_ms"],
         "latency_p99_ms": lat["p99_ms"],
+        "latency_num_threads": lat.get("num_threads"),
         "saved_model_latency_p50_ms": record["latency"].get("saved_model_batch1", {}).get("p50_ms"),
         "tflite_throughput_eps": record["latency"]["throughput"].get("tflite_examples_per_s"),
     }
+    multi = record["latency"].get("tflite_batch1_multi_thread") or {}
+    if "p50_ms" in multi:
+        out["multi_thread_latency_p50_ms"] = multi["p50_ms"]
+        out["multi_thread_num_threads"] = multi["num_threads"]
+    out.update(delegation_numbers(record.get("delegation")))
     memory = record.get("memory", {})
     for kind in ("tflite", "saved_model"):
         if "peak_rss_bytes" in memory.get(kind, {}):
@@ -342,3 +399,15 @@ def key_numbers(record: dict) -> dict:
             out["tflite_accuracy"] = lite
         out["eval_examples"] = acc["examples"]
     return out
+
+
+def delegation_numbers(record: dict | None) -> dict:
+    """The delegation record's key numbers: XNNPACK's share of the nodes, its partitions and how
+    many nodes run on the default kernels."""
+    if not record or "delegated_share" not in record:
+        return {}
+    return {
+        "xnnpack_delegated_share": record["delegated_share"],
+        "xnnpack_partitions": record["partitions"],
+        "xnnpack_fallback_nodes": sum(record["fallback_ops"].values()),
+    }

@@ -1,7 +1,7 @@
 """Converting a tf_keras model to a TFLite flatbuffer for one mode, and verifying the result.
 
 Every flatbuffer is checked before it is used: integer modes keep integer compute (and integer
-I/O when asked), and the flatbuffer loads in ``tf.lite.Interpreter``, runs one eval example and
+I/O when asked), and the flatbuffer loads in the LiteRT interpreter, runs one eval example and
 agrees with the Keras model it came from.
 """
 

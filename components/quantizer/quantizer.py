@@ -2,8 +2,9 @@
 
 Post-training modes convert the model as it is; QAT modes first fine-tune a fake-quant copy
 (``tfmot.quantization.keras``), with the collaborative schemes keeping the input's sparsity
-and/or clusters. Every flatbuffer is checked before it is returned: it loads in
-``tf.lite.Interpreter``, runs one eval example and agrees with the Keras model it came from.
+and/or clusters. Every flatbuffer is checked before it is returned: it loads in the LiteRT
+interpreter (the runtime devices use), runs one eval example and agrees with the Keras model it
+came from.
 
 The SavedModel that travels beside the flatbuffer is the input model (post-training modes) or,
 for QAT modes, the input architecture carrying the QAT-learned float weights: plain tf_keras

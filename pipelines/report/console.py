@@ -16,6 +16,7 @@ from components.common.keys import (
     PUSHED_MODEL_KEY,
 )
 from components.common.numbers import fmt_bytes, fmt_ms, fmt_percent
+from pipelines.report.profiles import delegation_summary, delegation_text
 
 
 def _ms(stats: dict | None, key: str) -> str:
@@ -48,6 +49,8 @@ def profile_rows(record: dict) -> dict[str, str]:
         else "-",
         "FLOPs / example": f"{record.get('compute', {}).get('flops_per_example', 0):,}",
         "TFLite p50/p95/p99 ms": f"{_ms(tfl, 'p50_ms')} / {_ms(tfl, 'p95_ms')} / {_ms(tfl, 'p99_ms')}",
+        "TFLite p50 ms, threads": _threads_row(tfl, lat.get("tflite_batch1_multi_thread")),
+        "XNNPACK delegated": delegation_text(delegation_summary(record)),
         "SavedModel p50 ms": _ms(sm, "p50_ms"),
         "TFLite throughput": (
             f"{lat['throughput']['tflite_examples_per_s']:,.0f} ex/s @{lat['throughput']['batch_size']}"
@@ -58,6 +61,26 @@ def profile_rows(record: dict) -> dict[str, str]:
         "peak memory SavedModel (+model)": _mem(mem.get("saved_model")),
         **metric_row(acc),
     }
+
+
+def _threads_row(single: dict | None, multi: dict | None) -> str:
+    """``0.05 @1 / 0.03 @2``: the batch-1 p50 at each thread count timed."""
+    cells = [
+        f"{_ms(stats, 'p50_ms')} @{stats['num_threads']}"
+        for stats in (single, multi)
+        if stats and "p50_ms" in stats and "num_threads" in stats
+    ]
+    return " / ".join(cells) or "-"
+
+
+def fallback_lines(profiles: dict[str, dict]) -> list[str]:
+    """One line per profiled model whose graph XNNPACK did not take whole: which ops and why."""
+    lines = []
+    for name, record in profiles.items():
+        reason = (delegation_summary(record) or {}).get("reason")
+        if reason and not record.get("failed"):
+            lines.append(f"{name}: {reason}")
+    return lines
 
 
 def metric_row(acc: dict) -> dict[str, str]:
@@ -257,6 +280,9 @@ def render(run) -> str:
     profiles = load_profiles(run)
     if profiles:
         lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]
+        fallbacks = fallback_lines(profiles)
+        if fallbacks:
+            lines += ["", "Graphs XNNPACK did not take whole:", *[f"  {f}" for f in fallbacks]]
     evaluation = evaluation_record(run)
     if evaluation is not None:
         from components.evaluator.evaluator import rules_table

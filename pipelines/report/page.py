@@ -18,6 +18,7 @@ from components.common.numbers import (
     get_path,
 )
 from pipelines.report import layers as layer_report
+from pipelines.report.profiles import delegation_text
 
 # Box fill and border per step state (the states ML Metadata records).
 STATE_COLOURS = {
@@ -183,6 +184,7 @@ def _model_rows(summary: dict) -> str:
         _task(summary)["label"],
         "drop, points [95% CI]" if _task(summary)["percent"] else "increase [95% CI]",
         "latency ms p50 / p95 / p99",
+        "XNNPACK delegated",
         "speed-up",
         "peak RSS TFLite (model's part)",
     ]
@@ -219,6 +221,13 @@ def _model_rows(summary: dict) -> str:
         stages = " \u2192 ".join(m.get("stages") or []) or (
             "the input model" if m["role"] == "baseline" else "-"
         )
+        multi = m.get("multi_thread_latency_ms") or {}
+        multi_text = (
+            f"<br><span class='small'>p50 {fmt_ms(multi.get('p50_ms'))} at "
+            f"{_e(multi.get('num_threads'))} threads</span>"
+            if multi
+            else ""
+        )
         ratio = m.get("compression_ratio")
         failure = m.get("failure") or {}
         failed_text = (
@@ -235,13 +244,31 @@ def _model_rows(summary: dict) -> str:
             dtype_text,
             _metric_text(summary, m.get("accuracy")),
             drop_text,
-            f"{fmt_ms(lat.get('p50_ms'))} / {fmt_ms(lat.get('p95_ms'))} / {fmt_ms(lat.get('p99_ms'))}",
+            f"{fmt_ms(lat.get('p50_ms'))} / {fmt_ms(lat.get('p95_ms'))} / {fmt_ms(lat.get('p99_ms'))}"
+            + multi_text,
+            _e(delegation_text(m.get("delegation"))),
             f"{m['speedup']:.2f}x" if finite(m.get("speedup")) else "-",
             mem_text,
         ]
         out.append(f"<tr class='{cls}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
-    return "".join(out)
+    return "".join(out) + _fallback_list(summary)
+
+
+def _fallback_list(summary: dict) -> str:
+    """One line per model whose graph XNNPACK did not take whole: which ops and why."""
+    items = [
+        f"<li><b>{_e(m['name'])}</b>: {_e(m['delegation']['reason'])}</li>"
+        for m in summary["models"]
+        if (m.get("delegation") or {}).get("reason")
+    ]
+    if not items:
+        return ""
+    return (
+        "<p class='small'>Graphs XNNPACK did not take whole:</p><ul class='small'>"
+        + "".join(items)
+        + "</ul>"
+    )
 
 
 def _gate_tables(summary: dict) -> str:

@@ -1,7 +1,8 @@
 """The figures a model's row shows that come from its Profiler's ``profile.json``.
 
-Sizes, parameters, kernel sparsity and unique values, FLOPs, TFLite weight dtypes, latency,
-throughput, peak memory, the task's metric, and the per-layer figures the layer plot draws.
+Sizes, parameters, kernel sparsity and unique values, FLOPs, TFLite weight dtypes, latency (one
+and several threads), XNNPACK's share of the graph, throughput, peak memory, the task's metric,
+and the per-layer figures the layer plot draws.
 """
 
 from __future__ import annotations
@@ -104,12 +105,42 @@ def profile_entry(profile: dict | None) -> dict:
         "profile_latency_ms": latency_stats(
             get_path(profile, "latency", "tflite_batch1"), "Profiler, sequential"
         ),
+        "multi_thread_latency_ms": multi_thread_latency(profile),
+        "delegation": delegation_summary(profile),
         "throughput_examples_per_s": get_path(
             profile, "latency", "throughput", "tflite_examples_per_s"
         ),
         "peak_memory": peak_memory(profile),
         "profile_accuracy": profile_metric(profile),
     }
+
+
+def multi_thread_latency(profile: dict | None) -> dict | None:
+    """The Profiler's multi-thread batch-1 percentiles with their thread count (None: not timed)."""
+    stats = get_path(profile, "latency", "tflite_batch1_multi_thread")
+    if not stats or "p50_ms" not in stats:
+        return None
+    return {**latency_stats(stats, "Profiler, interleaved"), "num_threads": stats["num_threads"]}
+
+
+def delegation_summary(profile: dict | None) -> dict | None:
+    """How much of the flatbuffer's graph XNNPACK took, and what fell back and why."""
+    record = get_path(profile, "delegation")
+    if not record or "delegated_share" not in record:
+        return None
+    keys = ("delegated_share", "delegated_nodes", "nodes", "partitions", "fallback_ops", "reason")
+    return {k: record.get(k) for k in keys}
+
+
+def delegation_text(summary: dict | None) -> str:
+    """``69% (9/13 nodes, 1 partition)``, or ``-`` when not measured."""
+    if not summary or summary.get("delegated_share") is None:
+        return "-"
+    parts = summary["partitions"]
+    return (
+        f"{summary['delegated_share']:.0%} ({summary['delegated_nodes']}/{summary['nodes']} "
+        f"nodes, {parts} partition{'' if parts == 1 else 's'})"
+    )
 
 
 def profile_metric(profile: dict | None):
