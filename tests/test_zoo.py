@@ -138,6 +138,10 @@ def test_zoo_model_runs_end_to_end_to_a_decision(name, tmp_path, capsys):
     assert all(m["failure"] for m in candidates if m["accuracy"] is None)
     assert len(values) >= len(summary["models"]) - 1
     _check_decision_follows_the_rules(case, summary)
+    kinds = {sig["key"]: sig["kind"] for sig in summary["serving_signatures"]}
+    template = case.name in ("tfx_template_cnn", "encoded_images")
+    assert kinds == {"serving_default": "parse_example" if template else "model_call"}
+    assert "Serving signatures kept in every candidate: serving_default" in out
     serving = tmp_path / "out" / "serving" / "zoo"
     if gate["blessed"]:
         assert serving.is_dir()

@@ -16,9 +16,21 @@ never a failure. The plan travels in every record (``tflite_inputs``) and in the
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 DEFAULT_BATCH_SIZE = 1
+_OP_PATTERN = re.compile(r"'(tf\.[A-Za-z0-9_]+)'|op[s]? (?:named )?'?([A-Z][A-Za-z0-9_]+)'?")
+
+
+def unsupported_ops(message: str) -> list[str]:
+    """Op names mentioned in a converter error message."""
+    found = []
+    for a, b in _OP_PATTERN.findall(message):
+        name = a or b
+        if name and name not in found:
+            found.append(name)
+    return found
 
 
 @dataclass(frozen=True)
@@ -120,11 +132,10 @@ def converter(model, batch_size: int | None = DEFAULT_BATCH_SIZE):
 
 def conversion_failure(error: Exception, plan: InputPlan, what: str, hint: str):
     """A ConversionError naming the ops TFLite has no kernel for and what to do."""
-    from components.common import tflite
     from components.common.errors import ConversionError
 
     text = str(error).strip()
-    ops = tflite.unsupported_ops(text)
+    ops = unsupported_ops(text)
     which = f" (ops without a TFLite builtin kernel: {', '.join(ops)})" if ops else ""
     last = (text.splitlines()[-1] if text else type(error).__name__).rstrip(".")
     if not plan.static and any(op.startswith("tf.TensorList") for op in ops):
@@ -160,20 +171,31 @@ def convert_float32(model, batch_size: int | None = DEFAULT_BATCH_SIZE, what: st
 
 def flatbuffer_plan(flatbuffer: bytes) -> dict:
     """What a flatbuffer's inputs were fixed to, read from the file: the static batch (None when
-    any input's batch is dynamic) and each input's name, shape signature and dtype."""
+    any input's batch is dynamic), each input's name, shape signature and dtype, and its state
+    tensors (:func:`state_tensors`).
+
+    Raises:
+      ValueError: the bytes are not a TFLite flatbuffer.
+    """
     import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
 
-    from components.common import tflite
-
-    runner = tflite.TFLiteModel(flatbuffer)
-    inputs = [
-        {
-            "name": detail["name"],
-            "shape": [int(d) for d in detail["shape_signature"]],
-            "dtype": np.dtype(detail["dtype"]).name,
-        }
-        for detail in runner.input_details
-    ]
+    model = _read_model(flatbuffer)
+    subgraph = model.subgraphs[0]
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    inputs = []
+    for index in subgraph.inputs if subgraph.inputs is not None else []:
+        tensor = subgraph.tensors[index]
+        signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        dtype = types.get(tensor.type, str(tensor.type))
+        inputs.append(
+            {
+                "name": name,
+                "shape": [int(d) for d in np.asarray(signature if signature is not None else [])],
+                "dtype": "bool" if dtype == "bool" else dtype,
+            }
+        )
     batches = {i["shape"][0] if i["shape"] else None for i in inputs}
     static = len(batches) == 1 and all(i["shape"] and i["shape"][0] > 0 for i in inputs)
     dynamic_dims = any(d < 0 for i in inputs for d in i["shape"])
@@ -181,8 +203,22 @@ def flatbuffer_plan(flatbuffer: bytes) -> dict:
         "batch_size": next(iter(batches)) if static else None,
         "static": static and not dynamic_dims,
         "inputs": inputs,
-        "state_tensors": state_tensors(flatbuffer),
+        "state_tensors": _count_state_tensors(model),
     }
+
+
+def _read_model(flatbuffer: bytes):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
+        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
+    return schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+
+
+def _count_state_tensors(model) -> int:
+    return sum(
+        1 for subgraph in model.subgraphs or [] for t in subgraph.tensors or [] if t.isVariable
+    )
 
 
 def state_tensors(flatbuffer: bytes) -> int:
@@ -193,9 +229,4 @@ def state_tensors(flatbuffer: bytes) -> int:
     the previous example's state unless the caller resets them (``reset_all_variables()``,
     ``Interpreter::ResetVariableTensors``) before each call, as our runner does.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    return sum(
-        1 for subgraph in model.subgraphs or [] for t in subgraph.tensors or [] if t.isVariable
-    )
+    return _count_state_tensors(_read_model(flatbuffer))

@@ -3,39 +3,54 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+# The converter's op names (unsupported_ops) and the fused LSTM's state (state_tensors) are read
+# in :mod:`components.common.conversion`, which imports nothing of this module.
+from components.common.conversion import state_tensors, unsupported_ops  # noqa: F401
 from components.common.errors import ConversionError
 
-_OP_PATTERN = re.compile(r"'(tf\.[A-Za-z0-9_]+)'|op[s]? (?:named )?'?([A-Z][A-Za-z0-9_]+)'?")
+
+def convert_float32(saved_model_dir: str, batch_size: int | None = 1) -> bytes:
+    """A float32 TFLite flatbuffer (builtin ops only) of a SavedModel: see :func:`convert_float32_planned`."""
+    return convert_float32_planned(saved_model_dir, batch_size)[0]
 
 
-def unsupported_ops(message: str) -> list[str]:
-    """Op names mentioned in a converter error message."""
-    found = []
-    for a, b in _OP_PATTERN.findall(message):
-        name = a or b
-        if name and name not in found:
-            found.append(name)
-    return found
-
-
-def convert_float32(saved_model_dir: str) -> bytes:
+def convert_float32_planned(saved_model_dir: str, batch_size: int | None = 1):
     """Converts a SavedModel to a float32 TFLite flatbuffer (builtin ops only).
 
+    A tf_keras SavedModel is converted from the Keras model's call with a static batch of
+    ``batch_size`` (:mod:`components.common.conversion`; None: dynamic), whatever its serving
+    signature does (parse tf.Examples, say); any other SavedModel from its serving signature.
     The baseline is converted by its Profiler and again by the Evaluator: in one process the
     second conversion of the same SavedModel bytes comes from :mod:`components.common.model_cache`.
 
+    Returns:
+      (flatbuffer, the input plan as a dict: ``batch_size``, ``static``, ``inputs``, ``reason``).
     Raises:
       ConversionError: (a ModelInputError) naming the ops TFLite has no builtin kernel for.
     """
-    from components.common import model_cache
+    import os
 
-    return model_cache.get_or_load(
-        "float32_tflite", saved_model_dir, lambda: _convert_float32(saved_model_dir)
-    )
+    from components.common import model_cache, model_io
+
+    def convert():
+        if os.path.exists(os.path.join(saved_model_dir, model_io.KERAS_METADATA_PB)):
+            from components.common import conversion
+
+            model = model_io.load_keras_model(saved_model_dir, shared=True)
+            flatbuffer, plan = conversion.convert_float32(
+                model, batch_size, what=f"the model at {saved_model_dir!r}"
+            )
+            return flatbuffer, plan.to_dict()
+        return _convert_float32(saved_model_dir), {
+            "batch_size": None,
+            "requested": batch_size,
+            "static": False,
+            "reason": "not a tf_keras SavedModel: converted from its serving signature",
+        }
+
+    return model_cache.get_or_load(f"float32_tflite_b{batch_size}", saved_model_dir, convert)
 
 
 def _convert_float32(saved_model_dir: str) -> bytes:
@@ -83,6 +98,7 @@ class TFLiteModel:
         first = self.input_details[0]["shape"] if self.input_details else []
         self._batch = int(first[0]) if len(first) else 1
         self._rows: int | None = None  # rows of the last input when it was padded
+        self._stateful: bool | None = None  # has state tensors to reset before each call
 
     @property
     def input_dtype(self) -> str:
@@ -153,6 +169,13 @@ class TFLiteModel:
             self.interpreter.set_tensor(detail["index"], cast_input(array, detail))
 
     def invoke(self) -> None:
+        """One call, from a clean state: a flatbuffer with state tensors (a fused LSTM's hidden and
+        cell state, kept between calls by the kernel) has them reset first, as a stateless Keras
+        model computes (see :func:`components.common.conversion.state_tensors`)."""
+        if self._stateful is None:
+            self._stateful = state_tensors(self.flatbuffer) > 0
+        if self._stateful:
+            self.interpreter.reset_all_variables()
         self.interpreter.invoke()
 
     def outputs(self) -> np.ndarray:

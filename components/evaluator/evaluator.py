@@ -114,7 +114,7 @@ def evaluate(
     """
     started = time.time()
     _check_request(candidates, examples_uri, data, config, latency_report_uri)
-    base = models.prepare(baseline, config.baseline_flavour, work_dir)
+    base = models.prepare(baseline, config.baseline_flavour, work_dir, data.tflite_batch_size)
     task, inputs = resolve_task_and_inputs(baseline.uri, examples_uri, data, config, base)
     config = config.model_copy(update={"task": task.kind})
     prepared, entries = _prepare_models(baseline, candidates, base, config, work_dir)

@@ -225,7 +225,7 @@ def sample_input(input_shapes: tuple[tuple[int, ...], ...], first_example=None):
     """A batch-1 input: the first eval example when given, else zeros of the input shapes."""
     if first_example is not None:
         arrays = first_example if isinstance(first_example, tuple) else (first_example,)
-        picked = tuple(np.asarray(a[:1], dtype=np.float32) for a in arrays)
+        picked = tuple(np.asarray(a[:1]) for a in arrays)  # in its dtype: token ids stay ints
     else:
         picked = tuple(np.zeros([1, *shape], np.float32) for shape in input_shapes)
     return picked if len(picked) > 1 else picked[0]

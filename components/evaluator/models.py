@@ -75,12 +75,16 @@ def _dir_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def prepare(ref: ModelRef, flavour: str = "auto", work_dir: str | None = None) -> PreparedModel:
+def prepare(
+    ref: ModelRef, flavour: str = "auto", work_dir: str | None = None, batch_size: int | None = 1
+) -> PreparedModel:
     """Chooses (and if needed converts) the flavour of ``ref`` to judge and checks it loads.
 
     Args:
       flavour: ``auto`` (TFLite flavour when present, else SavedModel), ``tflite`` (TFLite
         flavour, else a float32 conversion written to ``work_dir``) or ``saved_model``.
+      batch_size: the static batch of that float32 conversion (``data.tflite_batch_size``: the
+        candidates' flatbuffers are converted with the same one).
     Raises:
       ModelInputError: the model is missing, unreadable or cannot be converted.
     """
@@ -100,7 +104,7 @@ def prepare(ref: ModelRef, flavour: str = "auto", work_dir: str | None = None) -
     # Converting needs no Keras; running the SavedModel here does (tf_keras load).
     saved_model_dir = model_io.validate_saved_model(ref.uri, require_keras=flavour != TFLITE)
     if flavour == TFLITE:
-        data = tflite.convert_float32(saved_model_dir)
+        data = tflite.convert_float32(saved_model_dir, batch_size)
         runner = _tflite_runner(data, ref.uri)
         if work_dir is None:
             raise ValueError("work_dir is needed to convert the baseline to TFLite")
@@ -203,13 +207,16 @@ class Predictor:
             import tensorflow as tf
 
             # The serving signature is what TF Serving runs; Keras call overhead is not shipped.
+            from components.common import signatures
+
             loaded = model_io.load_saved_model(self.model.path)
             fn = loaded.signatures["serving_default"]
-            _, kwargs = fn.structured_input_signature
-            arrays = inputs if isinstance(inputs, tuple | list) else (inputs,)
-            names = [t.name.split(":")[0] for t in self._keras.inputs]
-            names = [n for n in names if n in kwargs] or list(kwargs)
-            feeds = {n: tf.constant(a) for n, a in zip(names, arrays, strict=True)}
+            feeder = signatures.serving_feeder(fn, self._keras)
+            if feeder is None:  # a custom signature: the model's call is what is timed
+                call = tf.function(lambda *xs: self._keras(list(xs) if len(xs) > 1 else xs[0]))
+                arrays = inputs if isinstance(inputs, tuple | list) else (inputs,)
+                return lambda: call(*arrays)
+            feeds = feeder(inputs)
             self._loaded = loaded  # keep the trackable alive while the function is timed
             return lambda: fn(**feeds)
         self._runner.set_inputs(inputs)

@@ -145,6 +145,12 @@ def run(
     if source.kind == TF_KERAS:
         nested, record[KERAS_VERSION] = saved_model_facts(source.path)
         if not nested:
+            from components.common import signatures
+
+            # Copied as it is, signatures included: the record says which ones every step keeps.
+            model = model_io.load_keras_model(source.path, shared=True)
+            interface = signatures.plan(source.path, model, data.module_file)
+            record["serving_signatures"] = interface.describe()
             return _copy(source, record, output_uri, started)
         original = model_io.load_keras_model(source.path)
         model, record[ACTION] = original, "flattened"

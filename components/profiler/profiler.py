@@ -25,33 +25,36 @@ log = logging.getLogger(__name__)
 
 
 def _sample_inputs(model, eval_x, batch: int):
-    """A batch of real eval inputs when there are some, else zeros of the model's input shape."""
+    """A batch of real eval inputs when there are some, else zeros of the model's input shapes
+    and dtypes (token ids stay integers)."""
     if eval_x is not None:
         arrays = eval_x if isinstance(eval_x, tuple) else (eval_x,)
         reps = int(np.ceil(batch / arrays[0].shape[0]))
-        picked = tuple(np.concatenate([a] * reps)[:batch].astype(np.float32) for a in arrays)
+        picked = tuple(np.concatenate([a] * reps)[:batch] for a in arrays)
     else:
+        specs = examples_lib.input_specs(model)
+        dtypes = examples_lib.input_dtypes(model)
         picked = tuple(
-            np.zeros([batch, *shape], np.float32) for _, shape in examples_lib.input_specs(model)
+            np.zeros([batch, *shape], dtype)
+            for (_, shape), dtype in zip(specs, dtypes, strict=True)
         )
     return picked if len(picked) > 1 else picked[0]
 
 
 def _serving_fn(saved_model_dir: str, model):
-    """The SavedModel's serving signature (what TF Serving runs) and a feed builder for it."""
-    import tensorflow as tf
+    """The SavedModel's serving signature (what TF Serving runs) and a feed builder for it: model
+    inputs as they are, or as serialized tf.Examples for a signature that parses them."""
+    from components.common import signatures
 
     loaded = model_io.load_saved_model(saved_model_dir)
     fn = loaded.signatures["serving_default"]
-    _, kwargs = fn.structured_input_signature
-    names = list(kwargs)
-    keras_names = [name for name, _ in examples_lib.input_specs(model)]
-    ordered = [n for n in keras_names if n in kwargs] or names
-
-    def feeds(inputs):
-        arrays = inputs if isinstance(inputs, tuple) else (inputs,)
-        return {name: tf.constant(a) for name, a in zip(ordered, arrays, strict=True)}
-
+    feeds = signatures.serving_feeder(fn, model)
+    if feeds is None:
+        raise MeasurementError(
+            f"the serving signature of {saved_model_dir!r} takes inputs the profiler cannot "
+            "build from the model's inputs (neither the model's call nor a tf.Example parse)",
+            detail="serving signature not timed: unknown inputs",
+        )
     return loaded, fn, feeds
 
 
@@ -161,7 +164,9 @@ def profile_model(
     started = time.time()
     saved_model_dir, keras_model, task = prepare(model_uri, examples_uri, data)
     record: dict = {"model_uri": model_uri, "config": config.model_dump()}
-    flatbuffer, tflite_file = _flatbuffer(model_uri, saved_model_dir)
+    flatbuffer, tflite_file, record["tflite_inputs"] = _flatbuffer(
+        model_uri, saved_model_dir, data.tflite_batch_size
+    )
     record["sizes"] = _sizes(saved_model_dir, flatbuffer, tflite_file)
     runner = _runner(flatbuffer, config.num_threads)  # a flatbuffer that cannot run fails first
     record.update(_weights_and_compute(flatbuffer, keras_model, config))
@@ -187,14 +192,23 @@ def profile_model(
     return record
 
 
-def _flatbuffer(model_uri: str, saved_model_dir: str) -> tuple[bytes, str | None]:
-    """(flatbuffer, its file): the artifact's own TFLite flavour (e.g. quantized), else a float32
-    conversion of the SavedModel (no file)."""
+def _flatbuffer(model_uri: str, saved_model_dir: str, batch_size: int | None):
+    """(flatbuffer, its file, its input plan): the artifact's own TFLite flavour (e.g. quantized),
+    else a float32 conversion of the model's call with a static batch of ``batch_size`` (no file).
+    """
+    from components.common import conversion
+
     existing = model_io.tflite_path(model_uri)
     if existing:
         with open(existing, "rb") as f:
-            return f.read(), existing
-    return tflite.convert_float32(saved_model_dir), None
+            flatbuffer = f.read()
+        try:
+            plan = conversion.flatbuffer_plan(flatbuffer)
+        except (ValueError, RuntimeError) as e:  # unreadable: the runner's load says so next
+            plan = {"error": str(e)[:200]}
+        return flatbuffer, existing, plan
+    flatbuffer, plan = tflite.convert_float32_planned(saved_model_dir, batch_size)
+    return flatbuffer, None, plan
 
 
 def _sizes(saved_model_dir: str, flatbuffer: bytes, tflite_file: str | None) -> dict:
@@ -367,6 +381,7 @@ def key_numbers(record: dict) -> dict:
         "max_unique_values": params.get("kernels", {}).get("max_unique_values"),
         "flops_per_example": record.get("compute", {}).get("flops_per_example"),
         "tflite_input_dtype": record["tflite_io"]["input_dtype"],
+        "tflite_static_batch": (record.get("tflite_inputs") or {}).get("batch_size"),
         "latency_mean_ms": lat["mean_ms"],
         "latency_p50_ms": lat["p50_ms"],
         "latency_p90_ms": lat["p90_ms"],

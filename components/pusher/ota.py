@@ -347,14 +347,19 @@ def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str |
     return out, "converted_float32", tmp
 
 
-def _input_plan(tflite_path: str) -> dict:
+def _input_plan(tflite_path: str) -> dict | None:
     """What the flatbuffer's inputs were fixed to (static batch, names, shapes, dtypes) and
     whether the caller must reset its state tensors before each call: what a device app needs to
-    call it, published in the manifest."""
+    call it, published in the manifest. None for a file the interpreter cannot read (the channel
+    ships bytes; the gate, not the pusher, judges a model)."""
     from components.common import conversion
 
     with storage.open_read(tflite_path) as f:
-        return conversion.flatbuffer_plan(f.read())
+        data = f.read()
+    try:
+        return conversion.flatbuffer_plan(data)
+    except (ValueError, RuntimeError):
+        return None
 
 
 def push_tflite(
@@ -384,7 +389,9 @@ def push_tflite(
     sha, length = storage.file_sha256(tflite_path)
     entry = {"name": TFLITE_FILE, "sha256": sha, "length": length}
     entry["path"] = _blob_path(entry)
-    entry["inputs"] = _input_plan(tflite_path)
+    plan = _input_plan(tflite_path)
+    if plan is not None:
+        entry["inputs"] = plan
     storage.makedirs(channel.model_dir)
     with storage.lock(channel.model_dir):
         channel.put_file(tflite_path, entry)

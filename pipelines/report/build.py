@@ -377,6 +377,10 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
     summary["pareto"] = _pareto(models, task)
     summary["chosen"] = _chosen(summary)
     summary["layer_coverage"] = layer_report.layer_coverage(run)
+    from pipelines.report.console import import_record
+
+    imported = import_record(run)
+    summary["serving_signatures"] = (imported or {}).get("serving_signatures") or []
     if push is not None:
         summary["push"] = _push_summary(push)
     return summary, _plot_extras(models, profiles)

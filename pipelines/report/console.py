@@ -269,6 +269,24 @@ def import_line(record: dict) -> str:
     return line
 
 
+def signatures_line(record: dict) -> str | None:
+    """One line: the serving signatures every candidate and the pushed version keep."""
+    kept = record.get("serving_signatures")
+    if not kept:
+        return None
+
+    def tensors(side: dict) -> str:
+        return ", ".join(
+            f"{name} {t['dtype']}{list(t['shape'])}" for name, t in sorted(side.items())
+        )
+
+    described = "; ".join(
+        f"{s['key']} ({s['kind']}: {tensors(s['inputs'])} -> {tensors(s['outputs'])})"
+        for s in kept
+    )
+    return f"Serving signatures kept in every candidate: {described}"
+
+
 def render(run) -> str:
     """The text printed at the end of ``tfxopt run``."""
     lines = [f"Run {run.run_id}  (outputs in {run.output_dir})", ""]
@@ -277,6 +295,9 @@ def render(run) -> str:
     imported = import_record(run)
     if imported is not None:
         lines += ["", import_line(imported)]
+        kept = signatures_line(imported)
+        if kept:
+            lines.append(kept)
     profiles = load_profiles(run)
     if profiles:
         lines += ["", table({name: profile_rows(rec) for name, rec in profiles.items()})]
