@@ -127,6 +127,13 @@ def test_blessed_model_is_pushed_to_serving_and_a_signed_channel(
     assert manifest["rollout_percentage"] == 50 and manifest["metrics"]["accuracy"] == 0.975
     tflite_file = os.path.join(model_artifact.uri, "Format-TFLite", "model.tflite")
     assert manifest["files"][0]["length"] == os.path.getsize(tflite_file)
+    # What a device app needs to call it: the static batch and each input (signed with the rest).
+    assert manifest["files"][0]["inputs"] == {
+        "batch_size": 1,
+        "static": True,
+        "inputs": [{"name": "serving_default_image:0", "shape": [1, 64], "dtype": "float32"}],
+        "state_tensors": 0,
+    }
     assert manifest["source"]["model_uri"] == model_artifact.uri
     channel_metrics = json.load(open(os.path.join(channel_dir, "metrics.json")))
     assert (channel_metrics["accuracy"], channel_metrics["sequence"]) == (0.975, 1)
