@@ -517,54 +517,51 @@ def transformer_tokens(root: str) -> ZooCase:
     )
 
 
+def _token_sequence_case(root: str, name: str, task: str, recurrent, head, loss: str) -> ZooCase:
+    """Embedding -> ``recurrent`` -> ``head`` over 16 int64 token ids (:func:`_token_classes`)."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            layers.Input((16,), dtype="int64", name="tokens"),
+            layers.Embedding(40, 16, name="embedding"),
+            recurrent,
+            head,
+        ]
+    )
+    return _trained_case(root, name, task, _token_classes, model, ["tokens"], "label", loss)
+
+
 def lstm_binary(root: str) -> ZooCase:
     """Embedding -> LSTM -> one sigmoid unit over int64 token ids."""
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
     layers = tf_keras.layers
-    model = tf_keras.Sequential(
-        [
-            layers.Input((16,), dtype="int64", name="tokens"),
-            layers.Embedding(40, 16, name="embedding"),
-            layers.LSTM(16, name="lstm"),
-            layers.Dense(1, activation="sigmoid", name="head"),
-        ]
-    )
-    return _trained_case(
+    return _token_sequence_case(
         root,
         "lstm_binary",
         "binary",
-        _token_classes,
-        model,
-        ["tokens"],
-        "label",
+        layers.LSTM(16, name="lstm"),
+        layers.Dense(1, activation="sigmoid", name="head"),
         "binary_crossentropy",
     )
 
 
 def bidirectional_gru(root: str) -> ZooCase:
-    """Embedding -> Bidirectional(GRU) -> softmax over int64 token ids."""
+    """Embedding -> Bidirectional(GRU) -> softmax over int64 token ids (a GRU stays a WHILE loop
+    in TFLite: calibrated int8 is refused for it, float32 and dynamic range convert)."""
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
     layers = tf_keras.layers
-    model = tf_keras.Sequential(
-        [
-            layers.Input((16,), dtype="int64", name="tokens"),
-            layers.Embedding(40, 16, name="embedding"),
-            layers.Bidirectional(layers.GRU(8), name="bigru"),
-            layers.Dense(2, activation="softmax", name="head"),
-        ]
-    )
-    return _trained_case(
+    return _token_sequence_case(
         root,
         "bidirectional_gru",
         "multiclass",
-        _token_classes,
-        model,
-        ["tokens"],
-        "label",
+        layers.Bidirectional(layers.GRU(8), name="bigru"),
+        layers.Dense(2, activation="softmax", name="head"),
         "sparse_categorical_crossentropy",
     )
 
