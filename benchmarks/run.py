@@ -14,6 +14,9 @@ Sections:
    10k, 100k and 1M examples (:mod:`benchmarks.evaluator_throughput`).
 7. ``mobilenet``: MobileNetV2 (0.35 at 32x32, 1.0 at 224x224) through the pipeline, per-step
    load / convert / work / save / measure, vs by hand (:mod:`benchmarks.mobilenet`).
+8. ``tflite_speed``: each model's float32 / dynamic range / full int8 flatbuffers converted before
+   (dynamic batch) and after (static batch 1) issue 28 and by the TFMOT recipe: p50 in LiteRT,
+   XNNPACK delegation, bytes, accuracy, and the issue's targets (:mod:`benchmarks.tflite_speed`).
 
 Usage::
 
@@ -46,6 +49,7 @@ SECTIONS = (
     "recipes",
     "throughput",
     "mobilenet",
+    "tflite_speed",
 )
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
@@ -118,7 +122,14 @@ def _mobilenet():
 
 def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1) -> dict:
     """Runs the chosen sections; each records its wall time and the load around it."""
-    from benchmarks import evaluator_throughput, overhead, recipes, scaling, stability
+    from benchmarks import (
+        evaluator_throughput,
+        overhead,
+        recipes,
+        scaling,
+        stability,
+        tflite_speed,
+    )
 
     reference_dir = os.path.abspath(reference_dir)
     results = {
@@ -134,6 +145,7 @@ def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1
         "recipes": lambda d: recipes.run(reference_dir, d),
         "throughput": lambda d: evaluator_throughput.run(reference_dir, d),
         "mobilenet": lambda d: _mobilenet().run(d),
+        "tflite_speed": lambda d: tflite_speed.run(reference_dir, d),
     }
     for name in only:
         directory = os.path.join(work_dir, name)
@@ -179,6 +191,7 @@ def _section_renderer(name: str):
         recipes,
         scaling,
         stability,
+        tflite_speed_report,
     )
 
     return {
@@ -189,6 +202,7 @@ def _section_renderer(name: str):
         "recipes": recipes.render_section,
         "throughput": evaluator_throughput.render_section,
         "mobilenet": mobilenet_report.render_section,
+        "tflite_speed": tflite_speed_report.render_section,
     }[name]
 
 

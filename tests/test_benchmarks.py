@@ -226,3 +226,115 @@ def test_overhead_parts_add_up_to_each_sides_wall_time():
     # What the pipeline side imports before it starts timing the run must exist.
     for module in overhead.RUNNER_MODULES + overhead.EXECUTOR_MODULES:
         importlib.import_module(module)
+
+
+def _tflite_entry(p50, p50_tf_lite=None, same=360, max_diff=0.0, error=None):
+    """One flatbuffer record of the tflite_speed section, as benchmarks.tflite_speed writes it."""
+    if error:
+        return {"error": error, "convert_s": 1.0}
+    entry = {
+        "bytes": 100_000,
+        "gzip_bytes": 90_000,
+        "batch_size": 1,
+        "delegation": {
+            "nodes": 12,
+            "delegated_nodes": 11,
+            "delegated_share": 11 / 12,
+            "partitions": 2,
+            "fallback_ops": {"SOFTMAX": 1},
+            "reason": "SOFTMAX x1 run on the default kernels, not XNNPACK: no kernel",
+        },
+        "metric": 0.99,
+        "vs_keras": {"same_class": same, "examples": 360, "max_diff": max_diff},
+        "vs_before": {"same_class": same, "examples": 360, "max_diff": max_diff},
+        "p50_ms_1t": p50,
+        "p50_ms_2t": p50,
+    }
+    if p50_tf_lite is not None:
+        entry["p50_ms_1t_tf_lite"] = p50_tf_lite
+        del entry["vs_before"]
+    return entry
+
+
+def _tflite_model(flatbuffers):
+    return {
+        "what": "a model",
+        "task": "multiclass",
+        "metric_name": "top1_accuracy",
+        "eval_examples": 360,
+        "calibration_samples": 100,
+        "keras_metric": 0.99,
+        "timing": {"1": {"timed_runs": 2000, "warmup_runs": 200}},
+        "load_average_1m": [1.0, 1.0],
+        "wall_s": 10.0,
+        "flatbuffers": flatbuffers,
+    }
+
+
+def test_tflite_speed_targets_from_the_json_and_markdown():
+    from benchmarks import tflite_speed
+    from benchmarks.tflite_speed_report import (
+        DEMO,
+        TOLERANCES,
+        conversion_checks,
+        render_section,
+        short_reason,
+        targets,
+    )
+    from components.quantizer.config import DEFAULT_TOLERANCES
+
+    # The Quantizer's verification tolerances, per flavour.
+    assert TOLERANCES["float32"] == DEFAULT_TOLERANCES["none"]
+    for flavour in ("dynamic_range", "full_int8"):
+        assert TOLERANCES[flavour] == DEFAULT_TOLERANCES[flavour]
+    calls = []
+    samples = tflite_speed.interleaved_within({"a": lambda: calls.append(1), "b": int}, 50, 60.0)
+    assert len(samples["a"]) == len(samples["b"]) == len(calls) == 50  # in chunks, all 50
+
+    section = {
+        "processor": {"model_name": "AMD EPYC", "flags": {"avx2": True, "avx512_vnni": False}},
+        "runtime": "ai-edge-litert 2.3",
+        "models": {
+            "reference_cnn": _tflite_model(
+                {
+                    "float32": {"before": _tflite_entry(0.08, 0.16), "after": _tflite_entry(0.05)},
+                    DEMO: {"before": _tflite_entry(0.06, 0.13), "after": _tflite_entry(0.016)},
+                }
+            ),
+            "mobilenet_v2_035_32": _tflite_model(
+                {
+                    "float32": {"after": _tflite_entry(0.30)},
+                    "full_int8": {"after": _tflite_entry(0.25, max_diff=0.2)},
+                }
+            ),
+            "lstm_binary": _tflite_model(
+                {"float32": {"before": _tflite_entry(None, error="tf.TensorListReserve")}}
+            ),
+        },
+    }
+    demo, speedup, accuracy = targets(section)
+    assert demo["value"] == 0.2 and demo["met"]  # 0.016 / 0.08, both in LiteRT
+    assert "0.1x" in demo["text"]  # against the baseline timed in tf.lite.Interpreter
+    assert speedup["value"] == 1.2 and speedup["met"] is False
+    # The int8 flatbuffer differs from its before one by 0.2 > the int8 tolerance 0.1.
+    assert accuracy["met"] is False and "mobilenet_v2_035_32 full_int8" in accuracy["text"]
+    checks = {(c["model"], c["flavour"]): c["ok"] for c in conversion_checks(section)}
+    assert checks[("reference_cnn", "float32")] and checks[("reference_cnn", DEMO)]
+    assert ("lstm_binary", "float32") not in checks  # no after flatbuffer recorded
+
+    page = "\n".join(render_section(section, 8))
+    assert page.startswith("## 8. TFLite speed")
+    assert "Processor: AMD EPYC (has avx2; lacks avx512_vnni)" in page
+    assert page.count("**met**") == 1 and page.count("**NOT met**") == 2
+    assert "| reference_cnn | before, in `tf.lite.Interpreter` (the old way) | 0.1600 | - |" in page
+    assert "conversion failed: tf.TensorListReserve" in page
+    assert "11/12 (92%), 2 part." in page and "SOFTMAX" in page
+    assert render_section({"error": "boom"}, 8)[2] == "Failed: boom"
+    error = (
+        "ConverterError: ops without a kernel: tf.TensorListReserve; <unknown>:0: error: "
+        "Lowering tensor list ops is failed. Please consider using Select TF ops | \\n more"
+    )
+    assert short_reason(error) == (
+        "ConverterError: ops without a kernel: tf.TensorListReserve; "
+        "Lowering tensor list ops is failed."
+    )
