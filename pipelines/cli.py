@@ -47,6 +47,10 @@ def _cmd_run(args) -> int:
             )
     else:
         config = default_run_config(args.model, args.serving, label_key=args.label_key)
+    if args.task is not None:
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"task": args.task})}
+        )
     from pipelines.local.runner import run_local
     from pipelines.report import console
 
@@ -122,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="the Examples feature holding the label (sets data.label_key; default: `label`, "
         "else the one feature no model input takes)",
+    )
+    run.add_argument(
+        "--task",
+        choices=["multiclass", "binary", "multilabel", "regression", "dense"],
+        help="what the model predicts (sets data.task; default: inferred from the model's output "
+        "and the label)",
     )
     run.add_argument("--output", default="tfxopt-output", help="pipeline root, metadata, reports")
     run.add_argument(

@@ -303,3 +303,21 @@ def test_binary_model_runs_the_default_recipe_to_a_decision_its_rules_explain(
         assert f"chose {smallest['name']!r}" in printed
     else:
         assert gate["selected"] is None and "chose nothing" in printed
+
+
+def test_task_flag_overrides_the_inferred_task_before_any_step(zoo_cases, tmp_path, capsys):
+    """``--task`` sets data.task: a binary model run as ``dense`` is refused by the task check at
+    preflight (nothing written), and an unknown task is refused by the parser."""
+    from pipelines import cli
+
+    case = zoo_cases("binary_sigmoid")
+    out = tmp_path / "out"
+    argv = ["run", "--model", case.model_dir, "--examples", case.examples_dir]
+    assert cli.main([*argv, "--task", "dense", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tfxopt: error:" in err and "dense" in err
+    assert not (out / "pipeline-root").exists()
+    with pytest.raises(SystemExit) as parsed:
+        cli.main([*argv, "--task", "ordinal", "--output", str(out)])
+    assert parsed.value.code == 2
+    assert "invalid choice: 'ordinal'" in capsys.readouterr().err
