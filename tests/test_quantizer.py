@@ -432,8 +432,6 @@ def test_serving_flavour_copied_from_a_step_output_and_saved_anew_from_a_checkpo
 def test_post_training_modes_convert_the_keras_call_with_a_static_batch(tiny_data, tmp_path, mode):
     """The shipped flatbuffer takes a batch of 1 (data.tflite_batch_size), computes what the same
     model converted with a dynamic batch computes, and the record says how it was converted."""
-    import tensorflow as tf
-
     step_output = str(tmp_path / "step")
     model_io.save_keras_model(_load(tiny_data["clustered"]), step_output)
     config = QuantizerConfig(mode=mode)
@@ -460,7 +458,6 @@ def test_post_training_modes_convert_the_keras_call_with_a_static_batch(tiny_dat
     step = ours.output_details[0]["quantization"][0] or 1e-5
     np.testing.assert_allclose(got, expected, atol=step * 1.01)
     assert got.shape == (16, 10)
-    del tf
 
 
 def test_a_saved_model_whose_signature_parses_tf_examples_converts_the_keras_call(

@@ -192,7 +192,7 @@ def _parse_features(spec: dict) -> dict:
     }
 
 
-def _feeds_from_features(model, parsed: dict, spec: dict, image_scale: float | None = 1 / 255):
+def _feeds_from_features(model, parsed: dict, image_scale: float | None = 1 / 255):
     """The model's inputs from parsed features: by input name, or the one feature for the one
     input; reshaped to the input's shape and cast to its dtype; an encoded image (a string
     feeding a (height, width, channels) input) decoded and scaled as the data mapping does."""
@@ -233,7 +233,7 @@ def _parse_signature(model, signature: Signature, image_scale: float | None = 1 
 
     def serve(serialized):
         parsed = tf.io.parse_example(serialized, features)
-        feeds = _feeds_from_features(model, parsed, signature.feature_spec, image_scale)
+        feeds = _feeds_from_features(model, parsed, image_scale)
         return {output_key: model(feeds)}
 
     spec = tf.TensorSpec([None], tf.string, name=input_name)
@@ -351,7 +351,7 @@ class ServingInterface:
 
         return model_io.load_saved_model(self.source_dir)
 
-    def _feeds(self, signature: Signature, function=None) -> dict | None:
+    def _feeds(self, signature: Signature) -> dict | None:
         """Inputs for a signature: the serialized examples for one string input, else None."""
         import tensorflow as tf
 
