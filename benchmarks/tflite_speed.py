@@ -102,29 +102,19 @@ def failure_reason(error: Exception) -> str:
 # ----------------------------------------------------------------------------- conversions
 
 
-def _representative(samples):
-    import numpy as np
-
-    arrays = samples if isinstance(samples, tuple) else (samples,)
-
-    def generate():
-        for i in range(arrays[0].shape[0]):
-            yield [np.asarray(a[i : i + 1]) for a in arrays]
-
-    return generate
-
-
 def convert_before(saved_model_dir: str, flavour: str, samples) -> bytes:
     """The pipeline's conversion before issue 28: the SavedModel's serving signature, whose
     batch is dynamic."""
     import tensorflow as tf
+
+    from components.quantizer import conversion as quantizer_conversion
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if flavour != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if flavour == "full_int8":
-        converter.representative_dataset = _representative(samples)
+        converter.representative_dataset = quantizer_conversion.representative_dataset(samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
@@ -146,11 +136,13 @@ def convert_tfmot(model, flavour: str, samples) -> bytes:
     (and a representative dataset for full int8)."""
     import tensorflow as tf
 
+    from components.quantizer import conversion as quantizer_conversion
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if flavour != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if flavour == "full_int8":
-        converter.representative_dataset = _representative(samples)
+        converter.representative_dataset = quantizer_conversion.representative_dataset(samples)
     return converter.convert()
 
 

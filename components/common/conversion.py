@@ -130,6 +130,16 @@ def converter(model, batch_size: int | None = DEFAULT_BATCH_SIZE):
     return tf.lite.TFLiteConverter.from_concrete_functions([function], holder), plan
 
 
+def static_batch_hint(ops: list[str], plan: InputPlan | None) -> str | None:
+    """What to do when a dynamic-batch conversion failed on TensorList ops (a recurrent layer)."""
+    if plan is None or plan.static or not any(op.startswith("tf.TensorList") for op in ops):
+        return None
+    return (
+        "A recurrent layer converts to TFLite's fused kernels only with a static batch: set "
+        "data.tflite_batch_size (e.g. 1)" + (f"; here: {plan.reason}" if plan.reason else "")
+    )
+
+
 def conversion_failure(error: Exception, plan: InputPlan, what: str, hint: str):
     """A ConversionError naming the ops TFLite has no kernel for and what to do."""
     from components.common.errors import ConversionError
@@ -138,11 +148,7 @@ def conversion_failure(error: Exception, plan: InputPlan, what: str, hint: str):
     ops = unsupported_ops(text)
     which = f" (ops without a TFLite builtin kernel: {', '.join(ops)})" if ops else ""
     last = (text.splitlines()[-1] if text else type(error).__name__).rstrip(".")
-    if not plan.static and any(op.startswith("tf.TensorList") for op in ops):
-        hint = (
-            "A recurrent layer converts to TFLite's fused kernels only with a static batch: set "
-            "data.tflite_batch_size (e.g. 1)" + (f"; here: {plan.reason}" if plan.reason else "")
-        )
+    hint = static_batch_hint(ops, plan) or hint
     return ConversionError(
         f"{what} cannot be converted to TFLite{which}: {last[:400]}. {hint}.",
         detail=f"{what}: TFLite conversion: {last[:160]}",

@@ -175,13 +175,12 @@ def _inspect_features(files: list[str]) -> dict[str, FeatureInfo]:
 
 def input_specs(model) -> list[tuple[str, tuple[int, ...]]]:
     """(name, per-example shape) of each model input, in the model's order."""
-    names = list(getattr(model, "input_names", None) or [])
-    specs = []
-    for i, tensor in enumerate(model.inputs):
-        shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
-        name = names[i] if i < len(names) else tensor.name.split(":")[0]
-        specs.append((name, shape))
-    return specs
+    from components.common.conversion import input_names
+
+    return [
+        (name, tuple(int(d) if d is not None else -1 for d in tensor.shape[1:]))
+        for name, tensor in zip(input_names(model), model.inputs, strict=True)
+    ]
 
 
 def is_image_input(kind: str, dtype: str, shape) -> bool:

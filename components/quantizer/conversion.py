@@ -27,7 +27,7 @@ class ConversionVerificationError(CandidateError):
     step = "verification"
 
 
-def _representative(samples):
+def representative_dataset(samples):
     """A representative-dataset generator yielding one example at a time, in its input's dtype
     (float32 features, integer token ids)."""
     arrays = samples if isinstance(samples, tuple) else (samples,)
@@ -58,7 +58,7 @@ def _converter(model, config: QuantizerConfig, samples, allow_float: bool, batch
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in CALIBRATED_MODES:
-        converter.representative_dataset = _representative(samples)
+        converter.representative_dataset = representative_dataset(samples)
     if mode == "full_int8":
         # Float fallback stays allowed: the converter leaves an op without an int8 kernel in float
         # even with TFLITE_BUILTINS_INT8 alone, so the shipped operators are checked afterwards.
@@ -77,6 +77,8 @@ def _converter(model, config: QuantizerConfig, samples, allow_float: bool, batch
 
 
 def _convert(converter, config: QuantizerConfig, plan=None) -> bytes:
+    from components.common import conversion as common_conversion
+
     try:
         return converter.convert()
     except Exception as e:  # noqa: BLE001 - ConverterError and friends
@@ -86,11 +88,7 @@ def _convert(converter, config: QuantizerConfig, plan=None) -> bytes:
         hint = "Leave the layer(s) in float with quantizer.exclude_layers"
         if config.mode == "int16x8":
             hint += ", or use mode full_int8"
-        if plan is not None and not plan.static and any(o.startswith("tf.TensorList") for o in ops):
-            hint = (
-                "A recurrent layer converts to TFLite's fused kernels only with a static batch: "
-                "set data.tflite_batch_size (e.g. 1)"
-            )
+        hint = common_conversion.static_batch_hint(ops, plan) or hint
         last = (text.splitlines()[-1] if text else type(e).__name__).rstrip(".")
         raise ConversionError(
             f"mode {config.mode!r}: TFLite conversion failed{which}: {last[:400]}. {hint}.",
@@ -120,7 +118,7 @@ def _convert_full_int8_excluding(
         denylisted_nodes=nodes, fully_quantize=config.integer_only_io
     )
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=_representative(samples), debug_options=options
+        converter=converter, debug_dataset=representative_dataset(samples), debug_options=options
     )
     return debugger.get_nondebug_quantized_model()
 

@@ -323,17 +323,20 @@ def quantize_uri(model_uri: str, examples_uri: str, data: DataConfig, config: Qu
     source = model_io.serving_model_dir(model_uri)
     # The input unchanged, from a step of ours (Format-Serving): copy it rather than save it again
     # (its signatures with it). A checkpoint given by the user may hold optimizer state or other
-    # extras: it is saved anew, with its serving signatures rebuilt around the model.
-    result.interface = signatures.interface_for(model_uri, model, examples_uri, data)
-    result.record["serving_signatures"] = result.interface.describe()
-    if (
+    # extras: it is saved anew, with its serving signatures rebuilt around the model (checked on
+    # the eval examples, read only then).
+    copied = (
         result.record["serving_model"] == SERVING_INPUT
         and os.path.basename(source.rstrip("/")) == model_io.SERVING_DIR
-    ):
+    )
+    result.interface = signatures.interface_for(
+        model_uri, model, None if copied else examples_uri, data
+    )
+    if copied:
         result.serving_source = source
     else:
         result.interface.check_wrappers(model)
-        result.record["serving_signatures"] = result.interface.describe()
+    result.record["serving_signatures"] = result.interface.describe()
     return result
 
 
