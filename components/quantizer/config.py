@@ -7,6 +7,7 @@ from typing import Literal
 import pydantic
 
 from components.common.config import StrictModel, own_defaults
+from components.common.sensitivity import AccuracyControlConfig
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
 Mode = Literal[
@@ -39,9 +40,9 @@ CLUSTER_PRESERVING_MODES = frozenset({"cqat", "pcqat"})
 #: Calibration sample size when none is configured (the TFLite guide's order of magnitude).
 DEFAULT_REPRESENTATIVE_SAMPLES = 100
 
-#: Default verification tolerance per mode: the largest allowed |flatbuffer - Keras| on one eval
-#: example, relative to max(1, |Keras output|). Float modes should agree to rounding; int8 modes
-#: to a few output quantization steps.
+#: The largest |flatbuffer - Keras| on one example, relative to max(1, |Keras output|), per mode:
+#: what the Quantizer's verification allowed before it judged by the task (verification.py); the
+#: TFLite speed benchmark still checks its conversions by it (benchmarks/tflite_speed_report.py).
 DEFAULT_TOLERANCES = {
     "none": 1e-4,
     "float16": 1e-2,
@@ -55,6 +56,32 @@ DEFAULT_TOLERANCES = {
     "sparse_float32": 1e-4,
     "sparse_int8": 1e-1,
 }
+
+#: Modes whose layers can be kept in float one by one (the debugger's denylist): per-layer errors,
+#: accuracy control.
+SELECTIVE_MODES = frozenset({"full_int8"})
+
+
+class VerificationConfig(StrictModel):
+    """Limits of the flatbuffer-vs-Keras check on the eval examples; unset: the mode's default
+    (components/quantizer/verification.DEFAULT_LIMITS, docs/accuracy_control.md)."""
+
+    min_agreement: float | None = pydantic.Field(
+        None,
+        ge=0,
+        le=1,
+        description="Least fraction of eval examples with the same top-1 class (multiclass, "
+        "dense) or the same decisions (binary, multilabel).",
+    )
+    max_mean_abs_diff: float | None = pydantic.Field(
+        None,
+        gt=0,
+        description="Largest mean |difference| of the outputs: probabilities for the "
+        "classification tasks, relative to the outputs' scale for regression (relative MAE).",
+    )
+    max_p95_abs_diff: float | None = pydantic.Field(
+        None, gt=0, description="Largest 95th percentile of the same |difference|."
+    )
 
 
 class QuantizerConfig(StrictModel):
@@ -91,11 +118,30 @@ class QuantizerConfig(StrictModel):
         description="Keras layer names left in float (integer modes): layers without an int8 "
         "kernel or too sensitive to quantize.",
     )
+    verification: VerificationConfig = pydantic.Field(
+        default_factory=VerificationConfig,
+        description="How close the flatbuffer must stay to the Keras model on the eval "
+        "examples, compared by the task (agreement, mean and p95 |difference|); unset limits "
+        "take the mode's defaults.",
+    )
     verify_tolerance: float | None = pydantic.Field(
         None,
         gt=0,
-        description="Largest allowed |flatbuffer - Keras| output difference on one eval example, "
-        "relative to max(1, |Keras output|). Default: per mode (DEFAULT_TOLERANCES).",
+        description="Shorthand for verification.max_mean_abs_diff (the largest mean "
+        "|flatbuffer - Keras| output difference).",
+    )
+    accuracy_control: AccuracyControlConfig | None = pydantic.Field(
+        None,
+        description="full_int8: keep the layers that cost the most in float, "
+        "greedily, until the flatbuffer's metric on the eval split is within the budget "
+        "(max_drop_points, or max_relative_error_increase for regression), in at most "
+        "max_evaluations evaluations; a budget it cannot meet rejects the candidate.",
+    )
+    layer_sensitivity: bool = pydantic.Field(
+        True,
+        description="full_int8: record each layer's quantization error (TFLite's "
+        "QuantizationDebugger) and, when the flatbuffer loses metric, what keeping each of the "
+        "worst few in float recovers.",
     )
     min_input_sparsity: float = pydantic.Field(
         0.1,
@@ -143,6 +189,11 @@ class QuantizerConfig(StrictModel):
                 f"fine_tuning.distillation applies to the QAT modes {sorted(QAT_MODES)}, not "
                 f"mode {self.mode!r} (it does not train)"
             )
+        if self.accuracy_control is not None and self.mode not in SELECTIVE_MODES:
+            raise ValueError(
+                f"accuracy_control applies to the modes {sorted(SELECTIVE_MODES)} (layers kept in "
+                f"float one by one), not mode {self.mode!r}"
+            )
         if self.mode in QAT_MODES and self.fine_tuning.epochs == 0:
             raise ValueError(
                 f"mode {self.mode!r} learns activation ranges while training: set "
@@ -156,6 +207,17 @@ class QuantizerConfig(StrictModel):
         return SPARSE_MODES.get(self.mode, self.mode)
 
     @property
-    def tolerance(self) -> float:
-        """The verification tolerance in force (configured, else the mode's default)."""
-        return self.verify_tolerance or DEFAULT_TOLERANCES[self.mode]
+    def limits(self):
+        """The verification limits in force: the configured ones, the mode's default otherwise."""
+        from components.quantizer.verification import DEFAULT_LIMITS, Limits
+
+        default = DEFAULT_LIMITS[self.mode]
+        given = self.verification
+        mean = given.max_mean_abs_diff or self.verify_tolerance
+        return Limits(
+            min_agreement=default.min_agreement
+            if given.min_agreement is None
+            else given.min_agreement,
+            max_mean_abs_diff=mean or default.max_mean_abs_diff,
+            max_p95_abs_diff=given.max_p95_abs_diff or default.max_p95_abs_diff,
+        )

@@ -1,18 +1,18 @@
 """Converting a tf_keras model to a TFLite flatbuffer for one mode, and verifying the result.
 
 Every flatbuffer is checked before it is used: integer modes keep integer compute (and integer
-I/O when asked), and the flatbuffer loads in the LiteRT interpreter, runs one eval example and
-agrees with the Keras model it came from.
+I/O when asked), and the flatbuffer loads in the LiteRT interpreter and agrees with the Keras model
+it came from on the eval examples, as the task reads its outputs (:mod:`.verification`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from components.common import metrics as metrics_lib
 from components.common import tflite
-from components.common.errors import CandidateError, ConversionError
+from components.common.errors import ConversionError
 from components.quantizer import flatbuffer as fb_lib
+from components.quantizer import selective, verification
 from components.quantizer.config import (
     CALIBRATED_MODES,
     INTEGER_MODES,
@@ -20,11 +20,8 @@ from components.quantizer.config import (
     QuantizerConfig,
 )
 
-
-class ConversionVerificationError(CandidateError):
-    """The converted flatbuffer does not run, or disagrees with its Keras model beyond tolerance."""
-
-    step = "verification"
+# Raised by verify; importable from here, beside the conversion it judges.
+from components.quantizer.verification import ConversionVerificationError  # noqa: F401
 
 
 def representative_dataset(samples):
@@ -96,31 +93,19 @@ def _convert(converter, config: QuantizerConfig, plan=None) -> bytes:
         ) from None
 
 
-def _excluded_nodes(flatbuffer: bytes, layer_names, exclude: list[str]) -> list[str]:
-    return [
-        op["output"]
-        for op in fb_lib.operators(flatbuffer, layer_names)
-        if op["layer"] in exclude and op["op"] not in fb_lib.CONVERSION_OPS
-    ]
-
-
-def _convert_full_int8_excluding(
-    model, config: QuantizerConfig, samples, first: bytes, batch_size=1
-) -> bytes:
-    """Requantizes with the excluded layers' ops denylisted, so they stay float (selective PTQ)."""
-    import tensorflow as tf
-
-    nodes = _excluded_nodes(first, [layer.name for layer in model.layers], config.exclude_layers)
-    if not nodes:
-        return first
+def requantizer(model, config: QuantizerConfig, samples, first: bytes, batch_size=1):
+    """A :class:`~components.quantizer.selective.Requantizer` for ``model`` (full int8): one
+    calibration, then any layers kept in float (selective PTQ) and each layer's error."""
     converter = _converter(model, config, samples, True, batch_size)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=nodes, fully_quantize=config.integer_only_io
+    n = selective.DEBUG_SAMPLES
+    debug = tuple(a[:n] for a in samples) if isinstance(samples, tuple) else samples[:n]
+    return selective.Requantizer(
+        converter,
+        first,
+        [layer.name for layer in model.layers],
+        representative_dataset(debug),
+        config.integer_only_io,
     )
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative_dataset(samples), debug_options=options
-    )
-    return debugger.get_nondebug_quantized_model()
 
 
 def convert(model, config: QuantizerConfig, samples=None, batch_size: int | None = 1):
@@ -140,8 +125,26 @@ def convert(model, config: QuantizerConfig, samples=None, batch_size: int | None
     converter = _converter(model, config, samples, allow_float, batch_size)
     flatbuffer = _convert(converter, config, plan)
     if config.base_mode == "full_int8" and config.exclude_layers:
-        flatbuffer = _convert_full_int8_excluding(model, config, samples, flatbuffer, batch_size)
+        flatbuffer = requantizer(model, config, samples, flatbuffer, batch_size).flatbuffer(
+            config.exclude_layers
+        )
     return flatbuffer, plan
+
+
+def convert_selective(model, config: QuantizerConfig, samples, batch_size: int | None = 1):
+    """Full int8 with layers to keep in float chosen afterwards: the flatbuffer with nothing kept
+    in float, its input plan, and a :class:`~components.quantizer.selective.Requantizer` (one
+    calibration) for the flatbuffers with layers in float and the per-layer errors.
+
+    Returns:
+      (flatbuffer with nothing excluded, plan, requantizer); in place of the requantizer, why the
+      debugger could not take the model when nothing needs it (no exclusions, no accuracy
+      control: the per-layer errors are then left out).
+    """
+    first, plan = convert(
+        model, config.model_copy(update={"exclude_layers": []}), samples, batch_size
+    )
+    return first, plan, requantizer(model, config, samples, first, batch_size)
 
 
 # Control-flow ops the TFLite calibrator (tensorflow 2.16) cannot run: it crashes the process
@@ -239,56 +242,7 @@ def io_details(detail: dict) -> dict:
     }
 
 
-def first_example(inputs):
-    if isinstance(inputs, tuple):
-        return tuple(a[:1] for a in inputs)
-    return inputs[:1]
-
-
-def verify(flatbuffer: bytes, keras_model, example, tolerance: float, task=None) -> dict:
-    """Loads the flatbuffer, runs one example, and compares it with the Keras model.
-
-    Per task: classification outputs are compared as probabilities (softmax/sigmoid of logits),
-    regression outputs as values, relative to max(1, |Keras output|).
-
-    Raises:
-      ConversionVerificationError: when it does not load or run, or differs beyond the tolerance.
-    """
-    try:
-        runner = tflite.TFLiteModel(flatbuffer)
-        got = runner.predict(example)
-    except (ValueError, RuntimeError) as e:
-        raise ConversionVerificationError(
-            f"the converted flatbuffer does not run: {e}",
-            detail=f"the flatbuffer does not run: {str(e)[:160]}",
-        ) from None
-    expected = np.asarray(keras_model(example, training=False), dtype=np.float32)
-    if got.shape != expected.shape:
-        raise ConversionVerificationError(
-            f"the flatbuffer's output shape {got.shape} differs from the Keras model's "
-            f"{expected.shape}.",
-            detail=f"output shape {got.shape} != {expected.shape}",
-        )
-    compared = "outputs"
-    if task is not None:
-        got = metrics_lib.comparable_outputs(task, got)
-        expected = metrics_lib.comparable_outputs(task, expected)
-        compared = "values" if task.kind == "regression" else "probabilities"
-    diff = float(np.max(np.abs(got - expected)))
-    allowed = tolerance * max(1.0, float(np.max(np.abs(expected))))
-    result = {
-        "examples": 1,
-        "compared": compared,
-        "max_abs_diff": diff,
-        "tolerance": tolerance,
-        "allowed_abs_diff": allowed,
-        "passed": diff <= allowed,
-    }
-    if not result["passed"]:
-        raise ConversionVerificationError(
-            f"the flatbuffer's output differs from the Keras model by {diff:.4g} on one eval "
-            f"example (allowed {allowed:.4g}). The model is too sensitive for this mode: try "
-            "int16x8 or a QAT mode, exclude sensitive layers, or raise quantizer.verify_tolerance.",
-            detail=f"max abs diff {diff:.3g} > {allowed:.3g}",
-        )
-    return result
+def verify(got, expected, task, limits, output_dtype="float32", integer_io=False) -> dict:
+    """:func:`components.quantizer.verification.verify` (kept here, beside the conversion it
+    judges)."""
+    return verification.verify(got, expected, task, limits, output_dtype, integer_io)

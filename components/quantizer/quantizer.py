@@ -29,6 +29,7 @@ from components.common import (
     measure,
     model_io,
     optimization,
+    sensitivity,
     signatures,
     tflite,
     training,
@@ -56,6 +57,7 @@ from components.quantizer.config import (
     DEFAULT_REPRESENTATIVE_SAMPLES,
     INTEGER_MODES,
     QAT_MODES,
+    SELECTIVE_MODES,
     SPARSE_MODES,
     SPARSITY_PRESERVING_MODES,
     QuantizerConfig,
@@ -116,8 +118,9 @@ def check_inputs(model, examples_uri: str, data: DataConfig, config: QuantizerCo
     Raises:
       ConfigError / ModelInputError / DataError: naming the field, layer or split at fault.
     """
-    examples_lib.resolve_mapping(examples_uri, data.eval_split, data, model)
+    mapping = examples_lib.resolve_mapping(examples_uri, data.eval_split, data, model)
     _check_layers(model, config)
+    sensitivity.check_fits(config.accuracy_control, getattr(mapping, "task", None), "quantizer")
     kernels, summary = _kernel_report(model)
     mode = config.mode
     if mode in SPARSITY_PRESERVING_MODES and summary["sparsity"] < config.min_input_sparsity:
@@ -225,23 +228,49 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     # Post-training modes convert the input model's call, QAT modes the model they trained; both
     # with a static input signature (data.tflite_batch_size) where the model allows one.
     converted_at = time.time()
-    flatbuffer, plan = conversion.convert(reference, config, samples, data.tflite_batch_size)
+    requantizer = None
+    if config.mode in SELECTIVE_MODES and (config.layer_sensitivity or config.accuracy_control):
+        first, plan, requantizer = conversion.convert_selective(
+            reference, config, samples, data.tflite_batch_size
+        )
+        if isinstance(requantizer, str):  # the debugger cannot take it: no per-layer errors
+            record["layer_sensitivity"] = {"error": requantizer}
+            flatbuffer, requantizer = first, None
+        else:
+            flatbuffer = requantizer.flatbuffer(config.exclude_layers)
+    else:
+        flatbuffer, plan = conversion.convert(reference, config, samples, data.tflite_batch_size)
     record["conversion_s"] = time.time() - converted_at
     record["converted_from"] = "keras_call"
     record["tflite_inputs"] = plan.to_dict()
     layer_names = [layer.name for layer in model.layers]
-    ops = fb_lib.operators(flatbuffer, layer_names)
-    conversion.check_integer_ops(ops, config)
-    conversion.check_integer_io(flatbuffer, config)
 
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
     )
-    record["verification"] = conversion.verify(
-        flatbuffer, reference, conversion.first_example(eval_x), config.tolerance, task
-    )
+    reference_pred = _predict(reference, eval_x)
+    input_pred = reference_pred if reference is model else _predict(model, eval_x)
+    before = _metric(task, input_pred, eval_y)
+    tflite_pred = None
+    if requantizer is not None:
+        flatbuffer, tflite_pred, config = _selective(
+            requantizer, flatbuffer, config, task, before, eval_x, eval_y, record
+        )
+    ops = fb_lib.operators(flatbuffer, layer_names)
+    conversion.check_integer_ops(ops, config)
+    conversion.check_integer_io(flatbuffer, config)
 
-    runner = tflite.TFLiteModel(flatbuffer)
+    runner = _runner(flatbuffer)
+    if tflite_pred is None:
+        tflite_pred = _run_flatbuffer(runner, eval_x)
+    record["verification"] = conversion.verify(
+        tflite_pred,
+        reference_pred,
+        task,
+        config.limits,
+        runner.output_dtype,
+        config.integer_only_io,
+    )
     record["tflite"] = {
         "bytes": len(flatbuffer),
         "gzip_bytes": measure.gzipped_bytes(flatbuffer),
@@ -252,16 +281,9 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     record["float_ops"] = [fb_lib.describe(op) for op in fb_lib.float_ops(ops)]
     record["conversion_ops"] = len(fb_lib.activation_conversions(ops))
 
-    tflite_pred = runner.predict_each(eval_x, batch_size=1)
     # The task's metric of the input (before) and of the flatbuffer (after), as every
     # model-in/model-out step records it; metric_worse_by is in the metric's own direction.
-    record.update(
-        optimization.metric_fields(
-            task,
-            _metric(task, _predict(model, eval_x), eval_y),
-            _metric(task, tflite_pred, eval_y),
-        )
-    )
+    record.update(optimization.metric_fields(task, before, _metric(task, tflite_pred, eval_y)))
     record["eval_split"], record["eval_examples"] = data.eval_split, int(eval_y.shape[0])
     if serving is not model:
         record["serving_metric"] = _metric(task, _predict(serving, eval_x), eval_y)
@@ -276,6 +298,114 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
         log.warning("quantizer[%s]: %s", mode, note)
     record["wall_time_s"] = time.time() - started
     return QuantizedModel(flatbuffer=flatbuffer, serving_model=serving, record=record)
+
+
+def _runner(flatbuffer: bytes):
+    try:
+        return tflite.TFLiteModel(flatbuffer)
+    except (ValueError, RuntimeError) as e:
+        raise conversion.ConversionVerificationError(
+            f"the converted flatbuffer does not load in the LiteRT interpreter: {e}",
+            detail=f"the flatbuffer does not load: {str(e)[:160]}",
+        ) from None
+
+
+def _run_flatbuffer(runner, eval_x) -> np.ndarray:
+    """The flatbuffer's outputs on the eval examples, one example at a time as a device runs."""
+    try:
+        return runner.predict_each(eval_x, batch_size=1)
+    except (ValueError, RuntimeError) as e:
+        raise conversion.ConversionVerificationError(
+            f"the converted flatbuffer does not run: {e}",
+            detail=f"the flatbuffer does not run: {str(e)[:160]}",
+        ) from None
+
+
+def _selective(requantizer, flatbuffer, config, task, before, eval_x, eval_y, record):
+    """Per-layer errors, what sparing the worst layers recovers, and accuracy control.
+
+    Returns:
+      (the flatbuffer to keep, its eval outputs, the config with the layers kept in float added
+      to ``exclude_layers``).
+    """
+    errors = [e for e in requantizer.layer_errors() if e["layer"] not in config.exclude_layers]
+    plain_pred = _run_flatbuffer(_runner(flatbuffer), eval_x)
+    plain = _metric(task, plain_pred, eval_y)
+
+    def evaluate(spared):
+        candidate = requantizer.flatbuffer([*config.exclude_layers, *spared])
+        pred = _run_flatbuffer(_runner(candidate), eval_x)
+        float_ops = fb_lib.float_ops(fb_lib.operators(candidate))
+        return _metric(task, pred, eval_y), (candidate, pred), {"float_ops": len(float_ops)}
+
+    scores = {e["layer"]: e["rmse_over_scale"] or 0.0 for e in errors}
+    control = config.accuracy_control
+    if control is None:
+        probes = _probe_layers(task, before, plain, errors, evaluate)
+        record["layer_sensitivity"] = {
+            "method": "tflite_quantization_debugger",
+            "metric": task.metric,
+            "drop_unit": sensitivity.unit(task),
+            "candidate_drop": sensitivity.drop(task, before, plain),
+            "layers": _with_probes(errors, probes),
+        }
+        return flatbuffer, plain_pred, config
+    result = sensitivity.search(
+        task=task,
+        before=before,
+        control=control,
+        layers=[e["layer"] for e in errors],
+        evaluate=evaluate,
+        first=(plain, (flatbuffer, plain_pred), {"float_ops": 0}),
+        scores=scores,
+        what="layers kept in float",
+    )
+    probes = {
+        r["layer"]: {"metric_kept_float": r.get("metric_alone"), "recovered": r.get("recovered")}
+        for r in result.ranking
+        if "metric_alone" in r
+    }
+    record["layer_sensitivity"] = {
+        "method": "tflite_quantization_debugger",
+        "metric": task.metric,
+        "drop_unit": sensitivity.unit(task),
+        "candidate_drop": result.evaluations[0].drop,
+        "layers": _with_probes(errors, probes),
+    }
+    record["accuracy_control"] = sensitivity.record(result, task, control, "layers kept in float")
+    for entry in record["accuracy_control"]["evaluations"]:
+        log.info("quantizer accuracy control: %s", entry)
+    if not result.within_budget:
+        raise sensitivity.reject(result, task, control, "layers kept in float")
+    kept, pred = result.state
+    spared = result.spared
+    if spared:
+        config = config.model_copy(update={"exclude_layers": [*config.exclude_layers, *spared]})
+    return kept, pred, config
+
+
+#: Layers whose recovery is measured when the flatbuffer loses metric (no accuracy control).
+SENSITIVITY_PROBES = 3
+
+
+def _probe_layers(task, before, plain, errors, evaluate) -> dict:
+    """What keeping each of the worst few layers alone in float recovers, when anything was lost."""
+    lost = sensitivity.drop(task, before, plain)
+    if lost is None or lost <= 0:
+        return {}
+    probes = {}
+    for entry in errors[:SENSITIVITY_PROBES]:
+        metric, _, _ = evaluate([entry["layer"]])
+        after = sensitivity.drop(task, before, metric)
+        probes[entry["layer"]] = {
+            "metric_kept_float": metric,
+            "recovered": None if after is None else lost - after,
+        }
+    return probes
+
+
+def _with_probes(errors: list[dict], probes: dict) -> list[dict]:
+    return [{**e, **probes.get(e["layer"], {})} for e in errors]
 
 
 def _length(samples) -> int:
@@ -412,8 +542,11 @@ def key_numbers(record: dict) -> dict:
         "float_ops": _capped(record["float_ops"]),
         "float_op_count": len(record["float_ops"]),
         "conversion_ops": record["conversion_ops"],
-        "verify_tolerance": verification["tolerance"],
+        "verify_agreement": verification["agreement"],
+        "verify_mean_abs_diff": verification["mean_abs_diff"],
+        "verify_p95_abs_diff": verification["p95_abs_diff"],
         "verify_max_abs_diff": verification["max_abs_diff"],
+        "verify_max_mean_abs_diff": verification["limits"]["max_mean_abs_diff"],
         **optimization.metric_numbers(record),
         "serving_metric": record.get("serving_metric"),
         "eval_examples": record["eval_examples"],
@@ -425,6 +558,11 @@ def key_numbers(record: dict) -> dict:
         "serving_model": record["serving_model"],
         "notes": record["notes"] or None,
     }
+    control = record.get("accuracy_control")
+    if control:
+        numbers["layers_kept_float"] = _capped(control["spared"]) or None
+        numbers["accuracy_control_evaluations"] = control["evaluations_used"]
+        numbers["accuracy_control_drop_before"] = control["drop_before"]
     if "fine_tuning" in record:
         numbers[FINE_TUNING_EPOCHS] = record["fine_tuning"]["epochs_run"]
         numbers[FINE_TUNING_WALL_TIME_S] = record["fine_tuning"]["wall_time_s"]

@@ -1,0 +1,293 @@
+"""Accuracy control shared by the Quantizer, the Pruner and the Clusterer: the budget, its check
+against the task, and the bounded greedy search that spares the most sensitive layers.
+
+A step measures how much each layer costs the task's metric on the eval split when only that layer
+is optimised (or, for quantization, recovered when only that layer is kept in float), then leaves
+the costliest layers out (or optimises them less) one at a time until the candidate's metric is
+within the budget. Every evaluation is recorded: what was spared, the metric, the drop. The search
+stops at the budget, at ``max_evaluations`` or when nothing is left to spare; a budget it cannot
+meet is a rejection naming the best it reached. The gate still judges the result by its own rules.
+
+Nothing here imports TensorFlow: the steps pass in their own ``evaluate`` callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pydantic
+
+from components.common.config import StrictModel
+from components.common.errors import CandidateError, ConfigError
+
+#: Evaluations an accuracy-controlled step may spend when none is configured.
+DEFAULT_MAX_EVALUATIONS = 12
+#: Layers whose metric cost is measured one by one (the worst few by a cheap score first).
+DEFAULT_PROBE_LAYERS = 4
+
+
+class AccuracyControlConfig(StrictModel):
+    """A drop budget for one step: spare the most sensitive layers until the metric is within it."""
+
+    max_drop_points: float | None = pydantic.Field(
+        None,
+        ge=0,
+        le=100,
+        description="Largest drop of the task's metric allowed, in points (top-1 accuracy, "
+        "accuracy, label or pixel accuracy, x100), against the step's input. Classification "
+        "and dense tasks.",
+    )
+    max_relative_error_increase: float | None = pydantic.Field(
+        None,
+        ge=0,
+        le=10,
+        description="Regression: largest relative increase of the MAE allowed (0.05: 5% "
+        "higher than the step's input).",
+    )
+    max_evaluations: int = pydantic.Field(
+        DEFAULT_MAX_EVALUATIONS,
+        ge=1,
+        le=200,
+        description="Most candidate evaluations on the eval split (sensitivity probes and "
+        "search steps together); the search stops there.",
+    )
+    probe_layers: int = pydantic.Field(
+        DEFAULT_PROBE_LAYERS,
+        ge=0,
+        le=50,
+        description="Layers whose cost is measured alone (the worst by the cheap per-layer "
+        "score); 0: rank by that score only.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_budget(self) -> AccuracyControlConfig:
+        given = [
+            n
+            for n in ("max_drop_points", "max_relative_error_increase")
+            if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of max_drop_points (classification, dense) or "
+                f"max_relative_error_increase (regression); got {given or 'neither'}"
+            )
+        return self
+
+
+def check_fits(control: AccuracyControlConfig | None, task, where: str) -> None:
+    """An accuracy budget the task's metric cannot express fails here (preflight), naming the key.
+
+    Raises:
+      ConfigError: ``<where>.accuracy_control.<key>`` and what fits the task.
+    """
+    if control is None or task is None:
+        return
+    if task.kind == "regression" and control.max_drop_points is not None:
+        raise ConfigError(
+            f"{where}.accuracy_control.max_drop_points: task regression has no accuracy points "
+            f"(its metric is {task.metric}, lower is better); use "
+            "max_relative_error_increase instead."
+        )
+    if task.kind != "regression" and control.max_relative_error_increase is not None:
+        raise ConfigError(
+            f"{where}.accuracy_control.max_relative_error_increase: task {task.kind} has no "
+            f"error to increase (its metric is {task.metric}, higher is better); use "
+            "max_drop_points instead."
+        )
+
+
+def drop(task, before: float | None, after: float | None) -> float | None:
+    """How much worse ``after`` is, in the budget's unit: points for accuracies, the relative
+    increase for regression's MAE. None when either is unknown."""
+    if before is None or after is None:
+        return None
+    if task.kind == "regression":
+        return (after - before) / max(abs(before), 1e-12)
+    return (before - after) * 100.0
+
+
+def budget(control: AccuracyControlConfig) -> float:
+    """The largest :func:`drop` allowed."""
+    if control.max_drop_points is not None:
+        return float(control.max_drop_points)
+    return float(control.max_relative_error_increase)
+
+
+def unit(task) -> str:
+    return "relative MAE increase" if task.kind == "regression" else "points"
+
+
+class BudgetNotMet(CandidateError):
+    """No candidate within the accuracy budget was found within the evaluations allowed."""
+
+    step = "accuracy_control"
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the search: what was spared and what the candidate scored."""
+
+    spared: list[str]
+    metric: float | None
+    drop: float | None
+    purpose: str  # "candidate", "probe <layer>" or "search"
+    detail: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "spared": list(self.spared),
+            "metric": self.metric,
+            "drop": self.drop,
+            "purpose": self.purpose,
+            **self.detail,
+        }
+
+
+@dataclass
+class SearchResult:
+    """What a controlled step keeps: the spared layers, the state that scored, the record."""
+
+    spared: list[str]
+    state: object
+    evaluations: list[Evaluation]
+    within_budget: bool
+    ranking: list[dict]
+
+    @property
+    def best(self) -> Evaluation:
+        return _best(self.evaluations)
+
+
+def _best(evaluations: Sequence[Evaluation]) -> Evaluation:
+    scored = [e for e in evaluations if e.drop is not None]
+    return min(scored, key=lambda e: (e.drop, len(e.spared))) if scored else evaluations[0]
+
+
+def search(
+    *,
+    task,
+    before: float,
+    control: AccuracyControlConfig,
+    layers: Sequence[str],
+    evaluate: Callable[[list[str]], tuple[float | None, object, dict]],
+    first: tuple[float | None, object, dict] | None = None,
+    scores: dict[str, float] | None = None,
+    what: str = "layers",
+) -> SearchResult:
+    """The bounded greedy search shared by the steps.
+
+    Args:
+      task: the model's task (its metric's direction and unit).
+      before: the step's input metric on the eval split.
+      control: the budget and the number of evaluations allowed.
+      layers: the layers that can be spared, in model order.
+      evaluate: ``evaluate(spared)`` -> (metric, state, detail): the candidate with ``spared``
+        left out (kept in float, or optimised less), its metric on the eval split, a state the
+        caller keeps for the chosen one (a flatbuffer, a model), and extra facts to record.
+      first: the candidate with nothing spared, when the caller already evaluated it.
+      scores: a cheap per-layer score (higher: more sensitive, e.g. the quantization debugger's
+        RMSE/scale) used to pick the layers to probe and to rank the rest.
+      what: how the spared layers are named in messages ("layers kept in float", ...).
+
+    Returns:
+      The chosen :class:`SearchResult` (within budget, or ``within_budget`` False when nothing
+      met it: the caller rejects the candidate with :func:`reject`).
+    """
+    limit = budget(control)
+    evaluations: list[Evaluation] = []
+    states: dict[tuple[str, ...], object] = {}
+
+    def run(spared: list[str], purpose: str, result=None) -> Evaluation:
+        metric, state, detail = result if result is not None else evaluate(list(spared))
+        entry = Evaluation(list(spared), metric, drop(task, before, metric), purpose, detail)
+        evaluations.append(entry)
+        states[tuple(spared)] = state
+        return entry
+
+    def within(entry: Evaluation) -> bool:
+        return entry.drop is not None and entry.drop <= limit + 1e-9
+
+    def done(spared, ok, ranking):
+        chosen = list(spared) if ok else _best(evaluations).spared
+        return SearchResult(chosen, states[tuple(chosen)], evaluations, ok, ranking)
+
+    plain = run([], "candidate", first)
+    scores = dict(scores or {})
+    order = sorted(layers, key=lambda n: -scores.get(n, 0.0)) if scores else list(layers)
+    ranking = [{"layer": n, "score": scores.get(n)} for n in order]
+    if within(plain) or not layers:
+        return done([], within(plain), ranking)
+
+    # Probes: each of the worst few alone; what sparing it alone gains ranks the layers.
+    probes = order[: min(control.probe_layers, len(order), control.max_evaluations - 1)]
+    gains: dict[str, float] = {}
+    for name in probes:
+        entry = run([name], f"probe {name}")
+        if entry.drop is not None and plain.drop is not None:
+            gains[name] = plain.drop - entry.drop
+        for rank in ranking:
+            if rank["layer"] == name:
+                rank["metric_alone"] = entry.metric
+                rank["drop_alone"] = entry.drop
+                rank["recovered"] = gains.get(name)
+        if within(entry):
+            return done([name], True, _ranked(ranking, gains))
+    ranking = _ranked(ranking, gains)
+    # Greedy: spare the layers in the order of what they recovered alone, then by score.
+    spared: list[str] = []
+    for rank in ranking:
+        if len(evaluations) >= control.max_evaluations:
+            break
+        spared.append(rank["layer"])
+        if len(spared) == 1 and tuple(spared) in states:
+            continue  # probed already
+        entry = run(spared, "search")
+        if within(entry):
+            return done(spared, True, ranking)
+    return done(spared, False, ranking)
+
+
+def _ranked(ranking: list[dict], gains: dict[str, float]) -> list[dict]:
+    """Probed layers first, the most recovered first; the rest in score order after them."""
+    probed = sorted((r for r in ranking if r["layer"] in gains), key=lambda r: -gains[r["layer"]])
+    return probed + [r for r in ranking if r["layer"] not in gains]
+
+
+def record(result: SearchResult, task, control: AccuracyControlConfig, what: str) -> dict:
+    """The step record's ``accuracy_control`` entry."""
+    best = result.best
+    return {
+        "budget": budget(control),
+        "unit": unit(task),
+        "max_evaluations": control.max_evaluations,
+        "evaluations_used": len(result.evaluations),
+        "within_budget": result.within_budget,
+        "spared": list(result.spared),
+        "spared_means": what,
+        "drop_before": result.evaluations[0].drop,
+        "drop_after": next(
+            (e.drop for e in result.evaluations if e.spared == result.spared), best.drop
+        ),
+        "ranking": result.ranking,
+        "evaluations": [e.to_dict() for e in result.evaluations],
+    }
+
+
+def reject(result: SearchResult, task, control: AccuracyControlConfig, what: str) -> BudgetNotMet:
+    """The rejection for a budget no evaluation met: the reason and the best reached."""
+    best = result.best
+    limit = budget(control)
+    u = unit(task)
+    fmt = (lambda v: f"{v:.2%}") if task.kind == "regression" else (lambda v: f"{v:.2f} {u}")
+    return BudgetNotMet(
+        f"accuracy_control: no candidate within the budget ({fmt(limit)}) after "
+        f"{len(result.evaluations)} of {control.max_evaluations} evaluations; the best lost "
+        f"{fmt(best.drop) if best.drop is not None else 'an unknown amount'} with {what} "
+        f"{best.spared or 'none'} (the candidate as it is lost "
+        f"{fmt(result.evaluations[0].drop) if result.evaluations[0].drop is not None else '?'}). "
+        "Raise max_drop_points / max_relative_error_increase or max_evaluations, or use a "
+        "gentler setting for this model.",
+        detail=f"budget {fmt(limit)} not met; best {fmt(best.drop) if best.drop is not None else '?'}"
+        f" with {len(best.spared)} {what}",
+    )
