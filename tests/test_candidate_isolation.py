@@ -27,7 +27,7 @@ FAST_PROFILER = {
     "measure_memory": False,
     "max_eval_examples": 100,
 }
-SUMMARY = r"failed: verification, max abs diff [0-9.e+-]+ > [0-9.e+-]+"
+SUMMARY = r"failed: verification, mean abs diff [0-9.e+-]+ > [0-9.e+-]+"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -293,7 +293,7 @@ def test_gate_when_every_candidate_failed(tmp_path, tiny_model, tiny_examples):
     decision = record["decision"]
     assert decision["blessed"] is False and decision["all_candidates_failed"] is True
     assert decision["reason"].startswith("every candidate failed before it could be judged")
-    assert "strict: failed: verification, max abs diff" in decision["reason"]
+    assert "strict: failed: verification, mean abs diff" in decision["reason"]
     assert blessing["blessed"] == 0 and blessing["all_candidates_failed"] == 1
     assert record["baseline"]["accuracy"]["top1_accuracy"] is not None  # judged all the same
 
@@ -367,7 +367,7 @@ def test_local_run_rejects_the_failed_candidate_pushes_the_other_and_reruns_from
     text = console.render(first)
     print("\n" + text)
     [row] = [line for line in text.splitlines() if line.startswith("int8_strict ")]
-    assert row.split("FAIL  ")[1].startswith("failed: verification, max abs diff")
+    assert row.split("FAIL  ")[1].startswith("failed: verification, mean abs diff")
     assert "not profiled: upstream failed" in text
 
     html_path, summary_path = write_report(first)

@@ -241,6 +241,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     else:
         flatbuffer, plan = conversion.convert(reference, config, samples, data.tflite_batch_size)
     record["conversion_s"] = time.time() - converted_at
+    _runner(flatbuffer)  # a flatbuffer the runtime cannot load is a broken conversion
     record["converted_from"] = "keras_call"
     record["tflite_inputs"] = plan.to_dict()
     layer_names = [layer.name for layer in model.layers]
@@ -263,14 +264,24 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     runner = _runner(flatbuffer)
     if tflite_pred is None:
         tflite_pred = _run_flatbuffer(runner, eval_x)
-    record["verification"] = conversion.verify(
-        tflite_pred,
-        reference_pred,
-        task,
-        config.limits,
-        runner.output_dtype,
-        config.integer_only_io,
-    )
+    after = _metric(task, tflite_pred, eval_y)
+    try:
+        record["verification"] = conversion.verify(
+            tflite_pred,
+            reference_pred,
+            task,
+            config.limits,
+            runner.output_dtype,
+            config.integer_only_io,
+        )
+    except conversion.ConversionVerificationError as e:
+        # What the gate would have seen, so a reader can tell a broken conversion from a
+        # model that only loses a little.
+        raise conversion.ConversionVerificationError(
+            f"{e} Its {metrics_lib.metric_label(task.metric)} on the eval split: "
+            f"{_shown(after)} (the Keras model's: {_shown(before)}).",
+            detail=e.detail,
+        ) from None
     record["tflite"] = {
         "bytes": len(flatbuffer),
         "gzip_bytes": measure.gzipped_bytes(flatbuffer),
@@ -283,7 +294,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
 
     # The task's metric of the input (before) and of the flatbuffer (after), as every
     # model-in/model-out step records it; metric_worse_by is in the metric's own direction.
-    record.update(optimization.metric_fields(task, before, _metric(task, tflite_pred, eval_y)))
+    record.update(optimization.metric_fields(task, before, after))
     record["eval_split"], record["eval_examples"] = data.eval_split, int(eval_y.shape[0])
     if serving is not model:
         record["serving_metric"] = _metric(task, _predict(serving, eval_x), eval_y)
@@ -298,6 +309,10 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
         log.warning("quantizer[%s]: %s", mode, note)
     record["wall_time_s"] = time.time() - started
     return QuantizedModel(flatbuffer=flatbuffer, serving_model=serving, record=record)
+
+
+def _shown(value) -> str:
+    return "unknown" if value is None else f"{value:.4g}"
 
 
 def _runner(flatbuffer: bytes):

@@ -63,7 +63,7 @@ class Requantizer:
 
     def flatbuffer(self, float_layers) -> bytes:
         """The int8 flatbuffer with ``float_layers``' ops left in float (``first`` when none)."""
-        nodes = excluded_nodes(self.first, self.layer_names, float_layers)
+        nodes = excluded_nodes(self.first, self.layer_names, float_layers) if float_layers else []
         if not nodes:
             return self.first
         self.debugger.options = self._tf.lite.experimental.QuantizationDebugOptions(

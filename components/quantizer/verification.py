@@ -209,7 +209,8 @@ def verify(
             "the flatbuffer differs from the Keras model beyond this mode's limits: "
             f"{'; '.join(long for _, long in failures)}. The model is too sensitive for this "
             "mode: set quantizer.accuracy_control (keeps the most sensitive layers in float), "
-            "exclude layers, try int16x8 or a QAT mode, or loosen quantizer.verification.",
+            "exclude layers, try int16x8 or a QAT mode, or loosen quantizer.verification "
+            "(or verify_tolerance).",
             detail=", ".join(short for short, _ in failures),
         )
     return result
