@@ -57,6 +57,7 @@ def check_inputs(config: PipelineConfig, model_uri: str, examples_uri: str):
     task = mappings[0].task
     check_serving_signatures(source, model, examples_uri, config)
     check_rules_fit(config, task)
+    check_accuracy_control_fits(config, task)
     if task.kind != "multiclass":
         structured = [
             f"candidates.{n}.structured" for n, r in config.candidates.items() if r.structured
@@ -169,6 +170,23 @@ def check_rules_fit(config: PipelineConfig, task) -> None:
     problems = evaluator.rule_problems(task.kind)
     if problems:
         raise ConfigError(f"{'; '.join(problems)} (task: {task.describe()})")
+
+
+def check_accuracy_control_fits(config: PipelineConfig, task) -> None:
+    """An ``accuracy_control`` budget the task's metric cannot express (accuracy points for a
+    regression model, an error increase for a classifier) fails here, naming the key.
+
+    Raises:
+      ConfigError: ``<stage>.accuracy_control.<key>`` and the key that fits.
+    """
+    from components.common import sensitivity
+
+    stages = [("pruner", config.pruner), ("clusterer", config.clusterer)]
+    stages += [(f"quantization.{q.candidate_name}", q) for q in config.quantization]
+    for name, recipe in config.candidates.items():
+        stages += [(f"candidates.{name}.{kind}", stage) for kind, stage in recipe.stages()]
+    for where, stage in stages:
+        sensitivity.check_fits(getattr(stage, "accuracy_control", None), task, where)
 
 
 def check_pusher(config: PipelineConfig) -> None:
