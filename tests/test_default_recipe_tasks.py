@@ -69,6 +69,12 @@ def test_every_task_has_recipes_and_a_gate_rule_that_fit_it(task):
     else:
         assert rules.max_accuracy_drop_points == 1.0
         assert rules.max_relative_error_increase is None
+    # The int8 candidate of the model as it is spares layers until it fits the gate's own rule.
+    control = config.candidates["int8"].quantization.accuracy_control
+    if task == "regression":
+        assert control.max_relative_error_increase == rules.max_relative_error_increase
+    else:
+        assert control.max_drop_points == rules.max_accuracy_drop_points
     # common to every task
     assert rules.min_speedup == 1.0 and rules.latency_statistic == "p50"
     assert evaluator.objective == "smallest" and evaluator.latency.timed_runs == 500
