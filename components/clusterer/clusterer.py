@@ -139,6 +139,28 @@ def plan(model, config: ClustererConfig) -> optimization.Selection:
     return optimization.Selection(kept, selection.skipped)
 
 
+def one_shot_clustered(values: np.ndarray, clusters: int, preserve_zeros: bool) -> np.ndarray:
+    """``values`` replaced by their nearest of ``clusters`` centroids (1-D k-means from linearly
+    spaced centroids, a few iterations): what clustering a tensor costs before fine-tuning.
+    With ``preserve_zeros`` zeros stay zero and one centroid is spent on them."""
+    flat = values.reshape(-1).astype(np.float64)
+    mask = flat != 0 if preserve_zeros else np.ones(flat.shape, dtype=bool)
+    data = flat[mask]
+    k = max(1, clusters - (1 if preserve_zeros else 0))
+    if data.size == 0 or np.unique(data).size <= k:
+        return values
+    centroids = np.linspace(data.min(), data.max(), k)
+    for _ in range(10):
+        nearest = np.argmin(np.abs(data[:, None] - centroids[None, :]), axis=1)
+        for i in range(k):
+            members = data[nearest == i]
+            if members.size:
+                centroids[i] = members.mean()
+    out = flat.copy()
+    out[mask] = centroids[np.argmin(np.abs(data[:, None] - centroids[None, :]), axis=1)]
+    return out.reshape(values.shape)
+
+
 def tensor_clusters(values: np.ndarray, per_channel_axis: int | None) -> dict:
     """Distinct values of one tensor (and the most in any channel, when clustered per channel)."""
     entry = {
@@ -210,17 +232,48 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
         task.metric,
         accuracy_before,
     )
-    tuned = optimization.fine_tune_wrapped(
-        model,
-        selection.selected,
-        lambda layer: clustering.cluster_weights(layer, **params),
-        clustering.strip_clustering,
-        train_ds,
-        eval_ds,
-        config.fine_tuning,
-        "clusterer",
-        compile_args=compile_args,
-    )
+
+    def tune(layers):
+        return optimization.fine_tune_wrapped(
+            model,
+            layers,
+            lambda layer: clustering.cluster_weights(layer, **params),
+            clustering.strip_clustering,
+            train_ds,
+            eval_ds,
+            config.fine_tuning,
+            "clusterer",
+            compile_args=compile_args,
+        )
+
+    control = None
+    if config.accuracy_control is None:
+        tuned = tune(selection.selected)
+    else:
+        one_shot = optimization.one_shot_drops(
+            model,
+            selection.selected,
+            clusterable_weights,
+            lambda values: one_shot_clustered(
+                values, config.number_of_clusters, config.preserve_sparsity
+            ),
+            eval_ds,
+            task,
+            accuracy_before,
+        )
+        tuned, kept, _, control = optimization.controlled_fine_tune(
+            model,
+            selection.selected,
+            tune,
+            eval_ds,
+            task,
+            accuracy_before,
+            config.accuracy_control,
+            one_shot,
+            "layers left unclustered",
+        )
+        left_out = {n: "left out by accuracy_control" for n in selection.selected if n not in kept}
+        selection = optimization.Selection(kept, {**selection.skipped, **left_out})
     from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 
     clustered = [
@@ -262,6 +315,8 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
         "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
+    if control is not None:
+        record["accuracy_control"] = control
     log.warning(
         "clusterer: at most %d values per clustered tensor%s, eval %s %.4f -> %.4f",
         record["max_unique_values"],

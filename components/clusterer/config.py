@@ -8,6 +8,7 @@ import pydantic
 
 from components.common.config import StrictModel, own_defaults
 from components.common.optimization import LayerSelection
+from components.common.sensitivity import FineTunedAccuracyControlConfig
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 
 CENTROID_INITIALIZATIONS = ("kmeans++", "linear", "density-based", "random")
@@ -47,6 +48,14 @@ class ClustererConfig(StrictModel):
     )
     layers: LayerSelection = LayerSelection()
     fine_tuning: ClustererFineTuneConfig = ClustererFineTuneConfig()
+    accuracy_control: FineTunedAccuracyControlConfig | None = pydantic.Field(
+        None,
+        description="Leave the layers that cost the most unclustered (ranked by what clustering "
+        "each alone costs, before fine-tuning) until the fine-tuned metric is within "
+        "max_drop_points (regression: max_relative_error_increase) of the input's, in at most "
+        "max_evaluations fine-tuning runs; a budget not met keeps the best run, and the gate "
+        "judges it.",
+    )
 
     _fine_tuning_defaults = own_defaults("fine_tuning", FineTuneConfig, ClustererFineTuneConfig)
 

@@ -25,10 +25,12 @@ from components.common.errors import CandidateError, ConfigError
 DEFAULT_MAX_EVALUATIONS = 12
 #: Layers whose metric cost is measured one by one (the worst few by a cheap score first).
 DEFAULT_PROBE_LAYERS = 4
+#: Fine-tuning runs a pruning or clustering step may spend when none is configured.
+DEFAULT_FINE_TUNED_EVALUATIONS = 3
 
 
-class AccuracyControlConfig(StrictModel):
-    """A drop budget for one step: spare the most sensitive layers until the metric is within it."""
+class AccuracyBudget(StrictModel):
+    """A drop budget for one step, and how many evaluations may be spent meeting it."""
 
     max_drop_points: float | None = pydantic.Field(
         None,
@@ -49,19 +51,11 @@ class AccuracyControlConfig(StrictModel):
         DEFAULT_MAX_EVALUATIONS,
         ge=1,
         le=200,
-        description="Most candidate evaluations on the eval split (sensitivity probes and "
-        "search steps together); the search stops there.",
-    )
-    probe_layers: int = pydantic.Field(
-        DEFAULT_PROBE_LAYERS,
-        ge=0,
-        le=50,
-        description="Layers whose cost is measured alone (the worst by the cheap per-layer "
-        "score); 0: rank by that score only.",
+        description="Most candidate evaluations on the eval split; the search stops there.",
     )
 
     @pydantic.model_validator(mode="after")
-    def _one_budget(self) -> AccuracyControlConfig:
+    def _one_budget(self):
         given = [
             n
             for n in ("max_drop_points", "max_relative_error_increase")
@@ -75,7 +69,37 @@ class AccuracyControlConfig(StrictModel):
         return self
 
 
-def check_fits(control: AccuracyControlConfig | None, task, where: str) -> None:
+class AccuracyControlConfig(AccuracyBudget):
+    """Quantization: keep the costliest layers in float until the metric is within the budget.
+
+    An evaluation converts the flatbuffer with the chosen layers in float (no new calibration) and
+    runs it on the eval split: seconds on small models.
+    """
+
+    probe_layers: int = pydantic.Field(
+        DEFAULT_PROBE_LAYERS,
+        ge=0,
+        le=50,
+        description="Layers whose cost is measured alone first (the worst by the quantization "
+        "debugger's error); 0: rank by that error only.",
+    )
+
+
+class FineTunedAccuracyControlConfig(AccuracyBudget):
+    """Pruning / clustering: leave the costliest layers out until the fine-tuned metric is within
+    the budget. Layers are ranked by what optimising each alone costs before fine-tuning (one
+    eval pass per layer); every evaluation is a whole fine-tuning run, so few are allowed."""
+
+    max_evaluations: int = pydantic.Field(
+        DEFAULT_FINE_TUNED_EVALUATIONS,
+        ge=1,
+        le=50,
+        description="Most fine-tuning runs (each one evaluated on the eval split); the first "
+        "optimises every selected layer, each next one leaves one more layer out.",
+    )
+
+
+def check_fits(control: AccuracyBudget | None, task, where: str) -> None:
     """An accuracy budget the task's metric cannot express fails here (preflight), naming the key.
 
     Raises:
@@ -107,7 +131,7 @@ def drop(task, before: float | None, after: float | None) -> float | None:
     return (before - after) * 100.0
 
 
-def budget(control: AccuracyControlConfig) -> float:
+def budget(control: AccuracyBudget) -> float:
     """The largest :func:`drop` allowed."""
     if control.max_drop_points is not None:
         return float(control.max_drop_points)
@@ -168,7 +192,7 @@ def search(
     *,
     task,
     before: float,
-    control: AccuracyControlConfig,
+    control: AccuracyBudget,
     layers: Sequence[str],
     evaluate: Callable[[list[str]], tuple[float | None, object, dict]],
     first: tuple[float | None, object, dict] | None = None,
@@ -220,7 +244,8 @@ def search(
         return done([], within(plain), ranking)
 
     # Probes: each of the worst few alone; what sparing it alone gains ranks the layers.
-    probes = order[: min(control.probe_layers, len(order), control.max_evaluations - 1)]
+    wanted = getattr(control, "probe_layers", 0)
+    probes = order[: min(wanted, len(order), control.max_evaluations - 1)]
     gains: dict[str, float] = {}
     for name in probes:
         entry = run([name], f"probe {name}")
@@ -254,7 +279,7 @@ def _ranked(ranking: list[dict], gains: dict[str, float]) -> list[dict]:
     return probed + [r for r in ranking if r["layer"] not in gains]
 
 
-def record(result: SearchResult, task, control: AccuracyControlConfig, what: str) -> dict:
+def record(result: SearchResult, task, control: AccuracyBudget, what: str) -> dict:
     """The step record's ``accuracy_control`` entry."""
     best = result.best
     return {
@@ -274,7 +299,7 @@ def record(result: SearchResult, task, control: AccuracyControlConfig, what: str
     }
 
 
-def reject(result: SearchResult, task, control: AccuracyControlConfig, what: str) -> BudgetNotMet:
+def reject(result: SearchResult, task, control: AccuracyBudget, what: str) -> BudgetNotMet:
     """The rejection for a budget no evaluation met: the reason and the best reached."""
     best = result.best
     limit = budget(control)

@@ -8,6 +8,7 @@ import pydantic
 
 from components.common.config import StrictModel, own_defaults
 from components.common.optimization import LayerSelection
+from components.common.sensitivity import FineTunedAccuracyControlConfig
 from components.common.training import FineTuneConfig, TeacherFineTuneConfig
 from components.pruner.structured_config import StructuredPruningConfig
 
@@ -109,6 +110,14 @@ class PrunerConfig(StrictModel):
         "convolutions of a model XNNPACK's sparse inference can run).",
     )
     layers: LayerSelection = LayerSelection()
+    accuracy_control: FineTunedAccuracyControlConfig | None = pydantic.Field(
+        None,
+        description="Magnitude pruning: leave the layers that cost the most out (ranked by "
+        "what pruning each alone at the target costs, before fine-tuning) until the fine-tuned "
+        "metric is within max_drop_points (regression: max_relative_error_increase) of the "
+        "input's, in at most max_evaluations fine-tuning runs; a budget not met keeps the best "
+        "run, and the gate judges it.",
+    )
     fine_tuning: PrunerFineTuneConfig = PrunerFineTuneConfig()
 
     @pydantic.field_validator("sparsity_m_by_n", mode="before")
@@ -132,6 +141,11 @@ class PrunerConfig(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        if self.mode == "structured" and self.accuracy_control is not None:
+            raise ValueError(
+                "accuracy_control applies to magnitude pruning (mode unstructured); structured "
+                "pruning chooses its units by its own scores"
+            )
         if self.mode == "structured" and self.fine_tuning.distillation is not None:
             raise ValueError(
                 "fine_tuning.distillation applies to unstructured pruning; structured pruning "

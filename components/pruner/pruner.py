@@ -262,6 +262,17 @@ def _pruning_params(config: PrunerConfig, schedule: dict) -> dict:
     return params
 
 
+def magnitude_pruned(values: np.ndarray, sparsity: float) -> np.ndarray:
+    """``values`` with the ``sparsity`` fraction of smallest magnitudes set to zero (one shot, as
+    magnitude pruning ends; block and m-by-n patterns are approximated by this)."""
+    count = int(round(values.size * sparsity))
+    if count <= 0:
+        return values
+    flat = values.reshape(-1).copy()
+    flat[np.argsort(np.abs(flat), kind="stable")[:count]] = 0
+    return flat.reshape(values.shape)
+
+
 def layer_sparsity(model, names: list[str]) -> dict[str, dict]:
     """Zeros in the prunable weights of each named layer of a (stripped) model."""
     result = {}
@@ -308,21 +319,52 @@ def prune_model(
     )
     # Weights from before the last mask update are not at the target sparsity yet.
     stop_from = math.ceil(schedule["last_mask_update_step"] / steps_per_epoch)
-    tuned = optimization.fine_tune_wrapped(
-        model,
-        selection.selected,
-        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, **params),
-        tfmot.sparsity.keras.strip_pruning,
-        train_ds,
-        eval_ds,
-        config.fine_tuning,
-        "pruner",
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-        early_stopping_from_epoch=stop_from,
-        compile_args=compile_args,
-    )
+
+    def tune(layers):
+        return optimization.fine_tune_wrapped(
+            model,
+            layers,
+            lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, **params),
+            tfmot.sparsity.keras.strip_pruning,
+            train_ds,
+            eval_ds,
+            config.fine_tuning,
+            "pruner",
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+            early_stopping_from_epoch=stop_from,
+            compile_args=compile_args,
+        )
+
+    control = None
+    if config.accuracy_control is None:
+        tuned = tune(selection.selected)
+        accuracy_after = training.accuracy(tuned.model, eval_ds, task)
+    else:
+        one_shot = optimization.one_shot_drops(
+            model,
+            selection.selected,
+            prunable_weights,
+            lambda values: magnitude_pruned(values, config.effective_sparsity),
+            eval_ds,
+            task,
+            accuracy_before,
+        )
+        tuned, pruned, accuracy_after, control = optimization.controlled_fine_tune(
+            model,
+            selection.selected,
+            tune,
+            eval_ds,
+            task,
+            accuracy_before,
+            config.accuracy_control,
+            one_shot,
+            "layers left unpruned",
+        )
+        left_out = {
+            n: "left out by accuracy_control" for n in selection.selected if n not in pruned
+        }
+        selection = optimization.Selection(pruned, {**selection.skipped, **left_out})
     stripped = tuned.model
-    accuracy_after = training.accuracy(stripped, eval_ds, task)
     per_layer = layer_sparsity(stripped, selection.selected)
     for name, entry in per_layer.items():
         entry["target_sparsity"] = config.effective_sparsity
@@ -347,6 +389,8 @@ def prune_model(
         "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
+    if control is not None:
+        record["accuracy_control"] = control
     log.warning(
         "pruner: sparsity %.4f, eval %s %.4f -> %.4f",
         record["achieved_sparsity"],
