@@ -283,3 +283,99 @@ def test_a_budget_not_met_in_the_evaluations_allowed_is_a_rejection_with_the_bes
         _quantize(outlier, accuracy_control=control)
     assert e.value.step == "accuracy_control"
     assert e.value.detail.startswith("budget 0.50 points not met; best")
+
+
+# --------------------------------------------------------------------------- Pruner, Clusterer
+
+
+def test_one_shot_transforms_hit_their_targets():
+    from components.clusterer.clusterer import one_shot_clustered
+    from components.pruner.pruner import magnitude_pruned
+
+    values = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32)
+    pruned = magnitude_pruned(values, 0.75)
+    assert np.count_nonzero(pruned == 0) == 384  # 75% of 512
+    kept = pruned != 0
+    assert np.abs(values[~kept]).max() <= np.abs(values[kept]).min()  # the smallest went
+    clustered = one_shot_clustered(pruned, 8, preserve_zeros=True)
+    assert np.all(clustered[~kept] == 0)  # zeros kept
+    assert np.unique(clustered[kept]).size <= 7  # one of the 8 values is zero
+    # each value moved to a nearby centroid, never far
+    assert np.abs(clustered - pruned).max() < np.ptp(values[kept]) / 7
+
+
+@pytest.fixture(scope="module")
+def mobilenet_style(tmp_path_factory):
+    from tests import zoo
+
+    return zoo.mobilenet_block(str(tmp_path_factory.mktemp("mobilenet_style")))
+
+
+def _eval_top1(model_dir, case):
+    import tf_keras
+
+    from components.common import examples as examples_lib
+    from components.common.examples import DataConfig
+
+    model = tf_keras.models.load_model(model_dir, compile=False)
+    x, y = examples_lib.load_arrays(case.examples_dir, "eval", DataConfig(), model)
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+
+
+def test_pruner_leaves_out_the_layers_pruning_breaks_until_within_budget(mobilenet_style, tmp_path):
+    """80% magnitude pruning of the zoo's depthwise/BatchNorm model loses far more than 2 points;
+    with accuracy control the layer that one-shot pruning hurts most is left dense and the
+    fine-tuned model is within 2 points, the rest pruned to the target."""
+    from components.common.examples import DataConfig
+    from components.pruner import pruner
+    from components.pruner.config import PrunerConfig
+
+    case = mobilenet_style
+    tuning = {"epochs": 3}
+    control = {"max_drop_points": 2.0, "max_evaluations": 3}
+    config = PrunerConfig(target_sparsity=0.8, fine_tuning=tuning, accuracy_control=control)
+    out = str(tmp_path / "pruned")
+    record = pruner.run(case.model_dir, case.examples_dir, out, config, DataConfig())
+    ac = record["accuracy_control"]
+    before = _eval_top1(case.model_dir, case)
+    after = _eval_top1(f"{out}/Format-Serving", case)
+    assert record["metric_after"] == pytest.approx(after)
+    assert ac["within_budget"] and (before - after) * 100 <= 2.0
+    assert ac["drop_before"] > 2.0  # pruning every layer was outside the budget
+    # One-shot drops for every pruned-or-spared layer, the costliest first, and it is spared.
+    one_shot = ac["one_shot"]
+    assert [e["drop"] for e in one_shot] == sorted((e["drop"] for e in one_shot), reverse=True)
+    assert ac["spared"] and ac["spared"][0] == one_shot[0]["layer"]
+    assert 2 <= ac["evaluations_used"] == len(ac["evaluations"]) <= 3
+    # The spared layers stay dense, the others reached the target.
+    for name in ac["spared"]:
+        assert name not in record["pruned_layers"]
+        assert record["skipped_layers"][name] == "left out by accuracy_control"
+    assert all(e["sparsity"] >= 0.79 for e in record["layers"].values())
+
+
+def test_clusterer_search_is_bounded_and_records_what_it_measured(mobilenet_style, tmp_path):
+    from components.clusterer import clusterer
+    from components.clusterer.config import ClustererConfig
+    from components.common.examples import DataConfig
+
+    case = mobilenet_style
+    # A zero budget and one evaluation: one fine-tuning run, whatever it scores.
+    config = ClustererConfig(
+        number_of_clusters=4,
+        fine_tuning={"epochs": 1},
+        accuracy_control={"max_drop_points": 0.0, "max_evaluations": 1},
+    )
+    out = str(tmp_path / "clustered")
+    record = clusterer.run(case.model_dir, case.examples_dir, out, config, DataConfig())
+    ac = record["accuracy_control"]
+    [only] = ac["evaluations"]
+    assert ac["evaluations_used"] == 1 and only["spared"] == [] and ac["spared"] == []
+    assert ac["within_budget"] == (only["drop"] <= 0.0)
+    assert record["metric_after"] == pytest.approx(only["metric"])
+    assert record["metric_after"] == pytest.approx(_eval_top1(f"{out}/Format-Serving", case))
+    # What clustering each layer alone to 4 values costs, for every clustered layer.
+    assert {e["layer"] for e in ac["one_shot"]} == set(record["clustered_layers"])
+    before = record["metric_before"]
+    for entry in ac["one_shot"]:
+        assert entry["drop"] == pytest.approx((before - entry["metric"]) * 100)
