@@ -379,3 +379,60 @@ def test_clusterer_search_is_bounded_and_records_what_it_measured(mobilenet_styl
     before = record["metric_before"]
     for entry in ac["one_shot"]:
         assert entry["drop"] == pytest.approx((before - entry["metric"]) * 100)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_shows_which_layers_cost_the_most():
+    from pipelines.report import layers, plots
+
+    pruning = {
+        "accuracy_control": {
+            "spared": ["conv_b"],
+            "unit": "points",
+            "drop_before": 39.6,
+            "drop_after": -1.0,
+            "evaluations_used": 2,
+            "within_budget": True,
+            "one_shot": [
+                {"layer": "conv_a", "drop": 1.0},
+                {"layer": "conv_b", "drop": 39.6},
+                {"layer": "dense", "drop": 20.8},
+            ],
+        }
+    }
+    quantization = {
+        "layer_sensitivity": {
+            "drop_unit": "points",
+            "layers": [
+                {"layer": "hidden", "rmse_over_scale": 24.6, "recovered": 12.5},
+                {"layer": "mid", "rmse_over_scale": 5.4, "recovered": 0.0},
+                {"layer": "out", "rmse_over_scale": 4.6},
+            ],
+        }
+    }
+    pruned = layers._costs(pruning)
+    assert [e["layer"] for e in pruned["layers"]] == ["conv_b", "dense", "conv_a"]
+    assert [e["spared"] for e in pruned["layers"]] == [True, False, False]
+    assert pruned["measure"].startswith("metric lost when optimised alone")
+    quantized = layers._costs(quantization)
+    assert [e["layer"] for e in quantized["layers"]] == ["hidden", "mid"]  # the probed ones
+    assert quantized["measure"].startswith("metric recovered when kept in float")
+    # No metric probe recovered anything: the debugger's error ranks them instead.
+    flat = {"layer_sensitivity": {"layers": [{"layer": "a", "rmse_over_scale": 0.3}]}}
+    assert layers._costs(flat)["measure"].startswith("int8 error")
+    assert layers._costs({}) is None
+
+    summary = {
+        "layer_costs": [
+            {"step": "Pruner", "component": "Pruner", **pruned},
+            {"step": "Quantizer_int8", "component": "Quantizer", **quantized},
+        ]
+    }
+    image = plots._layer_cost_plot(summary)
+    assert image.startswith("data:image/png;base64,")
+    html = "".join(layers.costs_html(summary, "<img>"))
+    assert "Which layers cost the most" in html
+    assert "<td>Pruner</td><td>conv_b</td><td class='num'>39.6</td>" in html
+    assert "no budget" in html and "met" in html

@@ -377,6 +377,7 @@ def build_summary(run: RunInfo) -> tuple[dict, dict]:
     summary["pareto"] = _pareto(models, task)
     summary["chosen"] = _chosen(summary)
     summary["layer_coverage"] = layer_report.layer_coverage(run)
+    summary["layer_costs"] = layer_report.layer_costs(run)
     from pipelines.report.console import import_record
 
     imported = import_record(run)

@@ -540,6 +540,7 @@ def render_html(summary: dict, plots: dict[str, str]) -> str:
             "Profiler measured it (one model at a time, after warm-up).</p>",
             img("latency_distribution", "latency distributions"),
         ]
+    body += layer_report.costs_html(summary, img("layer_costs", "which layers cost the most"))
     body += layer_report.html_section(summary)
     body += ["<h2>Push</h2>", _push_html(summary.get("push"))]
     if warnings:

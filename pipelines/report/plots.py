@@ -298,6 +298,34 @@ def _latency_plot(summary: dict, extras: dict) -> str | None:
     return _png(fig)
 
 
+def _layer_cost_plot(summary: dict) -> str | None:
+    """ "Which layers cost the most": one panel per step that measured its layers."""
+    entries = summary.get("layer_costs") or []
+    if not entries:
+        return None
+    import numpy as np
+
+    rows = max(len(e["layers"]) for e in entries)
+    fig = _figure(11, (0.32 * rows + 1.3) * len(entries) + 0.4)
+    for i, entry in enumerate(entries):
+        ax = fig.add_subplot(len(entries), 1, i + 1)
+        names = [e["layer"] for e in entry["layers"]]
+        values = [e["cost"] for e in entry["layers"]]
+        y = np.arange(len(names))
+        bars = ax.barh(y, values, color=BASELINE_COLOUR, height=0.7)
+        for bar, layer in zip(bars, entry["layers"], strict=True):
+            if layer["spared"]:
+                bar.set_color(BLESSED_COLOUR)
+                bar.set_hatch("//")
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel(entry["measure"])
+        ax.set_title(entry["step"], fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def make_plots(summary: dict, extras: dict) -> dict[str, str]:
     """name -> PNG data URI of every plot the run has data for."""
     plots = {
@@ -305,5 +333,6 @@ def make_plots(summary: dict, extras: dict) -> dict[str, str]:
         "accuracy_vs_latency": _tradeoff_plot(summary, "latency_ms"),
         "per_layer": _layer_plot(summary, extras),
         "latency_distribution": _latency_plot(summary, extras),
+        "layer_costs": _layer_cost_plot(summary),
     }
     return {k: v for k, v in plots.items() if v}
