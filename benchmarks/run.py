@@ -17,6 +17,9 @@ Sections:
 8. ``tflite_speed``: each model's float32 / dynamic range / full int8 flatbuffers converted before
    (dynamic batch) and after (static batch 1) issue 28 and by the TFMOT recipe: p50 in LiteRT,
    XNNPACK delegation, bytes, accuracy, and the issue's targets (:mod:`benchmarks.tflite_speed`).
+9. ``accuracy_control``: full int8 and prune 80% -> int8, without and with accuracy control, on
+   a few zoo models and MobileNetV2 0.35: drop, bytes, p50, layers spared, evaluations
+   (:mod:`benchmarks.accuracy_control`).
 
 Usage::
 
@@ -50,6 +53,7 @@ SECTIONS = (
     "throughput",
     "mobilenet",
     "tflite_speed",
+    "accuracy_control",
 )
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
@@ -120,6 +124,12 @@ def _mobilenet():
     return mobilenet
 
 
+def _accuracy_control():
+    from benchmarks import accuracy_control
+
+    return accuracy_control
+
+
 def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1) -> dict:
     """Runs the chosen sections; each records its wall time and the load around it."""
     from benchmarks import (
@@ -146,6 +156,7 @@ def run_suite(reference_dir: str, work_dir: str, only=SECTIONS, repeats: int = 1
         "throughput": lambda d: evaluator_throughput.run(reference_dir, d),
         "mobilenet": lambda d: _mobilenet().run(d),
         "tflite_speed": lambda d: tflite_speed.run(reference_dir, d),
+        "accuracy_control": lambda d: _accuracy_control().run(d),
     }
     for name in only:
         directory = os.path.join(work_dir, name)
@@ -185,6 +196,7 @@ def render_markdown(results: dict) -> str:
 def _section_renderer(name: str):
     """The function that renders section ``name``: ``(section, number) -> lines``."""
     from benchmarks import (
+        accuracy_control_report,
         evaluator_throughput,
         mobilenet_report,
         overhead,
@@ -203,6 +215,7 @@ def _section_renderer(name: str):
         "throughput": evaluator_throughput.render_section,
         "mobilenet": mobilenet_report.render_section,
         "tflite_speed": tflite_speed_report.render_section,
+        "accuracy_control": accuracy_control_report.render_section,
     }[name]
 
 

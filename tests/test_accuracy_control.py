@@ -436,3 +436,41 @@ def test_report_shows_which_layers_cost_the_most():
     assert "Which layers cost the most" in html
     assert "<td>Pruner</td><td>conv_b</td><td class='num'>39.6</td>" in html
     assert "no budget" in html and "met" in html
+
+
+def test_benchmark_section_renders_each_candidate_without_and_with_control():
+    from benchmarks import run
+    from benchmarks.accuracy_control_report import render_section
+
+    entry = {
+        "drop": 37.5,
+        "within_rule": False,
+        "tflite_bytes": 6500,
+        "p50_ms": 0.004,
+        "spared": [],
+        "evaluations": None,
+    }
+    section = {
+        "budget": {"points": 1.0, "relative_mae": 0.05},
+        "pruning": {"target_sparsity": 0.8, "fine_tuning": {"epochs": 3}},
+        "cpu_model": "AMD EPYC",
+        "models": {
+            "mobilenet_block": {
+                "task": "multiclass",
+                "int8": {
+                    "without": {"rejected": "verification: the flatbuffer differs"},
+                    "with": {**entry, "drop": 0.5, "within_rule": True, "spared": ["conv2d_1"]},
+                },
+                "pruned80": {"without": entry},
+            }
+        },
+    }
+    lines = render_section(section, 9)
+    assert lines[0] == "## 9. Accuracy control (benchmarks/accuracy_control.py)"
+    rows = [line for line in lines if line.startswith("| mobilenet_block")]
+    assert len(rows) == 3
+    assert rows[0].endswith("| rejected: verification: the flatbuffer differs |")
+    assert "| with | 0.50 | 6.5 KB | 0.0040 | conv2d_1 | - | within the rule |" in rows[1]
+    assert "| 37.50 |" in rows[2] and rows[2].endswith("outside the rule |")
+    assert "accuracy_control" in run.SECTIONS
+    assert run._section_renderer("accuracy_control") is render_section
