@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from components.clusterer.config import ClustererConfig
-from components.common import layer_report, optimization, training
+from components.common import layer_report, optimization, sensitivity, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError
 from components.common.examples import DataConfig
@@ -250,7 +250,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
     if config.accuracy_control is None:
         tuned = tune(selection.selected)
     else:
-        one_shot = optimization.one_shot_drops(
+        one_shot = sensitivity.one_shot_drops(
             model,
             selection.selected,
             clusterable_weights,
@@ -261,7 +261,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
             task,
             accuracy_before,
         )
-        tuned, kept, _, control = optimization.controlled_fine_tune(
+        tuned, kept, _, control = sensitivity.controlled_fine_tune(
             model,
             selection.selected,
             tune,

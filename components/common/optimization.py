@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pydantic
 
 from components.common import keys
@@ -522,97 +521,3 @@ def metric_numbers(record: dict) -> dict:
     when the metric is not an accuracy.
     """
     return {name: record.get(name) for name in METRIC_PROPERTIES}
-
-
-# --------------------------------------------------------------------------- accuracy control
-
-#: At most this many layers get a one-shot sensitivity measurement (the largest first).
-MAX_ONE_SHOT_LAYERS = 64
-
-
-def one_shot_drops(model, selected, weights_of, transform, eval_ds, task, before) -> list[dict]:
-    """What optimising each layer alone costs, before any fine-tuning: the layer's weights are
-    replaced by ``transform(values)`` (pruned at the target, clustered to the target) in a copy
-    of ``model``, the task's metric is measured on the eval split, and the weights are put back.
-
-    Returns:
-      Per layer, the costliest first: ``layer``, ``weights``, ``metric`` and ``drop`` (points;
-      regression: the relative MAE increase; see :func:`sensitivity.drop`).
-    """
-    from components.common import sensitivity, training
-
-    copy = clean_copy(model)
-    sizes = {
-        name: sum(int(np.prod(w.shape)) for w in (weights_of(copy.get_layer(name)) or []))
-        for name in selected
-    }
-    measured = sorted(selected, key=lambda n: -sizes[n])[:MAX_ONE_SHOT_LAYERS]
-    result = []
-    for name in measured:
-        variables = weights_of(copy.get_layer(name)) or []
-        saved = [v.numpy() for v in variables]
-        for variable, values in zip(variables, saved, strict=True):
-            variable.assign(transform(values).astype(values.dtype))
-        metric = training.accuracy(copy, eval_ds, task)
-        for variable, values in zip(variables, saved, strict=True):
-            variable.assign(values)
-        result.append(
-            {
-                "layer": name,
-                "weights": sizes[name],
-                "metric": metric,
-                "drop": sensitivity.drop(task, before, metric),
-            }
-        )
-    return sorted(result, key=lambda e: -(e["drop"] or 0.0))
-
-
-def controlled_fine_tune(model, selected, tune, eval_ds, task, before, control, one_shot, what):
-    """Fine-tunes with the most sensitive layers left out until the metric fits ``control``.
-
-    ``tune(layers)`` fine-tunes ``model`` with ``layers`` optimised and returns the
-    :class:`FineTuned`; each call is one of ``control.max_evaluations``. The layers are ranked by
-    ``one_shot`` (:func:`one_shot_drops`), and left out one more at a time, the costliest first;
-    at least one layer stays optimised. A budget not met keeps the best candidate reached, with
-    ``within_budget`` False in the record: the gate judges it by its own rules.
-
-    Returns:
-      (the chosen FineTuned, the layers it optimised, its metric, the record's
-      ``accuracy_control`` section).
-    """
-    from components.common import sensitivity, training
-
-    def evaluate(spared):
-        layers = [n for n in selected if n not in spared]
-        if not layers:
-            return None, None, {"optimized_layers": 0, "skipped": "nothing left to optimise"}
-        tuned = tune(layers)
-        metric = training.accuracy(tuned.model, eval_ds, task)
-        return metric, (tuned, layers, metric), {"optimized_layers": len(layers)}
-
-    scores = {e["layer"]: (e["drop"] or 0.0) for e in one_shot}
-    ranked = [e["layer"] for e in one_shot]
-    ranked += [n for n in selected if n not in ranked]
-    result = sensitivity.search(
-        task=task,
-        before=before,
-        control=control,
-        layers=ranked[: max(0, len(selected) - 1)],
-        evaluate=evaluate,
-        scores=scores,
-        what=what,
-    )
-    section = sensitivity.record(result, task, control, what)
-    section["one_shot"] = one_shot
-    if not result.within_budget:
-        log.warning(
-            "accuracy control: budget %s %s not met in %d evaluations; keeping the best reached "
-            "(%s %s)",
-            sensitivity.budget(control),
-            sensitivity.unit(task),
-            len(result.evaluations),
-            what,
-            result.spared,
-        )
-    tuned, layers, metric = result.state
-    return tuned, layers, metric, section

@@ -8,11 +8,14 @@ within the budget. Every evaluation is recorded: what was spared, the metric, th
 stops at the budget, at ``max_evaluations`` or when nothing is left to spare; a budget it cannot
 meet is a rejection naming the best it reached. The gate still judges the result by its own rules.
 
-Nothing here imports TensorFlow: the steps pass in their own ``evaluate`` callables.
+The search and the config import no TensorFlow (the steps pass in their own ``evaluate``);
+:func:`one_shot_drops` and :func:`controlled_fine_tune`, the Pruner's and the Clusterer's side,
+import it where they run models.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +23,8 @@ import pydantic
 
 from components.common.config import StrictModel
 from components.common.errors import CandidateError, ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Evaluations an accuracy-controlled step may spend when none is configured.
 DEFAULT_MAX_EVALUATIONS = 12
@@ -316,3 +321,99 @@ def reject(result: SearchResult, task, control: AccuracyBudget, what: str) -> Bu
         detail=f"budget {fmt(limit)} not met; best {fmt(best.drop) if best.drop is not None else '?'}"
         f" with {len(best.spared)} {what}",
     )
+
+
+# --------------------------------------------------------------------------- accuracy control
+
+#: At most this many layers get a one-shot sensitivity measurement (the largest first).
+MAX_ONE_SHOT_LAYERS = 64
+
+
+def one_shot_drops(model, selected, weights_of, transform, eval_ds, task, before) -> list[dict]:
+    """What optimising each layer alone costs, before any fine-tuning: the layer's weights are
+    replaced by ``transform(values)`` (pruned at the target, clustered to the target) in a copy
+    of ``model``, the task's metric is measured on the eval split, and the weights are put back.
+
+    Returns:
+      Per layer, the costliest first: ``layer``, ``weights``, ``metric`` and ``drop`` (points;
+      regression: the relative MAE increase; see :func:`drop`).
+    """
+    import numpy as np
+
+    from components.common import optimization, training
+
+    copy = optimization.clean_copy(model)
+    sizes = {
+        name: sum(int(np.prod(w.shape)) for w in (weights_of(copy.get_layer(name)) or []))
+        for name in selected
+    }
+    measured = sorted(selected, key=lambda n: -sizes[n])[:MAX_ONE_SHOT_LAYERS]
+    result = []
+    for name in measured:
+        variables = weights_of(copy.get_layer(name)) or []
+        saved = [v.numpy() for v in variables]
+        for variable, values in zip(variables, saved, strict=True):
+            variable.assign(transform(values).astype(values.dtype))
+        metric = training.accuracy(copy, eval_ds, task)
+        for variable, values in zip(variables, saved, strict=True):
+            variable.assign(values)
+        result.append(
+            {
+                "layer": name,
+                "weights": sizes[name],
+                "metric": metric,
+                "drop": drop(task, before, metric),
+            }
+        )
+    return sorted(result, key=lambda e: -(e["drop"] or 0.0))
+
+
+def controlled_fine_tune(model, selected, tune, eval_ds, task, before, control, one_shot, what):
+    """Fine-tunes with the most sensitive layers left out until the metric fits ``control``.
+
+    ``tune(layers)`` fine-tunes ``model`` with ``layers`` optimised and returns the
+    :class:`~components.common.optimization.FineTuned`; each call is one of ``control.max_evaluations``. The layers are ranked by
+    ``one_shot`` (:func:`one_shot_drops`), and left out one more at a time, the costliest first;
+    at least one layer stays optimised. A budget not met keeps the best candidate reached, with
+    ``within_budget`` False in the record: the gate judges it by its own rules.
+
+    Returns:
+      (the chosen FineTuned, the layers it optimised, its metric, the record's
+      ``accuracy_control`` section).
+    """
+    from components.common import training
+
+    def evaluate(spared):
+        layers = [n for n in selected if n not in spared]
+        if not layers:
+            return None, None, {"optimized_layers": 0, "skipped": "nothing left to optimise"}
+        tuned = tune(layers)
+        metric = training.accuracy(tuned.model, eval_ds, task)
+        return metric, (tuned, layers, metric), {"optimized_layers": len(layers)}
+
+    scores = {e["layer"]: (e["drop"] or 0.0) for e in one_shot}
+    ranked = [e["layer"] for e in one_shot]
+    ranked += [n for n in selected if n not in ranked]
+    result = search(
+        task=task,
+        before=before,
+        control=control,
+        layers=ranked[: max(0, len(selected) - 1)],
+        evaluate=evaluate,
+        scores=scores,
+        what=what,
+    )
+    section = record(result, task, control, what)
+    section["one_shot"] = one_shot
+    if not result.within_budget:
+        log.warning(
+            "accuracy control: budget %s %s not met in %d evaluations; keeping the best reached "
+            "(%s %s)",
+            budget(control),
+            unit(task),
+            len(result.evaluations),
+            what,
+            result.spared,
+        )
+    tuned, layers, metric = result.state
+    return tuned, layers, metric, section

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from components.common import layer_report, optimization, training
+from components.common import layer_report, optimization, sensitivity, training
 from components.common import weights as weights_lib
 from components.common.errors import ConfigError, ModelInputError
 from components.common.examples import DataConfig
@@ -340,7 +340,7 @@ def prune_model(
         tuned = tune(selection.selected)
         accuracy_after = training.accuracy(tuned.model, eval_ds, task)
     else:
-        one_shot = optimization.one_shot_drops(
+        one_shot = sensitivity.one_shot_drops(
             model,
             selection.selected,
             prunable_weights,
@@ -349,7 +349,7 @@ def prune_model(
             task,
             accuracy_before,
         )
-        tuned, pruned, accuracy_after, control = optimization.controlled_fine_tune(
+        tuned, pruned, accuracy_after, control = sensitivity.controlled_fine_tune(
             model,
             selection.selected,
             tune,
