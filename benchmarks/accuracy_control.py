@@ -99,7 +99,9 @@ def _entry(task, base_metric, record, flatbuffer, example, spared, evaluations, 
     }
 
 
-def run_model(name: str, model_dir: str, examples: str, work: str, exclude=()) -> dict:
+def run_model(
+    name: str, model_dir: str, examples: str, work: str, exclude=(), label_key: str = "label"
+) -> dict:
     """Both candidates, without and with accuracy control, for one model."""
     import tf_keras
 
@@ -108,7 +110,7 @@ def run_model(name: str, model_dir: str, examples: str, work: str, exclude=()) -
     from components.pruner import pruner
     from components.pruner.config import PrunerConfig
 
-    data = DataConfig()
+    data = DataConfig(label_key=label_key)
     model = tf_keras.models.load_model(model_dir, compile=False)
     task = examples_lib.resolve_task(examples, data, model)
     x, _ = examples_lib.load_arrays(examples, data.eval_split, data, model, limit=1)
@@ -169,8 +171,9 @@ def run(work_dir: str, zoo_models=ZOO_MODELS, mobilenet: bool = True) -> dict:
     models = {}
     for name in zoo_models:
         case = zoo.BUILDERS[name](os.path.join(work_dir, name))
+        label_key = case.config.get("data", {}).get("label_key", "label")
         models[name] = run_model(
-            name, case.model_dir, case.examples_dir, work_dir, case.int8_exclude
+            name, case.model_dir, case.examples_dir, work_dir, case.int8_exclude, label_key
         )
     if mobilenet:
         from benchmarks import mobilenet as mobilenet_bench

@@ -354,6 +354,26 @@ def test_pruner_leaves_out_the_layers_pruning_breaks_until_within_budget(mobilen
     assert all(e["sparsity"] >= 0.79 for e in record["layers"].values())
 
 
+def test_pruner_records_one_shot_layer_sensitivity_on_request(mobilenet_style, tmp_path):
+    from components.common.examples import DataConfig
+    from components.pruner import pruner
+    from components.pruner.config import PrunerConfig
+
+    case = mobilenet_style
+    config = PrunerConfig(target_sparsity=0.8, fine_tuning={"epochs": 1}, layer_sensitivity=True)
+    record = pruner.run(
+        case.model_dir, case.examples_dir, str(tmp_path / "p"), config, DataConfig()
+    )
+    assert "accuracy_control" not in record  # measured, not acted on
+    sens = record["layer_sensitivity"]
+    assert sens["method"] == "one_shot"
+    assert {e["layer"] for e in sens["layers"]} == set(record["pruned_layers"])
+    for entry in sens["layers"]:
+        assert entry["drop"] == pytest.approx((record["metric_before"] - entry["metric"]) * 100)
+    drops = [e["drop"] for e in sens["layers"]]
+    assert drops == sorted(drops, reverse=True)
+
+
 def test_clusterer_search_is_bounded_and_records_what_it_measured(mobilenet_style, tmp_path):
     from components.clusterer import clusterer
     from components.clusterer.config import ClustererConfig
@@ -422,6 +442,11 @@ def test_report_shows_which_layers_cost_the_most():
     # No metric probe recovered anything: the debugger's error ranks them instead.
     flat = {"layer_sensitivity": {"layers": [{"layer": "a", "rmse_over_scale": 0.3}]}}
     assert layers._costs(flat)["measure"].startswith("int8 error")
+    # A Pruner's one-shot sensitivity recorded without accuracy control.
+    measured = {
+        "layer_sensitivity": {"method": "one_shot", "layers": [{"layer": "a", "drop": 3.0}]}
+    }
+    assert layers._costs(measured)["layers"] == [{"layer": "a", "cost": 3.0, "spared": False}]
     assert layers._costs({}) is None
 
     summary = {

@@ -246,10 +246,8 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
             compile_args=compile_args,
         )
 
-    control = None
-    if config.accuracy_control is None:
-        tuned = tune(selection.selected)
-    else:
+    control = one_shot = None
+    if config.accuracy_control is not None or config.layer_sensitivity:
         one_shot = sensitivity.one_shot_drops(
             model,
             selection.selected,
@@ -261,6 +259,9 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
             task,
             accuracy_before,
         )
+    if config.accuracy_control is None:
+        tuned = tune(selection.selected)
+    else:
         tuned, kept, _, control = sensitivity.controlled_fine_tune(
             model,
             selection.selected,
@@ -315,6 +316,8 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
         "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
+    if one_shot is not None:
+        record["layer_sensitivity"] = {"method": "one_shot", "layers": one_shot}
     if control is not None:
         record["accuracy_control"] = control
     log.warning(

@@ -48,6 +48,12 @@ class ClustererConfig(StrictModel):
     )
     layers: LayerSelection = LayerSelection()
     fine_tuning: ClustererFineTuneConfig = ClustererFineTuneConfig()
+    layer_sensitivity: bool = pydantic.Field(
+        False,
+        description="Record what clustering each selected layer alone costs the task's metric on "
+        "the eval split (one shot, before fine-tuning; one eval pass per layer). Always on with "
+        "accuracy_control, which ranks the layers by it.",
+    )
     accuracy_control: FineTunedAccuracyControlConfig | None = pydantic.Field(
         None,
         description="Leave the layers that cost the most unclustered (ranked by what clustering "

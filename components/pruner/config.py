@@ -110,6 +110,12 @@ class PrunerConfig(StrictModel):
         "convolutions of a model XNNPACK's sparse inference can run).",
     )
     layers: LayerSelection = LayerSelection()
+    layer_sensitivity: bool = pydantic.Field(
+        False,
+        description="Record what pruneing each selected layer alone costs the task's metric on "
+        "the eval split (one shot, before fine-tuning; one eval pass per layer). Always on with "
+        "accuracy_control, which ranks the layers by it.",
+    )
     accuracy_control: FineTunedAccuracyControlConfig | None = pydantic.Field(
         None,
         description="Magnitude pruning: leave the layers that cost the most out (ranked by "

@@ -335,11 +335,8 @@ def prune_model(
             compile_args=compile_args,
         )
 
-    control = None
-    if config.accuracy_control is None:
-        tuned = tune(selection.selected)
-        accuracy_after = training.accuracy(tuned.model, eval_ds, task)
-    else:
+    control = one_shot = None
+    if config.accuracy_control is not None or config.layer_sensitivity:
         one_shot = sensitivity.one_shot_drops(
             model,
             selection.selected,
@@ -349,6 +346,10 @@ def prune_model(
             task,
             accuracy_before,
         )
+    if config.accuracy_control is None:
+        tuned = tune(selection.selected)
+        accuracy_after = training.accuracy(tuned.model, eval_ds, task)
+    else:
         tuned, pruned, accuracy_after, control = sensitivity.controlled_fine_tune(
             model,
             selection.selected,
@@ -389,6 +390,8 @@ def prune_model(
         "fine_tuning": tuned.record_section(config.fine_tuning),
         "wall_time_s": time.time() - started,
     }
+    if one_shot is not None:
+        record["layer_sensitivity"] = {"method": "one_shot", "layers": one_shot}
     if control is not None:
         record["accuracy_control"] = control
     log.warning(

@@ -62,10 +62,14 @@ def _costs(record: dict) -> dict | None:
     control = record.get("accuracy_control") or {}
     spared = list(control.get("spared") or [])
     unit = control.get("unit") or "points"
-    if control.get("one_shot"):
+    sens = record.get("layer_sensitivity") or {}
+    one_shot = control.get("one_shot") or (
+        sens.get("layers") if sens.get("method") == "one_shot" else None
+    )
+    if one_shot:
         layers = [
             {"layer": e["layer"], "cost": e["drop"], "spared": e["layer"] in spared}
-            for e in control["one_shot"]
+            for e in one_shot
             if e.get("drop") is not None
         ]
         measure = f"metric lost when optimised alone, one shot ({unit})"
