@@ -10,7 +10,8 @@ MAE for regression, the default recipe's gate):
   then full int8 of the result (the drop is the flatbuffer's against the input model).
 
 Recorded per candidate: the task's metric drop against the input model (points, or the relative
-MAE increase), the flatbuffer's bytes, its batch-1 p50 in the LiteRT interpreter (one thread,
+MAE increase), the flatbuffer's bytes (raw and gzipped: pruned zeros shrink only the latter), its
+batch-1 p50 in the LiteRT interpreter (one thread,
 after warm-up), the layers spared, the evaluations spent, and whether the gate's accuracy rule
 (the same budget) would pass it. A candidate the step rejects is recorded with its reason.
 
@@ -92,6 +93,7 @@ def _entry(task, base_metric, record, flatbuffer, example, spared, evaluations, 
         "drop": drop,
         "within_rule": drop is not None and drop <= budget + 1e-9,
         "tflite_bytes": len(flatbuffer),
+        "tflite_gzip_bytes": record["tflite"]["gzip_bytes"],
         "p50_ms": _p50_ms(flatbuffer, example),
         "spared": spared,
         "evaluations": evaluations,

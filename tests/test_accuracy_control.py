@@ -471,6 +471,7 @@ def test_benchmark_section_renders_each_candidate_without_and_with_control():
         "drop": 37.5,
         "within_rule": False,
         "tflite_bytes": 6500,
+        "tflite_gzip_bytes": 3000,
         "p50_ms": 0.004,
         "spared": [],
         "evaluations": None,
@@ -495,7 +496,7 @@ def test_benchmark_section_renders_each_candidate_without_and_with_control():
     rows = [line for line in lines if line.startswith("| mobilenet_block")]
     assert len(rows) == 3
     assert rows[0].endswith("| rejected: verification: the flatbuffer differs |")
-    assert "| with | 0.50 | 6.5 KB | 0.0040 | conv2d_1 | - | within the rule |" in rows[1]
+    assert "| with | 0.50 | 6.5 KB (3.0 KB) | 0.0040 | conv2d_1 | - | within the rule |" in rows[1]
     assert "| 37.50 |" in rows[2] and rows[2].endswith("outside the rule |")
     assert "accuracy_control" in run.SECTIONS
     assert run._section_renderer("accuracy_control") is render_section
