@@ -360,7 +360,12 @@ def test_pruner_records_one_shot_layer_sensitivity_on_request(mobilenet_style, t
     from components.pruner.config import PrunerConfig
 
     case = mobilenet_style
-    config = PrunerConfig(target_sparsity=0.8, fine_tuning={"epochs": 1}, layer_sensitivity=True)
+    config = PrunerConfig(
+        target_sparsity=0.8,
+        schedule={"kind": "constant", "frequency_steps": 2},
+        fine_tuning={"epochs": 1},
+        layer_sensitivity=True,
+    )
     record = pruner.run(
         case.model_dir, case.examples_dir, str(tmp_path / "p"), config, DataConfig()
     )
