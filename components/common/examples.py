@@ -63,6 +63,22 @@ class DataConfig(StrictModel):
         "(default 1/255: pixels in [0, 1]); null: raw 0-255 values. The serving signature that "
         "decodes them is rebuilt with the same decoding.",
     )
+    raw_examples: str | None = pydantic.Field(
+        None,
+        min_length=1,
+        description="A TFX pipeline with a Transform: the raw Examples the Transform read "
+        "(ExampleGen's output, Split-<eval_split>/), when the Examples given are its "
+        "transformed_examples. A serving signature that applies the Transform graph to raw "
+        "tf.Examples is verified and timed on these, as TF Serving receives them.",
+    )
+    transform_graph: str | None = pydantic.Field(
+        None,
+        min_length=1,
+        description="The Transform component's transform_graph output (transform_fn/, "
+        "transformed_metadata/): the Transform graph a serving signature that applies one is "
+        "rebuilt with. Default: the graph the model's SavedModel embeds (model.tft_layer, as "
+        "TFX's templates export it).",
+    )
     tflite_batch_size: int | None = pydantic.Field(
         1,
         ge=1,

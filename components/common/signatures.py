@@ -12,7 +12,13 @@ model, by kind:
 - ``parse_example``: the signature parses serialized tf.Examples (``ParseExampleV2``) and feeds
   the parsed features to the model: the feature spec (keys, dtypes, shapes, defaults) is read from
   the signature's graph and the same parsing is put in front of the new model.
-- ``hook``: anything else (a TFX Transform layer, post-processing, several outputs): the function
+- ``transform``: the signature parses raw tf.Examples, applies a TFX Transform graph
+  (``model.tft_layer``, as TFX's templates export a Trainer fed transformed examples) and feeds
+  the transformed features to the model: the raw spec is read from its graph, the Transform graph
+  from ``data.transform_graph`` or the SavedModel (:mod:`components.common.transform`), and the
+  same parse and Transform are put in front of the new model. Verified on raw examples
+  (``data.raw_examples`` when the Examples are the transformed ones).
+- ``hook``: anything else (post-processing, several outputs): the function
   users already have in their Trainer module file, ``serving_signatures(model)`` (or
   ``serving_signatures(model, original)``, ``original`` being the input SavedModel loaded with
   ``tf.saved_model.load``, e.g. for its ``tft_layer``) in ``data.module_file``, returning
@@ -36,7 +42,8 @@ import numpy as np
 from components.common.errors import ModelInputError
 
 HOOK_NAME = "serving_signatures"
-MODEL_CALL, PARSE_EXAMPLE, HOOK = "model_call", "parse_example", "hook"
+MODEL_CALL, PARSE_EXAMPLE, TRANSFORM, HOOK = "model_call", "parse_example", "transform", "hook"
+RAW_EXAMPLES_KEY = "data.raw_examples"
 # Signatures the wrapper check and the candidate check call (serialized eval examples).
 VERIFY_EXAMPLES = 32
 # A rebuilt wrapper around the input model gives what the input's signature gives, to float noise.
@@ -63,7 +70,9 @@ class Signature:
     kind: str = MODEL_CALL
     feature_spec: dict = field(
         default_factory=dict
-    )  # PARSE_EXAMPLE: key -> (dtype, shape, default)
+    )  # PARSE_EXAMPLE, TRANSFORM: key -> (dtype, shape, default)
+    transform_graph: str | None = None  # TRANSFORM: the TransformGraph directory it reapplies
+    transform_source: str | None = None  # TRANSFORM: where that graph came from
 
     def to_dict(self) -> dict:
         record = {
@@ -77,6 +86,8 @@ class Signature:
                 k: {"dtype": d, "shape": list(s), "default": default is not None}
                 for k, (d, s, default) in self.feature_spec.items()
             }
+        if self.transform_source:
+            record["transform_graph"] = self.transform_source
         return record
 
 
@@ -240,6 +251,23 @@ def _parse_signature(model, signature: Signature, image_scale: float | None = 1 
     return tf.function(serve, autograph=False).get_concrete_function(spec)
 
 
+def _transform_signature(model, signature: Signature, layer, image_scale: float | None = 1 / 255):
+    """A concrete function: raw serialized tf.Examples -> the spec's parsing -> the Transform
+    ``layer`` -> ``model`` (its inputs picked from the transformed features by name)."""
+    import tensorflow as tf
+
+    (input_name,) = signature.inputs
+    (output_key,) = signature.outputs
+    features = _parse_features(signature.feature_spec)
+
+    def serve(serialized):
+        transformed = layer(tf.io.parse_example(serialized, features))
+        return {output_key: model(_feeds_from_features(model, transformed, image_scale))}
+
+    spec = tf.TensorSpec([None], tf.string, name=input_name)
+    return tf.function(serve, autograph=False).get_concrete_function(spec)
+
+
 def _call_signature(model, signature: Signature):
     """The model's call with the signature's input names and output keys."""
     import tensorflow as tf
@@ -315,6 +343,7 @@ class ServingInterface:
     signatures: dict[str, Signature]
     module_file: str | None = None
     serialized: list = field(default_factory=list)  # serialized eval examples
+    raw_serialized: list = field(default_factory=list)  # raw ones, for transform signatures
     image_scale: float | None = 1 / 255  # data.image_scale: how encoded images are decoded
     checked: dict = field(default_factory=dict)  # key -> the wrapper check's max abs diff
 
@@ -331,17 +360,33 @@ class ServingInterface:
             described.append(entry)
         return described
 
-    def build(self, model, original=None) -> dict:
-        """Every signature rebuilt around ``model``: key -> concrete function."""
+    def build(self, model, original=None, attach: bool = False) -> dict:
+        """Every signature rebuilt around ``model``: key -> concrete function.
+
+        Args:
+          attach: the functions are to be saved with ``model``: a Transform layer they apply
+            is attached to it (``model.tft_layer``) so its graph and tables are saved too.
+        """
+        from components.common import transform as transform_lib
+
         hooked = {}
         if any(s.kind == HOOK for s in self.signatures.values()):
             hooked = _call_hook(load_hook(self.module_file), model, original or self._original())
-        built = {}
+        built, layers = {}, {}
         for key, signature in self.signatures.items():
             if signature.kind == MODEL_CALL:
                 built[key] = _call_signature(model, signature)
             elif signature.kind == PARSE_EXAMPLE:
                 built[key] = _parse_signature(model, signature, self.image_scale)
+            elif signature.kind == TRANSFORM:
+                directory = signature.transform_graph
+                if directory not in layers:
+                    layers[directory] = transform_lib.make_layer(directory)
+                    if attach:
+                        transform_lib.attach(model, layers[directory])
+                built[key] = _transform_signature(
+                    model, signature, layers[directory], self.image_scale
+                )
             else:
                 built[key] = hooked[key]
         return built
@@ -352,13 +397,17 @@ class ServingInterface:
         return model_io.load_saved_model(self.source_dir)
 
     def _feeds(self, signature: Signature) -> dict | None:
-        """Inputs for a signature: the serialized examples for one string input, else None."""
+        """Inputs for a signature: the serialized examples for one string input (the raw ones
+        for a transform signature), else None."""
         import tensorflow as tf
 
         if len(signature.inputs) == 1:
             (info,) = signature.inputs.values()
+            records = self.serialized
+            if signature.kind == TRANSFORM and self.raw_serialized:
+                records = self.raw_serialized
             if info.dtype == "string" and info.shape in ((-1,), ()):
-                return {info.name: tf.constant(self.serialized)}
+                return {info.name: tf.constant(records)}
         return None
 
     def check_wrappers(self, model) -> None:
@@ -406,7 +455,7 @@ class ServingInterface:
         Raises:
           ModelInputError: naming the signature and what differs.
         """
-        built = self.build(model)
+        built = self.build(model, attach=True)
         if not self.serialized:
             return built
         original = None
@@ -479,18 +528,29 @@ def _scale(outputs: dict) -> float:
     return max(values, default=1.0)
 
 
-def plan(saved_model_dir: str, model, module_file: str | None = None) -> ServingInterface:
+def plan(
+    saved_model_dir: str,
+    model,
+    module_file: str | None = None,
+    transform_graph: str | None = None,
+) -> ServingInterface:
     """Reads the SavedModel's signatures and settles how each is rebuilt around ``model``.
 
+    Args:
+      transform_graph: ``data.transform_graph``, the Transform graph a transform signature is
+        rebuilt with (default: the one the SavedModel embeds).
     Raises:
       ModelInputError: a signature that is neither the model's call, nor a readable tf.Example
-        parse, nor given by the hook: naming it and the hook.
+        parse (with or without a Transform graph), nor given by the hook: naming it and the hook.
     """
+    from components.common import transform as transform_lib
+
     signatures = read(saved_model_dir)
     hook = load_hook(module_file)
     hooked_keys = None
     settled = {}
     loaded = None
+    graph, graph_read = None, False
     for key, signature in signatures.items():
         if is_model_call(signature, model):
             settled[key] = signature
@@ -510,12 +570,34 @@ def plan(saved_model_dir: str, model, module_file: str | None = None) -> Serving
 
             loaded = loaded or model_io.load_saved_model(saved_model_dir)
             spec = read_parse_spec(loaded.signatures[key])
-            why = _spec_problem(spec, model)
-            if why is None:
-                settled[key] = Signature(
-                    key, signature.inputs, signature.outputs, PARSE_EXAMPLE, spec
-                )
-                continue
+            if not graph_read:
+                graph = transform_lib.find(saved_model_dir, loaded, transform_graph)
+                graph_read = True
+            if graph is not None and spec is not None and set(spec) <= set(graph.raw_keys):
+                why = _transform_problem(graph, model)
+                if why is None:
+                    settled[key] = Signature(
+                        key,
+                        signature.inputs,
+                        signature.outputs,
+                        TRANSFORM,
+                        spec,
+                        graph.directory,
+                        graph.source,
+                    )
+                    continue
+            else:
+                why = _spec_problem(spec, model)
+                if why is None:
+                    settled[key] = Signature(
+                        key, signature.inputs, signature.outputs, PARSE_EXAMPLE, spec
+                    )
+                    continue
+                if spec is not None and graph is None:
+                    why += (
+                        "; if it applies a tf.Transform graph, set "
+                        f"{transform_lib.CONFIG_KEY} to the Transform's transform_graph output"
+                    )
         inputs = ", ".join(f"{n} {t.dtype} {list(t.shape)}" for n, t in signature.inputs.items())
         raise ModelInputError(
             f"serving signature {key!r} of {saved_model_dir!r} (inputs: {inputs}) wraps the model "
@@ -539,6 +621,17 @@ def _parse_problem(signature: Signature) -> str | None:
     return None
 
 
+def _transform_problem(graph, model) -> str | None:
+    names = [t.name for t in _model_inputs(model)]
+    missing = [n for n in names if n not in graph.output_keys]
+    if missing:
+        return (
+            f"the model's inputs {missing} are not among the features its Transform graph "
+            f"({graph.source}) writes: {list(graph.output_keys)}"
+        )
+    return None
+
+
 def _spec_problem(spec: dict | None, model) -> str | None:
     if spec is None:
         return "no single ParseExample of dense features with constant keys in its graph"
@@ -554,17 +647,66 @@ def interface_for(model_uri: str, model, examples_uri: str | None, data) -> Serv
     serialized eval examples to verify it on (only read when a signature wraps the model)."""
     from components.common import model_io
 
-    interface = plan(model_io.serving_model_dir(model_uri), model, data.module_file)
+    interface = plan(
+        model_io.serving_model_dir(model_uri), model, data.module_file, data.transform_graph
+    )
     interface.image_scale = data.image_scale
     if not interface.only_model_calls and examples_uri is not None:
-        from components.common import examples as examples_lib
-
-        files = examples_lib.split_files(examples_uri, data.eval_split)
-        for i, record in enumerate(examples_lib.iter_serialized(files)):
-            if i >= VERIFY_EXAMPLES:
-                break
-            interface.serialized.append(record)
+        interface.serialized = _eval_records(examples_uri, data)
+        transforms = [s for s in interface.signatures.values() if s.kind == TRANSFORM]
+        if transforms:
+            interface.raw_serialized = serving_records(examples_uri, data)
+            where = data.raw_examples or examples_uri
+            for signature in transforms:
+                _check_raw(signature, interface.raw_serialized, where, data.raw_examples)
     return interface
+
+
+def _eval_records(examples_uri: str, data, limit: int = VERIFY_EXAMPLES) -> list[bytes]:
+    from components.common import examples as examples_lib
+
+    files = examples_lib.split_files(examples_uri, data.eval_split)
+    return [r for _, r in zip(range(limit), examples_lib.iter_serialized(files), strict=False)]
+
+
+def serving_records(examples_uri: str, data, limit: int = VERIFY_EXAMPLES) -> list[bytes]:
+    """Serialized eval examples as TF Serving receives them: from ``data.raw_examples`` (the raw
+    Examples a Transform read) when it is set, else from the Examples."""
+    return _eval_records(data.raw_examples or examples_uri, data, limit)
+
+
+def _check_raw(signature: Signature, records: list, where: str, raw_examples: str | None):
+    """The raw examples hold every feature the transform signature parses without a default.
+
+    Raises:
+      ModelInputError: naming the signature, the missing features and data.raw_examples.
+    """
+    import tensorflow as tf
+
+    if not records:
+        return
+    present = tf.train.Example.FromString(records[0]).features.feature
+    missing = sorted(
+        k
+        for k, (_, _, default) in signature.feature_spec.items()
+        if default is None and k not in present
+    )
+    if not missing:
+        return
+    held = ", ".join(sorted(present))
+    if raw_examples:
+        fix = f"Point {RAW_EXAMPLES_KEY} to the raw Examples the Transform read (ExampleGen's output)."
+    else:
+        fix = (
+            f"These look like the transformed examples: set {RAW_EXAMPLES_KEY} to the raw Examples "
+            "the Transform read (ExampleGen's output), so the rebuilt signature is verified on "
+            "what TF Serving receives."
+        )
+    raise ModelInputError(
+        f"serving signature {signature.key!r} parses raw tf.Examples ({', '.join(sorted(signature.feature_spec))}) "
+        f"for its tf.Transform graph, but the examples at {where!r} lack {missing} (they hold: "
+        f"{held}). {fix}"
+    )
 
 
 def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 255) -> list[bytes]:
@@ -601,10 +743,14 @@ def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 
     return records
 
 
-def serving_feeder(function, model, image_scale: float | None = 1 / 255):
+def serving_feeder(
+    function, model, image_scale: float | None = 1 / 255, raw_records: list | None = None
+):
     """How to feed a loaded serving signature model inputs (numpy arrays, batch first):
     ``feeds(arrays) -> {input name: tensor}``. A signature that takes serialized tf.Examples gets
-    them built from the arrays (its parse spec read from its graph). None when neither works."""
+    them built from the arrays (its parse spec read from its graph), or, when the model's inputs
+    are not what it parses (a Transform in between), as many of ``raw_records`` as the batch
+    holds (cycled). None when neither works."""
     import tensorflow as tf
 
     _, kwargs = function.structured_input_signature
@@ -613,9 +759,18 @@ def serving_feeder(function, model, image_scale: float | None = 1 / 255):
     string_input = len(kwargs) == 1 and next(iter(kwargs.values())).dtype == tf.string
     if string_input and not (len(model_names) == 1 and model.inputs[0].dtype == tf.string):
         spec = read_parse_spec(function)
-        if spec is None or _spec_problem(spec, model) is not None:
-            return None
         (name,) = names
+        if spec is None or _spec_problem(spec, model) is not None:
+            if not raw_records:
+                return None
+
+            def feeds_raw(arrays):
+                arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
+                n = int(arrays[0].shape[0])
+                picked = [raw_records[i % len(raw_records)] for i in range(n)]
+                return {name: tf.constant(picked)}
+
+            return feeds_raw
 
         def feeds_examples(arrays):
             return {name: tf.constant(serialize_inputs(model, spec, arrays, image_scale))}
