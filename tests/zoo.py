@@ -620,13 +620,16 @@ TRANSFORM_LABEL = "label"
 
 def _raw_tabular(n, rng):
     """Raw tabular features as a TFX pipeline ingests them: a float ``size`` (any scale), a
-    string ``color`` and a float ``age`` to bucketize; the class is read from all three."""
+    string ``color`` and a float ``age`` to bucketize; the class is read from all three, with
+    one label in ten drawn at random (so accuracy has room to drop)."""
     colors = np.array([b"red", b"green", b"blue"], dtype=object)
     color = rng.integers(0, 3, n)
     size = (50 + 20 * rng.standard_normal(n)).astype(np.float32)
     age = rng.uniform(0, 80, n).astype(np.float32)
     label = np.where(color == 0, 0, np.where(size > 50, 1, 2))
-    label = np.where((color != 0) & (age > 60), 0, label).astype(np.int64)
+    label = np.where((color != 0) & (age > 60), 0, label)
+    noisy = rng.random(n) < 0.1
+    label = np.where(noisy, rng.integers(0, 3, n), label).astype(np.int64)
     return {
         "size": size.reshape(n, 1),
         "color": colors[color].reshape(n, 1),
@@ -663,7 +666,7 @@ def _instances(data: dict) -> list[dict]:
     return [{k: v[i] for k, v in data.items()} for i in range(n)]
 
 
-def run_transform(root: str) -> tuple[str, dict, dict]:
+def run_transform(root: str, seed: int = 0) -> tuple[str, dict, dict]:
     """What the TFX Transform component does, on generated raw data: analyses the train split,
     writes the TransformGraph (``transform_fn/``, ``transformed_metadata/``, ``metadata/``) under
     ``root/transform_graph``, the raw Examples under ``root/raw_examples`` and the transformed
@@ -680,7 +683,7 @@ def run_transform(root: str) -> tuple[str, dict, dict]:
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     raw = {"train": _raw_tabular(TRAIN, rng), "eval": _raw_tabular(EVAL, rng)}
     for split, data in raw.items():
         write_split(os.path.join(root, "raw_examples", f"Split-{split}", "data.gz"), data)
@@ -752,7 +755,13 @@ def tfx_transform_mlp(root: str) -> ZooCase:
     path = os.path.join(root, "model")
     signature = transform_serving_signature(model, tft_output.raw_feature_spec())
     model.save(path, save_format="tf", signatures={"serving_default": signature})
-    return ZooCase("tfx_transform_mlp", path, os.path.join(root, "examples"), "multiclass")
+    return ZooCase(
+        "tfx_transform_mlp",
+        path,
+        os.path.join(root, "examples"),
+        "multiclass",
+        config={"data": {"raw_examples": os.path.join(root, "raw_examples")}},
+    )
 
 
 BUILDERS = {

@@ -61,6 +61,9 @@ def detach_transform_layers(model) -> list[str]:
     names = [name for name, value in list(vars(model).items()) if is_transform_layer(value)]
     for name in names:
         delattr(model, name)
+        # A model revived from a SavedModel also lists it among its checkpoint dependencies:
+        # saved again, it would carry the old graph beside the one its signature applies.
+        model._delete_tracking(name)
     return names
 
 
