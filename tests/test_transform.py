@@ -271,3 +271,70 @@ def test_the_raw_feeder_cycles_raw_examples_to_the_batch(case):
     fed = feeds((np.zeros((7, 1), np.float32),))["examples"].numpy().tolist()
     assert fed == [raw[i % 3] for i in range(7)]
     assert function(**feeds((np.zeros((7, 1), np.float32),)))["outputs"].shape == (7, 3)
+
+
+# ----------------------------------------------------------------------------- raw Examples + graph
+
+
+def test_raw_examples_and_the_transform_graph_feed_the_model_as_the_transformed_examples(case):
+    """``data.transform_graph`` with raw Examples: every step's inputs (tf.data) and the
+    Evaluator's (its Beam batches) are what the Transform wrote, example for example."""
+    from components.common import examples as examples_lib
+    from components.common import model_io
+    from components.evaluator import accuracy
+
+    model = model_io.load_keras_model(case.model_dir)
+    graph_dir = os.path.join(_root(case), "transform_graph")
+    raw_dir = case.config["data"]["raw_examples"]
+    transformed_x, transformed_y = examples_lib.load_arrays(
+        case.examples_dir, "eval", _data(case), model
+    )
+    raw_data = _data(case, raw_examples=None, transform_graph=graph_dir)
+    mapping = examples_lib.resolve_mapping(raw_dir, "eval", raw_data, model)
+    assert mapping.transform_graph == graph_dir
+    assert mapping.feature_keys == ("size_xf", "color_xf", "age_xf")
+    raw_x, raw_y = examples_lib.load_arrays(raw_dir, "eval", raw_data, model)
+    np.testing.assert_array_equal(raw_y, transformed_y)
+    for got, expected in zip(raw_x, transformed_x, strict=True):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+    inputs = accuracy.inputs_from_mapping(mapping)
+    (path,) = examples_lib.split_files(raw_dir, "eval")
+    batches = list(accuracy.read_batches(path, 40, inputs))
+    assert [len(labels) for _, _, labels in batches] == [40, 40, 16]
+    for i, expected in enumerate(transformed_x):
+        np.testing.assert_array_equal(np.concatenate([x[i] for _, x, _ in batches]), expected)
+    # Without the graph, the raw Examples cannot feed the model: the mapping names the feature.
+    from components.common.errors import DataError
+
+    with pytest.raises(DataError, match="feature .color. holds bytes"):
+        examples_lib.resolve_mapping(raw_dir, "eval", _data(case, raw_examples=None), model)
+
+
+def test_the_profiler_measures_raw_examples_through_the_graph_as_transformed_ones(case):
+    from components.profiler import profiler
+    from components.profiler.config import ProfilerConfig
+
+    config = ProfilerConfig.parse(
+        {"warmup_runs": 1, "timed_runs": 3, "throughput_runs": 1, "measure_memory": False}
+    )
+    graph_dir = os.path.join(_root(case), "transform_graph")
+    raw_data = _data(case, raw_examples=None, transform_graph=graph_dir)
+    raw_dir = case.config["data"]["raw_examples"]
+    on_raw = profiler.profile_model(case.model_dir, raw_dir, raw_data, config)
+    on_transformed = profiler.profile_model(case.model_dir, case.examples_dir, _data(case), config)
+    assert on_raw["accuracy"]["saved_model"] == on_transformed["accuracy"]["saved_model"]
+    assert on_raw["accuracy"]["tflite"] == on_transformed["accuracy"]["tflite"]
+    assert on_raw["latency"]["saved_model_batch1"]["p50_ms"] > 0
+
+
+def test_a_transform_graph_without_its_transform_fn_is_named(case, tmp_path):
+    from components.common import model_io, signatures
+    from components.common.errors import ModelInputError
+
+    model = model_io.load_keras_model(case.model_dir)
+    empty = tmp_path / "not_a_graph"
+    empty.mkdir()
+    with pytest.raises(ModelInputError, match=r"data.transform_graph .* holds no transform_fn/"):
+        signatures.plan(case.model_dir, model, transform_graph=str(empty))

@@ -60,6 +60,7 @@ SIGNATURE_KINDS = {
     "tfx_template_cnn": "parse_example",
     "encoded_images": "parse_example",
     "tfx_transform_mlp": "transform",
+    "tfx_transform_raw": "transform",
 }
 # The task's equivalent of a 2-point drop for a regression model: MAE at most 10% worse.
 REGRESSION_RULES = {"max_relative_error_increase": 0.1}
@@ -152,7 +153,7 @@ def test_zoo_model_runs_end_to_end_to_a_decision(name, tmp_path, capsys):
         assert serving.is_dir()
         if case.name == "tfx_template_cnn":
             _check_pushed_answers_tf_examples(case, serving)
-        if case.name == "tfx_transform_mlp":
+        if case.name in ("tfx_transform_mlp", "tfx_transform_raw"):
             _check_pushed_answers_raw_tf_examples(case, serving)
     else:  # an unblessed run pushes nothing
         assert not serving.exists() or not any(serving.iterdir())
@@ -225,8 +226,8 @@ def _check_pushed_answers_raw_tf_examples(case: zoo.ZooCase, serving) -> None:
     """The pushed version of the Transform model answers a raw tf.Example request as TF Serving
     runs it (raw features in: the Transform graph travelled with it), with the baseline's
     signature; its top-1 on the raw eval examples is the pushed Keras model's on the transformed
-    ones (the same examples through the Transform), and within the gate's bound of the
-    baseline's on the labels."""
+    features of the same examples, and within the gate's bound of the baseline's on the
+    labels."""
     import numpy as np
 
     from components.common import examples as examples_lib
@@ -236,10 +237,11 @@ def _check_pushed_answers_raw_tf_examples(case: zoo.ZooCase, serving) -> None:
 
     versions = sorted(p for p in serving.iterdir() if p.name.isdigit())
     pushed = str(versions[-1])
-    raw_dir = case.config["data"]["raw_examples"]
+    data = DataConfig(**case.config["data"])
+    raw_dir = data.raw_examples or case.examples_dir
     serialized = list(examples_lib.iter_serialized(examples_lib.split_files(raw_dir, "eval")))
     x, labels = examples_lib.load_arrays(
-        case.examples_dir, "eval", DataConfig(), model_io.load_keras_model(case.model_dir)
+        case.examples_dir, "eval", data, model_io.load_keras_model(case.model_dir)
     )
     assert len(serialized) == len(labels)
     before, before_sig = tf_serving_predict(case.model_dir, serialized)

@@ -620,16 +620,13 @@ TRANSFORM_LABEL = "label"
 
 def _raw_tabular(n, rng):
     """Raw tabular features as a TFX pipeline ingests them: a float ``size`` (any scale), a
-    string ``color`` and a float ``age`` to bucketize; the class is read from all three, with
-    one label in ten drawn at random (so accuracy has room to drop)."""
+    string ``color`` and a float ``age`` to bucketize; the class is read from all three."""
     colors = np.array([b"red", b"green", b"blue"], dtype=object)
     color = rng.integers(0, 3, n)
     size = (50 + 20 * rng.standard_normal(n)).astype(np.float32)
     age = rng.uniform(0, 80, n).astype(np.float32)
     label = np.where(color == 0, 0, np.where(size > 50, 1, 2))
-    label = np.where((color != 0) & (age > 60), 0, label)
-    noisy = rng.random(n) < 0.1
-    label = np.where(noisy, rng.integers(0, 3, n), label).astype(np.int64)
+    label = np.where((color != 0) & (age > 60), 0, label).astype(np.int64)
     return {
         "size": size.reshape(n, 1),
         "color": colors[color].reshape(n, 1),
@@ -764,6 +761,19 @@ def tfx_transform_mlp(root: str) -> ZooCase:
     )
 
 
+def tfx_transform_raw(root: str) -> ZooCase:
+    """:func:`tfx_transform_mlp` fed the raw Examples (ExampleGen's output) and the Transform's
+    ``transform_graph`` (``data.transform_graph``): every step transforms them itself."""
+    case = tfx_transform_mlp(root)
+    return ZooCase(
+        "tfx_transform_raw",
+        case.model_dir,
+        os.path.join(root, "raw_examples"),
+        "multiclass",
+        config={"data": {"transform_graph": os.path.join(root, "transform_graph")}},
+    )
+
+
 BUILDERS = {
     "binary_sigmoid": binary_sigmoid,
     "multilabel_sigmoid": multilabel_sigmoid,
@@ -782,4 +792,5 @@ BUILDERS = {
     "bidirectional_gru": bidirectional_gru,
     "encoded_images": encoded_images,
     "tfx_transform_mlp": tfx_transform_mlp,
+    "tfx_transform_raw": tfx_transform_raw,
 }

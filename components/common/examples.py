@@ -239,6 +239,7 @@ class FeatureMapping:
     matched_by: str = "order"  # "name" or "order"
     input_dtypes: tuple[str, ...] = ()  # each input's dtype (default: float32)
     image_scale: float | None = 1 / 255  # encoded images: decoded pixels times this
+    transform_graph: str | None = None  # raw Examples: transformed by this graph first
 
     def parse_fn(self):
         """A tf function turning a serialized batch into (inputs, labels): each input in the
@@ -256,9 +257,16 @@ class FeatureMapping:
         spec[self.label_key] = tf.io.FixedLenFeature([self.label_length], dtypes[self.label_kind])
         label_dtype = tf.float32 if self.task.float_labels else tf.int64
         label_shape = [-1, *self.task.label_shape]
+        transform = None
+        if self.transform_graph:
+            from components.common import transform as transform_lib
+
+            spec, transform = transform_lib.raw_parser(self.transform_graph)
 
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
+            if transform is not None:
+                parsed = transform(parsed)
             inputs = [
                 decode_images(parsed[key], shape, dtype, self.image_scale)
                 if is_image_input(self.infos[key].kind, dtype.name, shape)
@@ -392,6 +400,17 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
     """
     files = split_files(examples_uri, split)
     infos = inspect_features(files)
+    transform_graph = None
+    if data.transform_graph and not {name for name, _ in input_specs(model)} <= set(infos):
+        # Raw Examples: the model takes what the Transform graph writes from them.
+        from components.common import transform as transform_lib
+
+        transform_graph = data.transform_graph
+        written = transform_lib.transformed_features(transform_graph)
+        infos = {
+            **infos,
+            **{k: FeatureInfo(k, kind, n) for k, (kind, n) in written.items()},
+        }
     if data.label_key not in infos:
         raise DataError(
             f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
@@ -415,6 +434,7 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
         matched_by,
         tuple(dtypes),
         data.image_scale,
+        transform_graph,
     )
 
 

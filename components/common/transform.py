@@ -163,3 +163,53 @@ def check_assets(saved_model_dir: str) -> None:
             f"{LAYER_ATTRIBUTE} reads). Copy the whole SavedModel directory, assets/ included, "
             "as the Trainer wrote it."
         )
+
+
+def raw_parser(directory: str):
+    """How raw serialized examples become the features a model trained on the Transform's output
+    takes: ``(raw feature spec, apply)`` where ``apply(parsed raw features)`` gives them with the
+    transformed features added (a raw feature the graph passes on, e.g. the label, stays)."""
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(directory)
+    layer = output.transform_features_layer()
+
+    def apply(parsed: dict) -> dict:
+        return {**parsed, **layer(parsed)}
+
+    return output.raw_feature_spec(), apply
+
+
+def transformed_features(directory: str) -> dict:
+    """The dense features a Transform graph writes (its transformed_metadata): name ->
+    (kind: float/int64/bytes, values per example).
+
+    Raises:
+      DataError: the directory has no readable transformed_metadata.
+    """
+    import math
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from components.common.errors import DataError
+
+    try:
+        spec = tft.TFTransformOutput(directory).transformed_feature_spec()
+    except Exception as e:  # noqa: BLE001 - any unreadable metadata
+        raise DataError(
+            f"{CONFIG_KEY} {directory!r}: its transformed_metadata cannot be read ({e}); point it "
+            "to the Transform component's transform_graph output."
+        ) from None
+    features = {}
+    for key, feature in spec.items():
+        if isinstance(feature, tf.io.FixedLenFeature):
+            kind = (
+                "bytes"
+                if feature.dtype == tf.string
+                else "int64"
+                if feature.dtype.is_integer
+                else "float"
+            )
+            features[key] = (kind, math.prod(feature.shape) if feature.shape else 1)
+    return features
