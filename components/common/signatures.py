@@ -40,12 +40,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.common.errors import ModelInputError
+from components.common.serving_calls import (  # noqa: F401 - re-exported: the callers' API
+    VERIFY_EXAMPLES,
+    _compare,
+    _eval_records,
+    _layout,
+    _outputs,
+    _scale,
+    serialize_inputs,
+    serving_feeder,
+    serving_records,
+)
 
 HOOK_NAME = "serving_signatures"
 MODEL_CALL, PARSE_EXAMPLE, TRANSFORM, HOOK = "model_call", "parse_example", "transform", "hook"
-RAW_EXAMPLES_KEY = "data.raw_examples"
-# Signatures the wrapper check and the candidate check call (serialized eval examples).
-VERIFY_EXAMPLES = 32
 # A rebuilt wrapper around the input model gives what the input's signature gives, to float noise.
 WRAPPER_TOLERANCE = 1e-5
 
@@ -251,23 +259,6 @@ def _parse_signature(model, signature: Signature, image_scale: float | None = 1 
     return tf.function(serve, autograph=False).get_concrete_function(spec)
 
 
-def _transform_signature(model, signature: Signature, layer, image_scale: float | None = 1 / 255):
-    """A concrete function: raw serialized tf.Examples -> the spec's parsing -> the Transform
-    ``layer`` -> ``model`` (its inputs picked from the transformed features by name)."""
-    import tensorflow as tf
-
-    (input_name,) = signature.inputs
-    (output_key,) = signature.outputs
-    features = _parse_features(signature.feature_spec)
-
-    def serve(serialized):
-        transformed = layer(tf.io.parse_example(serialized, features))
-        return {output_key: model(_feeds_from_features(model, transformed, image_scale))}
-
-    spec = tf.TensorSpec([None], tf.string, name=input_name)
-    return tf.function(serve, autograph=False).get_concrete_function(spec)
-
-
 def _call_signature(model, signature: Signature):
     """The model's call with the signature's input names and output keys."""
     import tensorflow as tf
@@ -384,7 +375,7 @@ class ServingInterface:
                     layers[directory] = transform_lib.make_layer(directory)
                     if attach:
                         transform_lib.attach(model, layers[directory])
-                built[key] = _transform_signature(
+                built[key] = transform_lib.rebuilt_signature(
                     model, signature, layers[directory], self.image_scale
                 )
             else:
@@ -475,59 +466,6 @@ class ServingInterface:
         return built
 
 
-def _outputs(function, feeds: dict, key: str = "serving_default") -> dict:
-    """A signature's outputs on the feeds, as numpy.
-
-    Raises:
-      ModelInputError: the signature fails on the eval examples (they are not what it parses).
-    """
-    import tensorflow as tf
-
-    try:
-        result = function(**feeds)
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-        first = " ".join(str(e).split())[:300]
-        raise ModelInputError(
-            f"serving signature {key!r} fails on the eval examples ({first}). The Examples must "
-            "hold the features the signature parses (raw tf.Examples as TF Serving receives "
-            "them), or define serving_signatures(model) in data.module_file."
-        ) from None
-    return {k: np.asarray(v) for k, v in result.items()}
-
-
-def _layout(outputs: dict) -> str:
-    return ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in sorted(outputs.items()))
-
-
-def _compare(expected: dict, got: dict) -> float | None:
-    """Max abs difference, or None when the keys, dtypes or shapes differ."""
-    if sorted(expected) != sorted(got):
-        return None
-    diff = 0.0
-    for key, value in expected.items():
-        other = got[key]
-        if value.dtype != other.dtype or value.shape != other.shape:
-            return None
-        if np.issubdtype(value.dtype, np.number):
-            diff = (
-                max(diff, float(np.max(np.abs(value.astype(np.float64) - other))))
-                if value.size
-                else diff
-            )
-        elif not np.array_equal(value, other):
-            return float("inf")
-    return diff
-
-
-def _scale(outputs: dict) -> float:
-    values = [
-        float(np.max(np.abs(v)))
-        for v in outputs.values()
-        if v.size and np.issubdtype(v.dtype, np.number)
-    ]
-    return max(values, default=1.0)
-
-
 def plan(
     saved_model_dir: str,
     model,
@@ -574,7 +512,7 @@ def plan(
                 graph = transform_lib.find(saved_model_dir, loaded, transform_graph)
                 graph_read = True
             if graph is not None and spec is not None and set(spec) <= set(graph.raw_keys):
-                why = _transform_problem(graph, model)
+                why = transform_lib.model_inputs_problem(graph, model)
                 if why is None:
                     settled[key] = Signature(
                         key,
@@ -621,17 +559,6 @@ def _parse_problem(signature: Signature) -> str | None:
     return None
 
 
-def _transform_problem(graph, model) -> str | None:
-    names = [t.name for t in _model_inputs(model)]
-    missing = [n for n in names if n not in graph.output_keys]
-    if missing:
-        return (
-            f"the model's inputs {missing} are not among the features its Transform graph "
-            f"({graph.source}) writes: {list(graph.output_keys)}"
-        )
-    return None
-
-
 def _spec_problem(spec: dict | None, model) -> str | None:
     if spec is None:
         return "no single ParseExample of dense features with constant keys in its graph"
@@ -652,134 +579,15 @@ def interface_for(model_uri: str, model, examples_uri: str | None, data) -> Serv
     )
     interface.image_scale = data.image_scale
     if not interface.only_model_calls and examples_uri is not None:
+        from components.common import transform as transform_lib
+
         interface.serialized = _eval_records(examples_uri, data)
         transforms = [s for s in interface.signatures.values() if s.kind == TRANSFORM]
         if transforms:
             interface.raw_serialized = serving_records(examples_uri, data)
             where = data.raw_examples or examples_uri
             for signature in transforms:
-                _check_raw(signature, interface.raw_serialized, where, data.raw_examples)
+                transform_lib.check_raw_examples(
+                    signature, interface.raw_serialized, where, data.raw_examples
+                )
     return interface
-
-
-def _eval_records(examples_uri: str, data, limit: int = VERIFY_EXAMPLES) -> list[bytes]:
-    from components.common import examples as examples_lib
-
-    files = examples_lib.split_files(examples_uri, data.eval_split)
-    return [r for _, r in zip(range(limit), examples_lib.iter_serialized(files), strict=False)]
-
-
-def serving_records(examples_uri: str, data, limit: int = VERIFY_EXAMPLES) -> list[bytes]:
-    """Serialized eval examples as TF Serving receives them: from ``data.raw_examples`` (the raw
-    Examples a Transform read) when it is set, else from the Examples."""
-    return _eval_records(data.raw_examples or examples_uri, data, limit)
-
-
-def _check_raw(signature: Signature, records: list, where: str, raw_examples: str | None):
-    """The raw examples hold every feature the transform signature parses without a default.
-
-    Raises:
-      ModelInputError: naming the signature, the missing features and data.raw_examples.
-    """
-    import tensorflow as tf
-
-    if not records:
-        return
-    present = tf.train.Example.FromString(records[0]).features.feature
-    missing = sorted(
-        k
-        for k, (_, _, default) in signature.feature_spec.items()
-        if default is None and k not in present
-    )
-    if not missing:
-        return
-    held = ", ".join(sorted(present))
-    if raw_examples:
-        fix = f"Point {RAW_EXAMPLES_KEY} to the raw Examples the Transform read (ExampleGen's output)."
-    else:
-        fix = (
-            f"These look like the transformed examples: set {RAW_EXAMPLES_KEY} to the raw Examples "
-            "the Transform read (ExampleGen's output), so the rebuilt signature is verified on "
-            "what TF Serving receives."
-        )
-    raise ModelInputError(
-        f"serving signature {signature.key!r} parses raw tf.Examples ({', '.join(sorted(signature.feature_spec))}) "
-        f"for its tf.Transform graph, but the examples at {where!r} lack {missing} (they hold: "
-        f"{held}). {fix}"
-    )
-
-
-def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 255) -> list[bytes]:
-    """Serialized tf.Examples carrying model inputs under the features a parse signature reads
-    (by input name, or the one feature for the one input; pixels of an image input as PNG):
-    what a TF Serving client sends."""
-    import tensorflow as tf
-
-    arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
-    inputs = _model_inputs(model)
-    keys = [t.name for t in inputs] if all(t.name in spec for t in inputs) else list(spec)
-    records = []
-    for i in range(int(arrays[0].shape[0])):
-        feature = {}
-        for key, array in zip(keys, arrays, strict=True):
-            values = np.asarray(array[i]).reshape(-1)
-            dtype = spec[key][0]
-            if dtype == "string" and np.asarray(array).ndim == 4:  # pixels of an encoded image
-                pixels = np.asarray(array[i]) / (image_scale or 1.0)
-                png = tf.io.encode_png(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.numpy()]))
-            elif dtype == "string":
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-            elif dtype.startswith("int"):
-                feature[key] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=values.astype(np.int64).tolist())
-                )
-            else:
-                feature[key] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=values.astype(np.float32).tolist())
-                )
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        records.append(example.SerializeToString())
-    return records
-
-
-def serving_feeder(
-    function, model, image_scale: float | None = 1 / 255, raw_records: list | None = None
-):
-    """How to feed a loaded serving signature model inputs (numpy arrays, batch first):
-    ``feeds(arrays) -> {input name: tensor}``. A signature that takes serialized tf.Examples gets
-    them built from the arrays (its parse spec read from its graph), or, when the model's inputs
-    are not what it parses (a Transform in between), as many of ``raw_records`` as the batch
-    holds (cycled). None when neither works."""
-    import tensorflow as tf
-
-    _, kwargs = function.structured_input_signature
-    names = list(kwargs)
-    model_names = [t.name for t in _model_inputs(model)]
-    string_input = len(kwargs) == 1 and next(iter(kwargs.values())).dtype == tf.string
-    if string_input and not (len(model_names) == 1 and model.inputs[0].dtype == tf.string):
-        spec = read_parse_spec(function)
-        (name,) = names
-        if spec is None or _spec_problem(spec, model) is not None:
-            if not raw_records:
-                return None
-
-            def feeds_raw(arrays):
-                arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
-                n = int(arrays[0].shape[0])
-                picked = [raw_records[i % len(raw_records)] for i in range(n)]
-                return {name: tf.constant(picked)}
-
-            return feeds_raw
-
-        def feeds_examples(arrays):
-            return {name: tf.constant(serialize_inputs(model, spec, arrays, image_scale))}
-
-        return feeds_examples
-    ordered = [n for n in model_names if n in kwargs] or names
-
-    def feeds(arrays):
-        arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
-        return {n: tf.constant(a) for n, a in zip(ordered, arrays, strict=True)}
-
-    return feeds

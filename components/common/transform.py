@@ -30,6 +30,7 @@ from components.common.errors import ModelInputError
 LAYER_ATTRIBUTE = "tft_layer"  # where TFX's templates (and the rebuilt models) keep the layer
 TRANSFORM_FN_DIR = "transform_fn"  # tft.TFTransformOutput.TRANSFORM_FN_DIR
 CONFIG_KEY = "data.transform_graph"
+RAW_EXAMPLES_KEY = "data.raw_examples"
 EMBEDDED = f"embedded in the SavedModel ({LAYER_ATTRIBUTE})"
 
 _extracted: dict[str, str] = {}  # input SavedModel dir -> the TransformGraph dir saved from it
@@ -213,3 +214,69 @@ def transformed_features(directory: str) -> dict:
             )
             features[key] = (kind, math.prod(feature.shape) if feature.shape else 1)
     return features
+
+
+def model_inputs_problem(graph: TransformGraph, model) -> str | None:
+    from components.common.signatures import _model_inputs
+
+    names = [t.name for t in _model_inputs(model)]
+    missing = [n for n in names if n not in graph.output_keys]
+    if missing:
+        return (
+            f"the model's inputs {missing} are not among the features its Transform graph "
+            f"({graph.source}) writes: {list(graph.output_keys)}"
+        )
+    return None
+
+
+def check_raw_examples(signature, records: list, where: str, raw_examples: str | None):
+    """The raw examples hold every feature the transform signature parses without a default.
+
+    Raises:
+      ModelInputError: naming the signature, the missing features and data.raw_examples.
+    """
+    import tensorflow as tf
+
+    if not records:
+        return
+    present = tf.train.Example.FromString(records[0]).features.feature
+    missing = sorted(
+        k
+        for k, (_, _, default) in signature.feature_spec.items()
+        if default is None and k not in present
+    )
+    if not missing:
+        return
+    held = ", ".join(sorted(present))
+    if raw_examples:
+        fix = f"Point {RAW_EXAMPLES_KEY} to the raw Examples the Transform read (ExampleGen's output)."
+    else:
+        fix = (
+            f"These look like the transformed examples: set {RAW_EXAMPLES_KEY} to the raw Examples "
+            "the Transform read (ExampleGen's output), so the rebuilt signature is verified on "
+            "what TF Serving receives."
+        )
+    raise ModelInputError(
+        f"serving signature {signature.key!r} parses raw tf.Examples ({', '.join(sorted(signature.feature_spec))}) "
+        f"for its tf.Transform graph, but the examples at {where!r} lack {missing} (they hold: "
+        f"{held}). {fix}"
+    )
+
+
+def rebuilt_signature(model, signature, layer, image_scale: float | None = 1 / 255):
+    """A concrete function: raw serialized tf.Examples -> the spec's parsing -> the Transform
+    ``layer`` -> ``model`` (its inputs picked from the transformed features by name)."""
+    import tensorflow as tf
+
+    from components.common.signatures import _feeds_from_features, _parse_features
+
+    (input_name,) = signature.inputs
+    (output_key,) = signature.outputs
+    features = _parse_features(signature.feature_spec)
+
+    def serve(serialized):
+        transformed = layer(tf.io.parse_example(serialized, features))
+        return {output_key: model(_feeds_from_features(model, transformed, image_scale))}
+
+    spec = tf.TensorSpec([None], tf.string, name=input_name)
+    return tf.function(serve, autograph=False).get_concrete_function(spec)
