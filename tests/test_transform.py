@@ -92,6 +92,25 @@ def test_the_transform_layer_is_kept_out_of_every_layer_walk(case):
     assert not any("Transform" in entry for entry in counted["uncounted_layers"])
 
 
+def test_the_importer_copies_a_transform_model_as_it_is(case, tmp_path):
+    """The Transform layer is a Keras Model outside the model's graph, not a nested model to
+    flatten: the baseline is the checkpoint's bytes, its signature recorded as a transform one."""
+    from components.importer import importer
+    from components.importer.config import ImporterConfig
+
+    out = tmp_path / "imported"
+    out.mkdir()
+    record = importer.run(
+        case.model_dir, case.examples_dir, _data(case), ImporterConfig(), str(out)
+    )
+    assert record[importer.ACTION] == "copied"
+    assert [s["kind"] for s in record["serving_signatures"]] == ["transform"]
+    with open(os.path.join(case.model_dir, "saved_model.pb"), "rb") as f:
+        original = f.read()
+    with open(out / "Format-Serving" / "saved_model.pb", "rb") as f:
+        assert f.read() == original
+
+
 def test_the_signature_rebuilt_around_the_unchanged_model_is_the_input_s(case, tmp_path):
     """float32, nothing optimised: the rebuilt SavedModel answers raw requests exactly as the
     input does (TF Serving's way), and carries the vocabulary with it."""

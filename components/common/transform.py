@@ -160,9 +160,9 @@ def check_assets(saved_model_dir: str) -> None:
     if missing:
         raise ModelInputError(
             f"SavedModel at {saved_model_dir!r} lists assets missing from its assets/ directory: "
-            f"{', '.join(missing)} (vocabularies its serving signature's Transform layer "
-            f"{LAYER_ATTRIBUTE} reads). Copy the whole SavedModel directory, assets/ included, "
-            "as the Trainer wrote it."
+            f"{', '.join(missing)} (files its graph reads when it loads, such as the "
+            f"vocabularies of a Transform layer, model.{LAYER_ATTRIBUTE}). Copy the whole "
+            "SavedModel directory, assets/ included, as the Trainer wrote it."
         )
 
 
