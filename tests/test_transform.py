@@ -185,9 +185,12 @@ def test_a_transform_graph_other_than_the_model_s_is_refused(case, tmp_path):
         interface.check_wrappers(model)
 
 
-def test_transformed_examples_without_raw_examples_are_a_clear_error(case):
+def test_transformed_examples_without_raw_examples_are_a_clear_error(case, tmp_path, capsys):
+    import yaml
+
     from components.common import model_io, signatures
     from components.common.errors import ModelInputError
+    from pipelines import cli
 
     model = model_io.load_keras_model(case.model_dir)
     with pytest.raises(ModelInputError) as error:
@@ -199,6 +202,19 @@ def test_transformed_examples_without_raw_examples_are_a_clear_error(case):
     assert "serving signature 'serving_default'" in message
     assert "['age', 'color', 'size']" in message  # what the transformed examples lack
     assert "set data.raw_examples" in message
+
+    # tfxopt run: refused at preflight, before any step, nothing written.
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"quantization": [{"mode": "none"}]}))
+    output = tmp_path / "out"
+    rc = cli.main(
+        ["run", "--model", case.model_dir, "--examples", case.examples_dir]
+        + ["--config", str(config), "--output", str(output)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "tfxopt: error:" in err and "set data.raw_examples" in err
+    assert not (output / "pipeline-root").exists()
 
 
 def test_missing_vocabularies_are_a_clear_error_before_any_step(case, tmp_path, capsys):
