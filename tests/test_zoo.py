@@ -6,7 +6,10 @@ label key changes per model, the regression model's gate uses the task's equival
 most 10% worse), and the text model's full_int8 candidate leaves its embedding in float, as the
 quantizer's error tells a user to. Each run must end
 with the task inferred as expected, every step complete and a gate decision; a multi-output model
-must fail at preflight with a clear message. With ``TFXOPT_ZOO_REPORT=path`` each run's task,
+must fail at preflight with a clear message. The TFX Transform model runs twice: on the
+transformed examples with ``data.raw_examples`` (``tfx_transform_mlp``) and on the raw examples
+with ``data.transform_graph`` (``tfx_transform_raw``); pushed, it answers raw tf.Example requests.
+With ``TFXOPT_ZOO_REPORT=path`` each run's task,
 metric before/after and decision are appended there as JSON lines.
 """
 
