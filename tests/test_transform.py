@@ -343,8 +343,9 @@ def test_raw_examples_and_the_transform_graph_feed_the_model_as_the_transformed_
     # Without the graph, the raw Examples cannot feed the model: the mapping names the feature.
     from components.common.errors import DataError
 
-    with pytest.raises(DataError, match="feature .color. holds bytes"):
+    with pytest.raises(DataError, match="feature .color. holds bytes") as error:
         examples_lib.resolve_mapping(raw_dir, "eval", _data(case, raw_examples=None), model)
+    assert "set data.transform_graph" in str(error.value)
 
 
 def test_the_profiler_measures_raw_examples_through_the_graph_as_transformed_ones(case):

@@ -419,10 +419,19 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
     label = infos[data.label_key]
     task = tasks_lib.infer(model, _label_info(files, data.label_key, infos), data.task)
     shapes = input_specs(model)
-    keys, matched_by = match_features(data, infos, shapes)
     dtypes = input_dtypes(model)
-    for key, (input_name, shape), dtype in zip(keys, shapes, dtypes, strict=True):
-        _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by, dtype)
+    try:
+        keys, matched_by = match_features(data, infos, shapes)
+        for key, (input_name, shape), dtype in zip(keys, shapes, dtypes, strict=True):
+            _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by, dtype)
+    except DataError as e:
+        if data.transform_graph or data.feature_keys or any(n in infos for n, _ in shapes):
+            raise
+        raise DataError(
+            f"{e} If these are the raw Examples of a model trained on a TFX Transform's output, "
+            "set data.transform_graph to the Transform's transform_graph output (or pass its "
+            "transformed_examples)."
+        ) from None
     return FeatureMapping(
         data.label_key,
         tuple(keys),
