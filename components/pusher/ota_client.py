@@ -342,9 +342,9 @@ class DeviceClient:
         what failed (with the exception type), the device directory left as it was.
 
         Args:
-          location: ``http(s)://host/.../<model>/<channel>`` or a directory path (the repository
-            is two levels up; with both ``model_name`` and ``channel`` given and a location not
-            ending in them, the location is the repository itself).
+          location: ``http(s)://host/.../<model>/<channel>`` or a directory path: the repository
+            is two levels up, unless ``model_name`` and ``channel`` are both given and the
+            location does not end in them; then the location is the repository itself.
           channel: the expected channel; default: the location's last path segment.
         """
         try:
@@ -359,6 +359,7 @@ class DeviceClient:
     def _expected(self, source: ChannelSource, channel: str | None) -> tuple[_Expected, str]:
         """The model and channel to accept, and the repository's location."""
         model_from_path, channel_from_path = source.path_names()
+        channel_given = bool(channel)
         model_name = self.model_name or model_from_path
         channel = channel or channel_from_path
         if not model_name or not channel:
@@ -375,7 +376,8 @@ class DeviceClient:
         location = (
             source.location.rstrip("/") if source.is_url else os.path.abspath(source.location)
         )
-        if (model_from_path, channel_from_path) == (model_name, channel):
+        named = (model_from_path, channel_from_path) == (model_name, channel)
+        if named or not (self.model_name and channel_given):
             for _ in range(2):
                 location = (
                     location.rsplit("/", 1)[0] if source.is_url else os.path.dirname(location)

@@ -284,12 +284,14 @@ class Repository:
         now=None,
         root_changed: bool = False,
         root_signers: list = (),
+        role_signers: dict | None = None,
     ) -> None:
         """Signs and writes the changed roles, then snapshot, then timestamp (last).
 
         Args:
           changed_roles: model role names whose metadata changed.
           root_changed: write a new root version (signed by ``signers`` and ``root_signers``).
+          role_signers: {model role: signers} where a model's role has keys of its own.
         """
         from tuf.api.metadata import MetaFile
         from tuf.api.serialization.json import JSONSerializer
@@ -330,7 +332,8 @@ class Repository:
             role = state.roles[name]
             role.signed.expires = expires
             role.signed.version = self._next_version(name, role.signed.version)
-            meta[f"{name}.json"] = write(f"{role.signed.version}.{name}.json", sign(role, signers))
+            by = (role_signers or {}).get(name, signers)
+            meta[f"{name}.json"] = write(f"{role.signed.version}.{name}.json", sign(role, by))
         targets = state.targets
         stale = targets.signed.expires < now + datetime.timedelta(days=expires_in_days)
         if state.new or state.targets_changed or stale or root_changed:
