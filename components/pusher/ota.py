@@ -213,7 +213,7 @@ def _load_state(repo: tuf_repo.Repository, signers: list, now):
     """The repository's verified state, or a new one held by ``signers``."""
     if repo.exists():
         return repo.load()
-    return repo.create(signers, now=now)
+    return repo.create(signers, threshold=len(signers), now=now)
 
 
 def _publish(
@@ -417,6 +417,7 @@ def push_tflite(
     metrics: dict | None = None,
     source: dict | None = None,
     now: datetime.datetime | None = None,
+    extra_signing_keys=(),
 ) -> OtaPush:
     """Publishes a TFLite model on the destination's channel (no-op when already live there).
 
@@ -432,6 +433,8 @@ def push_tflite(
         statement.
       source: provenance recorded with the release.
       now: the publish time (tests).
+      extra_signing_keys: more Ed25519 keys signing with ``signing_key``; a new repository
+        created by this push then needs all of them (threshold = number of keys).
     """
     key = signing_key or signing.load_private_key(
         destination.signing_key_path, destination.signing_key_env
@@ -441,7 +444,7 @@ def push_tflite(
     metrics, source = dict(metrics or {}), dict(source or {})
     base = destination.base_directory
     repo = tuf_repo.Repository(base)
-    signers = _signers(key)
+    signers = _signers(key, extra_signing_keys)
     storage.makedirs(repo.meta_dir)
     with storage.lock(repo.meta_dir):
         state = _load_state(repo, signers, now)

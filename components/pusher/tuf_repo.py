@@ -244,9 +244,13 @@ class Repository:
         bundle_entry: dict,
         custom: dict,
         signers: list,
-        threshold: int = 1,
+        threshold: int | None = None,
     ) -> None:
-        """Points ``<model>/<channel>`` at a release in the model's role (in memory)."""
+        """Points ``<model>/<channel>`` at a release in the model's role (in memory).
+
+        A new model's role is delegated to ``signers`` with ``threshold`` (default: the top-level
+        targets role's), bound to the paths ``<model>/*/*`` and terminating.
+        """
         from tuf.api.metadata import DelegatedRole, Metadata, TargetFile, Targets
 
         delegations = state.targets.signed.delegations
@@ -256,7 +260,7 @@ class Repository:
             delegations.roles[model_name] = DelegatedRole(
                 model_name,
                 [keyid(s) for s in signers],
-                threshold,
+                threshold or state.root.signed.roles["targets"].threshold,
                 True,
                 paths=[f"{model_name}/*/*"],
             )
