@@ -29,7 +29,6 @@ Device directory layout::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,11 +38,13 @@ import shutil
 import uuid
 
 from components.common.errors import ConfigError
-from components.pusher import oms, safe_json, signing
+from components.pusher import oms, signing
 from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is part of the API
+    MAX_METADATA_BYTES,
     MODEL_NAME_PATTERN,
     ChannelSource,
     FetchError,
+    fetcher_class,
     safe_relative_path,
 )
 from components.pusher.signing import SignatureVerificationError
@@ -52,7 +53,6 @@ RELEASE_FORMAT = "tfxopt.ota.release/1"
 MODEL_TARGET = "model.tflite"
 BUNDLE_TARGET = "model.sig"
 MAX_ROOT_BYTES = 512_000
-MAX_METADATA_BYTES = 5 << 20
 BUCKETS = 10_000  # 0.01 % rollout resolution
 
 UPDATED = "updated"
@@ -167,63 +167,6 @@ class _Expected:
 
     def target(self, name: str = MODEL_TARGET) -> str:
         return f"{self.model_name}/{self.channel}/{name}"
-
-
-def _fetcher_class():
-    from tuf.api import exceptions
-    from tuf.ngclient import FetcherInterface
-
-    class RepositoryFetcher(FetcherInterface):
-        """ngclient's downloads through :class:`ChannelSource` (http, https, file URLs and
-        directories): paths checked to stay inside the repository, metadata nesting bounded
-        before ngclient parses it, every failure a ``DownloadError`` naming its type."""
-
-        def __init__(self, root: str, timeout_s: float):
-            self.root = root.rstrip("/") if "://" in root else os.path.abspath(root)
-            self.source = ChannelSource(self.root, timeout_s)
-
-        def _relative(self, url: str) -> str:
-            prefix = self.root + ("/" if "://" in self.root else os.sep)
-            if not url.startswith(prefix):
-                raise exceptions.DownloadError(f"{url} is outside the repository")
-            return url[len(prefix) :].replace(os.sep, "/")
-
-        def _fetch(self, url: str):
-            rel = self._relative(url)
-            stack = contextlib.ExitStack()
-            try:
-                reader = stack.enter_context(self.source.open(rel))
-            except FetchError as e:
-                stack.close()
-                if e.not_found:
-                    raise exceptions.DownloadHTTPError(str(e), 404) from None
-                raise exceptions.DownloadError(str(e)) from None
-            except SignatureVerificationError as e:
-                stack.close()
-                raise exceptions.DownloadError(str(e)) from None
-            return self._chunks(stack, reader, rel)
-
-        @staticmethod
-        def _chunks(stack, reader, rel: str):
-            from components.pusher.ota_fetch import iter_chunks
-
-            with stack:
-                try:
-                    if not rel.endswith(".json"):
-                        yield from iter_chunks(reader, 1 << 40)
-                        return
-                    data = b"".join(iter_chunks(reader, MAX_METADATA_BYTES))
-                except exceptions.DownloadError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - IncompleteRead, resets, timeouts
-                    raise exceptions.DownloadError(f"{rel}: {type(e).__name__}: {e}") from None
-                if safe_json.nesting_depth(data) > safe_json.MAX_DEPTH:
-                    raise exceptions.DownloadError(
-                        f"{rel} nests deeper than {safe_json.MAX_DEPTH} levels"
-                    )
-                yield data
-
-    return RepositoryFetcher
 
 
 class DeviceClient:
@@ -426,7 +369,7 @@ class DeviceClient:
     def _check_in(self, staging: str, repository: str, expected: _Expected) -> CheckResult:
         from tuf.ngclient import Updater, UpdaterConfig
 
-        fetcher = _fetcher_class()(repository, self.timeout_s)
+        fetcher = fetcher_class()(repository, self.timeout_s)
         meta_dir = os.path.join(staging, "trust")
         link = self._trust_link(repository)
         if os.path.isdir(link):
