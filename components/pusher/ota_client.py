@@ -38,6 +38,7 @@ import shutil
 import uuid
 
 from components.common.errors import ConfigError
+from components.common.keys import TFLITE_FILE
 from components.pusher import oms, signing
 from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is part of the API
     MAX_METADATA_BYTES,
@@ -50,7 +51,7 @@ from components.pusher.ota_fetch import (  # noqa: F401 - safe_relative_path is 
 from components.pusher.signing import SignatureVerificationError
 
 RELEASE_FORMAT = "tfxopt.ota.release/1"
-MODEL_TARGET = "model.tflite"
+MODEL_TARGET = TFLITE_FILE  # the target's name in every channel
 BUNDLE_TARGET = "model.sig"
 MAX_ROOT_BYTES = 512_000
 BUCKETS = 10_000  # 0.01 % rollout resolution

@@ -26,12 +26,13 @@ import hashlib
 import re
 
 from components.common.errors import ConfigError
+from components.common.keys import TFLITE_FILE
 from components.pusher import storage
 from components.pusher.signing import SignatureVerificationError
 
 METADATA_DIR = "metadata"
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
-MODEL_TARGET = "model.tflite"
+MODEL_TARGET = TFLITE_FILE  # the target's name in every channel
 BUNDLE_TARGET = "model.sig"
 RELEASE_FORMAT = "tfxopt.ota.release/1"
 ROOT_EXPIRY_DAYS = 365.0
