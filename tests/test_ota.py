@@ -372,9 +372,11 @@ def test_promote_and_rollback_sequences_and_device_follows(tmp_path, http_base, 
     assert (beta["rollout_basis_points"], beta["rollout_percentage"]) == (10000, 100)
 
 
-def test_key_rotation_devices_follow_and_the_old_key_is_refused(tmp_path, http_base, signing):
+def test_key_rotation_devices_follow_and_the_old_key_is_refused(
+    tmp_path, http_base, signing, capsys
+):
     base, url = http_base
-    old_private, old_public, old_path, _ = signing
+    _, old_public, old_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, old_path)
     )
@@ -383,10 +385,9 @@ def test_key_rotation_devices_follow_and_the_old_key_is_refused(tmp_path, http_b
     new_path = str(tmp_path / "keys" / "new.pem")
     signing_lib.write_keypair(new_path)
     new_private = signing_lib.load_private_key(path=new_path)
-    version = tuf_repo.rotate_keys(
-        base, [tuf_repo.signer_for(old_private)], [tuf_repo.signer_for(new_private)]
-    )
-    assert version == 2
+    argv = ["ota-rotate-key", base, "--signing-key-path", old_path]
+    assert _cli([*argv, "--new-signing-key-path", new_path]) == 0
+    assert "root version 2 trusts key" in capsys.readouterr().out
     before = repo_tree(base)
     with pytest.raises(ConfigError, match="rotate them with `tfxopt ota-rotate-key`"):
         ota.push_tflite(
