@@ -447,3 +447,40 @@ def test_a_missing_signing_key_fails_before_anything_is_published(tmp_path, monk
     with pytest.raises(ConfigError, match="pusher.ota.0: signing_key_env: .*NO_SUCH_OTA_KEY"):
         push.preflight(model, config)
     assert not os.path.exists(base)
+
+
+def test_the_savedmodel_pushed_to_serving_is_oms_signed(tmp_path, tiny_model):
+    from components.common import model_io, tflite
+    from components.pusher import push
+    from components.pusher.config import PusherConfig
+
+    key = str(tmp_path / "keys" / "ota.pem")
+    assert _cli(["ota-keygen", key]) == 0
+    artifact = str(tmp_path / "model")
+    saved = model_io.save_keras_model(tiny_model, artifact)
+    model_io.write_tflite(tflite.convert_float32(saved), artifact)
+    config = PusherConfig.parse(
+        {
+            "model_name": MODEL,
+            "serving": [{"base_directory": str(tmp_path / "serving")}],
+            "ota": [{"base_directory": str(tmp_path / "ota"), "signing_key_path": key}],
+        },
+        where="pusher",
+    )
+    record = push.push_model(artifact, config, metrics={"candidate": "float32", "accuracy": 0.9})
+    (served,) = record["serving"]
+    assert served["oms_bundle"].endswith(os.path.join(MODEL, "signatures", "1.sig"))
+    args = ["verify", "key", "--signature", served["oms_bundle"], "--public_key", key + ".oms.pub"]
+    done = _model_signing(*args, served["path"])
+    assert done.returncode == 0 and "Verification succeeded" in done.stdout, done.stderr[-2000:]
+    statement = json.loads(
+        base64.b64decode(json.load(open(served["oms_bundle"]))["dsseEnvelope"]["payload"])
+    )
+    assert statement["predicate"][oms.GATE_FIELD]["candidate"] == "float32"
+    copy = shutil.copytree(served["path"], tmp_path / "tampered")
+    with open(os.path.join(copy, "saved_model.pb"), "ab") as f:
+        f.write(b"\0")
+    refused = _model_signing(*args, str(copy))
+    assert refused.returncode != 0 and "Verification succeeded" not in refused.stdout
+    again = push.push_model(artifact, config)  # the same model: no new version, bundle kept
+    assert again["serving"][0]["oms_bundle"] == served["oms_bundle"]

@@ -1,4 +1,4 @@
-"""OpenSSF Model Signing (OMS) bundles for a single model file, and their verification.
+"""OpenSSF Model Signing (OMS) bundles for a model file or directory, and their verification.
 
 A bundle is a Sigstore bundle (``application/vnd.dev.sigstore.bundle.v0.3+json``) holding a DSSE
 envelope over an in-toto statement whose predicate (``https://model_signing/signature/v1.0``) lists
@@ -62,9 +62,17 @@ def _pae(payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
 
 
-def statement(file_name: str, file_sha256: str, gate: dict | None = None) -> dict:
-    """The in-toto statement model_signing writes for one file, plus the gate's verdict."""
-    subject_digest = hashlib.sha256(bytes.fromhex(file_sha256)).hexdigest()
+def statement(name: str, resources: list[tuple[str, str]], gate: dict | None = None) -> dict:
+    """The in-toto statement model_signing writes, plus the gate's verdict.
+
+    Args:
+      name: the model's name (the file's, or the directory's).
+      resources: (path relative to the model, sha256) of every file; ``"."`` for a single file.
+      gate: the gate's verdict, or None.
+    """
+    resources = sorted(resources)
+    joined = b"".join(bytes.fromhex(sha) for _, sha in resources)
+    subject_digest = hashlib.sha256(joined).hexdigest()
     predicate = {
         "serialization": {
             "method": "files",
@@ -72,13 +80,15 @@ def statement(file_name: str, file_sha256: str, gate: dict | None = None) -> dic
             "allow_symlinks": False,
             "ignore_paths": [".github", ".gitattributes", ".gitignore", ".git"],
         },
-        "resources": [{"name": ".", "algorithm": "sha256", "digest": file_sha256}],
+        "resources": [
+            {"name": path, "algorithm": "sha256", "digest": sha} for path, sha in resources
+        ],
     }
     if gate:
         predicate[GATE_FIELD] = gate
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": file_name, "digest": {"sha256": subject_digest}}],
+        "subject": [{"name": name, "digest": {"sha256": subject_digest}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": predicate,
     }
@@ -86,10 +96,22 @@ def statement(file_name: str, file_sha256: str, gate: dict | None = None) -> dic
 
 def sign_file(ec_private_key, file_name: str, file_sha256: str, gate: dict | None = None) -> bytes:
     """A Sigstore bundle (JSON bytes) signing one model file and the gate's verdict."""
+    return sign_statement(ec_private_key, statement(file_name, [(".", file_sha256)], gate))
+
+
+def sign_directory(ec_private_key, name: str, files: list[dict], gate: dict | None = None) -> bytes:
+    """A bundle signing a model directory (e.g. a SavedModel version): ``files`` are its
+    ``{path, sha256}`` (paths relative, ``/``-separated), every regular file in it."""
+    resources = [(f["path"].replace("\\", "/"), f["sha256"]) for f in files]
+    return sign_statement(ec_private_key, statement(name, resources, gate))
+
+
+def sign_statement(ec_private_key, statement_doc: dict) -> bytes:
+    """A Sigstore v0.3 bundle: DSSE envelope, ECDSA P-256 over the statement."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    payload = json.dumps(statement(file_name, file_sha256, gate), indent=2, sort_keys=True).encode()
+    payload = json.dumps(statement_doc, indent=2, sort_keys=True).encode()
     signature = ec_private_key.sign(_pae(payload), ec.ECDSA(hashes.SHA256()))
     hint = hashlib.sha256(public_key_pem(ec_private_key.public_key())).hexdigest()
     bundle = {
