@@ -508,10 +508,10 @@ def run_one(bench, family, kind, index, rng, baseline_tree, exception_types) -> 
     )
     if result.status in (UPDATED, UP_TO_DATE):
         assert_valid_release(bench, client)
-    if result.status == REJECTED or result.status == NOT_ELIGIBLE:
+        shutil.rmtree(client.device_dir)  # back to sequence 1 for the next mutation
+        shutil.copytree(bench["baseline"], client.device_dir, symlinks=True)
+    else:
         assert device_tree(client.device_dir) == baseline_tree, (family, kind, result)
-    shutil.rmtree(client.device_dir)
-    shutil.copytree(bench["baseline"], client.device_dir, symlinks=True)
     return result.status
 
 
