@@ -69,6 +69,6 @@ rm -rf "$VENV/tools/kubernetes-validate"
 # here, so it lives in its own directory, run as `PYTHONPATH=.venv/tools/model-signing python -m
 # model_signing` (docs/ota.md); only the OTA interop tests and people verifying bundles use it.
 rm -rf "$VENV/tools/model-signing"
-"$VENV/bin/python" -m pip install --quiet --target "$VENV/tools/model-signing" \
+"$VENV/bin/python" -m pip install --quiet --no-warn-conflicts --target "$VENV/tools/model-signing" \
   -r requirements/model-signing-tool.txt
 touch "$STAMP"
