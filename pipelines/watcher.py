@@ -289,18 +289,39 @@ class Watcher:
 
 
 class LocalSubmitter:
-    """Runs the pipeline locally (LocalDagRunner) for each checkpoint, in ``<output_dir>/<key>``."""
+    """Runs the pipeline locally (LocalDagRunner) for each checkpoint, in ``<output_dir>/<key>``.
+
+    ``config`` None: the default recipe, fitted to each checkpoint's label and task as
+    ``tfxopt run`` without ``--config`` does.
+    """
 
     def __init__(self, config, examples_uri: str, output_dir: str):
         self.config = config
         self.examples_uri = examples_uri
         self.output_dir = output_dir
 
+    def config_for(self, checkpoint_uri: str):
+        """The config a checkpoint's run uses."""
+        if self.config is not None:
+            return self.config
+        from pipelines.config import default_config_for_task, default_run_config
+        from pipelines.local import preflight
+
+        config = default_run_config(checkpoint_uri)
+        label_key, task = preflight.task_for_default_recipe(
+            config, checkpoint_uri, self.examples_uri, label_key_given=False
+        )
+        data = config.data.model_copy(update={"label_key": label_key})
+        return default_config_for_task(config.model_copy(update={"data": data}), task.kind)
+
     def __call__(self, checkpoint_uri: str, key: str) -> str:
         from pipelines.local.runner import run_local
 
         run = run_local(
-            self.config, checkpoint_uri, self.examples_uri, os.path.join(self.output_dir, key)
+            self.config_for(checkpoint_uri),
+            checkpoint_uri,
+            self.examples_uri,
+            os.path.join(self.output_dir, key),
         )
         return run.run_id
 
