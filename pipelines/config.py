@@ -20,6 +20,7 @@ from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
 from components.evaluator.constants import MAX_CANDIDATES, NO_RULES_MEANING
 from components.importer.config import ImporterConfig
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
@@ -100,6 +101,13 @@ class PipelineConfig(StrictModel):
         "(distiller, structured, pruner, clusterer, quantization). Stages shared by several "
         "recipes run once. Replaces the top-level distiller/pruner/clusterer/quantization.",
     )
+    latency_benchmark: LatencyBenchmarkConfig | None = pydantic.Field(
+        None,
+        description="Time baseline and candidates in a step of their own, LatencyBenchmark, "
+        "whose figures the Evaluator's latency rules use (evaluator.latency.source auto or "
+        "external): on Kubeflow, pin it to the target hardware with "
+        "kubeflow.steps.LatencyBenchmark (absent: the Evaluator times them where it runs).",
+    )
     evaluator: EvaluatorConfig | None = pydantic.Field(
         None, description=f"The gate over the candidates (absent: {NO_RULES_MEANING})."
     )
@@ -159,6 +167,10 @@ class PipelineConfig(StrictModel):
         if len(names) > MAX_CANDIDATES:
             raise ValueError(
                 f"quantization: at most {MAX_CANDIDATES} candidates (the Evaluator's slots)"
+            )
+        if self.latency_benchmark is not None and not self.has_candidates:
+            raise ValueError(
+                "latency_benchmark is configured but no stage makes a candidate to time"
             )
         if self.pusher is not None and not self.has_candidates:
             raise ValueError(

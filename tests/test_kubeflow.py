@@ -267,7 +267,7 @@ def test_gpu_and_signing_key_as_env(tmp_path, compiled):
     assert k8s["BaselineProfiler_executor"]["secretAsEnv"] == [
         {
             "secretName": "tfxopt-ota-signing-key",
-            "keyToEnv": [{"secretKey": "private_key.pem", "envVar": "TFXOPT_SIGNING_KEY"}],
+            "keyToEnv": [{"secretKey": "private_key.pem", "envVar": "TFXOPT_OTA_SIGNING_KEY"}],
         }
     ]
 
@@ -457,6 +457,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
         {"model_uri": reference_data["model"], "examples_uri": reference_data["examples"]},
         cwd=REPO_ROOT,
         max_parallel=2,
+        metadata_path=str(tmp_path / "kfp-metadata.sqlite"),  # as the backend records the run
     )
     started = time.time()
     results = emulator.run()
@@ -525,6 +526,39 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
         blessed_bytes = f.read()
     assert shipped["sha256"] == hashlib.sha256(blessed_bytes).hexdigest()
     assert shipped["length"] == len(blessed_bytes)
+    _check_kubeflow_report(tmp_path, results)
+
+
+def _check_kubeflow_report(tmp_path, results) -> None:
+    """`tfxopt report --kubeflow RUN_ID` rebuilds the report of that run from KFP's metadata."""
+    import contextlib
+    import io
+
+    from pipelines import cli
+
+    out = tmp_path / "kfp-report" / "report.html"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(
+            ["report", "--kubeflow", "run-1", "--metadata", str(tmp_path / "kfp-metadata.sqlite"),
+             "--out", str(out), "--json", "--require-blessing"]
+        )  # fmt: skip
+    assert status == 0, stdout.getvalue()[-2000:]
+    summary = json.loads(stdout.getvalue())
+    assert summary["run_id"] == "run-1" and summary["pipeline_name"] == "tfxopt-kfp-e2e"
+    assert {s["node_id"] for s in summary["steps"]} == set(results)
+    assert {s["state"] for s in summary["steps"]} == {"COMPLETE"}
+    assert summary["gate"]["blessed"] is True
+    assert summary["gate"]["selected"] == "dynamic_range"
+    assert summary["push"]["pushed"] is True
+    names = {m["name"]: m for m in summary["models"]}
+    assert names["int8_strict"]["failure"]["step"] == "verification"
+    evaluator = next(s for s in summary["steps"] if s["node_id"] == "Evaluator")
+    assert "Quantizer_dynamic_range" in evaluator["upstream"]
+    assert out.exists() and "run-1" in out.read_text()
+    # a run the store does not hold: exit 2, naming it
+    assert cli.main(["report", "--kubeflow", "run-9", "--metadata",
+                     str(tmp_path / "kfp-metadata.sqlite")]) == 2  # fmt: skip
 
 
 # -- submit and schedule against a fake KFP API -------------------------------------------------

@@ -199,6 +199,7 @@ def _cmd_watch(args) -> int:
         state,
         marker=args.marker,
         stable_seconds=args.stable_seconds,
+        judge_by_mtime=args.once,
     )
     print(
         f"tfxopt: watching {args.checkpoints} ({args.submitter} runs; state in {state.state_dir})",
@@ -288,7 +289,12 @@ def register(subparsers) -> None:
         "--stable-seconds", type=float, default=60.0, help="unchanged this long = complete (60)"
     )
     watch.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between scans")
-    watch.add_argument("--once", action="store_true", help="scan once and exit")
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="scan once and exit (without --marker, a checkpoint whose newest file is older than "
+        "--stable-seconds is complete)",
+    )
     watch.add_argument("--examples", help="Examples URI for each run")
     watch.add_argument(
         "--output", default="tfxopt-watch-runs", help="local runs' output dirs (local submitter)"

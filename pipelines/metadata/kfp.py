@@ -138,6 +138,10 @@ def load_kfp_run(
     artifacts = {a.id: a for a in store.get_artifacts_by_id([ev.artifact_id for ev in outputs])}
     for artifact in artifacts.values():
         artifact.uri = local(artifact.uri)
+        for value in artifact.custom_properties.values():
+            # KFP records every JSON number as a double; counts read back as counts.
+            if value.WhichOneof("value") == "double_value" and value.double_value.is_integer():
+                value.int_value = int(value.double_value)
     producer = {ev.artifact_id: node_of[ev.execution_id] for ev in outputs}
     upstream: dict[str, set] = {}
     for ev in events:
