@@ -9,7 +9,7 @@ DEMO_OUT := demo-output
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test test-isa test-all lint bench reference clean
+.PHONY: venv demo test test-isa test-all lint bench reference clean screenshot docs
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -42,6 +42,16 @@ lint: venv
 
 bench: reference
 	$(PY) -m benchmarks.run --reference $(REFERENCE)
+
+# docs/report-screenshot.png from the last `make demo` (headless Chromium).
+screenshot: venv
+	@bash scripts/install_chromium.sh
+	$(PY) scripts/report_screenshot.py $(DEMO_OUT)/report.html docs/report-screenshot.png
+
+# The generated docs: the config reference, and RESULTS.md from results.json.
+docs: venv
+	$(PY) scripts/config_reference.py
+	$(PY) -m benchmarks.run --render
 
 clean:
 	rm -rf $(DEMO_OUT) $(REFERENCE) .pytest_cache
