@@ -101,9 +101,12 @@ def _e2e_config(out_dir: str) -> dict:
                 "representative_samples": 32,
             },
         ],
+        # Latency in a step of its own (on a cluster, pinned to the target hardware): the gate
+        # judges its figures, not its own pod's.
+        "latency_benchmark": {"warmup_runs": 2, "timed_runs": 10},
         "evaluator": {
-            "rules": {"max_accuracy_drop_points": 2.0},
-            "latency": {"warmup_runs": 2, "timed_runs": 10},
+            "rules": {"max_accuracy_drop_points": 2.0, "min_speedup": 0.01},
+            "latency": {"measure": False, "source": "external"},
         },
         "pusher": {
             "model_name": "digits",
@@ -502,6 +505,16 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     # serving and to the OTA channel.
     (blessing,) = results["Evaluator"].artifacts["blessing"]
     assert blessing["metadata"]["blessed"] == 1, blessing
+    # The Evaluator read the LatencyBenchmark step's report and judged its figures.
+    evaluator_input = results["Evaluator"].executor_input["inputs"]["artifacts"]
+    (latency_report,) = results["LatencyBenchmark"].artifacts["latency_report"]
+    assert evaluator_input["latency_report"]["artifacts"][0]["uri"] == latency_report["uri"]
+    (evaluation,) = results["Evaluator"].artifacts["evaluation"]
+    with open(os.path.join(evaluation["uri"], "evaluation.json")) as f:
+        judged = {c["name"]: c for c in json.load(f)["candidates"]}
+    used = judged["dynamic_range"]["latency_used"]
+    assert used["source"].startswith("external: LatencyBenchmark"), used
+    assert "latency_measured" not in judged["dynamic_range"]
     assert blessing["metadata"]["selected_candidate"] == "dynamic_range"
     assert blessing["metadata"]["failed_candidates"] == 1
     (pushed,) = results["Pusher"].artifacts["pushed_model"]

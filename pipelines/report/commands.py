@@ -16,7 +16,7 @@ import sys
 
 def _cmd_report(args) -> int:
     from components.common.errors import ConfigError
-    from pipelines.cli import EXIT_NOT_BLESSED, not_blessed_line, outcome_status
+    from pipelines.outcome import EXIT_NOT_BLESSED, not_blessed_line, outcome_status
     from pipelines.report.writer import write_report
 
     if args.kubeflow:
@@ -58,7 +58,7 @@ def _cmd_report(args) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``report`` to the ``tfxopt`` subcommands."""
-    from pipelines.cli import EXIT_STATUSES, add_ci_flags
+    from pipelines.outcome import EXIT_STATUSES, add_ci_flags
 
     report = subparsers.add_parser(
         "report",
