@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP="$VENV/.tfxopt-installed"
-INPUTS=(pyproject.toml requirements/constraints.txt scripts/setup_venv.sh)
+INPUTS=(pyproject.toml requirements/constraints.txt requirements/model-signing-tool.txt scripts/setup_venv.sh)
 
 find_python310() {
   if command -v python3.10 >/dev/null 2>&1 && python3.10 -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
@@ -65,4 +65,10 @@ echo "Installing tfx-optimize and its pinned stack (requirements/constraints.txt
 rm -rf "$VENV/tools/kubernetes-validate"
 "$VENV/bin/python" -m pip install --quiet -c requirements/constraints.txt \
   --target "$VENV/tools/kubernetes-validate" kubernetes-validate==1.37.0
+# model_signing (OpenSSF model signing) needs urllib3 2 through sigstore and tuf; kfp pins urllib3 < 2
+# here, so it lives in its own directory, run as `PYTHONPATH=.venv/tools/model-signing python -m
+# model_signing` (docs/ota.md); only the OTA interop tests and people verifying bundles use it.
+rm -rf "$VENV/tools/model-signing"
+"$VENV/bin/python" -m pip install --quiet --no-warn-conflicts --target "$VENV/tools/model-signing" \
+  -r requirements/model-signing-tool.txt
 touch "$STAMP"

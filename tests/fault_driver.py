@@ -168,7 +168,8 @@ STALL_POINTS = {
         r"/versions/\d+\.json$", "pusher.serving.before_record"
     ),
     "pusher.ota.before_manifest": _stall_on_write(
-        r"/manifest\.json$", "pusher.ota.before_manifest"
+        r"/metadata/timestamp\.json$",
+        "pusher.ota.before_manifest",  # TUF's last write
     ),
 }
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import functools
+import http.server
 import os
-import shutil
+import threading
 
 
 def device_tree(directory: str) -> dict:
@@ -23,15 +24,33 @@ def device_tree(directory: str) -> dict:
     return tree
 
 
-def serve_release_of(channel_dir: str, other_channel_dir: str, sequence: int) -> None:
-    """Serves another channel's validly signed ``sequence`` (and its files) at ``channel_dir``."""
-    for suffix in ("", ".sig"):
-        shutil.copy(
-            os.path.join(other_channel_dir, "history", f"{sequence}.json{suffix}"),
-            os.path.join(channel_dir, f"manifest.json{suffix}"),
-        )
-    manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
-    for entry in manifest["files"]:
-        shutil.copy(
-            os.path.join(other_channel_dir, entry["path"]), os.path.join(channel_dir, entry["path"])
-        )
+def repo_tree(base: str) -> dict:
+    """Every file under an OTA base directory (lock files aside): {relative path: bytes}."""
+    tree = {}
+    for root, _, files in os.walk(base):
+        for name in files:
+            if name != ".lock":
+                path = os.path.join(root, name)
+                tree[os.path.relpath(path, base)] = open(path, "rb").read()
+    return tree
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output readable
+        pass
+
+
+class StaticServer:
+    """A threaded HTTP server on 127.0.0.1 serving a directory; ``close()`` stops it."""
+
+    def __init__(self, directory: str):
+        handler = functools.partial(_QuietHandler, directory=directory)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)

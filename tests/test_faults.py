@@ -145,7 +145,7 @@ def _destinations(output_dir: str, inputs) -> dict:
     temporaries = [n for n in storage.listdir(repo.model_dir) if n.startswith(storage.TMP_PREFIX)]
     channel_dir = os.path.join(output_dir, "ota", MODEL_NAME, CHANNEL)
     manifest = None
-    if os.path.exists(os.path.join(channel_dir, "manifest.json")):
+    if os.path.exists(os.path.join(output_dir, "ota", "metadata", "timestamp.json")):
         manifest = ota.verify_channel(channel_dir, _trusted(inputs))
     return {
         "served": listed,
@@ -387,7 +387,7 @@ def test_sigkill_in_conversion_evaluation_and_ota_publish_then_rerun_resumes(
     driver.kill(process)
     assert not os.path.exists(os.path.join(out, "serving"))
 
-    # serving done; OTA history and signatures written, the manifest not yet replaced
+    # serving done; OTA files, model role and snapshot written, the timestamp not yet
     process, marker = driver.start("pusher.ota.before_manifest")
     driver.wait_stalled(process, marker, "Pusher")
     assert _latest_states(out)[EVALUATOR_ID] == "COMPLETE"
@@ -397,7 +397,7 @@ def test_sigkill_in_conversion_evaluation_and_ota_publish_then_rerun_resumes(
     driver.kill(process)
 
     outcome = _rerun_pushes_only(inputs, out, baseline)
-    # the signed-but-never-published manifest keeps its sequence number: numbers are never reused
+    # the signed-but-never-published release keeps its sequence number: numbers are never reused
     assert outcome["manifest"]["sequence"] == 2
 
 
@@ -546,14 +546,17 @@ def test_concurrent_pushes_keep_versions_unique_and_every_manifest_valid(
         assert latest in entry.model_version_policy.specific.versions, name
 
     trusted = _trusted(inputs)
-    channel = ota.Channel(os.path.join(base, "ota"), MODEL_NAME, CHANNEL)
-    live = ota.verify_channel(channel.dir, trusted)
+    channel_dir = os.path.join(base, "ota", MODEL_NAME, CHANNEL)
+    live = ota.verify_channel(channel_dir, trusted)
     assert live["sequence"] == max(created_sequences)
-    for sequence in created_sequences:  # every manifest ever published verifies
-        entry = channel.history_entry(sequence, trusted)
-        assert entry["sequence"] == sequence
+    history = {
+        h["sequence"]: h
+        for h in ota.channel_history(os.path.join(base, "ota"), MODEL_NAME, CHANNEL)
+    }
+    for sequence in created_sequences:  # every release ever published still verifies
+        entry = history[sequence]
         for f in entry["files"]:
-            assert storage.file_sha256(os.path.join(channel.dir, f["path"]))[0] == f["sha256"]
+            assert storage.file_sha256(os.path.join(channel_dir, f["path"]))[0] == f["sha256"]
     releases = os.path.join(base, "ota", MODEL_NAME, ota.RELEASES_DIR)
     by_sha = {}
     for name in os.listdir(releases):
@@ -647,16 +650,16 @@ def test_disk_full_while_publishing_the_manifest_keeps_the_old_one(
     base = str(tmp_path / "dest")
     config = _pusher(base, inputs["key"])
     push.push_model(push_models[0], config)
-    channel = os.path.join(base, "ota", MODEL_NAME, CHANNEL)
-    with open(os.path.join(channel, "manifest.json"), "rb") as f:
+    timestamp = os.path.join(base, "ota", "metadata", "timestamp.json")
+    with open(timestamp, "rb") as f:
         old_manifest = f.read()
 
-    # The manifest's bytes are written to a temporary sibling; fsync reports the disk full (as
-    # it does on filesystems that allocate late), so the replace never happens.
+    # The TUF timestamp (written last) goes to a temporary sibling; fsync reports the disk full
+    # (as it does on filesystems that allocate late), so the replace never happens.
     real_fsync = os.fsync
 
     def fsync(fd):
-        if "/.tmp-manifest.json-" in os.readlink(f"/proc/self/fd/{fd}"):
+        if "/.tmp-timestamp.json-" in os.readlink(f"/proc/self/fd/{fd}"):
             _enospc()
         return real_fsync(fd)
 
@@ -666,9 +669,9 @@ def test_disk_full_while_publishing_the_manifest_keeps_the_old_one(
     assert failure.value.errno == errno.ENOSPC
     monkeypatch.setattr(os, "fsync", real_fsync)
 
-    with open(os.path.join(channel, "manifest.json"), "rb") as f:
+    with open(timestamp, "rb") as f:
         assert f.read() == old_manifest
-    seen = _destinations(base, inputs)  # the old release still verifies, with the new sig file
+    seen = _destinations(base, inputs)  # the old release still verifies
     assert seen["manifest"]["sequence"] == 1
     leftovers = [
         os.path.join(d, n)

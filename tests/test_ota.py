@@ -1,23 +1,18 @@
-"""OTA channels and the device client, against a real HTTP server on 127.0.0.1."""
+"""OTA channels (TUF repository + OMS bundles) and the device client, over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import datetime
-import functools
-import hashlib
-import http.server
 import json
 import os
-import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from components.common.errors import ConfigError, TfxOptError
-from components.pusher import commands, ota, storage
+from components.pusher import commands, ota, storage, tuf_repo
 from components.pusher import signing as signing_lib
 from components.pusher.config import OtaDestination
 from components.pusher.ota_client import (
@@ -30,14 +25,9 @@ from components.pusher.ota_client import (
     rollout_bucket,
     safe_relative_path,
 )
-from tests.ota_helpers import device_tree, serve_release_of
+from tests.ota_helpers import StaticServer, device_tree, repo_tree
 
 MODEL = "digits"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output readable
-        pass
 
 
 @pytest.fixture
@@ -45,16 +35,11 @@ def http_base(tmp_path):
     """(base directory, base URL): a threaded HTTP server serving the OTA base directory."""
     base = tmp_path / "ota"
     base.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(base))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = StaticServer(str(base))
     try:
-        yield str(base), f"http://127.0.0.1:{server.server_address[1]}"
+        yield str(base), server.url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        server.close()
 
 
 @pytest.fixture
@@ -81,10 +66,11 @@ def _device(tmp_path, public, name="device", **kw) -> DeviceClient:
     return DeviceClient(str(tmp_path / name), [public], device_id=kw.pop("device_id", "d-1"), **kw)
 
 
-def _snapshot(client: DeviceClient):
-    path = client.current_model_path()
-    data = open(path, "rb").read() if path else None
-    return path, data, client.state()
+def _live_file(base: str, public, channel: str = "canary") -> str:
+    release = ota.verify_channel(
+        os.path.join(base, MODEL, channel), signing_lib.trusted_keys([public])
+    )
+    return os.path.join(base, MODEL, channel, release["files"][0]["path"])
 
 
 def test_push_and_device_update_over_http_with_a_real_tflite(
@@ -102,28 +88,33 @@ def test_push_and_device_update_over_http_with_a_real_tflite(
         model_io.tflite_path(artifact),
         MODEL,
         _destination(base, key_path),
-        metrics={"accuracy": 0.97, "latency_p95_ms": 0.2},
+        metrics={"accuracy": 0.97, "latency_p50_ms": 0.1, "candidate": "float32"},
     )
     assert (result.sequence, result.model_version, result.created) == (1, 1, True)
-    manifest = ota.verify_channel(
+    release = ota.verify_channel(
         os.path.join(base, MODEL, "canary"), signing_lib.trusted_keys([public])
     )
-    assert manifest["metrics"]["accuracy"] == 0.97
-    assert manifest["previous_release"] is None
-    assert manifest["files"][0]["length"] == os.path.getsize(model_io.tflite_path(artifact))
+    assert release["metrics"]["accuracy"] == 0.97
+    assert release["previous_release"] is None
+    assert release["files"][0]["length"] == os.path.getsize(model_io.tflite_path(artifact))
+    assert release["inputs"]["inputs"][0]["shape"] == [1, 64]  # the input plan, signed
 
     client = _device(tmp_path, public, model_name=MODEL)
     check = client.check(f"{url}/{MODEL}/canary")
     assert check.status == UPDATED, check.reason
-    assert (
-        open(client.current_model_path(), "rb").read()
-        == open(model_io.tflite_path(artifact), "rb").read()
-    )
+    # The gate's verdict arrives inside the OMS statement the device verified.
+    assert check.gate == {
+        "blessed": True,
+        "accuracy": 0.97,
+        "latency_p50_ms": 0.1,
+        "candidate": "float32",
+    }
+    shipped = open(model_io.tflite_path(artifact), "rb").read()
+    assert open(client.current_model_path(), "rb").read() == shipped
     runner = tflite.TFLiteModel(open(client.current_model_path(), "rb").read())
     x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
     assert abs(runner.predict(x) - tiny_model.predict(x, verbose=0)).max() < 1e-5
-    again = client.check(f"{url}/{MODEL}/canary")
-    assert again.status == UP_TO_DATE
+    assert client.check(f"{url}/{MODEL}/canary").status == UP_TO_DATE
 
 
 def test_same_bytes_twice_is_one_release_and_one_sequence(tmp_path, signing):
@@ -131,13 +122,14 @@ def test_same_bytes_twice_is_one_release_and_one_sequence(tmp_path, signing):
     _, _, key_path, _ = signing
     model = _model_file(tmp_path, "a.tflite", b"model-a" * 100)
     first = ota.push_tflite(model, MODEL, _destination(base, key_path))
+    before = repo_tree(base)
     second = ota.push_tflite(model, MODEL, _destination(base, key_path))
     assert first.created and not second.created
     assert (second.sequence, second.model_version) == (1, 1)
+    assert repo_tree(base) == before  # no new metadata, bundle or file
     assert os.listdir(os.path.join(base, MODEL, "releases")) == ["1.json"]
-    # Same bytes on another channel keep their model version.
     beta = ota.push_tflite(model, MODEL, _destination(base, key_path, channel="beta"))
-    assert (beta.sequence, beta.model_version) == (1, 1)
+    assert (beta.sequence, beta.model_version) == (1, 1)  # same bytes, same model version
 
 
 @pytest.fixture
@@ -153,61 +145,85 @@ def two_releases(tmp_path, http_base, signing):
     ota.push_tflite(
         _model_file(tmp_path, "b.tflite", b"B" * 1200), MODEL, _destination(base, key_path)
     )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    return client, f"{url}/{MODEL}/canary", channel_dir, private, public
+    return client, f"{url}/{MODEL}/canary", base, private, public
 
 
 def _rejected_unchanged(client, location, expect_in_reason, **kw):
-    before = _snapshot(client)
+    before = device_tree(client.device_dir)
     result = client.check(location, **kw)
     assert result.status == REJECTED, result
-    assert expect_in_reason in result.reason
-    assert _snapshot(client) == before
-    assert not [n for n in os.listdir(client.device_dir) if n.startswith(".incoming")]
+    assert expect_in_reason in result.reason, result.reason
+    assert device_tree(client.device_dir) == before
     return result
 
 
 def test_tampered_model_bytes_rejected(two_releases):
-    client, location, channel_dir, _, _ = two_releases
-    manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
-    blob = os.path.join(channel_dir, manifest["files"][0]["path"])
+    client, location, base, _, public = two_releases
+    blob = _live_file(base, public)
     data = bytearray(open(blob, "rb").read())
     data[10] ^= 0xFF
     open(blob, "wb").write(bytes(data))
-    _rejected_unchanged(client, location, "sha256 does not match")
-    open(blob, "ab").write(b"extra")
-    _rejected_unchanged(client, location, "longer than the manifest")
+    _rejected_unchanged(client, location, "LengthOrHashMismatchError")
+    data[10] ^= 0xFF
+    open(blob, "wb").write(bytes(data) + b"extra")
+    _rejected_unchanged(client, location, "DownloadLengthMismatchError")
 
 
-def test_tampered_and_unsigned_manifest_rejected(two_releases):
-    client, location, channel_dir, _, _ = two_releases
-    path = os.path.join(channel_dir, "manifest.json")
-    original = open(path, "rb").read()
-    manifest = json.loads(original)
-    manifest["rollout_percentage"] = 100.0
-    manifest["min_app_version"] = "0.0"  # any byte change breaks the signature
-    open(path, "w").write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _rejected_unchanged(client, location, "altered")
-    open(path, "wb").write(original)
-    os.remove(os.path.join(channel_dir, "manifest.json.sig"))
-    _rejected_unchanged(client, location, "unsigned")
+def test_tampered_and_unsigned_metadata_rejected(two_releases):
+    client, location, base, _, _ = two_releases
+    meta = os.path.join(base, "metadata")
+    version = max(tuf_repo.Repository(base).versions_on_disk(MODEL))
+    role_path = os.path.join(meta, f"{version}.{MODEL}.json")
+    original = open(role_path, "rb").read()
+    role = json.loads(original)
+    role["signed"]["targets"][f"{MODEL}/canary/model.tflite"]["custom"]["min_app_version"] = "0.0"
+    open(role_path, "w").write(json.dumps(role))
+    _rejected_unchanged(client, location, "LengthOrHashMismatchError")  # snapshot pins it
+    open(role_path, "wb").write(original)
+    timestamp = json.load(open(os.path.join(meta, "timestamp.json")))
+    timestamp["signatures"] = []
+    open(os.path.join(meta, "timestamp.json"), "w").write(json.dumps(timestamp))
+    _rejected_unchanged(client, location, "UnsignedMetadataError")
 
 
-def test_expired_manifest_rejected(two_releases):
-    client, location, _, _, _ = two_releases
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=31)
-    _rejected_unchanged(client, location, "expired", now=later)
+def test_expired_metadata_rejected(tmp_path, http_base, signing):
+    base, url = http_base
+    _, public, key_path, _ = signing
+    long_ago = tuf_repo.utcnow() - datetime.timedelta(days=31)  # 30-day expiry: over yesterday
+    dest = _destination(base, key_path)
+    ota.push_tflite(_model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, dest, now=long_ago)
+    client = _device(tmp_path, public)
+    _rejected_unchanged(client, f"{url}/{MODEL}/canary", "ExpiredMetadataError")
+    assert client.current_model_path() is None
+    with pytest.raises(signing_lib.SignatureVerificationError, match="expired"):
+        ota.verify_channel(os.path.join(base, MODEL, "canary"), signing_lib.trusted_keys([public]))
 
 
-def test_older_sequence_rejected(two_releases):
-    client, location, channel_dir, _, _ = two_releases
-    assert client.check(location).status == UPDATED  # now on sequence 2
-    for suffix in ("", ".sig"):  # a replay of the (validly signed) sequence-1 manifest
-        shutil.copy(
-            os.path.join(channel_dir, "history", f"1.json{suffix}"),
-            os.path.join(channel_dir, f"manifest.json{suffix}"),
-        )
-    _rejected_unchanged(client, location, "older than the accepted 2")
+def test_replayed_metadata_and_an_older_signed_sequence_rejected(tmp_path, two_releases, signing):
+    client, location, base, private, _ = two_releases
+    timestamp = os.path.join(base, "metadata", "timestamp.json")
+    assert client.check(location).status == UPDATED  # sequence 2
+    old_timestamp = open(timestamp, "rb").read()
+    ota.push_tflite(
+        _model_file(tmp_path, "c.tflite", b"C" * 900), MODEL, _destination(base, signing[2])
+    )
+    assert client.check(location).status == UPDATED  # sequence 3
+    new_timestamp = open(timestamp, "rb").read()
+    open(timestamp, "wb").write(old_timestamp)  # a replay of validly signed, older metadata
+    _rejected_unchanged(client, location, "BadVersionNumberError")
+    open(timestamp, "wb").write(new_timestamp)
+    # The key holder re-signs sequence 1 under newer metadata: the device's sequence check refuses.
+    repo = tuf_repo.Repository(base)
+    state = repo.load()
+    repo.release(state, MODEL, "canary").custom["sequence"] = 1
+    repo.commit(state, {MODEL}, [tuf_repo.signer_for(private)], 30)
+    _rejected_unchanged(client, location, "older than the accepted 3")
+
+
+def _write(path: str, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
 
 
 def test_wrong_key_rejected(tmp_path, two_releases):
@@ -219,50 +235,22 @@ def test_wrong_key_rejected(tmp_path, two_releases):
     assert other.current_model_path() is None
 
 
-def test_path_escaping_the_channel_rejected_even_when_signed(tmp_path, http_base, signing):
-    base, url = http_base
-    private, public, key_path, _ = signing
-    secret = os.path.join(base, MODEL, "secret.bin")
-    os.makedirs(os.path.dirname(secret), exist_ok=True)
-    open(secret, "wb").write(b"S" * 10)
-    ota.push_tflite(
-        _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
-    )
-    client = _device(tmp_path, public)
-    assert client.check(f"{url}/{MODEL}/canary").status == UPDATED
-    channel_dir = os.path.join(base, MODEL, "canary")
-    for bad in ("../secret.bin", "files/../../secret.bin", "/etc/passwd", "%2e%2e/secret.bin"):
-        manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
-        manifest["sequence"] += 1
-        manifest["files"][0].update(path=bad, sha256=hashlib.sha256(b"S" * 10).hexdigest())
-        manifest["files"][0]["length"] = 10
-        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        entry = signing_lib.signature_entry(private, data, manifest["sequence"])
-        open(os.path.join(channel_dir, "manifest.json"), "wb").write(data)
-        sig = {"algorithm": "ed25519", "signatures": [entry]}
-        open(os.path.join(channel_dir, "manifest.json.sig"), "w").write(json.dumps(sig))
-        _rejected_unchanged(client, f"{url}/{MODEL}/canary", "escapes")
-        _rejected_unchanged(client, channel_dir, "escapes")  # the path source too
-    with pytest.raises(signing_lib.SignatureVerificationError):
-        safe_relative_path("files\\..\\x")
-
-
-def test_symlink_out_of_a_local_channel_rejected(tmp_path, signing):
+def test_symlink_out_of_a_local_repository_rejected(tmp_path, signing):
     base = str(tmp_path / "ota")
     _, public, key_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
     )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    manifest = json.load(open(os.path.join(channel_dir, "manifest.json")))
-    blob = os.path.join(channel_dir, manifest["files"][0]["path"])
+    blob = _live_file(base, public)
     outside = _model_file(tmp_path, "outside.tflite", b"A" * 10)
     os.remove(blob)
     os.symlink(outside, blob)
     client = _device(tmp_path, public)
-    result = client.check(channel_dir)
-    assert result.status == REJECTED and "outside the channel" in result.reason
+    result = client.check(os.path.join(base, MODEL, "canary"))
+    assert result.status == REJECTED and "outside the channel" in result.reason, result
     assert client.current_model_path() is None
+    with pytest.raises(signing_lib.SignatureVerificationError):
+        safe_relative_path("files\\..\\x")
 
 
 def test_rollout_bucket_and_min_app_version(tmp_path, http_base, signing):
@@ -271,15 +259,16 @@ def test_rollout_bucket_and_min_app_version(tmp_path, http_base, signing):
     ids = [f"device-{i}" for i in range(400)]
     inside = [d for d in ids if in_rollout(d, MODEL, 25)]
     assert 60 < len(inside) < 140  # about a quarter, from a stable hash
-    assert all(in_rollout(d, MODEL, 50) for d in inside)  # raising the percentage only adds
+    assert all(in_rollout(d, MODEL, 50) for d in inside)  # raising the share only adds devices
     assert rollout_bucket("device-1", MODEL) == rollout_bucket("device-1", MODEL)
     outside = next(d for d in ids if not in_rollout(d, MODEL, 25))
     dest = _destination(base, key_path, rollout_percentage=25, min_app_version="2.1")
     ota.push_tflite(_model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, dest)
     location = f"{url}/{MODEL}/canary"
     out = _device(tmp_path, public, name="out", device_id=outside, app_version="3")
+    before = device_tree(out.device_dir)
     assert out.check(location).status == NOT_ELIGIBLE
-    assert out.current_model_path() is None and out.state()["accepted"] == {}
+    assert device_tree(out.device_dir) == before  # nothing kept, not even metadata
     old_app = _device(tmp_path, public, name="old", device_id=inside[0], app_version="2.0.9")
     result = old_app.check(location)
     assert result.status == NOT_ELIGIBLE and "older than the required 2.1" in result.reason
@@ -287,27 +276,26 @@ def test_rollout_bucket_and_min_app_version(tmp_path, http_base, signing):
     assert ok.check(location).status == UPDATED
 
 
-def test_failed_push_leaves_previous_release_verifiable(tmp_path, http_base, signing, monkeypatch):
+def test_failed_push_leaves_the_published_release(tmp_path, http_base, signing, monkeypatch):
     base, url = http_base
     _, public, key_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 500), MODEL, _destination(base, key_path)
     )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    before = open(os.path.join(channel_dir, "manifest.json"), "rb").read()
+    published = repo_tree(base)
     real_write = storage.atomic_write
 
-    def fail_on_manifest(path, data):  # dies after files, history and signatures were written
-        if path.endswith(os.sep + "manifest.json"):
+    def fail_on_timestamp(path, data):  # dies after files, role and snapshot were written
+        if path.endswith(os.sep + "timestamp.json"):
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(storage, "atomic_write", fail_on_manifest)
+    monkeypatch.setattr(storage, "atomic_write", fail_on_timestamp)
     with pytest.raises(OSError, match="No space"):
         ota.push_tflite(
             _model_file(tmp_path, "b.tflite", b"B" * 500), MODEL, _destination(base, key_path)
         )
-    real_copy = storage.copy_file
+    monkeypatch.setattr(storage, "atomic_write", real_write)
 
     def fail_copy(src, dst, atomic=True):
         raise OSError(13, "Permission denied")
@@ -317,21 +305,21 @@ def test_failed_push_leaves_previous_release_verifiable(tmp_path, http_base, sig
         ota.push_tflite(
             _model_file(tmp_path, "c.tflite", b"C" * 500), MODEL, _destination(base, key_path)
         )
-    monkeypatch.setattr(storage, "atomic_write", real_write)
-    monkeypatch.setattr(storage, "copy_file", real_copy)
+    monkeypatch.undo()
 
-    assert open(os.path.join(channel_dir, "manifest.json"), "rb").read() == before
-    manifest = ota.verify_channel(channel_dir, signing_lib.trusted_keys([public]))
-    assert manifest["sequence"] == 1
+    after = repo_tree(base)
+    assert {k: after[k] for k in published} == published  # nothing published was touched
+    release = ota.verify_channel(
+        os.path.join(base, MODEL, "canary"), signing_lib.trusted_keys([public])
+    )
+    assert release["sequence"] == 1
     client = _device(tmp_path, public)
     assert client.check(f"{url}/{MODEL}/canary").status == UPDATED
     assert open(client.current_model_path(), "rb").read() == b"A" * 500
     again = ota.push_tflite(
         _model_file(tmp_path, "b.tflite", b"B" * 500), MODEL, _destination(base, key_path)
     )
-    assert (
-        again.sequence == 3
-    )  # sequence 2 was used by the interrupted push's history: never reused
+    assert again.sequence == 3  # sequence 2 was written by the interrupted push: never reused
     assert client.check(f"{url}/{MODEL}/canary").status == UPDATED
     assert open(client.current_model_path(), "rb").read() == b"B" * 500
 
@@ -368,40 +356,55 @@ def test_promote_and_rollback_sequences_and_device_follows(tmp_path, http_base, 
     assert (back.sequence, back.model_version) == (5, 1)
     with pytest.raises(TfxOptError, match="no previous release"):
         ota.rollback(base, MODEL, "stable", private)
-    manifest = ota.verify_channel(stable_dir, trusted)
-    assert manifest["sequence"] == 5 and manifest["previous_release"] is None
+    release = ota.verify_channel(stable_dir, trusted)
+    assert release["sequence"] == 5 and release["previous_release"] is None
     assert client.check(location).status == UPDATED
     assert open(client.current_model_path(), "rb").read() == b"1" * 300
+    history = ota.channel_history(base, MODEL, "stable")
+    assert [h["sequence"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h["model_version"] for h in history] == [1, 2, 3, 2, 1]
 
     # A staged promote: 10 % first, then everyone, same release, new sequences.
     staged = ota.promote(base, MODEL, "canary", "beta", private, rollout_percentage=10)
     full = ota.promote(base, MODEL, "canary", "beta", private, rollout_percentage=100)
     assert (staged.sequence, full.sequence) == (1, 2)
-    assert (
-        ota.verify_channel(os.path.join(base, MODEL, "beta"), trusted)["rollout_percentage"] == 100
-    )
+    beta = ota.verify_channel(os.path.join(base, MODEL, "beta"), trusted)
+    assert (beta["rollout_basis_points"], beta["rollout_percentage"]) == (10000, 100)
 
 
-def test_push_after_key_rotation_replaces_the_unverifiable_manifest(tmp_path, signing):
-    base = str(tmp_path / "ota")
+def test_key_rotation_devices_follow_and_the_old_key_is_refused(
+    tmp_path, http_base, signing, capsys
+):
+    base, url = http_base
     _, old_public, old_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, old_path)
     )
+    device = _device(tmp_path, old_public)
+    assert device.check(f"{url}/{MODEL}/canary").status == UPDATED
     new_path = str(tmp_path / "keys" / "new.pem")
     signing_lib.write_keypair(new_path)
+    new_private = signing_lib.load_private_key(path=new_path)
+    argv = ["ota-rotate-key", base, "--signing-key-path", old_path]
+    assert _cli([*argv, "--new-signing-key-path", new_path]) == 0
+    assert "root version 2 trusts key" in capsys.readouterr().out
+    before = repo_tree(base)
+    with pytest.raises(ConfigError, match="rotate them with `tfxopt ota-rotate-key`"):
+        ota.push_tflite(
+            _model_file(tmp_path, "b.tflite", b"B" * 10), MODEL, _destination(base, old_path)
+        )
+    assert repo_tree(base) == before  # refused before anything was written
     result = ota.push_tflite(
         _model_file(tmp_path, "b.tflite", b"B" * 10), MODEL, _destination(base, new_path)
     )
     assert result.sequence == 2 and result.created
-    new_public = signing_lib.load_public_key(new_path + ".pub")
-    channel_dir = os.path.join(base, MODEL, "canary")
-    assert (
-        ota.verify_channel(channel_dir, signing_lib.trusted_keys([new_public]))["model_version"]
-        == 2
-    )
-    with pytest.raises(signing_lib.SignatureVerificationError, match="untrusted"):
-        ota.verify_channel(channel_dir, signing_lib.trusted_keys([old_public]))
+    # The device that trusted the old root follows the rotation (root 2 signed by both keys).
+    assert device.check(f"{url}/{MODEL}/canary").status == UPDATED
+    assert open(device.current_model_path(), "rb").read() == b"B" * 10
+    fresh = _device(tmp_path, new_private.public_key(), name="fresh")
+    assert fresh.check(f"{url}/{MODEL}/canary").status == UPDATED
+    new_trusted = signing_lib.trusted_keys([new_private.public_key()])
+    assert ota.verify_channel(os.path.join(base, MODEL, "canary"), new_trusted)["sequence"] == 2
 
 
 def test_promote_refuses_a_tampered_source(tmp_path, signing):
@@ -410,28 +413,30 @@ def test_promote_refuses_a_tampered_source(tmp_path, signing):
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
     )
-    path = os.path.join(base, MODEL, "canary", "manifest.json")
-    manifest = json.load(open(path))
-    manifest["rollout_percentage"] = 50.0
-    open(path, "w").write(json.dumps(manifest))
-    with pytest.raises(signing_lib.SignatureVerificationError):
+    path = os.path.join(base, "metadata", f"1.{MODEL}.json")
+    role = json.load(open(path))
+    role["signed"]["targets"][f"{MODEL}/canary/model.tflite"]["custom"]["rollout_basis_points"] = 1
+    open(path, "w").write(json.dumps(role))
+    before = repo_tree(base)
+    with pytest.raises(signing_lib.SignatureVerificationError, match="digits"):
         ota.promote(base, MODEL, "canary", "stable", private)
-    assert not os.path.exists(os.path.join(base, MODEL, "stable", "manifest.json"))
+    assert repo_tree(base) == before
+    assert not os.path.exists(os.path.join(base, MODEL, "stable"))
 
 
-def test_promote_and_verify_refuse_a_hostile_signature_file(tmp_path, signing):
+def test_promote_and_the_client_refuse_hostile_metadata(tmp_path, signing):
     base = str(tmp_path / "ota")
     private, public, key_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 10), MODEL, _destination(base, key_path)
     )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    with open(os.path.join(channel_dir, "manifest.json.sig"), "wb") as f:
-        f.write(b'{"signatures": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")  # RecursionError bait
-    with pytest.raises(signing_lib.SignatureVerificationError, match="missing, malformed"):
+    with open(os.path.join(base, "metadata", "timestamp.json"), "wb") as f:
+        f.write(b'{"signed": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")  # RecursionError bait
+    with pytest.raises(signing_lib.SignatureVerificationError, match="cannot be read as TUF"):
         ota.promote(base, MODEL, "canary", "stable", private)
-    with pytest.raises(signing_lib.SignatureVerificationError, match="nests deeper than 32 levels"):
-        ota.verify_channel(channel_dir, signing_lib.trusted_keys([public]))
+    client = _device(tmp_path, public)
+    result = client.check(os.path.join(base, MODEL, "canary"))
+    assert result.status == REJECTED and "nests deeper than 32 levels" in result.reason
 
 
 def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
@@ -453,59 +458,98 @@ def test_signing_key_errors_name_the_source(tmp_path, monkeypatch):
         OtaDestination.parse({"base_directory": "x"}, where="pusher.ota.0")
 
 
-@pytest.mark.parametrize("served_over", ["http", "directory"])
-def test_another_models_signed_manifest_at_this_location_is_refused(
-    tmp_path, http_base, signing, served_over
-):
-    base, url = http_base
-    _, public, key_path, _ = signing  # one signing key for both models
-    for payload in (b"A" * 700, b"B" * 700):  # digits/canary: sequences 1 and 2
-        ota.push_tflite(
-            _model_file(tmp_path, "d.tflite", payload), MODEL, _destination(base, key_path)
-        )
-    for payload in (b"1" * 500, b"2" * 500, b"3" * 500):  # other/canary: sequences 1, 2 and 3
-        ota.push_tflite(
-            _model_file(tmp_path, "o.tflite", payload), "other", _destination(base, key_path)
-        )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    location = f"{url}/{MODEL}/canary" if served_over == "http" else channel_dir
-    client = _device(tmp_path, public)  # no model name: it comes from the location
-    assert client.check(location).status == UPDATED
-    assert client.state()["current"]["sequence"] == 2
-    before = device_tree(client.device_dir)
+def _place(base: str, model: str, payload: bytes, oms_key) -> tuple[dict, dict, dict]:
+    """A model file and its OMS bundle under their TUF names: (model entry, bundle entry, oms)."""
+    import hashlib
 
-    other_dir = os.path.join(base, "other", "canary")
-    for sequence in (1, 3):  # older and newer than the device's sequence 2
-        serve_release_of(channel_dir, other_dir, sequence)
-        result = client.check(location)
-        assert result.status == REJECTED, result
-        assert "manifest is for model 'other', not 'digits'" in result.reason
-        assert device_tree(client.device_dir) == before
-    # The replayed manifest is genuine: a device that expects `other` takes it.
-    other_device = _device(tmp_path, public, name="other-device", model_name="other")
-    assert other_device.check(location, channel="canary").status == UPDATED
-    assert open(other_device.current_model_path(), "rb").read() == b"3" * 500
-    assert list(client.state()["accepted"]) == ["digits/canary"]
+    from components.pusher import oms
 
-    # Another channel of the same model is refused too, and the state stays keyed by the
-    # expected model and channel.
-    ota.push_tflite(
-        _model_file(tmp_path, "s.tflite", b"S" * 700), MODEL, _destination(base, key_path, "stable")
+    sha = hashlib.sha256(payload).hexdigest()
+    channel_dir = os.path.join(base, model, "canary")
+    os.makedirs(channel_dir, exist_ok=True)
+    _write(os.path.join(channel_dir, f"{sha}.model.tflite"), payload)
+    bundle = oms.sign_file(oms_key, "model.tflite", sha)
+    bundle_sha = hashlib.sha256(bundle).hexdigest()
+    _write(os.path.join(channel_dir, f"{bundle_sha}.model.sig"), bundle)
+    fields = {
+        "target": f"{model}/canary/model.sig",
+        "sha256": bundle_sha,
+        "length": len(bundle),
+        "public_key": oms.public_key_pem(oms_key.public_key()).decode(),
+    }
+    return (
+        {"sha256": sha, "length": len(payload)},
+        {"sha256": bundle_sha, "length": len(bundle)},
+        fields,
     )
-    serve_release_of(channel_dir, os.path.join(base, MODEL, "stable"), 1)
-    result = client.check(location)
-    assert result.status == REJECTED and "manifest is for channel 'stable'" in result.reason
-    assert device_tree(client.device_dir) == before
 
 
-def test_a_location_that_names_no_model_needs_model_name(tmp_path, http_base, signing):
+def _custom(model: str, sequence: int, model_entry: dict, oms_fields: dict) -> dict:
+    return {
+        "format": tuf_repo.RELEASE_FORMAT,
+        "model_name": model,
+        "channel": "canary",
+        "sequence": sequence,
+        "model_version": sequence,
+        "file": model_entry,
+        "min_app_version": "0",
+        "rollout_basis_points": 10000,
+        "oms": oms_fields,
+    }
+
+
+def test_a_models_key_cannot_publish_another_model(tmp_path, http_base):
+    """Per-model delegated roles: whoever holds `other`'s key, and even the snapshot and
+    timestamp keys, cannot make a device take a `digits` release."""
+    from components.pusher import oms
+
+    base, url = http_base
+    top_key, digits_key, other_key = (signing_lib.generate_private_key() for _ in range(3))
+    top, digits, other = map(tuf_repo.signer_for, (top_key, digits_key, other_key))
+    oms_key = oms.derive_signing_key(top_key)
+    repo = tuf_repo.Repository(base)
+    state = repo.create([top])
+    for name, signer, payload in (("digits", digits, b"D" * 50), ("other", other, b"O" * 50)):
+        model_entry, bundle_entry, fields = _place(base, name, payload, oms_key)
+        custom = _custom(name, 1, model_entry, fields)
+        repo.set_channel(state, name, "canary", model_entry, bundle_entry, custom, [signer])
+    by_role = {"digits": [digits], "other": [other]}
+    repo.commit(state, {"digits", "other"}, [top], 30, role_signers=by_role)
+    client = DeviceClient(str(tmp_path / "dev"), [top_key.public_key()], device_id="d")
+    assert client.check(f"{url}/digits/canary").status == UPDATED
+    installed = open(client.current_model_path(), "rb").read()
+    # `other`'s key signs a digits release (sequence 9) into its own role; snapshot and
+    # timestamp (the top key) list it.
+    model_entry, bundle_entry, fields = _place(base, "digits", b"E" * 50, oms_key)
+    repo.set_channel(
+        state,
+        "other",
+        "canary",
+        model_entry,
+        bundle_entry,
+        _custom("digits", 9, model_entry, fields),
+        [other],
+    )
+    targets = state.roles["other"].signed.targets
+    for name in ("model.tflite", "model.sig"):
+        entry = targets.pop(f"other/canary/{name}")
+        entry.path = f"digits/canary/{name}"
+        targets[entry.path] = entry
+    repo.commit(state, {"other"}, [top], 30, role_signers={"other": [other]})
+    result = client.check(f"{url}/digits/canary")
+    assert result.status == UP_TO_DATE and result.sequence == 1, result  # other/*/* only
+    assert open(client.current_model_path(), "rb").read() == installed == b"D" * 50
+    # And digits' own role signed by `other`'s key is refused outright.
+    repo.commit(state, {"digits"}, [top], 30, role_signers={"digits": [other]})
+    _rejected_unchanged(client, f"{url}/digits/canary", "UnsignedMetadataError")
+
+
+def test_location_names_the_model_and_channel_or_they_are_given(tmp_path, http_base, signing):
     base, url = http_base
     _, public, key_path, _ = signing
     ota.push_tflite(
         _model_file(tmp_path, "a.tflite", b"A" * 70), MODEL, _destination(base, key_path)
     )
-    channel_dir = os.path.join(base, MODEL, "canary")
-    shutil.copytree(channel_dir, os.path.join(base, "canary"))  # served at <url>/canary
     client = _device(tmp_path, public)
     before = device_tree(client.device_dir)
     for location, missing in ((f"{url}/canary", "pass --model-name"), (f"{url}/", "--channel")):
@@ -513,17 +557,15 @@ def test_a_location_that_names_no_model_needs_model_name(tmp_path, http_base, si
         assert result.status == REJECTED and missing in result.reason, result
         assert "does not end in .../<model>/<channel>" in result.reason
     assert device_tree(client.device_dir) == before
-    # A directory whose path names another model: refused, saying how to override.
-    odd = os.path.join(str(tmp_path), "downloads", "digits_canary")
-    shutil.copytree(channel_dir, odd)
-    result = client.check(odd)
+    # Another model's channel at this repository: no such release for the expected model.
+    result = client.check(f"{url}/other/canary")
     assert result.status == REJECTED
-    assert "manifest is for model 'digits', not 'downloads'" in result.reason
-    assert "pass --model-name" in result.reason
-
+    assert "no release of model 'other' on channel 'canary'" in result.reason
+    assert device_tree(client.device_dir) == before
+    # With both names given, the location is the repository itself.
     named = _device(tmp_path, public, name="named", model_name=MODEL)
-    assert named.check(f"{url}/canary").status == UPDATED
-    assert named.check(odd, channel="canary").status == UP_TO_DATE
+    assert named.check(url, channel="canary").status == UPDATED
+    assert named.check(base, channel="canary").status == UP_TO_DATE  # the directory source
     assert list(named.state()["accepted"]) == ["digits/canary"]
     with pytest.raises(ConfigError, match="model_name"):
         _device(tmp_path, public, name="bad", model_name="../x")
@@ -541,47 +583,33 @@ def test_cli_keygen_promote_rollback_ota_check(tmp_path, http_base, capsys, monk
     key = str(tmp_path / "k" / "ota.pem")
     assert _cli(["ota-keygen", key]) == 0
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    assert "BEGIN PUBLIC KEY" in open(key + ".oms.pub").read()
     with pytest.raises(ConfigError, match="refusing to overwrite"):
         _cli(["ota-keygen", key])
     for payload in (b"x" * 64, b"y" * 64):
         ota.push_tflite(_model_file(tmp_path, "m.tflite", payload), MODEL, _destination(base, key))
-        assert (
-            _cli(
-                [
-                    "promote",
-                    base,
-                    MODEL,
-                    "--from",
-                    "canary",
-                    "--to",
-                    "stable",
-                    "--signing-key-path",
-                    key,
-                ]
-            )
-            == 0
-        )
+        argv = ["promote", base, MODEL, "--from", "canary", "--to", "stable"]
+        assert _cli([*argv, "--signing-key-path", key]) == 0
     monkeypatch.setenv("TFXOPT_OTA_SIGNING_KEY", open(key).read())
     assert _cli(["rollback", base, MODEL, "--channel", "stable"]) == 0  # key from the default env
     out = capsys.readouterr().out
     assert "rollback: digits/stable sequence 3, model version 1" in out
     device = str(tmp_path / "dev")
-    argv = [
-        "ota-check",
-        f"{url}/{MODEL}/stable",
-        "--public-key",
-        key + ".pub",
-        "--device-dir",
-        device,
-    ]
+    argv = ["ota-check", f"{url}/{MODEL}/stable", "--public-key", key + ".pub"]
+    argv += ["--device-dir", device]
     assert _cli(argv) == 0
-    assert "ota-check: updated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ota-check: updated" in out and "gate verdict (OMS-signed)" in out
     stranger = str(tmp_path / "stranger.pem")
     signing_lib.write_keypair(stranger)
-    assert _cli([*argv[:3], stranger + ".pub", *argv[4:]]) == 1
+    other_device = ["--device-dir", str(tmp_path / "dev2")]  # the pin counts on first contact
+    assert _cli([*argv[:3], stranger + ".pub", *other_device]) == 1
     out = capsys.readouterr().out
     assert out.startswith("ota-check: rejected: ") and "untrusted key" in out
     assert out.count("\n") == 1  # one line
     assert _cli([*argv, "--model-name", "other"]) == 1
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "manifest is for model 'digits', not 'other'" in out
+    assert out.count("\n") == 1 and "no release of model 'other'" in out
+    assert _cli(["ota-check", f"{url}/{MODEL}/stable", "--device-dir", device]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no trust anchor" in out

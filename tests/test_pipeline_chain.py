@@ -6,7 +6,6 @@ is pushed. (pcqat, slower to fine-tune, is covered by tests/test_quantizer.py an
 """
 
 import hashlib
-import json
 import os
 
 import pytest
@@ -105,7 +104,6 @@ def test_chain_blesses_pushes_and_is_idempotent(tmp_path, reference_data):
     assert set(states.values()) == {"CACHED"}, states  # every step, not a sample of them
     versions = [d for d in os.listdir(out / "serving" / "digits") if d.isdigit()]
     assert versions == ["1"]
-    with open(out / "ota" / "digits" / "canary" / "manifest.json") as f:
-        assert json.load(f)["sequence"] == 1
+    assert ota.verify_channel(str(out / "ota" / "digits" / "canary"), trusted)["sequence"] == 1
     for candidate in evaluation["candidates"]:
         assert np.isfinite(candidate["accuracy"]["top1_accuracy"])

@@ -1,4 +1,5 @@
-"""``tfxopt promote``, ``rollback``, ``ota-check`` and ``ota-keygen``.
+"""``tfxopt promote``, ``rollback``, ``ota-check``, ``ota-keygen``, ``ota-migrate`` and
+``ota-rotate-key``.
 
 Nothing heavy is imported here at module level: ``register`` only builds argparse parsers, and
 ``ota-check`` never imports TensorFlow (it is the device-side client).
@@ -7,6 +8,7 @@ Nothing heavy is imported here at module level: ``register`` only builds argpars
 from __future__ import annotations
 
 import argparse
+import json
 
 DEFAULT_KEY_ENV = "TFXOPT_OTA_SIGNING_KEY"
 
@@ -23,7 +25,7 @@ def _add_signing_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PUBLIC_KEY",
-        help="also accept the current manifest signed by this public key (key rotation); repeatable",
+        help="a public key the old manifests may be signed by (ota-migrate); repeatable",
     )
     parser.add_argument("--expires-in-days", type=float, default=30.0)
 
@@ -107,41 +109,95 @@ def ota_check(args) -> int:
     The expected model and channel are the location's last two segments unless ``--model-name`` /
     ``--channel`` say otherwise.
     """
+    from components.common.errors import ConfigError
     from components.pusher import signing
     from components.pusher.ota_client import DeviceClient
 
-    client = DeviceClient(
-        args.device_dir,
-        [signing.load_public_key(p) for p in args.public_key],
-        device_id=args.device_id,
-        app_version=args.app_version,
-        model_name=args.model_name,
-        timeout_s=args.timeout,
-    )
+    try:
+        client = DeviceClient(
+            args.device_dir,
+            [signing.load_public_key(p) for p in args.public_key],
+            device_id=args.device_id,
+            app_version=args.app_version,
+            model_name=args.model_name,
+            timeout_s=args.timeout,
+            trusted_root=args.trusted_root,
+        )
+    except ConfigError as e:
+        print(f"ota-check: rejected: {e}")
+        return 1
     result = client.check(args.location, channel=args.channel)  # never raises
     print(f"ota-check: {result.status}: {result.reason}")
     if not result.ok:
         return 1  # one line: the reason
     if result.sequence is not None:
         print(f"  sequence {result.sequence}, model version {result.model_version}")
+    if result.gate:
+        print(f"  gate verdict (OMS-signed): {json.dumps(result.gate, sort_keys=True)}")
     print(f"  device model: {client.current_model_path() or 'none yet'}")
     return 0
 
 
+def ota_migrate(args) -> int:
+    """Publishes channels still in the old manifest format into the TUF repository, once."""
+    from components.pusher import ota_legacy
+
+    done = ota_legacy.migrate(
+        args.base,
+        _signing_key(args),
+        trusted_public_keys=_trusted(args),
+        expires_in_days=args.expires_in_days,
+    )
+    for result in done:
+        _print_ota(result)
+    print(
+        f"ota-migrate: {len(done)} channel(s) published as TUF targets. The manifest.json format "
+        "is deprecated: its files stay for devices on the old client until they update; new "
+        "clients read metadata/."
+    )
+    return 0
+
+
+def ota_rotate_key(args) -> int:
+    """Replaces the repository's keys: a new root signed by the old and the new key."""
+    from components.pusher import signing, tuf_repo
+
+    old = _signing_key(args)
+    new = signing.load_private_key(path=args.new_signing_key_path)
+    version = tuf_repo.rotate_keys(
+        args.base,
+        [tuf_repo.signer_for(old)],
+        [tuf_repo.signer_for(new)],
+        expires_in_days=args.expires_in_days,
+    )
+    print(
+        f"ota-rotate-key: root version {version} trusts key {signing.key_id(new.public_key())} "
+        f"(signed by it and by {signing.key_id(old.public_key())}); devices follow on their next "
+        "check"
+    )
+    return 0
+
+
 def ota_keygen(args) -> int:
-    """Creates an Ed25519 signing key pair for OTA manifests."""
-    from components.pusher import signing
+    """Creates the Ed25519 key pair that signs OTA channels (TUF roles and OMS bundles)."""
+    from components.pusher import oms, signing
 
     key_id = signing.write_keypair(args.private_key, args.public_key)
     public = args.public_key or args.private_key + ".pub"
+    oms_public = args.private_key + ".oms.pub"
+    ec_key = oms.derive_signing_key(signing.load_private_key(path=args.private_key))
+    with open(oms_public, "wb") as f:
+        f.write(oms.public_key_pem(ec_key.public_key()))
     print(
-        f"ota-keygen: key id {key_id}\n  private: {args.private_key} (keep secret)\n  public: {public}"
+        f"ota-keygen: key id {key_id}\n  private: {args.private_key} (keep secret)\n  public: "
+        f"{public} (TUF; pin it with ota-check --public-key)\n  model-signing public key: "
+        f"{oms_public} (ECDSA P-256 derived from the same secret; `model_signing verify key`)"
     )
     return 0
 
 
 def register(subparsers) -> None:
-    """Adds ``promote``, ``rollback``, ``ota-check`` and ``ota-keygen`` to a subparsers object."""
+    """Adds the OTA and label subcommands to a subparsers object."""
     p = subparsers.add_parser(
         "promote",
         help="publish an OTA channel's live release on another channel (or move a serving label)",
@@ -172,7 +228,15 @@ def register(subparsers) -> None:
     )
     c.add_argument("location", help="channel URL (http[s]://.../<model>/<channel>) or directory")
     c.add_argument(
-        "--public-key", action="append", required=True, help="trusted public key; repeatable"
+        "--public-key",
+        action="append",
+        default=[],
+        help="pinned public key: the repository's root.json is trusted on first contact only "
+        "when signed by it; repeatable",
+    )
+    c.add_argument(
+        "--trusted-root",
+        help="the repository's root.json shipped with the app (TUF's trust anchor)",
     )
     c.add_argument("--device-dir", required=True, help="where the device keeps its models")
     c.add_argument("--device-id", help="rollout id (default: generated once in --device-dir)")
@@ -190,3 +254,18 @@ def register(subparsers) -> None:
     k.add_argument("private_key", help="path of the private key to create (mode 0600)")
     k.add_argument("--public-key", help="path of the public key (default: PRIVATE_KEY.pub)")
     k.set_defaults(func=ota_keygen)
+
+    m = subparsers.add_parser(
+        "ota-migrate", help="publish channels in the old manifest.json format as TUF targets"
+    )
+    m.add_argument("base", help="OTA base directory")
+    _add_signing_args(m)
+    m.set_defaults(func=ota_migrate)
+
+    rk = subparsers.add_parser(
+        "ota-rotate-key", help="replace the OTA repository's signing key (a new TUF root)"
+    )
+    rk.add_argument("base", help="OTA base directory")
+    rk.add_argument("--new-signing-key-path", required=True, help="the new Ed25519 private key")
+    _add_signing_args(rk)
+    rk.set_defaults(func=ota_rotate_key)

@@ -1,21 +1,21 @@
-"""OTA channels: signed manifests over immutable, content-addressed model files.
+"""OTA channels: a TUF repository of model releases, each model file signed with OpenSSF Model
+Signing (OMS).
 
-Layout under ``<base>/<model_name>/``::
+``push_tflite``, ``promote`` and ``rollback`` publish a channel's release through
+:mod:`components.pusher.tuf_repo` (layout and write order there; the spec is docs/ota.md). A
+release is the target ``<model>/<channel>/model.tflite`` in the model's delegated role, with the
+channel's terms in its ``custom``::
 
-  releases/<model_version>.json   one record per distinct model (files' sha256, metrics, source);
-                                  the same bytes pushed again reuse their model version
-  <channel>/files/<sha256>.tflite immutable model files, named by their content
-  <channel>/manifest.json         the channel's current release (replaced atomically)
-  <channel>/manifest.json.sig     {"algorithm": "ed25519", "signatures": [{key_id, manifest_sha256,
-                                  sequence, signature}]}: Ed25519 over manifest.json's exact bytes
-  <channel>/history/<seq>.json    every manifest ever published (+ ``.sig``), for rollback and audit
+  {"format": "tfxopt.ota.release/1", "model_name", "channel", "sequence", "model_version",
+   "created_at", "min_app_version", "rollout_percentage", "previous_release", "metrics", "source",
+   "inputs", "oms": {"target", "sha256", "length", "public_key"}}
 
-Publishing order, so a device (or a crash) never sees a half-made release: model files first
-(content-addressed, so a reader of the old manifest never touches them); then the history entry;
-then the signature file, holding the signatures of both the old and the new manifest; then
-``manifest.json`` by atomic replace. Whichever manifest a reader fetches, the signature file covers
-it. Sequence numbers only grow per channel; a rollback publishes the previous release again under a
-new sequence, so devices, which refuse any sequence older than the last they accepted, take it.
+and the target ``<model>/<channel>/model.sig``, the OMS bundle over the model file whose predicate
+carries the gate's verdict. Sequence numbers only grow per channel; a rollback publishes the
+previous release again under a new sequence. ``<base>/<model>/releases/<v>.json`` keeps one record
+per distinct model file (the same bytes pushed again reuse their model version) and
+``<base>/<model>/<channel>/metrics.json`` the live release's metrics for the Evaluator; neither is
+part of what devices verify.
 """
 
 from __future__ import annotations
@@ -25,21 +25,36 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 
 from components.common.errors import ConfigError, TfxOptError
 from components.common.keys import TFLITE_FILE
-from components.pusher import safe_json, signing, storage
-from components.pusher.ota_client import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE
+from components.pusher import oms, signing, storage, tuf_repo
 from components.pusher.ota_fetch import CHANNEL_PATTERN, MODEL_NAME_PATTERN, RESERVED_CHANNELS
+from components.pusher.ota_verify import (  # noqa: F401 - part of this module's API
+    _file_entry,
+    channel_history,
+    verify_channel,
+)
+from components.pusher.tflite_source import input_plan as _input_plan
+from components.pusher.tflite_source import resolve_tflite  # noqa: F401 - used by push.py
 
-FILES_DIR = "files"
-HISTORY_DIR = "history"
 RELEASES_DIR = "releases"
 METRICS_FILE = "metrics.json"
-MAX_MANIFEST_BYTES = 1 << 20
+RELEASE_FORMAT = tuf_repo.RELEASE_FORMAT
+GATE_KEYS = (
+    "candidate",
+    "accuracy",
+    "baseline_accuracy",
+    "accuracy_drop",
+    "accuracy_drop_points",
+    "relative_accuracy_drop",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "baseline_latency_p95_ms",
+    "speedup",
+    "size_bytes",
+)
 
 log = logging.getLogger(__name__)
 _UNSET = object()
@@ -47,7 +62,7 @@ _UNSET = object()
 
 @dataclasses.dataclass
 class OtaPush:
-    """What one publish (push, promote, rollback) did."""
+    """What one publish (push, promote, rollback, migrate) did."""
 
     model_name: str
     channel: str
@@ -64,93 +79,55 @@ class OtaPush:
 
 
 def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return tuf_repo.utcnow()
 
 
 def _dumps(record: dict) -> bytes:
     return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _release_key(files: list[dict]) -> tuple:
-    return tuple(sorted((f["name"], f["sha256"], int(f["length"])) for f in files))
+def _check_names(model_name: str, channel: str) -> None:
+    if channel in RESERVED_CHANNELS or not re.match(CHANNEL_PATTERN, channel):
+        raise ConfigError(f"channel {channel!r} is reserved or not a plain lower-case name")
+    if not re.match(MODEL_NAME_PATTERN, model_name) or model_name in (
+        tuf_repo.METADATA_DIR,
+        *tuf_repo.TOP_ROLES,
+    ):
+        raise ConfigError(
+            f"model name {model_name!r} is not a plain name, or is one of the TUF role names "
+            f"{', '.join(tuf_repo.TOP_ROLES)} / {tuf_repo.METADATA_DIR!r}"
+        )
 
 
-def _blob_path(entry: dict) -> str:
-    ext = os.path.splitext(entry["name"])[1]
-    return f"{FILES_DIR}/{entry['sha256']}{ext}"
+def _channel_dir(base: str, model_name: str, channel: str) -> str:
+    return storage.join(base, model_name, channel)
 
 
-class Channel:
-    """One channel of one model: its manifest, signatures, history and files."""
-
-    def __init__(self, base_directory: str, model_name: str, channel: str):
-        if channel in RESERVED_CHANNELS or not re.match(CHANNEL_PATTERN, channel):
-            raise ConfigError(f"channel {channel!r} is reserved or not a plain lower-case name")
-        if not re.match(MODEL_NAME_PATTERN, model_name):
-            raise ConfigError(f"model name {model_name!r} is not a plain name")
-        self.model_name = model_name
-        self.name = channel
-        self.model_dir = storage.join(base_directory, model_name)
-        self.dir = storage.join(self.model_dir, channel)
-        self.manifest_path = storage.join(self.dir, MANIFEST_FILE)
-        self.signature_path = storage.join(self.dir, SIGNATURE_FILE)
-
-    def _read_verified(self, path: str, sig_path: str, trusted: dict) -> tuple[dict, bytes]:
-        data = storage.read_bytes(path, limit=MAX_MANIFEST_BYTES)
-        try:
-            signature_bytes = storage.read_bytes(sig_path, limit=MAX_MANIFEST_BYTES)
-            signatures = safe_json.loads(signature_bytes, sig_path, MAX_MANIFEST_BYTES)
-        except (OSError, ValueError):  # missing, or not bounded JSON (JsonLimitError)
-            signatures = None
-        signing.verify_manifest(data, signatures, trusted)
-        return json.loads(data), data
-
-    def current(self, trusted: dict) -> tuple[dict, bytes] | None:
-        """The live manifest, verified against ``trusted`` keys; None for a new channel.
-
-        Raises:
-          signing.SignatureVerificationError: when it does not verify (tampered, or signed by another key).
-        """
-        if not storage.exists(self.manifest_path):
-            return None
-        return self._read_verified(self.manifest_path, self.signature_path, trusted)
-
-    def history_entry(self, sequence: int, trusted: dict) -> dict | None:
-        path = storage.join(self.dir, HISTORY_DIR, f"{sequence}.json")
-        if not storage.exists(path):
-            return None
-        return self._read_verified(path, path + ".sig", trusted)[0]
-
-    def max_sequence(self) -> int:
-        seen = [0]
-        for name in storage.listdir(storage.join(self.dir, HISTORY_DIR)):
-            stem = name.removesuffix(".json")
-            if name.endswith(".json") and stem.isdigit():
-                seen.append(int(stem))
-        return max(seen)
-
-    def put_file(self, src: str, entry: dict) -> None:
-        """Copies a model file to its content-addressed name unless an intact copy is there."""
-        dst = storage.join(self.dir, entry["path"])
-        if storage.exists(dst) and storage.file_sha256(dst) == (entry["sha256"], entry["length"]):
-            return
-        sha, length = storage.copy_file(src, dst)
-        if (sha, length) != (entry["sha256"], entry["length"]):
-            storage.remove_file(dst)
-            raise TfxOptError(f"{src} changed while it was copied to {dst}; push again")
-
-    def check_files(self, files: list[dict]) -> None:
-        """Refuses to sign a manifest whose files are not all present and intact."""
-        for entry in files:
-            path = storage.join(self.dir, entry["path"])
-            if not storage.exists(path):
-                raise TfxOptError(f"{path} is missing: cannot publish a release without its files")
-            if storage.file_sha256(path) != (entry["sha256"], entry["length"]):
-                raise TfxOptError(f"{path} does not match its sha256/length: refusing to sign it")
+def _put_file(src: str, dst: str, sha256: str, length: int) -> None:
+    """Copies a file to its content-addressed name unless an intact copy is there."""
+    if storage.exists(dst) and storage.file_sha256(dst) == (sha256, length):
+        return
+    got = storage.copy_file(src, dst)
+    if got != (sha256, length):
+        storage.remove_file(dst)
+        raise TfxOptError(f"{src} changed while it was copied to {dst}; push again")
 
 
-def _register_release(model_dir: str, files: list[dict], metrics: dict, source: dict) -> int:
-    """The model version of these files: an existing one for identical bytes, else a new one."""
+def _put_bytes(data: bytes, dst: str) -> None:
+    if not storage.exists(dst):
+        storage.atomic_write(dst, data)
+
+
+def _check_file(path: str, sha256: str, length: int) -> None:
+    """Refuses to sign a release whose files are not present and intact."""
+    if not storage.exists(path):
+        raise TfxOptError(f"{path} is missing: cannot publish a release without its files")
+    if storage.file_sha256(path) != (sha256, length):
+        raise TfxOptError(f"{path} does not match its sha256/length: refusing to sign it")
+
+
+def _register_release(model_dir: str, sha256: str, length: int, metrics: dict, source: dict) -> int:
+    """The model version of this file: an existing one for identical bytes, else a new one."""
     releases_dir = storage.join(model_dir, RELEASES_DIR)
     versions = []
     for name in storage.listdir(releases_dir):
@@ -159,12 +136,14 @@ def _register_release(model_dir: str, files: list[dict], metrics: dict, source: 
             continue
         versions.append(int(stem))
         record = json.loads(storage.read_bytes(storage.join(releases_dir, name)))
-        if _release_key(record.get("files", [])) == _release_key(files):
+        if [(f.get("sha256"), f.get("length")) for f in record.get("files", [])] == [
+            (sha256, length)
+        ]:
             return int(stem)
     version = max(versions, default=0) + 1
     record = {
         "model_version": version,
-        "files": [{k: f[k] for k in ("name", "sha256", "length")} for f in files],
+        "files": [{"name": TFLITE_FILE, "sha256": sha256, "length": length}],
         "metrics": metrics,
         "source": source,
         "created_at": _utcnow().isoformat(),
@@ -173,193 +152,208 @@ def _register_release(model_dir: str, files: list[dict], metrics: dict, source: 
     return version
 
 
-def _summary(manifest: dict) -> dict:
-    """The release part of a manifest, as kept in the next manifest's ``previous_release``."""
-    return {
-        "sequence": manifest["sequence"],
-        "model_version": manifest["model_version"],
-        "files": manifest["files"],
-        "min_app_version": manifest.get("min_app_version", "0"),
-        "metrics": manifest.get("metrics", {}),
-    }
+def gate_verdict(metrics: dict, source: dict) -> dict:
+    """What the gate decided this model on, for the OMS statement's predicate."""
+    verdict = {"blessed": True}
+    verdict |= {k: metrics[k] for k in GATE_KEYS if k in metrics}
+    if source.get("model_blessing_uri"):
+        verdict["model_blessing_uri"] = source["model_blessing_uri"]
+    return verdict
+
+
+def _summary(custom: dict) -> dict:
+    """The release part of a channel entry, kept as the next entry's ``previous_release``."""
+    keep = ("sequence", "model_version", "file", "min_app_version", "metrics_json", "oms", "inputs")
+    return {k: custom[k] for k in keep if k in custom}
+
+
+@dataclasses.dataclass
+class _Release:
+    """What a channel points at: the model file, its OMS bundle, and what is recorded with it."""
+
+    model_version: int
+    sha256: str
+    length: int
+    bundle_sha256: str
+    bundle_length: int
+    metrics: dict
+    inputs: dict | None = None
+
+
+def _release_of(custom: dict) -> _Release:
+    return _Release(
+        custom["model_version"],
+        custom["file"]["sha256"],
+        custom["file"]["length"],
+        custom["oms"]["sha256"],
+        custom["oms"]["length"],
+        json.loads(custom.get("metrics_json", "{}")),
+        custom.get("inputs"),
+    )
+
+
+def _basis_points(percentage: float) -> int:
+    """A rollout share in 1/100 % (integers: TUF's canonical JSON has no floats)."""
+    return round(float(percentage) * 100)
+
+
+def _metrics_json(metrics: dict) -> str:
+    """Metrics as JSON text: they hold floats, which TUF's canonical JSON cannot carry."""
+    return json.dumps(metrics, sort_keys=True, allow_nan=False)
+
+
+def _no_floats(value):
+    """``value`` with every float written as its decimal string (canonical JSON has no floats)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _no_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_floats(v) for v in value]
+    return value
+
+
+def _load_state(repo: tuf_repo.Repository, signers: list, now):
+    """The repository's verified state, or a new one held by ``signers``."""
+    if repo.exists():
+        return repo.load()
+    return repo.create(signers, threshold=len(signers), now=now)
 
 
 def _publish(
-    channel: Channel,
-    release: dict,
-    signing_key,
-    trusted: dict,
+    repo: tuf_repo.Repository,
+    state,
+    model_name: str,
+    channel: str,
+    release: _Release,
+    signers: list,
+    oms_public_pem: str,
     rollout_percentage: float,
     min_app_version: str,
     expires_in_days: float,
     source: dict,
     action: str,
     previous_release=_UNSET,
+    sequence: int | None = None,
     now: datetime.datetime | None = None,
 ) -> OtaPush:
-    """Signs and publishes ``release`` (model_version, files, metrics) on ``channel``."""
+    """Points ``model_name``/``channel`` at ``release`` and commits the repository."""
     now = now or _utcnow()
-    signer_id = signing.key_id(signing_key.public_key())
-    try:
-        current = channel.current(trusted)
-    except signing.SignatureVerificationError as e:
-        if action != "push":
-            raise  # promote and rollback re-sign what they read: it must be authentic
-        # A fresh push replaces an unverifiable manifest (tampered, or signed before a key
-        # rotation); sequence numbers still come from the history, so they keep growing.
-        log.warning("ota: %s does not verify (%s); replacing it", channel.manifest_path, e)
-        current = None
-    if current is not None:
-        manifest_now = current[0]
+    channel_dir = _channel_dir(repo.base, model_name, channel)
+    signer_id = _key_id(signers[0])
+    current = repo.release(state, model_name, channel)
+    role = state.roles.get(model_name)
+    if current is not None and sequence is None:
+        live = current.custom
         same = (
-            _release_key(manifest_now["files"]) == _release_key(release["files"])
-            and manifest_now.get("rollout_percentage") == rollout_percentage
-            and manifest_now.get("min_app_version") == min_app_version
-            and datetime.datetime.fromisoformat(manifest_now["expires"]) > now
+            live.get("file", {}).get("sha256") == release.sha256
+            and live.get("rollout_basis_points") == _basis_points(rollout_percentage)
+            and live.get("min_app_version") == min_app_version
+            and role.signed.expires > now
         )
         if same and action in ("push", "promote"):
-            log.info("ota: %s already carries this release; no new manifest", channel.dir)
-            return OtaPush(
-                channel.model_name,
-                channel.name,
-                action,
-                manifest_now["sequence"],
-                manifest_now["model_version"],
-                False,
-                channel.manifest_path,
-                manifest_now.get("key_id", signer_id),
-                manifest_now["files"],
-            )
+            log.info("ota: %s already carries this release; no new metadata", channel_dir)
+            return _result(repo, model_name, channel, action, live, False, signer_id)
     if previous_release is _UNSET:
         if current is None:
             previous_release = None
-        elif _release_key(current[0]["files"]) == _release_key(release["files"]):
-            previous_release = current[0].get("previous_release")  # same release, new terms
+        elif current.custom.get("file", {}).get("sha256") == release.sha256:
+            previous_release = current.custom.get("previous_release")  # same release, new terms
         else:
-            previous_release = _summary(current[0])
-    channel.check_files(release["files"])
-    sequence = max(channel.max_sequence(), current[0]["sequence"] if current else 0) + 1
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "model_name": channel.model_name,
-        "channel": channel.name,
+            previous_release = _summary(current.custom)
+    model_path = storage.join(channel_dir, tuf_repo.hashed_name(release.sha256, TFLITE_FILE))
+    bundle_path = storage.join(
+        channel_dir, tuf_repo.hashed_name(release.bundle_sha256, tuf_repo.BUNDLE_TARGET)
+    )
+    _check_file(model_path, release.sha256, release.length)
+    _check_file(bundle_path, release.bundle_sha256, release.bundle_length)
+    if sequence is None:
+        live_sequence = current.custom.get("sequence", 0) if current is not None else 0
+        sequence = max([live_sequence, *repo.channel_sequences(model_name, channel)]) + 1
+    custom = {
+        "format": RELEASE_FORMAT,
+        "model_name": model_name,
+        "channel": channel,
         "sequence": sequence,
-        "model_version": release["model_version"],
-        "files": release["files"],
+        "model_version": release.model_version,
+        "file": {"sha256": release.sha256, "length": release.length},
         "created_at": now.isoformat(),
-        "expires": (now + datetime.timedelta(days=expires_in_days)).isoformat(),
         "min_app_version": min_app_version,
-        "rollout_percentage": rollout_percentage,
+        "rollout_basis_points": _basis_points(rollout_percentage),
         "previous_release": previous_release,
-        "metrics": release.get("metrics", {}),
-        "source": source,
+        "metrics_json": _metrics_json(release.metrics),
+        "source": _no_floats(source),
         "key_id": signer_id,
+        "oms": {
+            "target": tuf_repo.target_path(model_name, channel, tuf_repo.BUNDLE_TARGET),
+            "sha256": release.bundle_sha256,
+            "length": release.bundle_length,
+            "public_key": oms_public_pem,
+        },
     }
-    data = _dumps(manifest)
-    entry = signing.signature_entry(signing_key, data, sequence)
-    history = storage.join(channel.dir, HISTORY_DIR, f"{sequence}.json")
-    storage.atomic_write(history, data)
-    storage.atomic_write(history + ".sig", _signatures_doc([entry]))
-    # Old and new signatures together, written before the manifest: any reader is covered.
-    kept = [entry]
-    if current is not None:
-        old = json.loads(storage.read_bytes(channel.signature_path, limit=MAX_MANIFEST_BYTES))
-        old_sha = hashlib.sha256(current[1]).hexdigest()
-        kept += [e for e in old.get("signatures", []) if e.get("manifest_sha256") == old_sha]
-    storage.atomic_write(channel.signature_path, _signatures_doc(kept))
-    storage.atomic_write(channel.manifest_path, data)
-    _write_channel_metrics(channel, manifest)
+    if release.inputs is not None:
+        custom["inputs"] = _no_floats(release.inputs)
+    repo.set_channel(
+        state,
+        model_name,
+        channel,
+        {"sha256": release.sha256, "length": release.length},
+        {"sha256": release.bundle_sha256, "length": release.bundle_length},
+        custom,
+        signers,
+    )
+    repo.commit(state, {model_name}, signers, expires_in_days, now=now)
+    _write_channel_metrics(channel_dir, custom)
     log.info(
         "ota: %s %s sequence %d (model version %d)",
         action,
-        channel.dir,
+        channel_dir,
         sequence,
-        release["model_version"],
+        release.model_version,
     )
+    return _result(repo, model_name, channel, action, custom, True, signer_id)
+
+
+def _result(repo, model_name, channel, action, custom, created, signer_id) -> OtaPush:
     return OtaPush(
-        channel.model_name,
-        channel.name,
+        model_name,
+        channel,
         action,
-        sequence,
-        release["model_version"],
-        True,
-        channel.manifest_path,
-        signer_id,
-        release["files"],
+        custom["sequence"],
+        custom["model_version"],
+        created,
+        storage.join(repo.meta_dir, "timestamp.json"),
+        custom.get("key_id", signer_id),
+        [_file_entry(custom)],
     )
 
 
-def _write_channel_metrics(channel: Channel, manifest: dict) -> None:
+def _write_channel_metrics(channel_dir: str, custom: dict) -> None:
     """``<channel>/metrics.json``: the live release's key metrics, flat, for the Evaluator.
 
-    Informational (the signed manifest is authoritative); point the Evaluator's
+    Informational (the signed targets metadata is authoritative); point the Evaluator's
     ``production.metrics_path`` at the ``stable`` channel's file to compare with what devices run.
     """
-    metrics = manifest.get("metrics", {})
+    metrics = json.loads(custom.get("metrics_json", "{}"))
     record = {
         **metrics,
-        "model_name": channel.model_name,
-        "channel": channel.name,
-        "sequence": manifest["sequence"],
-        "model_version": manifest["model_version"],
-        "size_bytes": metrics.get("size_bytes", sum(f["length"] for f in manifest["files"])),
-        "published_at": manifest["created_at"],
+        "model_name": custom["model_name"],
+        "channel": custom["channel"],
+        "sequence": custom["sequence"],
+        "model_version": custom["model_version"],
+        "size_bytes": metrics.get("size_bytes", custom["file"]["length"]),
+        "published_at": custom["created_at"],
     }
-    storage.atomic_write(storage.join(channel.dir, METRICS_FILE), _dumps(record))
+    storage.atomic_write(storage.join(channel_dir, METRICS_FILE), _dumps(record))
 
 
-def _signatures_doc(entries: list[dict]) -> bytes:
-    return _dumps(
-        {"format": signing.SIGNATURES_FORMAT, "algorithm": signing.ALGORITHM, "signatures": entries}
-    )
+def _key_id(signer) -> str:
+    """The project's short id of a signer's Ed25519 key (as ``tfxopt ota-keygen`` prints it)."""
+    return hashlib.sha256(bytes.fromhex(signer.public_key.keyval["public"])).hexdigest()[:16]
 
 
-def _trusted(signing_key, extra_public_keys=()) -> dict:
-    return signing.trusted_keys([signing_key.public_key(), *extra_public_keys])
-
-
-def resolve_tflite(model_uri: str, missing_tflite: str) -> tuple[str, str, str | None]:
-    """The TFLite file to ship for a model artifact.
-
-    Returns:
-      (path, how: "artifact" | "converted_float32", temporary directory to remove or None).
-    Raises:
-      ConfigError: when the model has no TFLite flavour and ``missing_tflite`` is "refuse".
-    """
-    from components.common import model_io
-
-    path = model_io.tflite_path(model_uri)
-    if path:
-        return path, "artifact", None
-    if missing_tflite == "refuse":
-        raise ConfigError(
-            f"ota: the model at {model_uri!r} has no {model_io.TFLITE_DIR}/{model_io.TFLITE_FILE} "
-            "and missing_tflite is 'refuse': add a Quantizer/converter step before the Pusher or "
-            "set missing_tflite: convert_float32."
-        )
-    from components.common import tflite
-
-    flatbuffer = tflite.convert_float32(model_io.serving_model_dir(model_uri))
-    tmp = tempfile.mkdtemp(prefix="tfxopt-ota-")
-    out = os.path.join(tmp, TFLITE_FILE)
-    with open(out, "wb") as f:
-        f.write(flatbuffer)
-    return out, "converted_float32", tmp
-
-
-def _input_plan(tflite_path: str) -> dict | None:
-    """What the flatbuffer's inputs were fixed to (static batch, names, shapes, dtypes) and
-    whether the caller must reset its state tensors before each call: what a device app needs to
-    call it, published in the manifest. None for a file the interpreter cannot read (the channel
-    ships bytes; the gate, not the pusher, judges a model)."""
-    from components.common import conversion
-
-    with storage.open_read(tflite_path) as f:
-        data = f.read()
-    try:
-        return conversion.flatbuffer_plan(data)
-    except Exception:  # noqa: BLE001 - any unreadable file: no plan to publish
-        return None
+def _signers(signing_key, extra_keys=()) -> list:
+    return [tuf_repo.signer_for(k) for k in (signing_key, *extra_keys)]
 
 
 def push_tflite(
@@ -370,45 +364,88 @@ def push_tflite(
     metrics: dict | None = None,
     source: dict | None = None,
     now: datetime.datetime | None = None,
+    extra_signing_keys=(),
 ) -> OtaPush:
     """Publishes a TFLite model on the destination's channel (no-op when already live there).
+
+    The signing key must hold the repository's roles (it creates them in a new repository);
+    it is checked before anything is written.
 
     Args:
       tflite_path: the model file to ship.
       model_name: the model's name under the destination.
       destination: a :class:`components.pusher.config.OtaDestination`.
       signing_key: an Ed25519 private key; default: loaded from the destination's key settings.
-      metrics: key metrics for the manifest.
-      source: provenance recorded in the manifest.
+      metrics: key metrics recorded with the release and, as the gate's verdict, in the OMS
+        statement.
+      source: provenance recorded with the release.
       now: the publish time (tests).
+      extra_signing_keys: more Ed25519 keys signing with ``signing_key``; a new repository
+        created by this push then needs all of them (threshold = number of keys).
     """
     key = signing_key or signing.load_private_key(
         destination.signing_key_path, destination.signing_key_env
     )
-    channel = Channel(destination.base_directory, model_name, destination.channel)
-    sha, length = storage.file_sha256(tflite_path)
-    entry = {"name": TFLITE_FILE, "sha256": sha, "length": length}
-    entry["path"] = _blob_path(entry)
-    plan = _input_plan(tflite_path)
-    if plan is not None:
-        entry["inputs"] = plan
-    storage.makedirs(channel.model_dir)
-    with storage.lock(channel.model_dir):
-        channel.put_file(tflite_path, entry)
-        version = _register_release(channel.model_dir, [entry], dict(metrics or {}), source or {})
-        release = {"model_version": version, "files": [entry], "metrics": dict(metrics or {})}
+    channel = destination.channel
+    _check_names(model_name, channel)
+    metrics, source = dict(metrics or {}), dict(source or {})
+    base = destination.base_directory
+    repo = tuf_repo.Repository(base)
+    signers = _signers(key, extra_signing_keys)
+    storage.makedirs(repo.meta_dir)
+    with storage.lock(repo.meta_dir):
+        state = _load_state(repo, signers, now)
+        repo.check_signers(state, signers, ["targets", "snapshot", "timestamp", model_name])
+        sha, length = storage.file_sha256(tflite_path)
+        channel_dir = _channel_dir(base, model_name, channel)
+        _put_file(
+            tflite_path,
+            storage.join(channel_dir, tuf_repo.hashed_name(sha, TFLITE_FILE)),
+            sha,
+            length,
+        )
+        ec_key = oms.derive_signing_key(key)
+        version = _register_release(storage.join(base, model_name), sha, length, metrics, source)
+        current = repo.release(state, model_name, channel)
+        if current is not None and current.custom.get("file", {}).get("sha256") == sha:
+            # The same file again: keep the bundle devices already have (its verdict came first).
+            bundle_sha, bundle_length = (
+                current.custom["oms"]["sha256"],
+                current.custom["oms"]["length"],
+            )
+        else:
+            bundle = oms.sign_file(ec_key, TFLITE_FILE, sha, gate_verdict(metrics, source))
+            bundle_sha, bundle_length = hashlib.sha256(bundle).hexdigest(), len(bundle)
+            hashed = tuf_repo.hashed_name(bundle_sha, tuf_repo.BUNDLE_TARGET)
+            _put_bytes(bundle, storage.join(channel_dir, hashed))
+        release = _Release(
+            version, sha, length, bundle_sha, bundle_length, metrics, _input_plan(tflite_path)
+        )
         return _publish(
+            repo,
+            state,
+            model_name,
             channel,
             release,
-            key,
-            _trusted(key),
+            signers,
+            oms.public_key_pem(ec_key.public_key()).decode(),
             destination.rollout_percentage,
             destination.min_app_version,
             destination.expires_in_days,
-            dict(source or {}),
+            source,
             "push",
             now=now,
         )
+
+
+def _live(repo, state, model_name: str, channel: str, action: str):
+    entry = repo.release(state, model_name, channel)
+    if entry is None:
+        raise TfxOptError(
+            f"{action}: channel {channel!r} of {model_name!r} has no release in "
+            f"{repo.meta_dir}: nothing to {action}"
+        )
+    return entry.custom
 
 
 def promote(
@@ -425,35 +462,45 @@ def promote(
 ) -> OtaPush:
     """Publishes the live release of ``from_channel`` on ``to_channel`` (e.g. canary -> stable).
 
-    The source manifest must verify (against the signing key or ``trusted_public_keys``), so a
-    tampered channel is never re-signed.
+    The repository must verify (its roles signed by their keys), so a tampered channel is never
+    re-signed. ``trusted_public_keys`` is kept for the CLI's ``--trust`` (key rotation is
+    ``tfxopt ota-rotate-key`` now) and ignored.
     """
+    del trusted_public_keys
     if from_channel == to_channel:
         raise ConfigError("promote: --from and --to name the same channel")
     if not 0.0 <= rollout_percentage <= 100.0:
         raise ConfigError(f"promote: rollout percentage {rollout_percentage} is not in 0..100")
-    src = Channel(base_directory, model_name, from_channel)
-    dst = Channel(base_directory, model_name, to_channel)
-    trusted = _trusted(signing_key, trusted_public_keys)
-    if not storage.exists(src.manifest_path):
-        raise TfxOptError(f"promote: {src.manifest_path} does not exist: nothing to promote")
-    with storage.lock(src.model_dir):
-        current = src.current(trusted)
-        if current is None:
-            raise TfxOptError(f"promote: {src.manifest_path} does not exist: nothing to promote")
-        manifest = current[0]
-        for entry in manifest["files"]:
-            dst.put_file(storage.join(src.dir, entry["path"]), entry)
-        release = {k: manifest[k] for k in ("model_version", "files", "metrics")}
-        source = {**manifest.get("source", {}), "promoted_from": from_channel}
-        source["promoted_from_sequence"] = manifest["sequence"]
+    _check_names(model_name, from_channel)
+    _check_names(model_name, to_channel)
+    repo = tuf_repo.Repository(base_directory)
+    if not repo.exists():
+        raise TfxOptError(f"promote: {repo.meta_dir} holds no published repository")
+    signers = _signers(signing_key)
+    with storage.lock(repo.meta_dir):
+        state = repo.load()
+        repo.check_signers(state, signers, ["targets", "snapshot", "timestamp", model_name])
+        live = _live(repo, state, model_name, from_channel, "promote")
+        release = _release_of(live)
+        src, dst = (_channel_dir(base_directory, model_name, c) for c in (from_channel, to_channel))
+        for name, sha, length in (
+            (TFLITE_FILE, release.sha256, release.length),
+            (tuf_repo.BUNDLE_TARGET, release.bundle_sha256, release.bundle_length),
+        ):
+            hashed = tuf_repo.hashed_name(sha, name)
+            _put_file(storage.join(src, hashed), storage.join(dst, hashed), sha, length)
+        source = {**live.get("source", {}), "promoted_from": from_channel}
+        source["promoted_from_sequence"] = live["sequence"]
         return _publish(
-            dst,
+            repo,
+            state,
+            model_name,
+            to_channel,
             release,
-            signing_key,
-            trusted,
+            signers,
+            live["oms"]["public_key"],
             float(rollout_percentage),
-            min_app_version or manifest.get("min_app_version", "0"),
+            min_app_version or live.get("min_app_version", "0"),
             expires_in_days,
             source,
             "promote",
@@ -472,60 +519,40 @@ def rollback(
     now: datetime.datetime | None = None,
 ) -> OtaPush:
     """Points a channel back at its previous release, under a new (higher) sequence number."""
-    channel = Channel(base_directory, model_name, channel_name)
-    trusted = _trusted(signing_key, trusted_public_keys)
-    if not storage.exists(channel.manifest_path):
-        raise TfxOptError(f"rollback: {channel.manifest_path} does not exist")
-    with storage.lock(channel.model_dir):
-        current = channel.current(trusted)
-        if current is None:
-            raise TfxOptError(f"rollback: {channel.manifest_path} does not exist")
-        previous = current[0].get("previous_release")
+    del trusted_public_keys
+    _check_names(model_name, channel_name)
+    repo = tuf_repo.Repository(base_directory)
+    if not repo.exists():
+        raise TfxOptError(f"rollback: {repo.meta_dir} holds no published repository")
+    signers = _signers(signing_key)
+    with storage.lock(repo.meta_dir):
+        state = repo.load()
+        repo.check_signers(state, signers, ["targets", "snapshot", "timestamp", model_name])
+        live = _live(repo, state, model_name, channel_name, "rollback")
+        previous = live.get("previous_release")
         if not previous:
             raise TfxOptError(
                 f"rollback: channel {channel_name!r} of {model_name!r} has no previous release"
             )
         # The release before the one we return to, as recorded when that one was live.
-        earlier = channel.history_entry(int(previous["sequence"]), trusted)
-        release = {k: previous[k] for k in ("model_version", "files")}
-        release["metrics"] = previous.get("metrics", {})
+        earlier = repo.old_release(state, model_name, channel_name, previous["sequence"])
         source = {
-            "rolled_back_from_sequence": current[0]["sequence"],
+            "rolled_back_from_sequence": live["sequence"],
             "rolled_back_to_sequence": previous["sequence"],
         }
         return _publish(
-            channel,
-            release,
-            signing_key,
-            trusted,
+            repo,
+            state,
+            model_name,
+            channel_name,
+            _release_of(previous),
+            signers,
+            previous["oms"].get("public_key", live["oms"]["public_key"]),
             float(rollout_percentage),
             previous.get("min_app_version", "0"),
             expires_in_days,
             source,
             "rollback",
-            previous_release=(earlier or {}).get("previous_release"),
+            previous_release=(earlier.custom.get("previous_release") if earlier else None),
             now=now,
         )
-
-
-def verify_channel(channel_dir: str, trusted: dict) -> dict:
-    """Verifies a channel as a device would (signature, files' length and sha256); returns it.
-
-    Raises:
-      signing.SignatureVerificationError: naming the failed check.
-    """
-    data = storage.read_bytes(storage.join(channel_dir, MANIFEST_FILE), limit=MAX_MANIFEST_BYTES)
-    signature_bytes = storage.read_bytes(
-        storage.join(channel_dir, SIGNATURE_FILE), limit=MAX_MANIFEST_BYTES
-    )
-    try:
-        signatures = safe_json.loads(signature_bytes, SIGNATURE_FILE, MAX_MANIFEST_BYTES)
-    except safe_json.JsonLimitError as e:
-        raise signing.SignatureVerificationError(str(e)) from None
-    signing.verify_manifest(data, signatures, trusted)
-    manifest = json.loads(data)
-    for entry in manifest["files"]:
-        got = storage.file_sha256(storage.join(channel_dir, entry["path"]))
-        if got != (entry["sha256"], entry["length"]):
-            raise signing.SignatureVerificationError(f"{entry['path']} does not match the manifest")
-    return manifest

@@ -1,8 +1,9 @@
-"""Reading an OTA channel's files from an http(s)/file URL or a directory, for the device client.
+"""Reading an OTA repository's files from an http(s)/file URL or a directory, for the device client.
 
-Standard library only. Every failure to read (a network or protocol error, a missing or unreadable
-file) is a :class:`FetchError` naming the file and the exception type, so a caller handles one
-exception; file paths are checked to stay inside the channel first.
+Standard library only, but for :func:`fetcher_class` (python-tuf's fetcher interface over it).
+Every failure to read (a network or protocol error, a missing or unreadable file) is a
+:class:`FetchError` naming the file and the exception type, so a caller handles one exception; file
+paths are checked to stay inside the repository first.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from components.pusher import safe_json
 from components.pusher.signing import SignatureVerificationError
 
 CHUNK_BYTES = 1 << 16
+MAX_METADATA_BYTES = 5 << 20  # python-tuf's default bound for targets metadata
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # The name rules of models and channels, for the publisher (components.pusher.config imports them
@@ -162,3 +165,59 @@ class ChannelSource:
         if len(data) > limit:
             raise SignatureVerificationError(f"{rel} is larger than {limit} bytes")
         return data
+
+
+def fetcher_class():
+    """python-tuf's ``FetcherInterface`` over :class:`ChannelSource` (tuf imported here, late)."""
+    from tuf.api import exceptions
+    from tuf.ngclient import FetcherInterface
+
+    class RepositoryFetcher(FetcherInterface):
+        """ngclient's downloads through :class:`ChannelSource` (http, https, file URLs and
+        directories): paths checked to stay inside the repository, metadata nesting bounded
+        before ngclient parses it, every failure a ``DownloadError`` naming its type."""
+
+        def __init__(self, root: str, timeout_s: float):
+            self.root = root.rstrip("/") if "://" in root else os.path.abspath(root)
+            self.source = ChannelSource(self.root, timeout_s)
+
+        def _relative(self, url: str) -> str:
+            prefix = self.root + ("/" if "://" in self.root else os.sep)
+            if not url.startswith(prefix):
+                raise exceptions.DownloadError(f"{url} is outside the repository")
+            return url[len(prefix) :].replace(os.sep, "/")
+
+        def _fetch(self, url: str):
+            rel = self._relative(url)
+            stack = contextlib.ExitStack()
+            try:
+                reader = stack.enter_context(self.source.open(rel))
+            except FetchError as e:
+                stack.close()
+                if e.not_found:
+                    raise exceptions.DownloadHTTPError(str(e), 404) from None
+                raise exceptions.DownloadError(str(e)) from None
+            except SignatureVerificationError as e:
+                stack.close()
+                raise exceptions.DownloadError(str(e)) from None
+            return self._chunks(stack, reader, rel)
+
+        @staticmethod
+        def _chunks(stack, reader, rel: str):
+            with stack:
+                try:
+                    if not rel.endswith(".json"):
+                        yield from iter_chunks(reader, 1 << 40)
+                        return
+                    data = b"".join(iter_chunks(reader, MAX_METADATA_BYTES))
+                except exceptions.DownloadError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - IncompleteRead, resets, timeouts
+                    raise exceptions.DownloadError(f"{rel}: {type(e).__name__}: {e}") from None
+                if safe_json.nesting_depth(data) > safe_json.MAX_DEPTH:
+                    raise exceptions.DownloadError(
+                        f"{rel} nests deeper than {safe_json.MAX_DEPTH} levels"
+                    )
+                yield data
+
+    return RepositoryFetcher

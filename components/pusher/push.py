@@ -7,7 +7,7 @@ import shutil
 
 from components.common import model_io
 from components.common.errors import ConfigError
-from components.pusher import ota, serving, signing
+from components.pusher import ota, serving, signing, storage
 from components.pusher.config import PusherConfig
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,12 @@ def push_model(
             checked["saved_model_dir"], config.model_name, destination, metrics, source
         )
         log.info("serving push: %s (new: %s)", result.path, result.created)
-        record["serving"].append(result.to_dict())
+        entry = result.to_dict()
+        if checked["signing_keys"]:  # signed with the pipeline's (first OTA destination's) key
+            entry["oms_bundle"] = sign_serving_version(
+                result.path, checked["signing_keys"][0], ota.gate_verdict(metrics, source)
+            )
+        record["serving"].append(entry)
     if config.ota:
         # One flatbuffer for every channel; converted only when the artifact has none.
         how = config.ota[0].missing_tflite
@@ -83,3 +88,21 @@ def push_model(
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+def sign_serving_version(version_dir: str, signing_key, gate: dict) -> str:
+    """Signs a pushed SavedModel version with OMS: ``<model>/signatures/<version>.sig``, beside
+    the version (outside it, so TF Serving and ``model_signing verify`` see only the model).
+
+    Written once per version (an existing bundle is kept: it signed these same bytes first).
+    """
+    from components.pusher import oms
+
+    model_dir, version = version_dir.rstrip("/").rsplit("/", 1)
+    bundle_path = storage.join(model_dir, "signatures", f"{version}.sig")
+    if not storage.exists(bundle_path):
+        _, files = serving.saved_model_digest(version_dir)
+        ec_key = oms.derive_signing_key(signing_key)
+        name = f"{model_dir.rstrip('/').rsplit('/', 1)[-1]}/{version}"
+        storage.atomic_write(bundle_path, oms.sign_directory(ec_key, name, files, gate))
+    return bundle_path

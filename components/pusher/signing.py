@@ -1,6 +1,9 @@
-"""Ed25519 keys for OTA manifests: generate, load (file or environment variable), sign, verify.
+"""The pipeline's Ed25519 OTA key: generate, load (file or environment variable), key ids.
 
-Only the standard library and ``cryptography`` are imported, so devices can use the verifier.
+The key signs the TUF metadata of OTA channels (through securesystemslib, ``tuf_repo.signer_for``)
+and, derived to ECDSA P-256, their OMS bundles (``oms.derive_signing_key``).
+:func:`verify_manifest` and :func:`signature_entry` are the retired ``manifest.json`` format's,
+kept for ``tfxopt ota-migrate``. Only the standard library and ``cryptography`` are imported.
 
 Key formats accepted everywhere: PEM (``-----BEGIN PRIVATE KEY-----`` PKCS8 /
 ``-----BEGIN PUBLIC KEY-----`` SubjectPublicKeyInfo), or the raw 32 bytes in base64 or hex (what a
