@@ -97,8 +97,21 @@ def _argv(line: str) -> list[str]:
     return tokens[1:]
 
 
+def _component_readmes() -> list[str]:
+    root = os.path.join(REPO_ROOT, "components")
+    return sorted(
+        f"components/{name}/README.md"
+        for name in os.listdir(root)
+        if os.path.isfile(os.path.join(root, name, "README.md"))
+    )
+
+
+# The README's commands all; elsewhere, the lines that are commands, not synopses ([...], ...).
 README_COMMANDS = _commands(_read("README.md")) + [
-    c for c in _commands(_read("k8s/README.md")) if "[" not in c and "..." not in c
+    c
+    for path in ["k8s/README.md", *_markdown_files()[2:], *_component_readmes()]
+    for c in _commands(_read(path))
+    if "[" not in c and "..." not in c
 ]
 
 
@@ -113,7 +126,9 @@ def test_every_readme_command_parses(line):
     parser = cli.build_parser()
     try:
         args = parser.parse_args(_argv(line))
-    except SystemExit as e:  # argparse's way of refusing
+    except SystemExit as e:  # argparse's way of refusing (or of answering --version)
+        if e.code == 0 and _argv(line) == ["--version"]:
+            return
         pytest.fail(f"{line!r} does not parse (exit {e.code})")
     assert callable(args.func)
 
