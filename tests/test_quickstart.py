@@ -314,7 +314,9 @@ def test_shipped_configs_judge_latency_relative_to_the_baseline():
     import glob
 
     paths = sorted(glob.glob(os.path.join(REPO_ROOT, "pipelines", "configs", "*.yaml")))
-    paths += sorted(glob.glob(os.path.join(REPO_ROOT, "k8s", "**", "pipeline.yaml"), recursive=True))
+    paths += sorted(
+        glob.glob(os.path.join(REPO_ROOT, "k8s", "**", "pipeline.yaml"), recursive=True)
+    )
     assert len(paths) >= 8
     with_latency_rule = 0
     for path in paths:
