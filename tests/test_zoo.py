@@ -6,7 +6,10 @@ label key changes per model, the regression model's gate uses the task's equival
 most 10% worse), and the text model's full_int8 candidate leaves its embedding in float, as the
 quantizer's error tells a user to. Each run must end
 with the task inferred as expected, every step complete and a gate decision; a multi-output model
-must fail at preflight with a clear message. With ``TFXOPT_ZOO_REPORT=path`` each run's task,
+must fail at preflight with a clear message. The TFX Transform model runs twice: on the
+transformed examples with ``data.raw_examples`` (``tfx_transform_mlp``) and on the raw examples
+with ``data.transform_graph`` (``tfx_transform_raw``); pushed, it answers raw tf.Example requests.
+With ``TFXOPT_ZOO_REPORT=path`` each run's task,
 metric before/after and decision are appended there as JSON lines.
 """
 
@@ -54,6 +57,13 @@ GENERIC = {
         "confidence": {"resamples": 200},
     },
     "pusher": {"model_name": "zoo", "serving": [{"base_directory": "serving"}]},
+}
+# How each model's serving_default is rebuilt (any other: the model's call).
+SIGNATURE_KINDS = {
+    "tfx_template_cnn": "parse_example",
+    "encoded_images": "parse_example",
+    "tfx_transform_mlp": "transform",
+    "tfx_transform_raw": "transform",
 }
 # The task's equivalent of a 2-point drop for a regression model: MAE at most 10% worse.
 REGRESSION_RULES = {"max_relative_error_increase": 0.1}
@@ -139,14 +149,15 @@ def test_zoo_model_runs_end_to_end_to_a_decision(name, tmp_path, capsys):
     assert len(values) >= len(summary["models"]) - 1
     _check_decision_follows_the_rules(case, summary)
     kinds = {sig["key"]: sig["kind"] for sig in summary["serving_signatures"]}
-    template = case.name in ("tfx_template_cnn", "encoded_images")
-    assert kinds == {"serving_default": "parse_example" if template else "model_call"}
+    assert kinds == {"serving_default": SIGNATURE_KINDS.get(case.name, "model_call")}
     assert "Serving signatures kept in every candidate: serving_default" in out
     serving = tmp_path / "out" / "serving" / "zoo"
     if gate["blessed"]:
         assert serving.is_dir()
         if case.name == "tfx_template_cnn":
             _check_pushed_answers_tf_examples(case, serving)
+        if case.name in ("tfx_transform_mlp", "tfx_transform_raw"):
+            _check_pushed_answers_raw_tf_examples(case, serving)
     else:  # an unblessed run pushes nothing
         assert not serving.exists() or not any(serving.iterdir())
         assert not summary["push"] or not summary["push"].get("pushed")
@@ -208,6 +219,39 @@ def _check_pushed_answers_tf_examples(case: zoo.ZooCase, serving) -> None:
     assert list(after_sig.inputs) == list(before_sig.inputs) == ["examples"]
     assert sorted(after_sig.outputs) == sorted(before_sig.outputs) == ["outputs"]
     assert after["outputs"].shape == before["outputs"].shape
+    keras_top1 = np.argmax(model_io.load_keras_model(pushed).predict(x, verbose=0), axis=1)
+    np.testing.assert_array_equal(np.argmax(after["outputs"], axis=1), keras_top1)
+    drop = np.mean(np.argmax(before["outputs"], 1) == labels) - np.mean(keras_top1 == labels)
+    assert drop * 100 <= GENERIC["evaluator"]["rules"]["max_accuracy_drop_points"] + 1e-9
+
+
+def _check_pushed_answers_raw_tf_examples(case: zoo.ZooCase, serving) -> None:
+    """The pushed version of the Transform model answers a raw tf.Example request as TF Serving
+    runs it (raw features in: the Transform graph travelled with it), with the baseline's
+    signature; its top-1 on the raw eval examples is the pushed Keras model's on the transformed
+    features of the same examples, and within the gate's bound of the baseline's on the
+    labels."""
+    import numpy as np
+
+    from components.common import examples as examples_lib
+    from components.common import model_io
+    from components.common.examples import DataConfig
+    from tests.test_signatures import tf_serving_predict
+
+    versions = sorted(p for p in serving.iterdir() if p.name.isdigit())
+    pushed = str(versions[-1])
+    data = DataConfig(**case.config["data"])
+    raw_dir = data.raw_examples or case.examples_dir
+    serialized = list(examples_lib.iter_serialized(examples_lib.split_files(raw_dir, "eval")))
+    x, labels = examples_lib.load_arrays(
+        case.examples_dir, "eval", data, model_io.load_keras_model(case.model_dir)
+    )
+    assert len(serialized) == len(labels)
+    before, before_sig = tf_serving_predict(case.model_dir, serialized)
+    after, after_sig = tf_serving_predict(pushed, serialized)
+    assert list(after_sig.inputs) == list(before_sig.inputs) == ["examples"]
+    assert sorted(after_sig.outputs) == sorted(before_sig.outputs) == ["outputs"]
+    assert after["outputs"].shape == before["outputs"].shape == (len(labels), 3)
     keras_top1 = np.argmax(model_io.load_keras_model(pushed).predict(x, verbose=0), axis=1)
     np.testing.assert_array_equal(np.argmax(after["outputs"], axis=1), keras_top1)
     drop = np.mean(np.argmax(before["outputs"], 1) == labels) - np.mean(keras_top1 == labels)

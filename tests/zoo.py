@@ -37,6 +37,8 @@ def _feature(values: np.ndarray):
     if isinstance(values, bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[values]))
     values = np.asarray(values).reshape(-1)
+    if values.dtype == object or values.dtype.kind == "S":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
     if np.issubdtype(values.dtype, np.integer):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=values.tolist()))
     return tf.train.Feature(float_list=tf.train.FloatList(value=values.astype(float).tolist()))
@@ -611,6 +613,184 @@ def encoded_images(root: str) -> ZooCase:
     return ZooCase("encoded_images", path, examples, "multiclass")
 
 
+# ----------------------------------------------------------------------------- TFX Transform
+
+TRANSFORM_LABEL = "label"
+
+
+def _raw_tabular(n, rng):
+    """Raw tabular features as a TFX pipeline ingests them: a float ``size`` (any scale), a
+    string ``color`` and a float ``age`` to bucketize; the class is read from all three."""
+    colors = np.array([b"red", b"green", b"blue"], dtype=object)
+    color = rng.integers(0, 3, n)
+    size = (50 + 20 * rng.standard_normal(n)).astype(np.float32)
+    age = rng.uniform(0, 80, n).astype(np.float32)
+    label = np.where(color == 0, 0, np.where(size > 50, 1, 2))
+    label = np.where((color != 0) & (age > 60), 0, label).astype(np.int64)
+    return {
+        "size": size.reshape(n, 1),
+        "color": colors[color].reshape(n, 1),
+        "age": age.reshape(n, 1),
+        TRANSFORM_LABEL: label.reshape(n, 1),
+    }
+
+
+def preprocessing_fn(inputs):
+    """The Transform module's preprocessing: z-score, vocabulary, buckets; the label passed on."""
+    import tensorflow_transform as tft
+
+    return {
+        "size_xf": tft.scale_to_z_score(inputs["size"]),
+        "color_xf": tft.compute_and_apply_vocabulary(inputs["color"], vocab_filename="color"),
+        "age_xf": tft.bucketize(inputs["age"], 4),
+        TRANSFORM_LABEL: inputs[TRANSFORM_LABEL],
+    }
+
+
+def _raw_feature_spec() -> dict:
+    import tensorflow as tf
+
+    return {
+        "size": tf.io.FixedLenFeature([1], tf.float32),
+        "color": tf.io.FixedLenFeature([1], tf.string),
+        "age": tf.io.FixedLenFeature([1], tf.float32),
+        TRANSFORM_LABEL: tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+def _instances(data: dict) -> list[dict]:
+    n = len(next(iter(data.values())))
+    return [{k: v[i] for k, v in data.items()} for i in range(n)]
+
+
+def run_transform(root: str, seed: int = 0) -> tuple[str, dict, dict]:
+    """What the TFX Transform component does, on generated raw data: analyses the train split,
+    writes the TransformGraph (``transform_fn/``, ``transformed_metadata/``, ``metadata/``) under
+    ``root/transform_graph``, the raw Examples under ``root/raw_examples`` and the transformed
+    Examples (``Transform.outputs['transformed_examples']``) under ``root/examples``.
+
+    Returns:
+      The TransformGraph directory, and the transformed train and eval features (numpy).
+    """
+    import tempfile
+
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    rng = np.random.default_rng(seed)
+    raw = {"train": _raw_tabular(TRAIN, rng), "eval": _raw_tabular(EVAL, rng)}
+    for split, data in raw.items():
+        write_split(os.path.join(root, "raw_examples", f"Split-{split}", "data.gz"), data)
+    graph_dir = os.path.join(root, "transform_graph")
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(_raw_feature_spec())
+    )
+    with (
+        tempfile.TemporaryDirectory() as temp,
+        beam.Pipeline() as pipeline,
+        tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False),
+    ):
+        train = pipeline | "Train" >> beam.Create(_instances(raw["train"]))
+        transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(graph_dir)
+        _ = metadata | tft_beam.WriteMetadata(os.path.join(graph_dir, "metadata"), pipeline)
+    # The transformed Examples: the raw ones through the written graph (what TransformDataset
+    # writes), label included.
+    layer = tft.TFTransformOutput(graph_dir).transform_features_layer()
+    transformed = {}
+    for split, data in raw.items():
+        features = layer({k: tf.constant(v) for k, v in data.items()})
+        transformed[split] = {k: np.asarray(v).reshape(len(v), -1) for k, v in features.items()}
+        write_split(os.path.join(root, "examples", f"Split-{split}", "data.gz"), transformed[split])
+    return graph_dir, transformed["train"], transformed["eval"]
+
+
+def transform_serving_signature(model, raw_feature_spec: dict, label_key: str = TRANSFORM_LABEL):
+    """The serving signature TFX's templates (penguin, taxi) export with a Transform: raw
+    serialized tf.Examples in (``examples``), parsed with the raw feature spec less the label,
+    through ``model.tft_layer``, the model's output out under ``outputs``."""
+    import tensorflow as tf
+
+    spec = {k: v for k, v in raw_feature_spec.items() if k != label_key}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples_fn(serialized_tf_examples):
+        parsed = tf.io.parse_example(serialized_tf_examples, spec)
+        transformed = model.tft_layer(parsed)
+        return {"outputs": model(transformed)}
+
+    return serve_tf_examples_fn
+
+
+# The Transform case is built once per process (Beam analysis and training: ~10 s) and copied.
+_transform_built: list[str] = []
+
+
+def tfx_transform_mlp(root: str) -> ZooCase:
+    """A Trainer model on a Transform's output, exported as TFX's templates export it: Examples
+    are the transformed examples (``size_xf`` z-scored, ``color_xf`` a vocabulary index,
+    ``age_xf`` a bucket), the model embeds the two indices and classifies, and
+    ``serving_default`` takes raw tf.Examples through the Transform graph (``model.tft_layer``).
+    Also written: ``raw_examples/`` (what the Transform read) and ``transform_graph/``."""
+    import shutil
+
+    built = next((r for r in _transform_built if os.path.isdir(os.path.join(r, "model"))), None)
+    if built is None:
+        _build_transform_case(root)
+        _transform_built.append(root)
+    else:
+        for name in ("model", "examples", "raw_examples", "transform_graph"):
+            shutil.copytree(os.path.join(built, name), os.path.join(root, name))
+    return ZooCase(
+        "tfx_transform_mlp",
+        os.path.join(root, "model"),
+        os.path.join(root, "examples"),
+        "multiclass",
+        config={"data": {"raw_examples": os.path.join(root, "raw_examples")}},
+    )
+
+
+def _build_transform_case(root: str) -> None:
+    import tensorflow_transform as tft
+    import tf_keras
+
+    graph_dir, train, _ = run_transform(root)
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    size = layers.Input((1,), name="size_xf")
+    color = layers.Input((1,), dtype="int64", name="color_xf")
+    age = layers.Input((1,), dtype="int64", name="age_xf")
+    color_vector = layers.Flatten()(layers.Embedding(3, 4, name="color_embedding")(color))
+    age_vector = layers.Flatten()(layers.Embedding(4, 4, name="age_embedding")(age))
+    x = layers.Concatenate()([size, color_vector, age_vector])
+    x = layers.Dense(32, activation="relu")(x)
+    model = tf_keras.Model([size, color, age], layers.Dense(3, activation="softmax")(x))
+    model.compile(tf_keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    x_train = {k: train[k] for k in ("size_xf", "color_xf", "age_xf")}
+    model.fit(x_train, train[TRANSFORM_LABEL], epochs=EPOCHS, batch_size=32, verbose=0)
+    tft_output = tft.TFTransformOutput(graph_dir)
+    model.tft_layer = tft_output.transform_features_layer()  # tracked: saved with the model
+    path = os.path.join(root, "model")
+    signature = transform_serving_signature(model, tft_output.raw_feature_spec())
+    model.save(path, save_format="tf", signatures={"serving_default": signature})
+
+
+def tfx_transform_raw(root: str) -> ZooCase:
+    """:func:`tfx_transform_mlp` fed the raw Examples (ExampleGen's output) and the Transform's
+    ``transform_graph`` (``data.transform_graph``): every step transforms them itself."""
+    case = tfx_transform_mlp(root)
+    return ZooCase(
+        "tfx_transform_raw",
+        case.model_dir,
+        os.path.join(root, "raw_examples"),
+        "multiclass",
+        config={"data": {"transform_graph": os.path.join(root, "transform_graph")}},
+    )
+
+
 BUILDERS = {
     "binary_sigmoid": binary_sigmoid,
     "multilabel_sigmoid": multilabel_sigmoid,
@@ -628,4 +808,6 @@ BUILDERS = {
     "lstm_binary": lstm_binary,
     "bidirectional_gru": bidirectional_gru,
     "encoded_images": encoded_images,
+    "tfx_transform_mlp": tfx_transform_mlp,
+    "tfx_transform_raw": tfx_transform_raw,
 }

@@ -95,9 +95,14 @@ def write_model(
         if serving_source:
             written["serving_model_dir"] = model_io.copy_serving_model(serving_source, output_uri)
         elif model is not None:
-            written["serving_model_dir"] = model_io.save_keras_model(
-                model, output_uri, training_config, signatures
-            )
+            try:
+                written["serving_model_dir"] = model_io.save_keras_model(
+                    model, output_uri, training_config, signatures
+                )
+            finally:  # a Transform layer attached for the save leaves with it
+                from components.common import transform
+
+                transform.detach_transform_layers(model)
         if flatbuffer is not None:
             written["tflite_path"] = model_io.write_tflite(flatbuffer, output_uri)
         for name, content in (json_files or {}).items():

@@ -63,6 +63,22 @@ class DataConfig(StrictModel):
         "(default 1/255: pixels in [0, 1]); null: raw 0-255 values. The serving signature that "
         "decodes them is rebuilt with the same decoding.",
     )
+    raw_examples: str | None = pydantic.Field(
+        None,
+        min_length=1,
+        description="A TFX pipeline with a Transform: the raw Examples the Transform read "
+        "(ExampleGen's output, Split-<eval_split>/), when the Examples given are its "
+        "transformed_examples. A serving signature that applies the Transform graph to raw "
+        "tf.Examples is verified and timed on these, as TF Serving receives them.",
+    )
+    transform_graph: str | None = pydantic.Field(
+        None,
+        min_length=1,
+        description="The Transform component's transform_graph output (transform_fn/, "
+        "transformed_metadata/): the Transform graph a serving signature that applies one is "
+        "rebuilt with. Default: the graph the model's SavedModel embeds (model.tft_layer, as "
+        "TFX's templates export it).",
+    )
     tflite_batch_size: int | None = pydantic.Field(
         1,
         ge=1,
@@ -223,6 +239,7 @@ class FeatureMapping:
     matched_by: str = "order"  # "name" or "order"
     input_dtypes: tuple[str, ...] = ()  # each input's dtype (default: float32)
     image_scale: float | None = 1 / 255  # encoded images: decoded pixels times this
+    transform_graph: str | None = None  # raw Examples: transformed by this graph first
 
     def parse_fn(self):
         """A tf function turning a serialized batch into (inputs, labels): each input in the
@@ -240,9 +257,16 @@ class FeatureMapping:
         spec[self.label_key] = tf.io.FixedLenFeature([self.label_length], dtypes[self.label_kind])
         label_dtype = tf.float32 if self.task.float_labels else tf.int64
         label_shape = [-1, *self.task.label_shape]
+        transform = None
+        if self.transform_graph:
+            from components.common import transform as transform_lib
+
+            spec, transform = transform_lib.raw_parser(self.transform_graph)
 
         def parse(serialized):
             parsed = tf.io.parse_example(serialized, spec)
+            if transform is not None:
+                parsed = transform(parsed)
             inputs = [
                 decode_images(parsed[key], shape, dtype, self.image_scale)
                 if is_image_input(self.infos[key].kind, dtype.name, shape)
@@ -376,6 +400,17 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
     """
     files = split_files(examples_uri, split)
     infos = inspect_features(files)
+    transform_graph = None
+    if data.transform_graph and not {name for name, _ in input_specs(model)} <= set(infos):
+        # Raw Examples: the model takes what the Transform graph writes from them.
+        from components.common import transform as transform_lib
+
+        transform_graph = data.transform_graph
+        written = transform_lib.transformed_features(transform_graph)
+        infos = {
+            **infos,
+            **{k: FeatureInfo(k, kind, n) for k, (kind, n) in written.items()},
+        }
     if data.label_key not in infos:
         raise DataError(
             f"label key {data.label_key!r} is not a feature of the Examples at {examples_uri!r} "
@@ -384,10 +419,19 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
     label = infos[data.label_key]
     task = tasks_lib.infer(model, _label_info(files, data.label_key, infos), data.task)
     shapes = input_specs(model)
-    keys, matched_by = match_features(data, infos, shapes)
     dtypes = input_dtypes(model)
-    for key, (input_name, shape), dtype in zip(keys, shapes, dtypes, strict=True):
-        _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by, dtype)
+    try:
+        keys, matched_by = match_features(data, infos, shapes)
+        for key, (input_name, shape), dtype in zip(keys, shapes, dtypes, strict=True):
+            _check_feature(key, infos[key], input_name, shape, infos, shapes, matched_by, dtype)
+    except DataError as e:
+        if data.transform_graph or data.feature_keys or any(n in infos for n, _ in shapes):
+            raise
+        raise DataError(
+            f"{e} If these are the raw Examples of a model trained on a TFX Transform's output, "
+            "set data.transform_graph to the Transform's transform_graph output (or pass its "
+            "transformed_examples)."
+        ) from None
     return FeatureMapping(
         data.label_key,
         tuple(keys),
@@ -399,6 +443,7 @@ def resolve_mapping(examples_uri: str, split: str, data: DataConfig, model) -> F
         matched_by,
         tuple(dtypes),
         data.image_scale,
+        transform_graph,
     )
 
 

@@ -96,6 +96,9 @@ def validate_saved_model(uri: str, require_keras: bool = True) -> str:
             f"{os.path.join(path, SAVED_MODEL_PB)} is not a valid SavedModel protobuf (it holds "
             "no meta graph); re-export the model."
         )
+    from components.common import transform
+
+    transform.check_assets(path)  # a Transform's vocabularies: without them nothing loads
     if require_keras and not _exists(os.path.join(path, KERAS_METADATA_PB)):
         raise ModelInputError(
             f"SavedModel at {path!r} was not written by tf_keras (no {KERAS_METADATA_PB}): it "
@@ -129,9 +132,15 @@ def load_keras_model(uri: str, shared: bool = False):
 
     def load():
         try:
-            return tf_keras.models.load_model(path, compile=False)
+            model = tf_keras.models.load_model(path, compile=False)
         except Exception as e:  # noqa: BLE001
             raise ModelInputError(f"could not load the tf_keras model at {path!r}: {e}") from None
+        # A TFX Transform layer (model.tft_layer) is no layer to optimise: its serving
+        # signature reapplies the graph (components/common/transform.py).
+        from components.common import transform
+
+        transform.detach_transform_layers(model)
+        return model
 
     return model_cache.get_or_load("keras", path, load, keras_fingerprint) if shared else load()
 

@@ -12,7 +12,13 @@ model, by kind:
 - ``parse_example``: the signature parses serialized tf.Examples (``ParseExampleV2``) and feeds
   the parsed features to the model: the feature spec (keys, dtypes, shapes, defaults) is read from
   the signature's graph and the same parsing is put in front of the new model.
-- ``hook``: anything else (a TFX Transform layer, post-processing, several outputs): the function
+- ``transform``: the signature parses raw tf.Examples, applies a TFX Transform graph
+  (``model.tft_layer``, as TFX's templates export a Trainer fed transformed examples) and feeds
+  the transformed features to the model: the raw spec is read from its graph, the Transform graph
+  from ``data.transform_graph`` or the SavedModel (:mod:`components.common.transform`), and the
+  same parse and Transform are put in front of the new model. Verified on raw examples
+  (``data.raw_examples`` when the Examples are the transformed ones).
+- ``hook``: anything else (post-processing, several outputs): the function
   users already have in their Trainer module file, ``serving_signatures(model)`` (or
   ``serving_signatures(model, original)``, ``original`` being the input SavedModel loaded with
   ``tf.saved_model.load``, e.g. for its ``tft_layer``) in ``data.module_file``, returning
@@ -34,11 +40,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.common.errors import ModelInputError
+from components.common.serving_calls import (  # noqa: F401 - re-exported: the callers' API
+    VERIFY_EXAMPLES,
+    _compare,
+    _eval_records,
+    _layout,
+    _outputs,
+    _scale,
+    serialize_inputs,
+    serving_feeder,
+    serving_records,
+)
 
 HOOK_NAME = "serving_signatures"
-MODEL_CALL, PARSE_EXAMPLE, HOOK = "model_call", "parse_example", "hook"
-# Signatures the wrapper check and the candidate check call (serialized eval examples).
-VERIFY_EXAMPLES = 32
+MODEL_CALL, PARSE_EXAMPLE, TRANSFORM, HOOK = "model_call", "parse_example", "transform", "hook"
 # A rebuilt wrapper around the input model gives what the input's signature gives, to float noise.
 WRAPPER_TOLERANCE = 1e-5
 
@@ -63,7 +78,9 @@ class Signature:
     kind: str = MODEL_CALL
     feature_spec: dict = field(
         default_factory=dict
-    )  # PARSE_EXAMPLE: key -> (dtype, shape, default)
+    )  # PARSE_EXAMPLE, TRANSFORM: key -> (dtype, shape, default)
+    transform_graph: str | None = None  # TRANSFORM: the TransformGraph directory it reapplies
+    transform_source: str | None = None  # TRANSFORM: where that graph came from
 
     def to_dict(self) -> dict:
         record = {
@@ -77,6 +94,8 @@ class Signature:
                 k: {"dtype": d, "shape": list(s), "default": default is not None}
                 for k, (d, s, default) in self.feature_spec.items()
             }
+        if self.transform_source:
+            record["transform_graph"] = self.transform_source
         return record
 
 
@@ -315,6 +334,7 @@ class ServingInterface:
     signatures: dict[str, Signature]
     module_file: str | None = None
     serialized: list = field(default_factory=list)  # serialized eval examples
+    raw_serialized: list = field(default_factory=list)  # raw ones, for transform signatures
     image_scale: float | None = 1 / 255  # data.image_scale: how encoded images are decoded
     checked: dict = field(default_factory=dict)  # key -> the wrapper check's max abs diff
 
@@ -331,17 +351,33 @@ class ServingInterface:
             described.append(entry)
         return described
 
-    def build(self, model, original=None) -> dict:
-        """Every signature rebuilt around ``model``: key -> concrete function."""
+    def build(self, model, original=None, attach: bool = False) -> dict:
+        """Every signature rebuilt around ``model``: key -> concrete function.
+
+        Args:
+          attach: the functions are to be saved with ``model``: a Transform layer they apply
+            is attached to it (``model.tft_layer``) so its graph and tables are saved too.
+        """
+        from components.common import transform as transform_lib
+
         hooked = {}
         if any(s.kind == HOOK for s in self.signatures.values()):
             hooked = _call_hook(load_hook(self.module_file), model, original or self._original())
-        built = {}
+        built, layers = {}, {}
         for key, signature in self.signatures.items():
             if signature.kind == MODEL_CALL:
                 built[key] = _call_signature(model, signature)
             elif signature.kind == PARSE_EXAMPLE:
                 built[key] = _parse_signature(model, signature, self.image_scale)
+            elif signature.kind == TRANSFORM:
+                directory = signature.transform_graph
+                if directory not in layers:
+                    layers[directory] = transform_lib.make_layer(directory)
+                    if attach:
+                        transform_lib.attach(model, layers[directory])
+                built[key] = transform_lib.rebuilt_signature(
+                    model, signature, layers[directory], self.image_scale
+                )
             else:
                 built[key] = hooked[key]
         return built
@@ -352,13 +388,17 @@ class ServingInterface:
         return model_io.load_saved_model(self.source_dir)
 
     def _feeds(self, signature: Signature) -> dict | None:
-        """Inputs for a signature: the serialized examples for one string input, else None."""
+        """Inputs for a signature: the serialized examples for one string input (the raw ones
+        for a transform signature), else None."""
         import tensorflow as tf
 
         if len(signature.inputs) == 1:
             (info,) = signature.inputs.values()
+            records = self.serialized
+            if signature.kind == TRANSFORM and self.raw_serialized:
+                records = self.raw_serialized
             if info.dtype == "string" and info.shape in ((-1,), ()):
-                return {info.name: tf.constant(self.serialized)}
+                return {info.name: tf.constant(records)}
         return None
 
     def check_wrappers(self, model) -> None:
@@ -406,7 +446,7 @@ class ServingInterface:
         Raises:
           ModelInputError: naming the signature and what differs.
         """
-        built = self.build(model)
+        built = self.build(model, attach=True)
         if not self.serialized:
             return built
         original = None
@@ -426,71 +466,29 @@ class ServingInterface:
         return built
 
 
-def _outputs(function, feeds: dict, key: str = "serving_default") -> dict:
-    """A signature's outputs on the feeds, as numpy.
-
-    Raises:
-      ModelInputError: the signature fails on the eval examples (they are not what it parses).
-    """
-    import tensorflow as tf
-
-    try:
-        result = function(**feeds)
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-        first = " ".join(str(e).split())[:300]
-        raise ModelInputError(
-            f"serving signature {key!r} fails on the eval examples ({first}). The Examples must "
-            "hold the features the signature parses (raw tf.Examples as TF Serving receives "
-            "them), or define serving_signatures(model) in data.module_file."
-        ) from None
-    return {k: np.asarray(v) for k, v in result.items()}
-
-
-def _layout(outputs: dict) -> str:
-    return ", ".join(f"{k}: {v.dtype} {list(v.shape)}" for k, v in sorted(outputs.items()))
-
-
-def _compare(expected: dict, got: dict) -> float | None:
-    """Max abs difference, or None when the keys, dtypes or shapes differ."""
-    if sorted(expected) != sorted(got):
-        return None
-    diff = 0.0
-    for key, value in expected.items():
-        other = got[key]
-        if value.dtype != other.dtype or value.shape != other.shape:
-            return None
-        if np.issubdtype(value.dtype, np.number):
-            diff = (
-                max(diff, float(np.max(np.abs(value.astype(np.float64) - other))))
-                if value.size
-                else diff
-            )
-        elif not np.array_equal(value, other):
-            return float("inf")
-    return diff
-
-
-def _scale(outputs: dict) -> float:
-    values = [
-        float(np.max(np.abs(v)))
-        for v in outputs.values()
-        if v.size and np.issubdtype(v.dtype, np.number)
-    ]
-    return max(values, default=1.0)
-
-
-def plan(saved_model_dir: str, model, module_file: str | None = None) -> ServingInterface:
+def plan(
+    saved_model_dir: str,
+    model,
+    module_file: str | None = None,
+    transform_graph: str | None = None,
+) -> ServingInterface:
     """Reads the SavedModel's signatures and settles how each is rebuilt around ``model``.
 
+    Args:
+      transform_graph: ``data.transform_graph``, the Transform graph a transform signature is
+        rebuilt with (default: the one the SavedModel embeds).
     Raises:
       ModelInputError: a signature that is neither the model's call, nor a readable tf.Example
-        parse, nor given by the hook: naming it and the hook.
+        parse (with or without a Transform graph), nor given by the hook: naming it and the hook.
     """
+    from components.common import transform as transform_lib
+
     signatures = read(saved_model_dir)
     hook = load_hook(module_file)
     hooked_keys = None
     settled = {}
     loaded = None
+    graph, graph_read = None, False
     for key, signature in signatures.items():
         if is_model_call(signature, model):
             settled[key] = signature
@@ -510,12 +508,34 @@ def plan(saved_model_dir: str, model, module_file: str | None = None) -> Serving
 
             loaded = loaded or model_io.load_saved_model(saved_model_dir)
             spec = read_parse_spec(loaded.signatures[key])
-            why = _spec_problem(spec, model)
-            if why is None:
-                settled[key] = Signature(
-                    key, signature.inputs, signature.outputs, PARSE_EXAMPLE, spec
-                )
-                continue
+            if not graph_read:
+                graph = transform_lib.find(saved_model_dir, loaded, transform_graph)
+                graph_read = True
+            if graph is not None and spec is not None and set(spec) <= set(graph.raw_keys):
+                why = transform_lib.model_inputs_problem(graph, model)
+                if why is None:
+                    settled[key] = Signature(
+                        key,
+                        signature.inputs,
+                        signature.outputs,
+                        TRANSFORM,
+                        spec,
+                        graph.directory,
+                        graph.source,
+                    )
+                    continue
+            else:
+                why = _spec_problem(spec, model)
+                if why is None:
+                    settled[key] = Signature(
+                        key, signature.inputs, signature.outputs, PARSE_EXAMPLE, spec
+                    )
+                    continue
+                if spec is not None and graph is None:
+                    why += (
+                        "; if it applies a tf.Transform graph, set "
+                        f"{transform_lib.CONFIG_KEY} to the Transform's transform_graph output"
+                    )
         inputs = ", ".join(f"{n} {t.dtype} {list(t.shape)}" for n, t in signature.inputs.items())
         raise ModelInputError(
             f"serving signature {key!r} of {saved_model_dir!r} (inputs: {inputs}) wraps the model "
@@ -554,77 +574,20 @@ def interface_for(model_uri: str, model, examples_uri: str | None, data) -> Serv
     serialized eval examples to verify it on (only read when a signature wraps the model)."""
     from components.common import model_io
 
-    interface = plan(model_io.serving_model_dir(model_uri), model, data.module_file)
+    interface = plan(
+        model_io.serving_model_dir(model_uri), model, data.module_file, data.transform_graph
+    )
     interface.image_scale = data.image_scale
     if not interface.only_model_calls and examples_uri is not None:
-        from components.common import examples as examples_lib
+        from components.common import transform as transform_lib
 
-        files = examples_lib.split_files(examples_uri, data.eval_split)
-        for i, record in enumerate(examples_lib.iter_serialized(files)):
-            if i >= VERIFY_EXAMPLES:
-                break
-            interface.serialized.append(record)
+        interface.serialized = _eval_records(examples_uri, data)
+        transforms = [s for s in interface.signatures.values() if s.kind == TRANSFORM]
+        if transforms:
+            interface.raw_serialized = serving_records(examples_uri, data)
+            where = data.raw_examples or examples_uri
+            for signature in transforms:
+                transform_lib.check_raw_examples(
+                    signature, interface.raw_serialized, where, data.raw_examples
+                )
     return interface
-
-
-def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 255) -> list[bytes]:
-    """Serialized tf.Examples carrying model inputs under the features a parse signature reads
-    (by input name, or the one feature for the one input; pixels of an image input as PNG):
-    what a TF Serving client sends."""
-    import tensorflow as tf
-
-    arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
-    inputs = _model_inputs(model)
-    keys = [t.name for t in inputs] if all(t.name in spec for t in inputs) else list(spec)
-    records = []
-    for i in range(int(arrays[0].shape[0])):
-        feature = {}
-        for key, array in zip(keys, arrays, strict=True):
-            values = np.asarray(array[i]).reshape(-1)
-            dtype = spec[key][0]
-            if dtype == "string" and np.asarray(array).ndim == 4:  # pixels of an encoded image
-                pixels = np.asarray(array[i]) / (image_scale or 1.0)
-                png = tf.io.encode_png(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.numpy()]))
-            elif dtype == "string":
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-            elif dtype.startswith("int"):
-                feature[key] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=values.astype(np.int64).tolist())
-                )
-            else:
-                feature[key] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=values.astype(np.float32).tolist())
-                )
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        records.append(example.SerializeToString())
-    return records
-
-
-def serving_feeder(function, model, image_scale: float | None = 1 / 255):
-    """How to feed a loaded serving signature model inputs (numpy arrays, batch first):
-    ``feeds(arrays) -> {input name: tensor}``. A signature that takes serialized tf.Examples gets
-    them built from the arrays (its parse spec read from its graph). None when neither works."""
-    import tensorflow as tf
-
-    _, kwargs = function.structured_input_signature
-    names = list(kwargs)
-    model_names = [t.name for t in _model_inputs(model)]
-    string_input = len(kwargs) == 1 and next(iter(kwargs.values())).dtype == tf.string
-    if string_input and not (len(model_names) == 1 and model.inputs[0].dtype == tf.string):
-        spec = read_parse_spec(function)
-        if spec is None or _spec_problem(spec, model) is not None:
-            return None
-        (name,) = names
-
-        def feeds_examples(arrays):
-            return {name: tf.constant(serialize_inputs(model, spec, arrays, image_scale))}
-
-        return feeds_examples
-    ordered = [n for n in model_names if n in kwargs] or names
-
-    def feeds(arrays):
-        arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
-        return {n: tf.constant(a) for n, a in zip(ordered, arrays, strict=True)}
-
-    return feeds

@@ -59,6 +59,7 @@ class EvalInputs:
     label_length: int = 1
     input_dtypes: tuple[str, ...] = ()  # each model input's dtype (default: float32)
     image_scale: float | None = 1 / 255  # encoded images: decoded pixels times this
+    transform_graph: str | None = None  # raw examples: transformed by this graph first
 
 
 def resolve_inputs(
@@ -131,6 +132,7 @@ def inputs_from_mapping(mapping: examples_lib.FeatureMapping) -> EvalInputs:
         mapping.label_length,
         tuple(mapping.input_dtypes),
         mapping.image_scale,
+        mapping.transform_graph,
     )
 
 
@@ -146,6 +148,20 @@ def _feature_spec(inputs: EvalInputs) -> dict:
     }
     spec[inputs.label_key] = tf.io.FixedLenFeature([inputs.label_length], dtypes[inputs.label_kind])
     return spec
+
+
+def _parser(inputs: EvalInputs):
+    """serialized examples (a string tensor) -> parsed features (with the Transform graph
+    applied to raw examples when there is one)."""
+    import tensorflow as tf
+
+    if inputs.transform_graph:
+        from components.common import transform as transform_lib
+
+        spec, apply = transform_lib.raw_parser(inputs.transform_graph)
+        return lambda serialized: apply(tf.io.parse_example(serialized, spec))
+    spec = _feature_spec(inputs)
+    return lambda serialized: tf.io.parse_example(serialized, spec)
 
 
 def _decode(inputs: EvalInputs, parsed: dict) -> dict:
@@ -176,10 +192,10 @@ def make_parser(inputs: EvalInputs) -> Callable[[list[bytes]], tuple]:
     """A function: serialized examples -> (model inputs as numpy, labels as numpy)."""
     import tensorflow as tf
 
-    spec = _feature_spec(inputs)
+    parse_batch = _parser(inputs)
 
     def parse(serialized: list[bytes]):
-        parsed = _decode(inputs, tf.io.parse_example(tf.constant(serialized), spec))
+        parsed = _decode(inputs, parse_batch(tf.constant(serialized)))
         return _to_arrays(inputs, {key: value.numpy() for key, value in parsed.items()})
 
     return parse
@@ -194,10 +210,10 @@ def read_batches(path: str, batch_size: int, inputs: EvalInputs):
     """
     import tensorflow as tf
 
-    spec = _feature_spec(inputs)
+    parse = _parser(inputs)
     dataset = tf.data.TFRecordDataset(path, compression_type=examples_lib.compression(path))
     dataset = dataset.batch(batch_size).map(
-        lambda serialized: (serialized, _decode(inputs, tf.io.parse_example(serialized, spec))),
+        lambda serialized: (serialized, _decode(inputs, parse(serialized))),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     for serialized, parsed in dataset.prefetch(2).as_numpy_iterator():

@@ -118,7 +118,14 @@ def saved_model_facts(path: str) -> tuple[bool, str]:
     metadata = saved_metadata_pb2.SavedMetadata()
     with tf.io.gfile.GFile(os.path.join(path, model_io.KERAS_METADATA_PB), "rb") as f:
         metadata.ParseFromString(f.read())
-    nested = any(n.node_path != "root" and n.identifier in _NESTED_IDS for n in metadata.nodes)
+    # A TFX Transform layer (model.tft_layer) is a Keras Model outside the model's graph, not a
+    # nested model: it is dropped at load and reattached by the serving signature.
+    nested = any(
+        n.node_path != "root"
+        and n.identifier in _NESTED_IDS
+        and not json.loads(n.metadata).get("class_name", "").endswith("TransformFeaturesLayer")
+        for n in metadata.nodes
+    )
     roots = [n for n in metadata.nodes if n.node_path == "root"]
     version = json.loads(roots[0].metadata).get("keras_version", "unknown") if roots else "unknown"
     return nested, str(version)
@@ -149,7 +156,7 @@ def run(
 
             # Copied as it is, signatures included: the record says which ones every step keeps.
             model = model_io.load_keras_model(source.path, shared=True)
-            interface = signatures.plan(source.path, model, data.module_file)
+            interface = signatures.plan(source.path, model, data.module_file, data.transform_graph)
             record["serving_signatures"] = interface.describe()
             return _copy(source, record, output_uri, started)
         original = model_io.load_keras_model(source.path)

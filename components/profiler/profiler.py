@@ -41,18 +41,22 @@ def _sample_inputs(model, eval_x, batch: int):
     return picked if len(picked) > 1 else picked[0]
 
 
-def _serving_fn(saved_model_dir: str, model):
+def _serving_fn(saved_model_dir: str, model, raw_records=None):
     """The SavedModel's serving signature (what TF Serving runs) and a feed builder for it: model
-    inputs as they are, or as serialized tf.Examples for a signature that parses them."""
+    inputs as they are, or as serialized tf.Examples for a signature that parses them, or raw
+    eval examples (``raw_records()``) for one that parses raw features for a Transform graph."""
     from components.common import signatures
 
     loaded = model_io.load_saved_model(saved_model_dir)
     fn = loaded.signatures["serving_default"]
     feeds = signatures.serving_feeder(fn, model)
+    if feeds is None and raw_records is not None:
+        feeds = signatures.serving_feeder(fn, model, raw_records=raw_records())
     if feeds is None:
         raise MeasurementError(
             f"the serving signature of {saved_model_dir!r} takes inputs the profiler cannot "
-            "build from the model's inputs (neither the model's call nor a tf.Example parse)",
+            "build from the model's inputs (neither the model's call nor a tf.Example parse) "
+            "and no raw examples were given (data.raw_examples)",
             detail="serving signature not timed: unknown inputs",
         )
     return loaded, fn, feeds
@@ -177,7 +181,14 @@ def profile_model(
         )
     record["tflite_io"] = {"input_dtype": runner.input_dtype, "output_dtype": runner.output_dtype}
     record["delegation"] = _delegation(flatbuffer, config.num_threads)
-    record["latency"] = _latency(runner, saved_model_dir, keras_model, eval_x, config)
+    raw_records = None
+    if examples_uri is not None:
+        from components.common import signatures
+
+        def raw_records():
+            return signatures.serving_records(examples_uri, data)
+
+    record["latency"] = _latency(runner, saved_model_dir, keras_model, eval_x, config, raw_records)
     if config.measure_memory:
         record["memory"] = _memory_record(
             flatbuffer, tflite_file, saved_model_dir, config, work_dir
@@ -247,7 +258,12 @@ def _weights_and_compute(flatbuffer: bytes, keras_model, config: ProfilerConfig)
 
 
 def _latency(
-    runner: tflite.TFLiteModel, saved_model_dir: str, keras_model, eval_x, config: ProfilerConfig
+    runner: tflite.TFLiteModel,
+    saved_model_dir: str,
+    keras_model,
+    eval_x,
+    config: ProfilerConfig,
+    raw_records=None,
 ) -> dict:
     """Batch-1 latency of the flatbuffer with ``num_threads`` and with several threads (timed
     interleaved), and of the SavedModel's serving signature when the model is a tf_keras model;
@@ -263,7 +279,7 @@ def _latency(
         latency["throughput"] = {"batch_size": config.throughput_batch_size}
         return latency
     # The loaded SavedModel must outlive its serving function: keep it until the end.
-    loaded, serving_fn, feeds = _serving_fn(saved_model_dir, keras_model)
+    loaded, serving_fn, feeds = _serving_fn(saved_model_dir, keras_model, raw_records)
     batch1 = feeds(one)
     sm_ms = measure.time_calls(lambda: serving_fn(**batch1), config.warmup_runs, config.timed_runs)
     latency["saved_model_batch1"] = measure.summarize_ms(sm_ms)
