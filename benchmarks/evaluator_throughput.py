@@ -1,4 +1,4 @@
-"""Evaluator throughput: its Beam accuracy pass vs TFMA vs the bare TFLite interpreter (issue 22).
+"""Evaluator throughput: its Beam accuracy pass vs TFMA vs the bare TFLite interpreter.
 
 One model, the reference CNN: our accuracy pass judges it as the Evaluator does by default (its
 SavedModel converted to a float32 flatbuffer, ``baseline_flavour: tflite``); TFMA, the standard
@@ -246,7 +246,7 @@ def render_section(section: dict, number: int) -> list[str]:
     return [
         title,
         "",
-        f"{section['what']} The reference CNN; eval splits as in section 2; each engine and size "
+        f"{markdown.plain(section['what'])} The reference CNN; eval splits as in section 2; each engine and size "
         "in a fresh process after a 64-example warm-up run; the bare interpreter's time is its "
         "invokes alone (inputs parsed beforehand). Peak RSS is the process's high-water mark.",
         "",

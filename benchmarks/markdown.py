@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_ISSUE_REFERENCE = re.compile(r"\s*\((?:see )?issues? #?\d+(?: and #?\d+)?\)", re.IGNORECASE)
+
 
 def row(cells) -> str:
     """One table row: ``| a | b |``."""
@@ -16,3 +20,9 @@ def table(headers, rows) -> list[str]:
 def failed(title: str, error: str) -> list[str]:
     """The lines of a section whose benchmark failed: its heading and the error."""
     return [title, "", f"Failed: {error}", ""]
+
+
+def plain(text: str) -> str:
+    """``text`` without parenthetical references to the project's issue numbers ("(issue 22)"),
+    which old results carry in their descriptions and readers cannot follow."""
+    return _ISSUE_REFERENCE.sub("", text)

@@ -20,7 +20,7 @@ def render_section(section: dict, number: int) -> list[str]:
     if "error" in section:
         return markdown.failed(lines[0], section["error"])
     lines += [
-        "Issue 20's generic config (prune 0.6, cluster 16, float32 / dynamic-range / full-int8 "
+        "A generic config (prune 0.6, cluster 16, float32 / dynamic-range / full-int8 "
         "candidates, a 2-point gate, a serving push) on a flat MobileNetV2 with a 10-class head, "
         "on the digits scaled up to the input size. Step wall times from ML Metadata, split by "
         "where the time went (benchmarks/step_phases.py); `orchestration` is the rest (driver, "

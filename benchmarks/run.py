@@ -57,7 +57,8 @@ SECTIONS = (
 )
 RESULTS_JSON = os.path.join(HERE, "results.json")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
-NOTES_HEADING = "## Notes"
+#: The hand-written part of RESULTS.md, kept when the tables are rewritten: dated entries only.
+HISTORY_HEADING = "## History"
 
 
 def machine() -> dict:
@@ -336,13 +337,24 @@ def _wall_times_section(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="dir with examples/ and model/")
+    parser.add_argument("--reference", help="dir with examples/ and model/ (required to run)")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: rewrite RESULTS.md from results.json (its History kept)",
+    )
     parser.add_argument("--only", help=f"comma-separated sections (default: all of {SECTIONS})")
     parser.add_argument("--repeats", type=int, default=1, help="overhead rounds (median)")
     parser.add_argument("--work-dir", help="where intermediate runs go (default: a temp dir)")
     parser.add_argument("--results", default=RESULTS_JSON, help="JSON file to write")
     parser.add_argument("--markdown", default=RESULTS_MD, help="RESULTS.md to write ('' skips)")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.results) as f:
+            write_markdown(json.load(f), args.markdown or RESULTS_MD)
+        return 0
+    if not args.reference:
+        parser.error("--reference is required (or --render)")
     only = tuple(args.only.split(",")) if args.only else SECTIONS
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
@@ -364,16 +376,27 @@ def main(argv=None) -> int:
     with open(args.results, "w") as f:
         f.write(text + "\n")
     if args.markdown:
-        page = render_markdown(results)
-        # A hand-written "## Notes" section at the end of the old file survives a re-run.
-        if os.path.exists(args.markdown):
-            with open(args.markdown) as f:
-                old = f.read()
-            if NOTES_HEADING in old:
-                page += "\n" + old[old.index(NOTES_HEADING) :]
-        with open(args.markdown, "w") as f:
-            f.write(page)
+        write_markdown(results, args.markdown)
     return 0
+
+
+def history(path: str) -> str:
+    """The hand-written ``## History`` part of an existing RESULTS.md ('' when none)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        old = f.read()
+    return old[old.index(HISTORY_HEADING) :] if HISTORY_HEADING in old else ""
+
+
+def write_markdown(results: dict, path: str) -> None:
+    """RESULTS.md: the tables rendered from ``results``, then the file's History as it was."""
+    page = render_markdown(results)
+    kept = history(path)
+    if kept:
+        page += "\n" + kept
+    with open(path, "w") as f:
+        f.write(page)
 
 
 if __name__ == "__main__":

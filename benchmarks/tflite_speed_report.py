@@ -303,7 +303,7 @@ def render_section(section: dict, number: int) -> list[str]:
         title,
         "",
         "Each model converted three ways from the same weights: **before** (what the pipeline "
-        "did before issue 28: `TFLiteConverter.from_saved_model`, a dynamic batch), **after** "
+        "did before static shapes: `TFLiteConverter.from_saved_model`, a dynamic batch), **after** "
         "(the Keras call with a static batch of 1: components/common/conversion.py and the "
         "Quantizer's conversion) and the **TFMOT recipe** (`from_keras_model` with "
         "`Optimize.DEFAULT` and a representative dataset: full int8 only). p50 at batch 1 in "
@@ -321,7 +321,7 @@ def render_section(section: dict, number: int) -> list[str]:
         "",
         _processor(section),
         "",
-        "### Issue 28's targets",
+        "### Targets",
         "",
         *[f"{i}. {t['text']}" for i, t in enumerate(targets(section), start=1)],
         "",

@@ -1,11 +1,15 @@
 """``tfxopt``: the command line of tfx-optimize.
 
 Heavy imports (TensorFlow, TFX, Beam) happen inside the commands, so ``--help`` answers at once.
+
+Exit statuses, the same for every command (CI relies on them): :mod:`pipelines.outcome`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -14,6 +18,17 @@ from components.common import legacy_keras
 
 legacy_keras.pin()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipelines.outcome import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_BLESSED,
+    EXIT_STATUSES,
+    EXIT_STEP_FAILED,
+    add_ci_flags,
+    not_blessed_line,
+    outcome_status,
+    version,
+)
 
 
 def _cmd_example_data(args) -> int:
@@ -29,22 +44,17 @@ def _cmd_example_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from pipelines.config import default_run_config, load_config
+    from pipelines.config import default_run_config, load_config, with_serving
 
     # Both fail fast, before TensorFlow loads.
     if args.config is not None:
-        if args.serving is not None:
-            print(
-                "tfxopt: error: --serving goes with the default recipe; with --config, name "
-                "destinations in its pusher section",
-                file=sys.stderr,
-            )
-            return 2
         config = load_config(args.config)
         if args.label_key is not None:
             config = config.model_copy(
                 update={"data": config.data.model_copy(update={"label_key": args.label_key})}
             )
+        if args.serving is not None:
+            config = with_serving(config, args.model, args.serving)
     else:
         config = default_run_config(args.model, args.serving, label_key=args.label_key)
     if args.task is not None:
@@ -68,13 +78,19 @@ def _cmd_run(args) -> int:
 
     html_path, summary_path = write_report(run)
     print(f"\nreport:  {html_path}\nsummary: {summary_path}")
-    # A gate that rejects every candidate is a verdict (exit 0); when no candidate could even be
-    # built or measured, the run did not do its job: exit 1, after the summary and the report.
+    with open(summary_path) as f:
+        args.summary = json.load(f)
+    # A gate that rejects every candidate is a verdict (exit 0 unless --require-blessing); when no
+    # candidate could even be built or measured, the run did not do its job: exit 1, after the
+    # summary and the report.
     failed = console.all_candidates_failed(run)
     if failed:
         print(f"tfxopt: error: no candidate could be built: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    status = outcome_status(args.summary, args.require_blessing, all_failed=bool(failed))
+    if status == EXIT_NOT_BLESSED:
+        print(not_blessed_line(args.summary), file=sys.stderr)
+        args.error = not_blessed_line(args.summary).removeprefix("tfxopt: error: ")
+    return status
 
 
 def _fit_default_recipe(config, args):
@@ -98,16 +114,29 @@ def _fit_default_recipe(config, args):
     return default_config_for_task(config, task.kind), task, line
 
 
+def _add_global_flags(parser: argparse.ArgumentParser, top: bool) -> None:
+    # On the subcommands the default is SUPPRESS, so `tfxopt -v run` is not undone by run's own
+    # default: the option works before or after the subcommand.
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show TFX and Beam logs", **default
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfxopt",
         description="Profile, prune, cluster, quantize, distill, gate and push TensorFlow models "
         "with TFX.",
+        epilog=EXIT_STATUSES,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX and Beam logs")
+    parser.add_argument("--version", action="version", version=f"tfxopt {version()}")
+    _add_global_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD)")
+    run = sub.add_parser(
+        "run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD)", epilog=EXIT_STATUSES
+    )
     run.add_argument(
         "--model",
         required=True,
@@ -137,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--serving",
         metavar="DIR",
-        help="default recipe only: push the blessed model to this TF Serving repository "
-        "(default: nothing is pushed)",
+        help="push the blessed model to this TF Serving repository (with --config: replaces the "
+        "config's serving destinations, keeps its OTA ones; default: the config's, else nothing)",
     )
+    add_ci_flags(run)
     run.set_defaults(func=_cmd_run)
 
     data = sub.add_parser(
@@ -162,38 +192,41 @@ def build_parser() -> argparse.ArgumentParser:
     report_commands.register(sub)
     push_commands.register(sub)
     kubeflow_commands.register(sub)
+    for command in sub.choices.values():
+        _add_global_flags(command, top=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+def _quiet_logs() -> None:
+    import warnings
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    # Google's client libraries (imported by TFX) warn about Python 3.10 on every import;
+    # Python 3.10 is what TFX 1.16 supports, so the warning says nothing actionable here.
+    warnings.filterwarnings(
+        "ignore", message="You are using a non-supported Python version", category=FutureWarning
     )
-    if not args.verbose:
-        import warnings
+    # TFX 1.16's channel resolver warns "...Query.property_predicate is not supported." on
+    # every input resolution: it tests a protobuf sub-message for truth, which is always true.
+    logging.getLogger("absl").addFilter(
+        lambda record: not record.getMessage().endswith("property_predicate is not supported.")
+    )
 
-        from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        # Google's client libraries (imported by TFX) warn about Python 3.10 on every import;
-        # Python 3.10 is what TFX 1.16 supports, so the warning says nothing actionable here.
-        warnings.filterwarnings(
-            "ignore", message="You are using a non-supported Python version", category=FutureWarning
-        )
-        # TFX 1.16's channel resolver warns "...Query.property_predicate is not supported." on
-        # every input resolution: it tests a protobuf sub-message for truth, which is always true.
-        logging.getLogger("absl").addFilter(
-            lambda record: not record.getMessage().endswith("property_predicate is not supported.")
-        )
+def _run_command(args) -> int:
+    """The command's exit status; errors become one ``tfxopt: error:`` line and their status."""
     from components.common.errors import StepFailed, TfxOptError
 
     try:
         return args.func(args)
     except TfxOptError as e:
+        args.error = str(e)
         print(f"tfxopt: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except StepFailed as e:  # one line for the user; the traceback in a file, or with -v
+        args.error = str(e)
         if args.verbose:
             import traceback
 
@@ -205,7 +238,31 @@ def main(argv: list[str] | None = None) -> int:
                 "command again to resume: finished steps are reused from the cache",
                 file=sys.stderr,
             )
-        return 1
+        return EXIT_STEP_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    if not args.verbose:
+        _quiet_logs()
+    args.summary = args.error = None
+    if not getattr(args, "json", False):
+        return _run_command(args)
+    # --json: stdout carries one JSON document and nothing else; what the command prints goes
+    # to stderr with the logs.
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        status = _run_command(args)
+    document = {**(args.summary or {}), "exit_status": status}
+    if args.error:
+        document["error"] = args.error
+    stdout.write(json.dumps(document, default=str) + "\n")
+    stdout.flush()
+    return status
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from components.common.errors import ConfigError
 from components.common.examples import DataConfig
 from components.distiller.config import DistillerConfig
 from components.evaluator.config import EvaluatorConfig
-from components.evaluator.constants import MAX_CANDIDATES
+from components.evaluator.constants import MAX_CANDIDATES, NO_RULES_MEANING
 from components.importer.config import ImporterConfig
+from components.latency_benchmark.config import LatencyBenchmarkConfig
 from components.profiler.config import ProfilerConfig
 from components.pruner.config import PrunerConfig
 from components.pusher.config import PusherConfig
@@ -100,8 +101,15 @@ class PipelineConfig(StrictModel):
         "(distiller, structured, pruner, clusterer, quantization). Stages shared by several "
         "recipes run once. Replaces the top-level distiller/pruner/clusterer/quantization.",
     )
+    latency_benchmark: LatencyBenchmarkConfig | None = pydantic.Field(
+        None,
+        description="Time baseline and candidates in a step of their own, LatencyBenchmark, "
+        "whose figures the Evaluator's latency rules use (evaluator.latency.source auto or "
+        "external): on Kubeflow, pin it to the target hardware with "
+        "kubeflow.steps.LatencyBenchmark (absent: the Evaluator times them where it runs).",
+    )
     evaluator: EvaluatorConfig | None = pydantic.Field(
-        None, description="The gate over the candidates (absent with candidates: default rules)."
+        None, description=f"The gate over the candidates (absent: {NO_RULES_MEANING})."
     )
     pusher: PusherConfig | None = pydantic.Field(
         None, description="Where blessed models go (absent: nothing is pushed)."
@@ -159,6 +167,10 @@ class PipelineConfig(StrictModel):
         if len(names) > MAX_CANDIDATES:
             raise ValueError(
                 f"quantization: at most {MAX_CANDIDATES} candidates (the Evaluator's slots)"
+            )
+        if self.latency_benchmark is not None and not self.has_candidates:
+            raise ValueError(
+                "latency_benchmark is configured but no stage makes a candidate to time"
             )
         if self.pusher is not None and not self.has_candidates:
             raise ValueError(
@@ -307,6 +319,13 @@ def default_config_for_task(config: PipelineConfig, task: str) -> PipelineConfig
     return PipelineConfig.parse(data)
 
 
+def default_config(task: str = "multiclass") -> PipelineConfig:
+    """The default recipe (``configs/default.yaml``) for ``task``, as ``tfxopt compile`` and
+    ``tfxopt watch`` use it without ``--config`` (no model to infer the task from: it is named)."""
+    common, _ = default_recipe()
+    return default_config_for_task(PipelineConfig.parse(common), task)
+
+
 def default_run_config(
     model_uri: str,
     serving_dir: str | None = None,
@@ -325,6 +344,13 @@ def default_run_config(
     config = default_config_for_task(PipelineConfig.parse(common), task)
     if serving_dir is None:
         return config
+    return with_serving(config, model_uri, serving_dir)
+
+
+def model_name_for(model_uri: str) -> str:
+    """The name a pushed model gets from its checkpoint: the model directory's name (a TFX
+    ``Format-Serving`` directory's parent's; a ``.keras`` file's stem), made safe for the
+    repository layout."""
     path = os.path.abspath(model_uri).rstrip("/")
     if os.path.basename(path) == "Format-Serving":
         path = os.path.dirname(path)
@@ -332,7 +358,27 @@ def default_run_config(
     if os.path.isfile(path):  # a Keras 3 `.keras` file: its stem
         base = os.path.splitext(base)[0]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip("_.-") or "model"
+    return name[:128]
+
+
+def with_serving(config: PipelineConfig, model_uri: str, serving_dir: str) -> PipelineConfig:
+    """``config`` pushing to the TF Serving repository ``serving_dir`` (``tfxopt run --serving``).
+
+    It replaces the config's serving destinations and keeps its OTA ones and their settings; a
+    config with no pusher gets one, named after the checkpoint (:func:`model_name_for`).
+
+    Raises:
+      ConfigError: the config makes no candidate, so there is nothing to push.
+    """
+    if not config.has_candidates:
+        raise ConfigError(
+            "--serving: the config makes no candidate to push (no candidates, distiller, "
+            "pruner, clusterer or quantization section); add one, or drop --serving"
+        )
     data = config.model_dump()
-    serving = {"base_directory": os.path.abspath(serving_dir)}  # relative to where it was typed
-    data["pusher"] = {"model_name": name[:128], "serving": [serving]}
+    pusher = data.get("pusher") or {"model_name": model_name_for(model_uri)}
+    kept = (pusher.get("serving") or [{}])[0]
+    # relative to where it was typed, like every other path on the command line
+    pusher["serving"] = [{**kept, "base_directory": os.path.abspath(serving_dir)}]
+    data["pusher"] = pusher
     return PipelineConfig.parse(data)

@@ -19,6 +19,7 @@ from components.common.keys import (
     BLESSING_KEY,
     EXAMPLES_KEY,
     IMPORTED_MODEL_KEY,
+    LATENCY_REPORT_KEY,
     MODEL_KEY,
     OPTIMIZED_MODEL_KEY,
     PROFILE_KEY,
@@ -46,6 +47,7 @@ IMPORTER_ID = "CheckpointImporter"
 MODEL_IMPORTER_ID = "ModelImporter"
 BASELINE_PROFILER_ID = "BaselineProfiler"
 EVALUATOR_ID = "Evaluator"
+LATENCY_BENCHMARK_ID = "LatencyBenchmark"
 PUSHER_ID = "Pusher"
 
 
@@ -113,6 +115,22 @@ def create_pipeline(
             profiles[name] = profiler.outputs[PROFILE_KEY]
             components.append(profiler)
 
+    latency_report = None
+    if config.latency_benchmark is not None:
+        # Its own step, so that on Kubeflow its pod can be pinned to the target hardware
+        # (kubeflow.steps.LatencyBenchmark); the Evaluator's latency rules use its figures.
+        from components.latency_benchmark.component import LatencyBenchmark
+
+        benchmark = LatencyBenchmark(
+            baseline_model=baseline,
+            candidates=candidates,
+            examples=examples,
+            config=config.latency_benchmark,
+            data_config=data,
+        ).with_id(LATENCY_BENCHMARK_ID)
+        components.append(benchmark)
+        latency_report = benchmark.outputs[LATENCY_REPORT_KEY]
+
     from components.evaluator.component import Evaluator
 
     evaluator = Evaluator(
@@ -121,6 +139,7 @@ def create_pipeline(
         examples=examples,
         baseline_profile=baseline_profiler.outputs[PROFILE_KEY],
         candidate_profiles=profiles or None,
+        latency_report=latency_report,
         config=config.evaluator,
         data_config=data,
     ).with_id(EVALUATOR_ID)

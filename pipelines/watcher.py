@@ -8,6 +8,8 @@ A checkpoint is a directory directly under the prefix (local path or any ``tf.io
 - ``marker`` is not set: its file listing (paths, sizes, modification times) has not changed for
   ``stable_seconds`` of this watcher's clock (TensorFlow writes ``fingerprint.pb`` and Keras metadata
   after ``saved_model.pb``, so the presence of ``saved_model.pb`` alone does not mean done).
+  A one-shot scan (``tfxopt watch --once``, ``judge_by_mtime``) has no earlier listing to compare
+  with: there a checkpoint is complete when its newest file is older than ``stable_seconds``.
 
 Each complete checkpoint is submitted exactly once. Submissions are recorded in a state directory
 (local disk or a mounted volume): a claim file is created with ``O_CREAT | O_EXCL`` before submitting,
@@ -150,6 +152,7 @@ class Watcher:
         stable_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        judge_by_mtime: bool = False,
     ):
         if stable_seconds < 0:
             raise ConfigError(f"stable_seconds must be >= 0 (got {stable_seconds}).")
@@ -161,6 +164,7 @@ class Watcher:
         self.marker = marker
         self.stable_seconds = stable_seconds
         self.clock = clock
+        self.judge_by_mtime = judge_by_mtime
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._observed: dict[str, _Observation] = {}
         self._warned: set[str] = set()
@@ -223,6 +227,11 @@ class Watcher:
         now = self.clock()
         fingerprint = self._fingerprint(uri)
         seen = self._observed.get(uri)
+        if seen is None and self.judge_by_mtime:
+            # One scan: the files' own times (the storage's clock) say how long they are unchanged.
+            self._observed[uri] = _Observation(fingerprint, now)
+            newest_s = max((entry[2] for entry in fingerprint), default=-1) / 1e9
+            return newest_s > 0 and now - newest_s >= self.stable_seconds
         if seen is None or seen.fingerprint != fingerprint:
             self._observed[uri] = _Observation(fingerprint, now)
             return self.stable_seconds == 0
@@ -289,18 +298,39 @@ class Watcher:
 
 
 class LocalSubmitter:
-    """Runs the pipeline locally (LocalDagRunner) for each checkpoint, in ``<output_dir>/<key>``."""
+    """Runs the pipeline locally (LocalDagRunner) for each checkpoint, in ``<output_dir>/<key>``.
+
+    ``config`` None: the default recipe, fitted to each checkpoint's label and task as
+    ``tfxopt run`` without ``--config`` does.
+    """
 
     def __init__(self, config, examples_uri: str, output_dir: str):
         self.config = config
         self.examples_uri = examples_uri
         self.output_dir = output_dir
 
+    def config_for(self, checkpoint_uri: str):
+        """The config a checkpoint's run uses."""
+        if self.config is not None:
+            return self.config
+        from pipelines.config import default_config_for_task, default_run_config
+        from pipelines.local import preflight
+
+        config = default_run_config(checkpoint_uri)
+        label_key, task = preflight.task_for_default_recipe(
+            config, checkpoint_uri, self.examples_uri, label_key_given=False
+        )
+        data = config.data.model_copy(update={"label_key": label_key})
+        return default_config_for_task(config.model_copy(update={"data": data}), task.kind)
+
     def __call__(self, checkpoint_uri: str, key: str) -> str:
         from pipelines.local.runner import run_local
 
         run = run_local(
-            self.config, checkpoint_uri, self.examples_uri, os.path.join(self.output_dir, key)
+            self.config_for(checkpoint_uri),
+            checkpoint_uri,
+            self.examples_uri,
+            os.path.join(self.output_dir, key),
         )
         return run.run_id
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Installs headless Chromium from Debian's packages when it is missing (tests/test_report.py opens
-# the run report in it). Needs root (CI containers) or sudo; does nothing when chromium is there.
+# the run report in it). Needs root (CI containers) or password-less sudo; does nothing when
+# chromium is there. Without either it installs nothing and exits 3 (scripts/run_tests.sh then
+# runs the suite without the browser check and says so).
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
   else
-    echo "install_chromium.sh: chromium is missing and this is not root: install the Debian" \
-      "package 'chromium' (and 'fonts-liberation') yourself." >&2
-    exit 1
+    echo "install_chromium.sh: chromium is missing and this is neither root nor password-less" \
+      "sudo: install the Debian packages 'chromium' and 'fonts-liberation' yourself." >&2
+    exit 3
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -15,6 +15,13 @@ What the KFP backend does for each task, and what this emulator does in its plac
 - ``lifecycle.preCacheCheck`` (TFX's ExampleGen driver) is run only by Vertex AI; the open-source
   backend ignores it, and so does the emulator unless ``run_pre_cache_check=True``.
 
+- **ML Metadata** (with ``metadata_path``): what the backend records, in its schema
+  (``backend/src/v2/metadata/client.go``): a ``system.Pipeline`` context, the run as a
+  ``system.PipelineRun`` context (its child) named by the run id with a ``pipeline_root`` property,
+  each task a ``system.ContainerExecution`` / ``system.ImporterExecution`` with ``task_name``, its
+  inputs and outputs as INPUT/OUTPUT events keyed by name, the executor's metadata as the artifacts'
+  custom properties. ``tfxopt report --kubeflow`` reads it back.
+
 Independent tasks run concurrently (``max_parallel``), as on the cluster.
 """
 
@@ -86,8 +93,11 @@ class KfpEmulator:
         max_parallel: int = 2,
         run_pre_cache_check: bool = False,
         timeout_s: float = 600,
+        metadata_path: str | None = None,
     ):
         self.spec = pipeline_spec
+        self.metadata_path = metadata_path
+        self._artifact_ids: dict[tuple[str, str], list[int]] = {}
         self.root = pipeline_root
         self.run_id = run_id
         self.cwd = cwd
@@ -268,12 +278,102 @@ class KfpEmulator:
         result.seconds = time.time() - started
         return result
 
-    def run(self) -> dict[str, TaskResult]:
-        """Runs every task once its dependencies are done; raises StepFailed on the first failure."""
+    # -- ML Metadata, as the backend records a run ------------------------------------------
+    def _store(self):
+        from ml_metadata.metadata_store import metadata_store
+        from ml_metadata.proto import metadata_store_pb2
+
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = self.metadata_path
+        config.sqlite.connection_mode = 3  # READWRITE_OPENCREATE
+        return metadata_store.MetadataStore(config)
+
+    def _run_context(self, store):
+        from ml_metadata.proto import metadata_store_pb2
+
+        existing = store.get_context_by_type_and_name("system.PipelineRun", self.run_id)
+        if existing is not None:
+            return existing
+        pipeline_type = store.put_context_type(
+            metadata_store_pb2.ContextType(name="system.Pipeline")
+        )
+        run_type = store.put_context_type(metadata_store_pb2.ContextType(name="system.PipelineRun"))
+        name = self.spec["pipelineInfo"]["name"]
+        pipeline = store.get_context_by_type_and_name("system.Pipeline", name)
+        if pipeline is None:
+            (pipeline_id,) = store.put_contexts(
+                [metadata_store_pb2.Context(type_id=pipeline_type, name=name)]
+            )
+        else:
+            pipeline_id = pipeline.id
+        run = metadata_store_pb2.Context(type_id=run_type, name=self.run_id)
+        run.custom_properties["pipeline_root"].string_value = os.path.join(self.root, self.run_id)
+        (run_id,) = store.put_contexts([run])
+        store.put_parent_contexts(
+            [metadata_store_pb2.ParentContext(child_id=run_id, parent_id=pipeline_id)]
+        )
+        return store.get_contexts_by_id([run_id])[0]
+
+    def _record(self, result: TaskResult) -> None:
+        from google.protobuf import struct_pb2
+        from ml_metadata.proto import metadata_store_pb2
+
+        store = self._store()
+        run = self._run_context(store)
+        kind = (
+            "system.ContainerExecution"
+            if result.kind == "container"
+            else ("system.ImporterExecution")
+        )
+        execution = metadata_store_pb2.Execution(
+            type_id=store.put_execution_type(metadata_store_pb2.ExecutionType(name=kind)),
+            last_known_state=metadata_store_pb2.Execution.COMPLETE,
+        )
+        execution.custom_properties["task_name"].string_value = result.task
+        pairs = []
+        task = self.spec["root"]["dag"]["tasks"][result.task]
+        for spec in task.get("inputs", {}).get("artifacts", {}).values():
+            ref = spec["taskOutputArtifact"]
+            for artifact_id in self._artifact_ids[(ref["producerTask"], ref["outputArtifactKey"])]:
+                event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)
+                pairs.append((metadata_store_pb2.Artifact(id=artifact_id), event))
+        for key, artifacts in result.artifacts.items():
+            for artifact in artifacts:
+                title = artifact["type"].get("schemaTitle", "system.Artifact")
+                type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=title))
+                record = metadata_store_pb2.Artifact(
+                    type_id=type_id, uri=artifact["uri"], state=metadata_store_pb2.Artifact.LIVE
+                )
+                # As the backend's StructValueToMLMDValue: JSON numbers are doubles, strings
+                # strings, anything else a struct.
+                for name, value in (artifact.get("metadata") or {}).items():
+                    if isinstance(value, str):
+                        record.custom_properties[name].string_value = value
+                    elif isinstance(value, int | float) and not isinstance(value, bool):
+                        record.custom_properties[name].double_value = float(value)
+                    else:
+                        record.custom_properties[name].struct_value.CopyFrom(
+                            _struct({"value": value}, struct_pb2)
+                        )
+                event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
+                event.path.steps.add().key = key
+                pairs.append((record, event))
+        _, artifact_ids, _ = store.put_execution(execution, pairs, [run])
+        for (_, event), artifact_id in zip(pairs, artifact_ids, strict=True):
+            if event.type == metadata_store_pb2.Event.OUTPUT:
+                key = event.path.steps[0].key
+                self._artifact_ids.setdefault((result.task, key), []).append(artifact_id)
+
+    def run(self, only: set[str] | None = None) -> dict[str, TaskResult]:
+        """Runs every task (or the tasks in ``only``, which must hold their dependencies) once its
+        dependencies are done; raises StepFailed on the first failure."""
         tasks = self.spec["root"]["dag"]["tasks"]
         _topological(tasks)  # rejects cycles before anything runs
         deps = {name: _dependencies(task) for name, task in tasks.items()}
-        pending = set(tasks)
+        pending = set(tasks) if only is None else set(only)
+        missing = {dep for name in pending for dep in deps[name]} - pending
+        if missing:
+            raise ValueError(f"tasks {sorted(pending)} need {sorted(missing)} too")
         running: dict[concurrent.futures.Future, str] = {}
         with concurrent.futures.ThreadPoolExecutor(self.max_parallel) as pool:
             while pending or running:
@@ -289,4 +389,13 @@ class KfpEmulator:
                 for future in done:
                     name = running.pop(future)
                     self.results[name] = future.result()  # re-raises StepFailed
+                    if self.metadata_path:
+                        with self._lock:
+                            self._record(self.results[name])
         return self.results
+
+
+def _struct(value: dict, struct_pb2):
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct

@@ -75,8 +75,11 @@ def test_results_markdown_renders_every_section():
 
 def test_committed_results_md_is_what_results_json_renders():
     """RESULTS.md is generated: byte for byte what render_markdown makes of results.json, plus
-    the hand-written notes ``benchmarks.run`` keeps at its end."""
-    from benchmarks.run import NOTES_HEADING, RESULTS_JSON, RESULTS_MD, render_markdown
+    the hand-written History ``benchmarks.run`` keeps at its end: dated entries only, and no
+    internal issue numbers anywhere."""
+    import re
+
+    from benchmarks.run import HISTORY_HEADING, RESULTS_JSON, RESULTS_MD, render_markdown
 
     if not (os.path.exists(RESULTS_JSON) and os.path.exists(RESULTS_MD)):
         pytest.skip("no benchmarks/results.json yet (make bench writes it)")
@@ -84,9 +87,14 @@ def test_committed_results_md_is_what_results_json_renders():
         page = render_markdown(json.load(f))
     with open(RESULTS_MD) as f:
         committed = f.read()
-    if NOTES_HEADING in committed:
-        page += "\n" + committed[committed.index(NOTES_HEADING) :]
+    assert HISTORY_HEADING in committed
+    history = committed[committed.index(HISTORY_HEADING) :]
+    page += "\n" + history
     assert committed == page
+    assert committed.count("\n## ") == page.count("\n## ")
+    entries = re.findall(r"^\*\*(.*?)\*\*", history, re.M)
+    assert entries and all(re.match(r"\d{4}-\d{2}-\d{2}", e) for e in entries), entries
+    assert not re.search(r"\bissues? #?\d+", committed, re.I)
 
 
 def test_every_section_renders_its_failure():

@@ -9,7 +9,10 @@ in file order and share the runs, so the whole module costs four small pipeline 
 3. a new checkpoint whose push destination refuses writes (permission denied): exit 1, one
    ``tfxopt: error:`` line naming the path, no traceback, the previous release intact;
 4. the next run, with the destination writable again, completes that push (and only the Pusher
-   runs again: every other step is served from the cache).
+   runs again: every other step is served from the cache);
+5. ``tfxopt report --run-id`` rebuilds the report of the first run, not the newest;
+6. a gate nothing can pass, run as CI runs it (``--json --require-blessing``): exit 3, stdout one
+   JSON document (the summary), progress on stderr, nothing pushed.
 
 The inputs are a small two-layer classifier on 64 synthetic features (two checkpoints, two seeds),
 so a run is seconds of TensorFlow, not minutes.
@@ -68,12 +71,18 @@ def story(tmp_path_factory):
     }
 
 
-def _tfxopt_run(story, model: str) -> subprocess.CompletedProcess:
+def _tfxopt(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_USE_LEGACY_KERAS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--model", model, "--examples",
-         story["examples"], "--config", story["config"], "--output", str(story["output"])],
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *argv],
         capture_output=True, text=True, env=env, timeout=900, check=False,
+    )  # fmt: skip
+
+
+def _tfxopt_run(story, model: str, *flags: str, config: str | None = None):
+    done = _tfxopt(
+        "run", "--model", model, "--examples", story["examples"],
+        "--config", config or story["config"], "--output", str(story["output"]), *flags,
     )  # fmt: skip
     story["runs"].append(done)
     return done
@@ -147,6 +156,7 @@ def test_run_succeeds_prints_the_summary_and_writes_a_report_consistent_with_mlm
     text = html.read_text()
     assert run_id in text and summary["gate"]["selected"] in text
     story["release"] = release
+    story["first_run_id"] = run_id
 
 
 def test_identical_second_run_reuses_every_step_and_pushes_nothing(story):
@@ -188,6 +198,50 @@ def test_push_to_a_destination_that_refuses_writes_fails_cleanly_and_the_next_ru
     assert release["served"][-1] == 2 and release["manifest"]["sequence"] == 2
     assert release["digests"][1] == story["release"]["digests"][1]
     assert release["orphans"] == []
+
+
+def test_report_of_an_earlier_run_by_its_id(story, tmp_path):
+    assert story.get("first_run_id"), "needs the first run"
+    newest = _summary(story)["run_id"]
+    assert newest != story["first_run_id"]
+    out = tmp_path / "first" / "report.html"
+    done = _tfxopt(
+        "report", str(story["output"]), "--run-id", story["first_run_id"], "--out", str(out),
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["run_id"] == story["first_run_id"] and summary["exit_status"] == 0
+    with open(tmp_path / "first" / "summary.json") as f:
+        written = json.load(f)
+    assert written["run_id"] == story["first_run_id"]
+    # the first run ran every step; the newest ran only the Pusher (the rest cached)
+    assert {s["state"] for s in written["steps"]} == {"COMPLETE"}
+    assert _summary(story)["run_id"] == newest  # the run's own summary.json is left alone
+
+    unknown = _tfxopt("report", str(story["output"]), "--run-id", "no-such-run")
+    assert unknown.returncode == 2
+    assert "no run 'no-such-run'" in unknown.stderr, unknown.stderr[-2000:]
+
+
+def test_require_blessing_exits_3_and_json_is_the_only_stdout(story, tmp_path):
+    assert story.get("release"), "needs the earlier runs"
+    before = _release(story)
+    config = dict(CONFIG, evaluator={**CONFIG["evaluator"], "rules": {"max_size_bytes": 1}})
+    path = tmp_path / "impossible.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = _tfxopt_run(story, story["models"][1], "--json", "--require-blessing", config=str(path))
+    assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
+    summary = json.loads(done.stdout)  # all of stdout: one JSON document
+    assert summary["exit_status"] == 3
+    assert summary["gate"]["blessed"] is False and summary["gate"]["selected"] is None
+    assert summary["run_id"] == _summary(story)["run_id"]
+    assert "not blessed (--require-blessing)" in summary["error"]
+    # what a person reads went to stderr: the progress, the gate table, the verdict
+    assert f"tfxopt: running pipeline '{PIPELINE}' locally" in done.stderr
+    assert "decision: NOT BLESSED" in done.stderr, done.stderr[-3000:]
+    assert "tfxopt: error: not blessed (--require-blessing)" in done.stderr
+    assert _release(story) == before  # nothing pushed
 
 
 def _snapshot(root, subdirs) -> dict:

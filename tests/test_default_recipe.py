@@ -62,14 +62,17 @@ def test_default_recipe_text_and_choice_text():
     ]
 
 
-def test_serving_flag_only_with_the_default_recipe(tmp_path, capsys):
+def test_serving_flag_with_a_config_that_makes_no_candidate_is_refused(tmp_path, capsys):
+    """--serving goes with --config too (tests/test_cli.py); a config with nothing to push is
+    refused before any work, naming why."""
     from pipelines import cli
 
     config = tmp_path / "c.yaml"
     config.write_text("pipeline_name: x\n")
     argv = ["run", "--model", "m", "--examples", "e", "--config", str(config)]
     assert cli.main([*argv, "--serving", str(tmp_path / "s")]) == 2
-    assert "--serving goes with the default recipe" in capsys.readouterr().err
+    assert "--serving: the config makes no candidate" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow

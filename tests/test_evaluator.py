@@ -525,6 +525,32 @@ def test_a_broken_baseline_fails_before_heavy_work_and_leaves_outputs_empty(
     assert all(os.listdir(outputs / name) == [] for name in ("blessing", "model", "evaluation"))
 
 
+def test_a_model_the_benchmark_could_not_time_leaves_the_others_figures_usable(tmp_path):
+    """A LatencyBenchmark report records a failed candidate as {"error": ...}: that candidate is
+    unmeasured (and fails closed), the others are judged on the report's figures."""
+    from components.evaluator import latency_sources
+    from components.evaluator.config import EvaluatorConfig
+
+    doc = {
+        "models": {
+            "baseline": {"p50_ms": 2.0},
+            "good": {"p50_ms": 1.0},
+            "broken": {"error": "does not load: no saved_model.pb", "uri": "/m/broken"},
+        }
+    }
+    (tmp_path / "latency.json").write_text(json.dumps(doc))
+    config = EvaluatorConfig.parse(
+        {"rules": {"min_speedup": 1.0, "latency_statistic": "p50"},
+         "latency": {"measure": False, "source": "external"}}
+    )  # fmt: skip
+    external = latency_sources.external_latency(config, str(tmp_path))
+    assert external["errors"] == []
+    good, base, _ = latency_sources.choose_latency("good", {}, external, {}, config)
+    assert good["p50_ms"] == 1.0 and base["p50_ms"] == 2.0
+    broken, _, notes = latency_sources.choose_latency("broken", {}, external, {}, config)
+    assert broken is None and "no external latency for 'broken'" in notes[-1]
+
+
 def test_external_latency_that_is_broken_or_for_other_bytes_fails_closed(tmp_path):
     from components.evaluator import latency_sources
     from components.evaluator.config import EvaluatorConfig

@@ -101,9 +101,12 @@ def _e2e_config(out_dir: str) -> dict:
                 "representative_samples": 32,
             },
         ],
+        # Latency in a step of its own (on a cluster, pinned to the target hardware): the gate
+        # judges its figures, not its own pod's.
+        "latency_benchmark": {"warmup_runs": 2, "timed_runs": 10},
         "evaluator": {
-            "rules": {"max_accuracy_drop_points": 2.0},
-            "latency": {"warmup_runs": 2, "timed_runs": 10},
+            "rules": {"max_accuracy_drop_points": 2.0, "min_speedup": 0.01},
+            "latency": {"measure": False, "source": "external"},
         },
         "pusher": {
             "model_name": "digits",
@@ -267,7 +270,7 @@ def test_gpu_and_signing_key_as_env(tmp_path, compiled):
     assert k8s["BaselineProfiler_executor"]["secretAsEnv"] == [
         {
             "secretName": "tfxopt-ota-signing-key",
-            "keyToEnv": [{"secretKey": "private_key.pem", "envVar": "TFXOPT_SIGNING_KEY"}],
+            "keyToEnv": [{"secretKey": "private_key.pem", "envVar": "TFXOPT_OTA_SIGNING_KEY"}],
         }
     ]
 
@@ -457,6 +460,7 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
         {"model_uri": reference_data["model"], "examples_uri": reference_data["examples"]},
         cwd=REPO_ROOT,
         max_parallel=2,
+        metadata_path=str(tmp_path / "kfp-metadata.sqlite"),  # as the backend records the run
     )
     started = time.time()
     results = emulator.run()
@@ -501,6 +505,16 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
     # serving and to the OTA channel.
     (blessing,) = results["Evaluator"].artifacts["blessing"]
     assert blessing["metadata"]["blessed"] == 1, blessing
+    # The Evaluator read the LatencyBenchmark step's report and judged its figures.
+    evaluator_input = results["Evaluator"].executor_input["inputs"]["artifacts"]
+    (latency_report,) = results["LatencyBenchmark"].artifacts["latency_report"]
+    assert evaluator_input["latency_report"]["artifacts"][0]["uri"] == latency_report["uri"]
+    (evaluation,) = results["Evaluator"].artifacts["evaluation"]
+    with open(os.path.join(evaluation["uri"], "evaluation.json")) as f:
+        judged = {c["name"]: c for c in json.load(f)["candidates"]}
+    used = judged["dynamic_range"]["latency_used"]
+    assert used["source"].startswith("external: LatencyBenchmark"), used
+    assert "latency_measured" not in judged["dynamic_range"]
     assert blessing["metadata"]["selected_candidate"] == "dynamic_range"
     assert blessing["metadata"]["failed_candidates"] == 1
     (pushed,) = results["Pusher"].artifacts["pushed_model"]
@@ -525,6 +539,39 @@ def test_compiled_pipeline_runs_step_by_step_to_a_blessing_and_a_push(tmp_path, 
         blessed_bytes = f.read()
     assert shipped["sha256"] == hashlib.sha256(blessed_bytes).hexdigest()
     assert shipped["length"] == len(blessed_bytes)
+    _check_kubeflow_report(tmp_path, results)
+
+
+def _check_kubeflow_report(tmp_path, results) -> None:
+    """`tfxopt report --kubeflow RUN_ID` rebuilds the report of that run from KFP's metadata."""
+    import contextlib
+    import io
+
+    from pipelines import cli
+
+    out = tmp_path / "kfp-report" / "report.html"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(
+            ["report", "--kubeflow", "run-1", "--metadata", str(tmp_path / "kfp-metadata.sqlite"),
+             "--out", str(out), "--json", "--require-blessing"]
+        )  # fmt: skip
+    assert status == 0, stdout.getvalue()[-2000:]
+    summary = json.loads(stdout.getvalue())
+    assert summary["run_id"] == "run-1" and summary["pipeline_name"] == "tfxopt-kfp-e2e"
+    assert {s["node_id"] for s in summary["steps"]} == set(results)
+    assert {s["state"] for s in summary["steps"]} == {"COMPLETE"}
+    assert summary["gate"]["blessed"] is True
+    assert summary["gate"]["selected"] == "dynamic_range"
+    assert summary["push"]["pushed"] is True
+    names = {m["name"]: m for m in summary["models"]}
+    assert names["int8_strict"]["failure"]["step"] == "verification"
+    evaluator = next(s for s in summary["steps"] if s["node_id"] == "Evaluator")
+    assert "Quantizer_dynamic_range" in evaluator["upstream"]
+    assert out.exists() and "run-1" in out.read_text()
+    # a run the store does not hold: exit 2, naming it
+    assert cli.main(["report", "--kubeflow", "run-9", "--metadata",
+                     str(tmp_path / "kfp-metadata.sqlite")]) == 2  # fmt: skip
 
 
 # -- submit and schedule against a fake KFP API -------------------------------------------------

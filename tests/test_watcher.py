@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -102,6 +103,25 @@ def test_a_new_checkpoint_is_submitted_once_after_it_is_stable(tmp_path, saved_m
     clock.now += 31
     assert [r["checkpoint"] for r in watch.poll_once()] == [second]
     assert submit.calls == [first, second]
+
+
+def test_one_scan_judges_a_checkpoint_by_the_age_of_its_newest_file(tmp_path, saved_model):
+    """`watch --once` has no earlier listing: files unchanged for stable_seconds mean complete."""
+    prefix = tmp_path / "exports"
+    prefix.mkdir()
+    old = _checkpoint(saved_model, prefix, "1700000001")
+    fresh = _checkpoint(saved_model, prefix, "1700000002")
+    now = time.time()
+    for directory, _, files in os.walk(old):
+        for name in files:
+            os.utime(os.path.join(directory, name), (now - 31, now - 31))
+    submit = Recorder()
+    watch = _watcher(prefix, tmp_path, submit, clock=time.time, judge_by_mtime=True)
+    assert [r["checkpoint"] for r in watch.poll_once()] == [old]
+    # the fresh one (written just now) is not known to be finished: not submitted
+    assert submit.calls == [old] and fresh not in submit.calls
+    # without judge_by_mtime one scan submits nothing, however old the files
+    assert _watcher(prefix, tmp_path / "b", Recorder(), clock=time.time).poll_once() == []
 
 
 def test_partial_and_half_written_checkpoints_are_skipped(tmp_path, saved_model):

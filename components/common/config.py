@@ -35,7 +35,9 @@ def format_validation_error(error: pydantic.ValidationError, where: str = "") ->
         full = ".".join(p for p in (where, path) if p)
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against the README's config reference)"
+            message = (
+                "unknown key (check the spelling against docs/config.md, the config reference)"
+            )
         got = item.get("input")
         suffix = ""
         if item["type"] != "extra_forbidden" and not isinstance(got, dict | list):

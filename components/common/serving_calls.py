@@ -83,7 +83,7 @@ def serialize_inputs(model, spec: dict, arrays, image_scale: float | None = 1 / 
     what a TF Serving client sends."""
     import tensorflow as tf
 
-    from components.common.signatures import _model_inputs
+    from components.common.serving_specs import model_inputs as _model_inputs
 
     arrays = arrays if isinstance(arrays, tuple | list) else (arrays,)
     inputs = _model_inputs(model)
@@ -123,7 +123,9 @@ def serving_feeder(
     holds (cycled). None when neither works."""
     import tensorflow as tf
 
-    from components.common.signatures import _model_inputs, _spec_problem, read_parse_spec
+    from components.common.serving_specs import model_inputs as _model_inputs
+    from components.common.serving_specs import read_parse_spec
+    from components.common.serving_specs import spec_problem as _spec_problem
 
     _, kwargs = function.structured_input_signature
     names = list(kwargs)

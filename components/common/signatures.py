@@ -37,8 +37,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from components.common import serving_specs
 from components.common.errors import ModelInputError
 from components.common.serving_calls import (  # noqa: F401 - re-exported: the callers' API
     VERIFY_EXAMPLES,
@@ -51,21 +50,20 @@ from components.common.serving_calls import (  # noqa: F401 - re-exported: the c
     serving_feeder,
     serving_records,
 )
+from components.common.serving_specs import (  # noqa: F401 - re-exported: the callers' API
+    TensorInfo,
+    read_parse_spec,
+)
+from components.common.serving_specs import feeds_from_features as _feeds_from_features
+from components.common.serving_specs import model_inputs as _model_inputs
+from components.common.serving_specs import parse_features as _parse_features
+from components.common.serving_specs import spec_problem as _spec_problem
+from components.common.serving_specs import tensor_info as _tensor_info
 
 HOOK_NAME = "serving_signatures"
 MODEL_CALL, PARSE_EXAMPLE, TRANSFORM, HOOK = "model_call", "parse_example", "transform", "hook"
 # A rebuilt wrapper around the input model gives what the input's signature gives, to float noise.
 WRAPPER_TOLERANCE = 1e-5
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str  # numpy-style name: float32, int64, string
-    shape: tuple[int, ...]  # -1 where unknown (the batch)
-
-    def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -99,14 +97,6 @@ class Signature:
         return record
 
 
-def _tensor_info(name: str, info) -> TensorInfo:
-    import tensorflow as tf
-
-    dtype = tf.as_dtype(info.dtype)
-    shape = tuple(-1 if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
-    return TensorInfo(name, "string" if dtype == tf.string else dtype.name, shape)
-
-
 def read(saved_model_dir: str) -> dict[str, Signature]:
     """The SavedModel's signatures, from ``saved_model.pb`` alone (kinds not settled yet)."""
     from tensorflow.python.saved_model import loader_impl
@@ -122,19 +112,6 @@ def read(saved_model_dir: str) -> dict[str, Signature]:
             {n: _tensor_info(n, i) for n, i in sorted(sig.outputs.items())},
         )
     return signatures
-
-
-def _model_inputs(model) -> list[TensorInfo]:
-    from components.common.conversion import input_names
-
-    return [
-        TensorInfo(
-            name,
-            "string" if t.dtype.name == "string" else t.dtype.name,
-            tuple(-1 if d is None else int(d) for d in t.shape),
-        )
-        for name, t in zip(input_names(model), model.inputs, strict=True)
-    ]
 
 
 def is_model_call(signature: Signature, model) -> bool:
@@ -155,91 +132,6 @@ def is_model_call(signature: Signature, model) -> bool:
 
 
 # ----------------------------------------------------------------------------- parse_example
-
-
-def _const_value(nodes: dict, ref: str):
-    from tensorflow.python.framework import tensor_util
-
-    node = nodes.get(ref.split(":")[0].lstrip("^"))
-    if node is None or node.op != "Const":
-        return None
-    return tensor_util.MakeNdarray(node.attr["value"].tensor)
-
-
-def read_parse_spec(function) -> dict | None:
-    """The dense feature spec of the one ``ParseExampleV2`` in a concrete function's graph (its
-    nested functions included): key -> (dtype name, shape, default or None). None when there is
-    no parse, several, sparse or ragged features, or a key that is not a constant."""
-    import tensorflow as tf
-
-    graph = function.graph.as_graph_def()
-    bodies = [list(graph.node)] + [list(f.node_def) for f in graph.library.function]
-    found = []
-    for body in bodies:
-        nodes = {n.name: n for n in body}
-        found += [(n, nodes) for n in body if n.op == "ParseExampleV2"]
-    if len(found) != 1:
-        return None
-    node, nodes = found[0]
-    if node.attr["num_sparse"].i or len(node.attr["ragged_value_types"].list.type):
-        return None
-    keys = _const_value(nodes, node.input[3])
-    if keys is None:
-        return None
-    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.ravel(keys)]
-    dtypes = [tf.as_dtype(t) for t in node.attr["Tdense"].list.type]
-    shapes = [tuple(int(d.size) for d in s.dim) for s in node.attr["dense_shapes"].list.shape]
-    defaults = list(node.input[5 : 5 + len(keys)])
-    if not (len(keys) == len(dtypes) == len(shapes) == len(defaults)):
-        return None
-    spec = {}
-    for key, dtype, shape, ref in zip(keys, dtypes, shapes, defaults, strict=True):
-        value = _const_value(nodes, ref)
-        if value is None:
-            return None
-        default = None if value.size == 0 else value.tolist()
-        spec[key] = ("string" if dtype == tf.string else dtype.name, shape, default)
-    return spec
-
-
-def _parse_features(spec: dict) -> dict:
-    import tensorflow as tf
-
-    return {
-        key: tf.io.FixedLenFeature(list(shape), tf.as_dtype(dtype), default_value=default)
-        for key, (dtype, shape, default) in spec.items()
-    }
-
-
-def _feeds_from_features(model, parsed: dict, image_scale: float | None = 1 / 255):
-    """The model's inputs from parsed features: by input name, or the one feature for the one
-    input; reshaped to the input's shape and cast to its dtype; an encoded image (a string
-    feeding a (height, width, channels) input) decoded and scaled as the data mapping does."""
-    import tensorflow as tf
-
-    from components.common import examples as examples_lib
-
-    inputs = _model_inputs(model)
-    if all(t.name in parsed for t in inputs):
-        names = [t.name for t in inputs]
-    elif len(inputs) == 1 and len(parsed) == 1:
-        names = list(parsed)
-    else:
-        return None
-    feeds = []
-    for name, info, tensor in zip(names, inputs, model.inputs, strict=True):
-        value = parsed[name]
-        if value.dtype == tf.string and examples_lib.is_image_input(
-            "bytes", tensor.dtype.name, info.shape[1:]
-        ):
-            feeds.append(
-                examples_lib.decode_images(value, info.shape[1:], tensor.dtype, image_scale)
-            )
-            continue
-        if tensor.dtype != tf.string:
-            value = tf.cast(value, tensor.dtype)
-        feeds.append(tf.reshape(value, [-1, *info.shape[1:]]))
-    return feeds[0] if len(feeds) == 1 else feeds
 
 
 def _parse_signature(model, signature: Signature, image_scale: float | None = 1 / 255):
@@ -375,7 +267,7 @@ class ServingInterface:
                     layers[directory] = transform_lib.make_layer(directory)
                     if attach:
                         transform_lib.attach(model, layers[directory])
-                built[key] = transform_lib.rebuilt_signature(
+                built[key] = serving_specs.rebuilt_transform_signature(
                     model, signature, layers[directory], self.image_scale
                 )
             else:
@@ -512,7 +404,7 @@ def plan(
                 graph = transform_lib.find(saved_model_dir, loaded, transform_graph)
                 graph_read = True
             if graph is not None and spec is not None and set(spec) <= set(graph.raw_keys):
-                why = transform_lib.model_inputs_problem(graph, model)
+                why = serving_specs.transform_inputs_problem(graph, model)
                 if why is None:
                     settled[key] = Signature(
                         key,
@@ -556,16 +448,6 @@ def _parse_problem(signature: Signature) -> str | None:
         )
     if len(signature.outputs) != 1:
         return f"{len(signature.outputs)} outputs from one model output"
-    return None
-
-
-def _spec_problem(spec: dict | None, model) -> str | None:
-    if spec is None:
-        return "no single ParseExample of dense features with constant keys in its graph"
-    inputs = _model_inputs(model)
-    names = [t.name for t in inputs]
-    if not (all(n in spec for n in names) or (len(names) == 1 and len(spec) == 1)):
-        return f"its parsed features {sorted(spec)} are not named like the model's inputs {names}"
     return None
 
 

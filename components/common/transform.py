@@ -216,19 +216,6 @@ def transformed_features(directory: str) -> dict:
     return features
 
 
-def model_inputs_problem(graph: TransformGraph, model) -> str | None:
-    from components.common.signatures import _model_inputs
-
-    names = [t.name for t in _model_inputs(model)]
-    missing = [n for n in names if n not in graph.output_keys]
-    if missing:
-        return (
-            f"the model's inputs {missing} are not among the features its Transform graph "
-            f"({graph.source}) writes: {list(graph.output_keys)}"
-        )
-    return None
-
-
 def check_raw_examples(signature, records: list, where: str, raw_examples: str | None):
     """The raw examples hold every feature the transform signature parses without a default.
 
@@ -261,22 +248,3 @@ def check_raw_examples(signature, records: list, where: str, raw_examples: str |
         f"for its tf.Transform graph, but the examples at {where!r} lack {missing} (they hold: "
         f"{held}). {fix}"
     )
-
-
-def rebuilt_signature(model, signature, layer, image_scale: float | None = 1 / 255):
-    """A concrete function: raw serialized tf.Examples -> the spec's parsing -> the Transform
-    ``layer`` -> ``model`` (its inputs picked from the transformed features by name)."""
-    import tensorflow as tf
-
-    from components.common.signatures import _feeds_from_features, _parse_features
-
-    (input_name,) = signature.inputs
-    (output_key,) = signature.outputs
-    features = _parse_features(signature.feature_spec)
-
-    def serve(serialized):
-        transformed = layer(tf.io.parse_example(serialized, features))
-        return {output_key: model(_feeds_from_features(model, transformed, image_scale))}
-
-    spec = tf.TensorSpec([None], tf.string, name=input_name)
-    return tf.function(serve, autograph=False).get_concrete_function(spec)

@@ -188,9 +188,9 @@ class Evaluator(base_beam_component.BaseBeamComponent):
         )
         check_latency_sources(parsed, latency_report is not None)
         if not parsed.rules.configured():
-            logging.getLogger(__name__).warning(
-                "evaluator: no rule is configured: the gate will bless nothing (fail closed)"
-            )
+            from components.evaluator.constants import NO_RULES_MEANING
+
+            logging.getLogger(__name__).warning("evaluator: %s", NO_RULES_MEANING)
         spec = EvaluatorSpec(
             baseline_model=baseline_model,
             baseline_profile=baseline_profile,

@@ -20,6 +20,13 @@ from components.common.keys import (  # noqa: F401
 
 MAX_CANDIDATES = 8
 
+# What a gate with no threshold rule does: the config schema (an absent `evaluator`) and the
+# Evaluator's warning say it in these words.
+NO_RULES_MEANING = (
+    "no rule is set, so the gate blesses nothing and nothing is pushed (fail closed); the "
+    "default recipe's rules are in pipelines/configs/default.yaml"
+)
+
 # Exec properties (besides config / data_config)
 CANDIDATE_NAMES_KEY = "candidate_names"
 

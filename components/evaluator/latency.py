@@ -196,11 +196,20 @@ def read_latency_file(path: str) -> dict:
         raise DataError(f"latency file {path!r} has format {doc['format']!r}, expected {FORMAT}")
     source = str(doc.get("source") or f"external file {path}")
     base_dir = os.path.dirname(path)
+    # A model the benchmark could not time (a LatencyBenchmark step records {"error": ...} for a
+    # candidate whose own branch failed) has no figure: that model is unmeasured, the rest of the
+    # file still counts.
+    unmeasured = {
+        name: str(entry["error"])
+        for name, entry in doc["models"].items()
+        if isinstance(entry, dict) and "error" in entry
+    }
     models = {
         name: _entry_stats(entry, base_dir, f"{path}: models.{name}")
         for name, entry in doc["models"].items()
+        if name not in unmeasured
     }
-    return {"source": source, "path": path, "models": models}
+    return {"source": source, "path": path, "models": models, "unmeasured": unmeasured}
 
 
 def benchmark_record(

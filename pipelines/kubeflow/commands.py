@@ -40,6 +40,36 @@ def load_configs(path: str | None):
     return config, kubeflow
 
 
+TASKS = ("multiclass", "binary", "multilabel", "regression", "dense")
+
+
+def configs_or_default(args):
+    """(PipelineConfig, KubeflowConfig) of ``--config``, or of the default recipe for ``--task``
+    (``pipelines/configs/default.yaml``, what ``tfxopt run`` runs without ``--config``)."""
+    if args.config is not None:
+        if getattr(args, "task", None) is not None:
+            from components.common.errors import ConfigError
+
+            raise ConfigError(
+                "--task picks the default recipe's candidates and gate; with --config, set "
+                "data.task in the config instead"
+            )
+        return load_configs(args.config)
+    import sys
+
+    from pipelines.config import DEFAULT_CONFIG, default_config
+    from pipelines.kubeflow.runner import kubeflow_settings
+
+    task = getattr(args, "task", None) or "multiclass"
+    print(
+        f"tfxopt: no --config: the default recipe ({os.path.relpath(DEFAULT_CONFIG)}) for task "
+        f"{task} (--task names another)",
+        file=sys.stderr,
+    )
+    config = default_config(task)
+    return config, kubeflow_settings(config)
+
+
 def _has_kubeflow_section(path: str) -> bool:
     import yaml
 
@@ -54,7 +84,7 @@ def _has_kubeflow_section(path: str) -> bool:
 
 
 def _cmd_compile(args) -> int:
-    config, kubeflow = load_configs(args.config)
+    config, kubeflow = configs_or_default(args)
     output = args.output or (
         "pipeline.json" if kubeflow.output_format == "json" else DEFAULT_PACKAGE
     )
@@ -141,13 +171,14 @@ def _cmd_watch(args) -> int:
     if args.submitter == "local":
         if not args.examples:
             raise ConfigError("watch --submitter local needs --examples (the Examples directory).")
-        config, _ = load_configs(args.config)
+        # Without --config, each checkpoint gets the default recipe of its own task, as `run`.
+        config = configs_or_default(args)[0] if args.config or args.task else None
         submitter = watcher.LocalSubmitter(config, os.path.abspath(args.examples), args.output)
     else:
         package = args.package
         if package is None:
             # Compile once at start, so the watcher always submits the config it was given.
-            config, kubeflow = load_configs(args.config)
+            config, kubeflow = configs_or_default(args)
             from pipelines.kubeflow.runner import compile_pipeline
 
             package = os.path.join(state.state_dir, "pipeline.yaml")
@@ -168,6 +199,7 @@ def _cmd_watch(args) -> int:
         state,
         marker=args.marker,
         stable_seconds=args.stable_seconds,
+        judge_by_mtime=args.once,
     )
     print(
         f"tfxopt: watching {args.checkpoints} ({args.submitter} runs; state in {state.state_dir})",
@@ -205,7 +237,13 @@ def register(subparsers) -> None:
     compile_ = subparsers.add_parser(
         "compile", help="compile the pipeline for Kubeflow Pipelines (YAML) or Vertex AI (JSON)"
     )
-    compile_.add_argument("--config", help="pipeline YAML config (default: built-in defaults)")
+    compile_.add_argument(
+        "--config",
+        help="pipeline YAML config (default: the default recipe, pipelines/configs/default.yaml)",
+    )
+    compile_.add_argument(
+        "--task", choices=TASKS, help="without --config: the default recipe's task (multiclass)"
+    )
     compile_.add_argument(
         "--output", help="package file: *.yaml for KFP, *.json for Vertex (default pipeline.yaml)"
     )
@@ -251,11 +289,22 @@ def register(subparsers) -> None:
         "--stable-seconds", type=float, default=60.0, help="unchanged this long = complete (60)"
     )
     watch.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between scans")
-    watch.add_argument("--once", action="store_true", help="scan once and exit")
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="scan once and exit (without --marker, a checkpoint whose newest file is older than "
+        "--stable-seconds is complete)",
+    )
     watch.add_argument("--examples", help="Examples URI for each run")
     watch.add_argument(
         "--output", default="tfxopt-watch-runs", help="local runs' output dirs (local submitter)"
     )
     watch.add_argument("--package", help="compiled package (kfp; default: compile --config)")
+    watch.add_argument(
+        "--task",
+        choices=TASKS,
+        help="without --config: the default recipe's task (kfp: multiclass; local: inferred "
+        "per checkpoint, as `tfxopt run`)",
+    )
     _add_kfp_flags(watch)
     watch.set_defaults(func=_cmd_watch)

@@ -171,7 +171,12 @@ class SigningKeySecret(StrictModel):
     secret_key: str = pydantic.Field("private_key.pem", description="Key inside the Secret.")
     expose_as: Literal["file", "env"] = "file"
     mount_path: str = pydantic.Field("/var/run/secrets/tfxopt/signing", pattern=r"^/.+")
-    env_var: str = pydantic.Field("TFXOPT_SIGNING_KEY", pattern=_ENV_NAME.pattern)
+    env_var: str = pydantic.Field(
+        "TFXOPT_OTA_SIGNING_KEY",
+        pattern=_ENV_NAME.pattern,
+        description="With expose_as env: the variable (the Pusher's signing_key_env, and what "
+        "tfxopt promote/rollback read by default).",
+    )
     steps: list[str] = pydantic.Field(
         default_factory=lambda: ["*Pusher*"],
         min_length=1,

@@ -104,6 +104,7 @@ def compile_pipeline(
       ConfigError: bad format, a step pattern that matches no step, settings the format cannot carry.
     """
     kubeflow = kubeflow or kubeflow_settings(config)
+    check_no_relative_paths(config)
     fmt = _resolve_format(output_path, output_format or None)
     root = pipeline_root or kubeflow.pipeline_root
     examples_default = examples_uri or kubeflow.examples_uri
@@ -138,6 +139,47 @@ def compile_pipeline(
         container_steps=sorted(steps),
         settings={k: v.model_dump(exclude_defaults=True) for k, v in sorted(settings.items())},
     )
+
+
+#: Config keys that hold a file or directory (by the end of their name): on Kubeflow each step runs
+#: in its own pod, where a relative path means nothing (a local run resolves them against --output).
+PATH_KEY_SUFFIXES = ("_path", "_directory", "module_file", "_uri", "_graph", "pipeline_root")
+
+
+def relative_paths(data, where: str = "") -> list[str]:
+    """Dotted keys (``pusher.serving[0].base_directory``) of path values that are relative."""
+    found = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{where}.{key}" if where else str(key)
+            if (
+                isinstance(value, str)
+                and str(key).endswith(PATH_KEY_SUFFIXES)
+                and "://" not in value
+                and not value.startswith("/")
+            ):
+                found.append(f"{dotted}: {value!r}")
+            else:
+                found += relative_paths(value, dotted)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found += relative_paths(value, f"{where}[{index}]")
+    return found
+
+
+def check_no_relative_paths(config) -> None:
+    """Refuses a config with relative paths for Kubeflow, naming each key.
+
+    Raises:
+      ConfigError: naming the keys and what to give instead.
+    """
+    found = relative_paths(config.model_dump(exclude_none=True))
+    if found:
+        raise ConfigError(
+            f"relative paths cannot be compiled for Kubeflow (each step runs in its own pod): "
+            f"{'; '.join(found)}. Give gs:// URIs, or absolute paths inside the image or on a "
+            "volume mounted in the step (kubeflow.steps.<step>.volumes)."
+        )
 
 
 def _resolve_format(path: str, requested: str | None) -> str:

@@ -106,8 +106,9 @@ def _state_name(execution) -> str:
     return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
 
 
-def _newest_run(store, pipeline_name: str):
-    """(run context, its executions in execution order) of the newest run of ``pipeline_name``."""
+def _newest_run(store, pipeline_name: str, run_id: str | None = None):
+    """(run context, its executions in execution order) of the run ``run_id`` of
+    ``pipeline_name``, or of its newest run."""
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline_ctx is None:
         raise LookupError(f"no pipeline {pipeline_name!r} in this metadata store")
@@ -119,13 +120,27 @@ def _newest_run(store, pipeline_name: str):
                 by_run.setdefault(ctx.id, (ctx, []))[1].append(execution)
     if not by_run:
         raise LookupError(f"pipeline {pipeline_name!r} has no runs in this metadata store")
-    ctx, executions = max(by_run.values(), key=lambda item: item[0].create_time_since_epoch)
+    if run_id is not None:
+        found = [item for item in by_run.values() if item[0].name == run_id]
+        if not found:
+            newest = sorted(by_run.values(), key=lambda item: -item[0].create_time_since_epoch)
+            names = ", ".join(item[0].name for item in newest[:5])
+            raise LookupError(
+                f"pipeline {pipeline_name!r} has no run {run_id!r} in this metadata store "
+                f"(its newest runs: {names})"
+            )
+        ctx, executions = found[0]
+    else:
+        ctx, executions = max(by_run.values(), key=lambda item: item[0].create_time_since_epoch)
     executions.sort(key=lambda e: (e.create_time_since_epoch, e.id))
     return ctx, executions
 
 
-def latest_run(connection_config, pipeline_name: str) -> tuple[str, list[Step]]:
-    """The newest ``pipeline_run`` of ``pipeline_name`` and its steps in execution order.
+def latest_run(
+    connection_config, pipeline_name: str, run_id: str | None = None
+) -> tuple[str, list[Step]]:
+    """The ``pipeline_run`` ``run_id`` (default: the newest) of ``pipeline_name`` and its steps
+    in execution order.
 
     Raises:
       LookupError: the store holds no such pipeline, or no run of it.
@@ -133,7 +148,7 @@ def latest_run(connection_config, pipeline_name: str) -> tuple[str, list[Step]]:
     from ml_metadata.proto import metadata_store_pb2
 
     store = _store(connection_config)
-    ctx, executions = _newest_run(store, pipeline_name)
+    ctx, executions = _newest_run(store, pipeline_name, run_id)
     events = store.get_events_by_execution_ids([e.id for e in executions])
     output_events = [ev for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT]
     artifacts = {
@@ -231,13 +246,32 @@ def artifact_properties(artifact) -> dict:
     return properties
 
 
-def load_run(run_or_output_dir, pipeline_name: str | None = None) -> RunInfo:
+def pipeline_of_run(connection_config, run_id: str) -> str | None:
+    """The pipeline whose run is named ``run_id`` in a store (None: no such run)."""
+    store = _store(connection_config)
+    ctx = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if ctx is None:
+        return None
+    pipeline_type = store.get_context_type("pipeline")
+    for execution in store.get_executions_by_context(ctx.id)[:1]:
+        for owner in store.get_contexts_by_execution(execution.id):
+            if owner.type_id == pipeline_type.id:
+                return owner.name
+    return None
+
+
+def load_run(
+    run_or_output_dir, pipeline_name: str | None = None, run_id: str | None = None
+) -> RunInfo:
     """Reads a run back: a :class:`pipelines.local.runner.LocalRun`, or a run output directory.
 
     Args:
       run_or_output_dir: the ``LocalRun`` that ``run_local`` returned, or the ``--output``
-        directory of a ``tfxopt run`` (its newest run is read).
-      pipeline_name: which pipeline of the store (default: the most recently run one).
+        directory of a ``tfxopt run`` (its newest run is read, or ``run_id``).
+      pipeline_name: which pipeline of the store (default: ``run_id``'s, else the most recently
+        run one).
+      run_id: which run (the ``pipeline_run`` name, e.g. ``2026-12-07T14:00:48.019953``;
+        default: the newest).
     Raises:
       ConfigError: the directory holds no metadata store.
       LookupError: the store holds no run of that pipeline.
@@ -249,11 +283,15 @@ def load_run(run_or_output_dir, pipeline_name: str | None = None) -> RunInfo:
     output_dir = os.path.abspath(os.fspath(run_or_output_dir))
     connection, metadata_path = connection_for(output_dir)
     names = pipeline_names(connection)
+    if pipeline_name is None and run_id is not None:
+        pipeline_name = pipeline_of_run(connection, run_id)
+        if pipeline_name is None:
+            raise LookupError(f"no run {run_id!r} in {metadata_path}")
     if pipeline_name is None:
         if not names:
             raise LookupError(f"the metadata store {metadata_path} holds no pipeline run")
         pipeline_name = names[0]
     elif pipeline_name not in names:
         raise LookupError(f"no pipeline {pipeline_name!r} in {metadata_path} (pipelines: {names})")
-    run_id, steps = latest_run(connection, pipeline_name)
+    run_id, steps = latest_run(connection, pipeline_name, run_id)
     return RunInfo(output_dir, metadata_path, pipeline_name, run_id, steps)

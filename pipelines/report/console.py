@@ -173,7 +173,7 @@ def push_lines(record: dict) -> list[str]:
     for dest in record.get("ota", []):
         lines.append(
             f"  OTA      {dest['manifest_path']}  channel {dest['channel']}, model version "
-            f"{dest['model_version']}, manifest sequence {dest['sequence']}, key {dest['key_id']}"
+            f"{dest['model_version']}, release sequence {dest['sequence']}, key {dest['key_id']}"
         )
     return lines
 

@@ -344,7 +344,7 @@ def _push_html(push: dict | None) -> str:
         out.append("</tbody></table>")
     if push["ota"]:
         out.append(
-            "<table><thead><tr><th>OTA channel</th><th>model version</th><th>manifest sequence"
+            "<table><thead><tr><th>OTA channel</th><th>model version</th><th>release sequence"
             "</th><th>signing key</th><th>manifest</th></tr></thead><tbody>"
         )
         for d in push["ota"]:

@@ -30,18 +30,20 @@ def write_report(
     run_or_output_dir,
     pipeline_name: str | None = None,
     out: str | None = None,
+    run_id: str | None = None,
 ) -> tuple[str, str]:
     """Writes ``report.html`` and ``summary.json`` for a run.
 
     Args:
       run_or_output_dir: a :class:`pipelines.local.runner.LocalRun`, or a run's output directory.
       pipeline_name: which pipeline of the metadata store (default: the most recently run).
+      run_id: which run of the output directory (default: the newest).
       out: the HTML file to write (default: ``<output dir>/report.html``); ``summary.json`` is
         written beside it.
     Returns:
       ``(html_path, summary_json_path)``.
     """
-    run = load_run(run_or_output_dir, pipeline_name)
+    run = load_run(run_or_output_dir, pipeline_name, run_id)
     summary, extras = build_summary(run)
     plots = make_plots(summary, extras)
     summary["plots"] = sorted(plots)
