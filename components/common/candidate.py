@@ -7,7 +7,7 @@ custom properties ``failed`` = 1, ``failure_step``, ``failure_reason``, ``failur
 ``failure_component`` (names in :mod:`components.common.keys`) and the record
 ``candidate_failure.json`` (no model files); the exec property ``isolate_failures`` = 1 turns it
 on. A step downstream (the candidate's Profiler) passes the mark on without loading anything, and the Evaluator rejects
-the candidate with its summary (``failed: verification, max abs diff 0.703 > 0.683``). The step
+the candidate with its summary (``failed: verification, mean abs diff 0.0412 > 0.01``). The step
 succeeded, so it works the same on every runner (LocalDagRunner, Kubeflow Pipelines) and TFX caches
 it like any result: a rerun with the same inputs and configuration reuses the failure, a changed
 configuration runs the step again.

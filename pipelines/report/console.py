@@ -281,8 +281,7 @@ def signatures_line(record: dict) -> str | None:
         )
 
     described = "; ".join(
-        f"{s['key']} ({s['kind']}: {tensors(s['inputs'])} -> {tensors(s['outputs'])})"
-        for s in kept
+        f"{s['key']} ({s['kind']}: {tensors(s['inputs'])} -> {tensors(s['outputs'])})" for s in kept
     )
     return f"Serving signatures kept in every candidate: {described}"
 
