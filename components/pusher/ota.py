@@ -371,15 +371,29 @@ def check_signing_keys(base_directory: str, model_name: str, keys) -> None:
     (nothing is written; a repository not created yet accepts any keys).
 
     Raises:
-      ConfigError: the keys hold fewer signatures than a role's threshold needs.
+      ConfigError: the keys hold fewer signatures than a role's threshold needs, or one of them
+        holds none of the roles (a wrong key: its signature would count for nothing).
     """
     repo = tuf_repo.Repository(base_directory)
     if not repo.exists():
         return
     state = repo.load()
-    repo.check_signers(
-        state, _signers(keys[0], keys[1:]), ["targets", "snapshot", "timestamp", model_name]
-    )
+    signers = _signers(keys[0], keys[1:])
+    roles = ["targets", "snapshot", "timestamp", model_name]
+    repo.check_signers(state, signers, roles)
+    held = set()
+    delegations = state.targets.signed.delegations
+    for role in roles:
+        spec = state.root.signed.roles.get(role)
+        if spec is None and delegations is not None:
+            spec = delegations.roles.get(role)
+        held |= set(spec.keyids) if spec is not None else set()
+    for signer in signers:
+        if tuf_repo.keyid(signer) not in held:
+            raise ConfigError(
+                f"signing key {_key_id(signer)} holds none of the roles of {repo.meta_dir}: "
+                "it is not one of this repository's keys; give the repository's keys only"
+            )
 
 
 def push_tflite(
