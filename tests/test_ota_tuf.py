@@ -554,15 +554,14 @@ def test_pusher_config_extra_keys_publish_a_repository_that_needs_both(tmp_path,
     record = push.push_model(_tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 400), config)
     assert record["ota"][0]["sequence"] == 1
     root = Metadata.from_file(os.path.join(two_of_two["base"], "metadata", "root.json"))
-    ids = {signing_lib.key_id(signing_lib.load_private_key(path=k).public_key()) for k in (k0, k1)}
+    both = {
+        tuf_repo.keyid(tuf_repo.signer_for(signing_lib.load_private_key(path=k))) for k in (k0, k1)
+    }
+    assert len(both) == 2
     for role in tuf_repo.TOP_ROLES:
-        spec = root.signed.roles[role]
-        assert spec.threshold == 2
-        assert {
-            signing_lib.key_id(signing_lib.load_public_key(k + ".pub")) for k in (k0, k1)
-        } == ids
-        assert len(spec.keyids) == 2
-    assert len(root.signatures) == 2
+        assert root.signed.roles[role].threshold == 2
+        assert set(root.signed.roles[role].keyids) == both
+    assert set(root.signatures) == both
     # The same config with the second key as a path publishes the next model too.
     by_path = _pusher_config(two_of_two["base"], signing_key_path=k0, extra_signing_key_paths=[k1])
     again = push.push_model(_tflite_artifact(tmp_path, "m2", b"TFL3" + b"2" * 400), by_path)
@@ -587,7 +586,10 @@ def test_pusher_config_extra_keys_publish_a_repository_that_needs_both(tmp_path,
             "extra_signing_key_envs.0: "
             "signing_key_env: environment variable NO_SUCH_OTA_KEY is not set",
         ),
-        ({"extra_signing_key_paths": ["@tmp/keys/garbage.pem"]}, "extra_signing_key_paths.0: "),
+        (
+            {"extra_signing_key_paths": ["@tmp/keys/garbage.pem"]},
+            "extra_signing_key_paths.0: signing_key_path .*garbage.pem.*: not a",
+        ),
         (
             {"extra_signing_key_paths": ["@tmp/keys/k0.pem"]},
             "extra_signing_key_paths.0: key [0-9a-f]{16} is the same key as the signing key",
@@ -715,3 +717,33 @@ def test_trust_is_refused_outside_ota_migrate(tmp_path, channel, command):
     commands.register(args.add_subparsers(dest="command", required=True))
     parsed = args.parse_args(["ota-migrate", channel["base"], "--trust", channel["public"]])
     assert parsed.trust == [channel["public"]]
+
+
+def test_one_key_given_twice_cannot_meet_a_threshold_of_two(tmp_path):
+    """The same key as signing key and extra key would count twice in the publisher's check and
+    sign once: refused, and no repository is created."""
+    key = signing_lib.generate_private_key()
+    base = str(tmp_path / "ota")
+    dest = OtaDestination(base_directory=base, channel="canary", signing_key_path="unused")
+    model = _write(tmp_path / "m.tflite", b"TFL3" + b"D" * 200)
+    with pytest.raises(ConfigError, match="given more than once; a threshold counts distinct"):
+        ota.push_tflite(model, MODEL, dest, signing_key=key, extra_signing_keys=[key])
+    assert not os.path.exists(os.path.join(base, "metadata", "timestamp.json"))
+
+
+def test_rotating_a_two_of_two_repository_needs_both_old_keys(tmp_path, two_of_two):
+    from components.pusher import push
+
+    k0, k1 = two_of_two["keys"]
+    base = two_of_two["base"]
+    config = _pusher_config(base, signing_key_path=k0, extra_signing_key_paths=[k1])
+    push.push_model(_tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 300), config)
+    new = str(tmp_path / "keys" / "new.pem")
+    assert _cli(["ota-keygen", new]) == 0
+    rotate = ["ota-rotate-key", base, "--new-signing-key-path", new, "--signing-key-path", k0]
+    before = repo_tree(base)
+    with pytest.raises(ConfigError, match="1 of the 2 signature.*'root'.*threshold 2"):
+        _cli(rotate)
+    assert repo_tree(base) == before
+    assert _cli([*rotate, "--extra-signing-key-path", k1]) == 0
+    assert tuf_repo.Repository(base).load().root.signed.version == 2
