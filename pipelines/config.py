@@ -236,6 +236,9 @@ def resolve_paths(config: PipelineConfig, base_dir: str) -> PipelineConfig:
         for dest in pusher.get("ota", []):
             dest["base_directory"] = fix(dest["base_directory"])
             dest["signing_key_path"] = fix(dest.get("signing_key_path"))
+            dest["extra_signing_key_paths"] = [
+                fix(p) for p in dest.get("extra_signing_key_paths") or []
+            ]
         pusher["metrics_path"] = fix(pusher.get("metrics_path"))
     evaluator = data.get("evaluator")
     if evaluator and evaluator.get("production"):

@@ -747,3 +747,51 @@ def test_rotating_a_two_of_two_repository_needs_both_old_keys(tmp_path, two_of_t
     assert repo_tree(base) == before
     assert _cli([*rotate, "--extra-signing-key-path", k1]) == 0
     assert tuf_repo.Repository(base).load().root.signed.version == 2
+
+
+def test_the_runs_preflight_refuses_a_key_the_repository_does_not_hold(tmp_path, two_of_two):
+    """``tfxopt run``'s preflight (before any training) loads every OTA key and checks it against
+    an existing repository's roles; a relative extra key path is resolved as the signing key path
+    is (a local run: against ``--output``)."""
+    import yaml
+
+    from pipelines import config as config_lib
+    from pipelines.local import preflight
+
+    k0, k1 = two_of_two["keys"]
+    base = two_of_two["base"]
+    from components.pusher import push
+
+    push.push_model(
+        _tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 400),
+        _pusher_config(base, signing_key_path=k0),
+    )  # a 1-of-1 repository held by k0
+    assert _cli(["ota-keygen", str(tmp_path / "keys" / "other.pem")]) == 0
+    before = repo_tree(base)
+
+    def load(**ota_fields):
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "quantization": [{"mode": "none", "name": "float32"}],
+                    "pusher": {
+                        "model_name": MODEL,
+                        "ota": [{"base_directory": base, "channel": "canary", **ota_fields}],
+                    },
+                }
+            )
+        )
+        return config_lib.resolve_paths(config_lib.load_config(str(path)), str(tmp_path / "keys"))
+
+    wrong = load(signing_key_path="other.pem")
+    with pytest.raises(
+        ConfigError, match=r"^pusher\.ota\.0: the signing key [0-9a-f]{16} holds 0 of"
+    ):
+        preflight.check_pusher(wrong)
+    extra = load(signing_key_path="k0.pem", extra_signing_key_paths=["k1.pem"])
+    assert extra.pusher.ota[0].extra_signing_key_paths == [k1]
+    with pytest.raises(ConfigError, match=r"^pusher\.ota\.0: signing key [0-9a-f]{16} holds none"):
+        preflight.check_pusher(extra)  # k1 holds no role of this 1-of-1 repository
+    preflight.check_pusher(load(signing_key_path="k0.pem"))  # the repository's own key passes
+    assert repo_tree(base) == before

@@ -199,11 +199,14 @@ def check_pusher(config: PipelineConfig) -> None:
     if config.pusher is None:
         return
     from components.pusher import metrics as push_metrics
-    from components.pusher import signing
+    from components.pusher import ota, push
 
     for i, destination in enumerate(config.pusher.ota):
         try:
-            signing.load_private_key(destination.signing_key_path, destination.signing_key_env)
+            # The signing key and a threshold's extra keys, checked against the repository's
+            # roles where it exists: a wrong or missing key stops the run before any training.
+            keys = push.destination_keys(destination)
+            ota.check_signing_keys(destination.base_directory, config.pusher.model_name, keys)
         except ConfigError as e:
             raise ConfigError(f"pusher.ota.{i}: {e}") from None
     if config.pusher.metrics_path:
