@@ -98,8 +98,7 @@ class Requantizer:
         self._tf = tf
         self.first = first
         self.layer_names = fb_lib.LayerMap.of(layer_names)
-        # Each op's layers, by its output tensor's name (the debugger's statistics name ops so).
-        self.ops = fb_lib.operators(first, self.layer_names)
+        self._ops: list[dict] | None = None
         self.fully_quantize = fully_quantize
         self.debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter,
@@ -108,6 +107,14 @@ class Requantizer:
                 fully_quantize=fully_quantize
             ),
         )
+
+    @property
+    def ops(self) -> list[dict]:
+        """``first``'s operators with the layers each came from (read when first needed: a
+        flatbuffer that does not load is the caller's to report)."""
+        if self._ops is None:
+            self._ops = fb_lib.operators(self.first, self.layer_names)
+        return self._ops
 
     def flatbuffer(self, float_layers) -> bytes:
         """The int8 flatbuffer with ``float_layers``' ops left in float (``first`` when none)."""
