@@ -212,3 +212,13 @@ def test_records_and_accuracy_control_name_the_fused_layers(fused_outlier):
         "mid",
         "out",
     ]
+
+
+def test_qat_modes_refuse_a_joined_name(tiny):
+    model, _ = tiny
+    config = QuantizerConfig(mode="qat", exclude_layers=[FUSED])
+    with pytest.raises(
+        ConfigError, match=r"mode 'qat' excludes single layers: list them one by one"
+    ):
+        quantizer._check_layers(model, config)
+    quantizer._check_layers(model, QuantizerConfig(mode="qat", exclude_layers=["conv2d_2"]))
