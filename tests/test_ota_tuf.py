@@ -484,3 +484,266 @@ def test_the_savedmodel_pushed_to_serving_is_oms_signed(tmp_path, tiny_model):
     assert refused.returncode != 0 and "Verification succeeded" not in refused.stdout
     again = push.push_model(artifact, config)  # the same model: no new version, bundle kept
     assert again["serving"][0]["oms_bundle"] == served["oms_bundle"]
+
+
+# -- thresholds from the Pusher config and the CLI ---------------------------------------------
+
+
+def tfxopt(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real ``tfxopt`` CLI in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+    return done
+
+
+def _tflite_artifact(tmp_path, name: str, payload: bytes) -> str:
+    """A model artifact holding only a Format-TFLite flavour (no SavedModel needed for OTA)."""
+    model = str(tmp_path / name)
+    _write(os.path.join(model, "Format-TFLite", "model.tflite"), payload)
+    return model
+
+
+def _stock_updater(tmp_path, base: str, url: str, name: str):
+    """python-tuf's stock ``Updater``, trusting the repository's first root, refreshed."""
+    from tuf.ngclient import Updater
+
+    metadata_dir = tmp_path / name / "metadata"
+    metadata_dir.mkdir(parents=True)
+    shutil.copy(os.path.join(base, "metadata", "1.root.json"), metadata_dir / "root.json")
+    downloads = tmp_path / name / "targets"
+    downloads.mkdir()
+    updater = Updater(str(metadata_dir), f"{url}/metadata/", str(downloads), f"{url}/")
+    updater.refresh()
+    return updater
+
+
+@pytest.fixture
+def two_of_two(tmp_path, monkeypatch):
+    """Two keys made by ``tfxopt ota-keygen``; the second also in an environment variable. A
+    Pusher config with the first as signing_key_path and the second as an extra key."""
+    keys = [str(tmp_path / "keys" / f"k{i}.pem") for i in range(2)]
+    for key in keys:
+        assert _cli(["ota-keygen", key]) == 0
+    monkeypatch.setenv("OTA_SECOND_KEY", open(keys[1]).read())
+    base = str(tmp_path / "ota")
+    return {"keys": keys, "base": base, "env": "OTA_SECOND_KEY"}
+
+
+def _pusher_config(base: str, **ota_fields):
+    from components.pusher.config import PusherConfig
+
+    return PusherConfig.parse(
+        {"model_name": MODEL, "ota": [{"base_directory": base, **ota_fields}]}, where="pusher"
+    )
+
+
+def test_pusher_config_extra_keys_publish_a_repository_that_needs_both(tmp_path, two_of_two):
+    from tuf.api.metadata import Metadata
+
+    from components.pusher import push
+
+    k0, k1 = two_of_two["keys"]
+    config = _pusher_config(
+        two_of_two["base"], signing_key_path=k0, extra_signing_key_envs=[two_of_two["env"]]
+    )
+    record = push.push_model(_tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 400), config)
+    assert record["ota"][0]["sequence"] == 1
+    root = Metadata.from_file(os.path.join(two_of_two["base"], "metadata", "root.json"))
+    both = {
+        tuf_repo.keyid(tuf_repo.signer_for(signing_lib.load_private_key(path=k))) for k in (k0, k1)
+    }
+    assert len(both) == 2
+    for role in tuf_repo.TOP_ROLES:
+        assert root.signed.roles[role].threshold == 2
+        assert set(root.signed.roles[role].keyids) == both
+    assert set(root.signatures) == both
+    # The same config with the second key as a path publishes the next model too.
+    by_path = _pusher_config(two_of_two["base"], signing_key_path=k0, extra_signing_key_paths=[k1])
+    again = push.push_model(_tflite_artifact(tmp_path, "m2", b"TFL3" + b"2" * 400), by_path)
+    assert again["ota"][0]["sequence"] == 2
+    # One key alone is refused by preflight, naming the threshold; nothing is written.
+    before = repo_tree(two_of_two["base"])
+    alone = _pusher_config(two_of_two["base"], signing_key_path=k1)
+    with pytest.raises(ConfigError, match=r"pusher\.ota\.0: .*1 of the 2 .*threshold 2"):
+        push.push_model(_tflite_artifact(tmp_path, "m3", b"TFL3" + b"3" * 400), alone)
+    assert repo_tree(two_of_two["base"]) == before
+
+
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (
+            {"extra_signing_key_paths": ["@tmp/keys/missing.pem"]},
+            "extra_signing_key_paths.0: signing_key_path .*missing.pem.* cannot be read",
+        ),
+        (
+            {"extra_signing_key_envs": ["NO_SUCH_OTA_KEY"]},
+            "extra_signing_key_envs.0: "
+            "signing_key_env: environment variable NO_SUCH_OTA_KEY is not set",
+        ),
+        (
+            {"extra_signing_key_paths": ["@tmp/keys/garbage.pem"]},
+            "extra_signing_key_paths.0: signing_key_path .*garbage.pem.*: not a",
+        ),
+        (
+            {"extra_signing_key_paths": ["@tmp/keys/k0.pem"]},
+            "extra_signing_key_paths.0: key [0-9a-f]{16} is the same key as the signing key",
+        ),
+        (
+            {"extra_signing_key_paths": ["@tmp/keys/other.pem"]},
+            "signing key [0-9a-f]{16} holds none of the roles",
+        ),
+    ],
+    ids=["missing-file", "unset-env", "malformed", "same-key-twice", "not-the-repository-key"],
+)
+def test_a_bad_extra_key_fails_before_anything_is_published(
+    tmp_path, two_of_two, monkeypatch, extra, expect
+):
+    """Missing, unset, malformed, repeated, or not a key of the repository: refused by preflight
+    with the field named, and neither the OTA repository nor the serving repository changes."""
+    from components.pusher import push
+
+    k0 = two_of_two["keys"][0]
+    base = two_of_two["base"]
+    push.push_model(
+        _tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 400),
+        _pusher_config(base, signing_key_path=k0),
+    )  # a 1-of-1 repository held by k0
+    _write(tmp_path / "keys" / "garbage.pem", b"-----BEGIN PRIVATE KEY-----\nnope\n")
+    assert _cli(["ota-keygen", str(tmp_path / "keys" / "other.pem")]) == 0
+    monkeypatch.delenv("NO_SUCH_OTA_KEY", raising=False)
+    fields = {k: [p.replace("@tmp", str(tmp_path)) for p in v] for k, v in extra.items()}
+    config = _pusher_config(base, signing_key_path=k0, **fields)
+    before = repo_tree(base)
+    model = _tflite_artifact(tmp_path, "m2", b"TFL3" + b"2" * 400)
+    with pytest.raises(ConfigError, match=r"^pusher\.ota\.0: " + expect):
+        push.preflight(model, config)
+    with pytest.raises(ConfigError, match=r"^pusher\.ota\.0: " + expect):
+        push.push_model(model, config)
+    assert repo_tree(base) == before
+
+
+def test_pusher_config_rejects_repeated_or_malformed_extra_key_settings(tmp_path):
+    from components.common.errors import ConfigError as Error
+
+    base = str(tmp_path / "ota")
+    with pytest.raises(Error, match="extra_signing_key_paths must not repeat"):
+        _pusher_config(base, signing_key_path="a.pem", extra_signing_key_paths=["b.pem", "b.pem"])
+    with pytest.raises(Error, match="'1BAD' is not an environment variable name"):
+        _pusher_config(base, signing_key_path="a.pem", extra_signing_key_envs=["1BAD"])
+    ok = _pusher_config(base, signing_key_env="A", extra_signing_key_envs=["B", "C"])
+    assert ok.ota[0].extra_signing_key_envs == ["B", "C"]
+
+
+def test_a_two_of_two_repository_is_promoted_and_rolled_back_through_the_cli(tmp_path, two_of_two):
+    """``tfxopt promote`` / ``rollback`` with one key are refused naming the threshold (nothing
+    written); with both keys (a path and an environment variable) they publish, and the stock
+    python-tuf client accepts what they published."""
+    from components.pusher import push
+
+    k0, k1 = two_of_two["keys"]
+    base = two_of_two["base"]
+    config = _pusher_config(base, signing_key_path=k0, extra_signing_key_paths=[k1])
+    first, second = b"TFL3" + b"1" * 500, b"TFL3" + b"2" * 500
+    push.push_model(_tflite_artifact(tmp_path, "m1", first), config)
+    push.push_model(_tflite_artifact(tmp_path, "m2", second), config)  # canary: sequence 2
+
+    promote = ["promote", base, MODEL, "--from", "canary", "--to", "stable"]
+    before = repo_tree(base)
+    alone = tfxopt(*promote, "--signing-key-path", k0)
+    assert alone.returncode == 2, alone.stderr[-2000:]
+    assert "threshold 2" in alone.stderr and "1 of the 2 signature(s)" in alone.stderr
+    assert "--extra-signing-key-path" in alone.stderr
+    assert repo_tree(base) == before
+
+    both = tfxopt(*promote, "--signing-key-path", k0, "--extra-signing-key-path", k1)
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert "promote: digits/stable sequence 1" in both.stdout
+
+    rollback = ["rollback", base, MODEL, "--channel", "canary"]
+    before = repo_tree(base)
+    alone = tfxopt(*rollback, "--signing-key-env", two_of_two["env"])
+    assert alone.returncode == 2 and "threshold 2" in alone.stderr, alone.stderr[-2000:]
+    assert repo_tree(base) == before
+    both = tfxopt(*rollback, "--signing-key-path", k0, "--extra-signing-key-env", two_of_two["env"])
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert "rollback: digits/canary sequence 3" in both.stdout
+
+    server = StaticServer(base)
+    try:
+        updater = _stock_updater(tmp_path, base, server.url, "stock")
+        stable = updater.get_targetinfo(f"{MODEL}/stable/model.tflite")
+        assert stable.custom["sequence"] == 1 and stable.custom["source"]["promoted_from"] == (
+            "canary"
+        )
+        assert open(updater.download_target(stable), "rb").read() == second
+        canary = updater.get_targetinfo(f"{MODEL}/canary/model.tflite")
+        assert canary.custom["sequence"] == 3
+        assert open(updater.download_target(canary), "rb").read() == first
+    finally:
+        server.close()
+    from tuf.api.metadata import Metadata
+
+    role = Metadata.from_file(
+        os.path.join(
+            base,
+            "metadata",
+            f"{tuf_repo.Repository(base).versions_on_disk(MODEL)[-1]}.{MODEL}.json",
+        )
+    )
+    assert len(role.signatures) == 2  # both keys signed the last release
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback", "ota-rotate-key"])
+def test_trust_is_refused_outside_ota_migrate(tmp_path, channel, command):
+    argv = {
+        "promote": ["promote", channel["base"], MODEL, "--from", "canary", "--to", "stable"],
+        "rollback": ["rollback", channel["base"], MODEL, "--channel", "canary"],
+        "ota-rotate-key": ["ota-rotate-key", channel["base"], "--new-signing-key-path", "x.pem"],
+    }[command]
+    before = repo_tree(channel["base"])
+    done = tfxopt(*argv, "--signing-key-path", channel["key"], "--trust", channel["public"])
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tfxopt {command}: error: --trust applies to `tfxopt ota-migrate` only")
+    assert repo_tree(channel["base"]) == before
+    # ota-migrate still takes it (the old manifests' keys).
+    args = argparse.ArgumentParser(prog="tfxopt")
+    commands.register(args.add_subparsers(dest="command", required=True))
+    parsed = args.parse_args(["ota-migrate", channel["base"], "--trust", channel["public"]])
+    assert parsed.trust == [channel["public"]]
+
+
+def test_one_key_given_twice_cannot_meet_a_threshold_of_two(tmp_path):
+    """The same key as signing key and extra key would count twice in the publisher's check and
+    sign once: refused, and no repository is created."""
+    key = signing_lib.generate_private_key()
+    base = str(tmp_path / "ota")
+    dest = OtaDestination(base_directory=base, channel="canary", signing_key_path="unused")
+    model = _write(tmp_path / "m.tflite", b"TFL3" + b"D" * 200)
+    with pytest.raises(ConfigError, match="given more than once; a threshold counts distinct"):
+        ota.push_tflite(model, MODEL, dest, signing_key=key, extra_signing_keys=[key])
+    assert not os.path.exists(os.path.join(base, "metadata", "timestamp.json"))
+
+
+def test_rotating_a_two_of_two_repository_needs_both_old_keys(tmp_path, two_of_two):
+    from components.pusher import push
+
+    k0, k1 = two_of_two["keys"]
+    base = two_of_two["base"]
+    config = _pusher_config(base, signing_key_path=k0, extra_signing_key_paths=[k1])
+    push.push_model(_tflite_artifact(tmp_path, "m1", b"TFL3" + b"1" * 300), config)
+    new = str(tmp_path / "keys" / "new.pem")
+    assert _cli(["ota-keygen", new]) == 0
+    rotate = ["ota-rotate-key", base, "--new-signing-key-path", new, "--signing-key-path", k0]
+    before = repo_tree(base)
+    with pytest.raises(ConfigError, match="1 of the 2 signature.*'root'.*threshold 2"):
+        _cli(rotate)
+    assert repo_tree(base) == before
+    assert _cli([*rotate, "--extra-signing-key-path", k1]) == 0
+    assert tuf_repo.Repository(base).load().root.signed.version == 2

@@ -13,29 +13,72 @@ import json
 DEFAULT_KEY_ENV = "TFXOPT_OTA_SIGNING_KEY"
 
 
-def _add_signing_args(parser: argparse.ArgumentParser) -> None:
+def _add_signing_args(parser: argparse.ArgumentParser, extra: bool = False) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--signing-key-path", help="Ed25519 private key file (PEM or base64 seed)")
     group.add_argument(
         "--signing-key-env",
         help=f"environment variable holding the private key (default {DEFAULT_KEY_ENV})",
     )
+    if extra:
+        parser.add_argument(
+            "--extra-signing-key-path",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="one more private key that signs too, for roles with a threshold above 1 "
+            "(e.g. 2 of 2); repeatable",
+        )
+        parser.add_argument(
+            "--extra-signing-key-env",
+            action="append",
+            default=[],
+            metavar="VAR",
+            help="an environment variable holding one more such key; repeatable",
+        )
+    parser.add_argument("--expires-in-days", type=float, default=30.0)
+
+
+def _add_trust_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust",
         action="append",
         default=[],
         metavar="PUBLIC_KEY",
-        help="a public key the old manifests may be signed by (ota-migrate); repeatable",
+        help="a public key the old manifests may be signed by; repeatable",
     )
-    parser.add_argument("--expires-in-days", type=float, default=30.0)
+
+
+class _NoTrust(argparse.Action):
+    """``--trust`` on promote / rollback / ota-rotate-key: refused with the reason, before
+    anything is read (it was accepted and ignored there)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            "--trust applies to `tfxopt ota-migrate` only (old manifest.json channels); this "
+            "command trusts the TUF repository's own root.json, never a key given on the command "
+            "line: drop --trust (to change the repository's keys use `tfxopt ota-rotate-key`)"
+        )
+
+
+def _refuse_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust", action=_NoTrust, help=argparse.SUPPRESS)
+
+
+def _signing_keys(args) -> list:
+    """The signing key, then the extra keys (``--extra-signing-key-*``), each once."""
+    from components.pusher import signing
+
+    return signing.load_private_keys(
+        args.signing_key_path,
+        None if args.signing_key_path else (args.signing_key_env or DEFAULT_KEY_ENV),
+        getattr(args, "extra_signing_key_path", []),
+        getattr(args, "extra_signing_key_env", []),
+    )
 
 
 def _signing_key(args):
-    from components.pusher import signing
-
-    if args.signing_key_path:
-        return signing.load_private_key(path=args.signing_key_path)
-    return signing.load_private_key(env=args.signing_key_env or DEFAULT_KEY_ENV)
+    return _signing_keys(args)[0]
 
 
 def _trusted(args) -> list:
@@ -65,16 +108,17 @@ def promote(args) -> int:
         return 0
     from components.pusher import ota
 
+    key, *extra = _signing_keys(args)
     result = ota.promote(
         args.base,
         args.model_name,
         args.from_,
         args.to,
-        _signing_key(args),
+        key,
         rollout_percentage=args.rollout_percentage,
         expires_in_days=args.expires_in_days,
         min_app_version=args.min_app_version,
-        trusted_public_keys=_trusted(args),
+        extra_signing_keys=extra,
     )
     _print_ota(result)
     return 0
@@ -90,14 +134,15 @@ def rollback(args) -> int:
         return 0
     from components.pusher import ota
 
+    key, *extra = _signing_keys(args)
     result = ota.rollback(
         args.base,
         args.model_name,
         args.channel,
-        _signing_key(args),
+        key,
         rollout_percentage=args.rollout_percentage,
         expires_in_days=args.expires_in_days,
-        trusted_public_keys=_trusted(args),
+        extra_signing_keys=extra,
     )
     _print_ota(result)
     return 0
@@ -162,11 +207,12 @@ def ota_rotate_key(args) -> int:
     """Replaces the repository's keys: a new root signed by the old and the new key."""
     from components.pusher import signing, tuf_repo
 
-    old = _signing_key(args)
+    old_keys = _signing_keys(args)
+    old = old_keys[0]
     new = signing.load_private_key(path=args.new_signing_key_path)
     version = tuf_repo.rotate_keys(
         args.base,
-        [tuf_repo.signer_for(old)],
+        [tuf_repo.signer_for(k) for k in old_keys],
         [tuf_repo.signer_for(new)],
         expires_in_days=args.expires_in_days,
     )
@@ -209,7 +255,8 @@ def register(subparsers) -> None:
     p.add_argument("--serving", action="store_true", help="move a TF Serving version label")
     p.add_argument("--rollout-percentage", type=float, default=100.0)
     p.add_argument("--min-app-version", help="default: the source manifest's")
-    _add_signing_args(p)
+    _add_signing_args(p, extra=True)
+    _refuse_trust(p)
     p.set_defaults(func=promote)
 
     r = subparsers.add_parser(
@@ -220,7 +267,8 @@ def register(subparsers) -> None:
     r.add_argument("--channel", required=True, help="channel (or, with --serving, label)")
     r.add_argument("--serving", action="store_true", help="roll back a TF Serving version label")
     r.add_argument("--rollout-percentage", type=float, default=100.0)
-    _add_signing_args(r)
+    _add_signing_args(r, extra=True)
+    _refuse_trust(r)
     r.set_defaults(func=rollback)
 
     c = subparsers.add_parser(
@@ -260,6 +308,7 @@ def register(subparsers) -> None:
     )
     m.add_argument("base", help="OTA base directory")
     _add_signing_args(m)
+    _add_trust_arg(m)
     m.set_defaults(func=ota_migrate)
 
     rk = subparsers.add_parser(
@@ -267,5 +316,6 @@ def register(subparsers) -> None:
     )
     rk.add_argument("base", help="OTA base directory")
     rk.add_argument("--new-signing-key-path", required=True, help="the new Ed25519 private key")
-    _add_signing_args(rk)
+    _add_signing_args(rk, extra=True)
+    _refuse_trust(rk)
     rk.set_defaults(func=ota_rotate_key)

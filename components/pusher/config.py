@@ -86,6 +86,17 @@ class OtaDestination(StrictModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the key (e.g. from a Kubernetes secret).",
     )
+    extra_signing_key_paths: list[str] = pydantic.Field(
+        default_factory=list,
+        description="More Ed25519 private key files that sign with the key above, for a "
+        "repository whose roles need several signatures (a threshold). A new repository "
+        "created by this push needs all the keys given; an existing one, the threshold its "
+        "root.json sets.",
+    )
+    extra_signing_key_envs: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Environment variables holding more keys (as extra_signing_key_paths).",
+    )
     missing_tflite: Literal["convert_float32", "refuse"] = pydantic.Field(
         "convert_float32",
         description="When the model has no Format-TFLite flavour: convert the blessed SavedModel "
@@ -98,6 +109,27 @@ class OtaDestination(StrictModel):
         if channel in RESERVED_CHANNELS:
             raise ValueError(f"{channel!r} is reserved for the release records; pick another name")
         return channel
+
+    @pydantic.field_validator("extra_signing_key_paths")
+    @classmethod
+    def _paths_valid(cls, paths: list[str]) -> list[str]:
+        if any(not p for p in paths):
+            raise ValueError("an extra signing key path is empty")
+        if len(set(paths)) != len(paths):
+            raise ValueError("extra_signing_key_paths must not repeat (a threshold counts keys)")
+        return paths
+
+    @pydantic.field_validator("extra_signing_key_envs")
+    @classmethod
+    def _envs_valid(cls, names: list[str]) -> list[str]:
+        import re
+
+        for name in names:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        if len(set(names)) != len(names):
+            raise ValueError("extra_signing_key_envs must not repeat (a threshold counts keys)")
+        return names
 
     @pydantic.model_validator(mode="after")
     def _one_key_source(self) -> OtaDestination:

@@ -353,7 +353,47 @@ def _key_id(signer) -> str:
 
 
 def _signers(signing_key, extra_keys=()) -> list:
-    return [tuf_repo.signer_for(k) for k in (signing_key, *extra_keys)]
+    """TUF signers of the keys; a key given twice is refused (a threshold counts distinct keys,
+    and one key twice would let the threshold check pass with one signature)."""
+    signers = [tuf_repo.signer_for(k) for k in (signing_key, *extra_keys)]
+    ids = [tuf_repo.keyid(s) for s in signers]
+    for kid in ids:
+        if ids.count(kid) > 1:
+            raise ConfigError(
+                f"signing key {_key_id(signers[ids.index(kid)])} is given more than once; "
+                "a threshold counts distinct keys: give each key once"
+            )
+    return signers
+
+
+def check_signing_keys(base_directory: str, model_name: str, keys) -> None:
+    """Refuses keys that cannot publish ``model_name`` in the repository at ``base_directory``
+    (nothing is written; a repository not created yet accepts any keys).
+
+    Raises:
+      ConfigError: the keys hold fewer signatures than a role's threshold needs, or one of them
+        holds none of the roles (a wrong key: its signature would count for nothing).
+    """
+    repo = tuf_repo.Repository(base_directory)
+    if not repo.exists():
+        return
+    state = repo.load()
+    signers = _signers(keys[0], keys[1:])
+    roles = ["targets", "snapshot", "timestamp", model_name]
+    repo.check_signers(state, signers, roles)
+    held = set()
+    delegations = state.targets.signed.delegations
+    for role in roles:
+        spec = state.root.signed.roles.get(role)
+        if spec is None and delegations is not None:
+            spec = delegations.roles.get(role)
+        held |= set(spec.keyids) if spec is not None else set()
+    for signer in signers:
+        if tuf_repo.keyid(signer) not in held:
+            raise ConfigError(
+                f"signing key {_key_id(signer)} holds none of the roles of {repo.meta_dir}: "
+                "it is not one of this repository's keys; give the repository's keys only"
+            )
 
 
 def push_tflite(
@@ -375,7 +415,9 @@ def push_tflite(
       tflite_path: the model file to ship.
       model_name: the model's name under the destination.
       destination: a :class:`components.pusher.config.OtaDestination`.
-      signing_key: an Ed25519 private key; default: loaded from the destination's key settings.
+      signing_key: an Ed25519 private key; default: loaded from the destination's key settings
+        (with its ``extra_signing_key_paths`` / ``extra_signing_key_envs``, which then replace
+        ``extra_signing_keys``).
       metrics: key metrics recorded with the release and, as the gate's verdict, in the OMS
         statement.
       source: provenance recorded with the release.
@@ -383,9 +425,14 @@ def push_tflite(
       extra_signing_keys: more Ed25519 keys signing with ``signing_key``; a new repository
         created by this push then needs all of them (threshold = number of keys).
     """
-    key = signing_key or signing.load_private_key(
-        destination.signing_key_path, destination.signing_key_env
-    )
+    if signing_key is None:  # the destination's keys: its signing key and extra keys
+        signing_key, *extra_signing_keys = signing.load_private_keys(
+            destination.signing_key_path,
+            destination.signing_key_env,
+            destination.extra_signing_key_paths,
+            destination.extra_signing_key_envs,
+        )
+    key = signing_key
     channel = destination.channel
     _check_names(model_name, channel)
     metrics, source = dict(metrics or {}), dict(source or {})
@@ -457,16 +504,15 @@ def promote(
     rollout_percentage: float = 100.0,
     expires_in_days: float = 30.0,
     min_app_version: str | None = None,
-    trusted_public_keys=(),
     now: datetime.datetime | None = None,
+    extra_signing_keys=(),
 ) -> OtaPush:
     """Publishes the live release of ``from_channel`` on ``to_channel`` (e.g. canary -> stable).
 
     The repository must verify (its roles signed by their keys), so a tampered channel is never
-    re-signed. ``trusted_public_keys`` is kept for the CLI's ``--trust`` (key rotation is
-    ``tfxopt ota-rotate-key`` now) and ignored.
+    re-signed. ``signing_key`` and ``extra_signing_keys`` together must meet every role's
+    threshold (checked before anything is written).
     """
-    del trusted_public_keys
     if from_channel == to_channel:
         raise ConfigError("promote: --from and --to name the same channel")
     if not 0.0 <= rollout_percentage <= 100.0:
@@ -476,7 +522,7 @@ def promote(
     repo = tuf_repo.Repository(base_directory)
     if not repo.exists():
         raise TfxOptError(f"promote: {repo.meta_dir} holds no published repository")
-    signers = _signers(signing_key)
+    signers = _signers(signing_key, extra_signing_keys)
     with storage.lock(repo.meta_dir):
         state = repo.load()
         repo.check_signers(state, signers, ["targets", "snapshot", "timestamp", model_name])
@@ -515,16 +561,18 @@ def rollback(
     signing_key,
     rollout_percentage: float = 100.0,
     expires_in_days: float = 30.0,
-    trusted_public_keys=(),
     now: datetime.datetime | None = None,
+    extra_signing_keys=(),
 ) -> OtaPush:
-    """Points a channel back at its previous release, under a new (higher) sequence number."""
-    del trusted_public_keys
+    """Points a channel back at its previous release, under a new (higher) sequence number.
+
+    ``signing_key`` and ``extra_signing_keys`` together must meet every role's threshold.
+    """
     _check_names(model_name, channel_name)
     repo = tuf_repo.Repository(base_directory)
     if not repo.exists():
         raise TfxOptError(f"rollback: {repo.meta_dir} holds no published repository")
-    signers = _signers(signing_key)
+    signers = _signers(signing_key, extra_signing_keys)
     with storage.lock(repo.meta_dir):
         state = repo.load()
         repo.check_signers(state, signers, ["targets", "snapshot", "timestamp", model_name])

@@ -16,8 +16,13 @@ log = logging.getLogger(__name__)
 def preflight(model_uri: str, config: PusherConfig) -> dict:
     """Everything that can fail cheaply, checked before any byte is written anywhere.
 
+    The OTA keys are loaded (the signing key and the extra keys of a threshold) and, where the
+    destination's repository exists, checked against its roles: a missing, unreadable, malformed
+    or wrong key, or too few keys for a threshold, fails here, before the serving push too.
+
     Returns:
-      {"saved_model_dir": str or None, "signing_keys": [private key per OTA destination]}.
+      {"saved_model_dir": str or None, "signing_keys": [private key per OTA destination],
+       "extra_signing_keys": [[more keys] per OTA destination]}.
     Raises:
       ModelInputError / ConfigError: naming the model path or the config field.
     """
@@ -25,17 +30,32 @@ def preflight(model_uri: str, config: PusherConfig) -> dict:
     # A TFLite-only model may go to OTA channels; serving (or a conversion) needs the SavedModel.
     if config.serving or not model_io.tflite_path(model_uri):
         saved_model_dir = model_io.validate_saved_model(model_uri, require_keras=False)
-    signing_keys = []
+    signing_keys, extra_keys = [], []
     for i, destination in enumerate(config.ota):
         try:
-            signing_keys.append(
-                signing.load_private_key(destination.signing_key_path, destination.signing_key_env)
-            )
+            keys = destination_keys(destination)
+            ota.check_signing_keys(destination.base_directory, config.model_name, keys)
         except ConfigError as e:
             raise ConfigError(f"pusher.ota.{i}: {e}") from None
+        signing_keys.append(keys[0])
+        extra_keys.append(keys[1:])
         if destination.missing_tflite == "refuse" and not model_io.tflite_path(model_uri):
             ota.resolve_tflite(model_uri, "refuse")  # raises the explanatory error
-    return {"saved_model_dir": saved_model_dir, "signing_keys": signing_keys}
+    return {
+        "saved_model_dir": saved_model_dir,
+        "signing_keys": signing_keys,
+        "extra_signing_keys": extra_keys,
+    }
+
+
+def destination_keys(destination) -> list:
+    """An OTA destination's private keys: ``signing_key_*`` first, then the extra ones."""
+    return signing.load_private_keys(
+        destination.signing_key_path,
+        destination.signing_key_env,
+        destination.extra_signing_key_paths,
+        destination.extra_signing_key_envs,
+    )
 
 
 def push_model(
@@ -73,12 +93,15 @@ def push_model(
         tflite_path, tflite_source, tmp = ota.resolve_tflite(model_uri, how)
         record["tflite_source"] = tflite_source
         try:
-            for destination, key in zip(config.ota, checked["signing_keys"], strict=True):
+            for destination, key, extra in zip(
+                config.ota, checked["signing_keys"], checked["extra_signing_keys"], strict=True
+            ):
                 result = ota.push_tflite(
                     tflite_path,
                     config.model_name,
                     destination,
                     signing_key=key,
+                    extra_signing_keys=extra,
                     metrics=metrics,
                     source={**source, "tflite_source": tflite_source},
                 )

@@ -151,6 +151,38 @@ def load_private_key(path: str | None = None, env: str | None = None):
     raise ConfigError("no signing key: set signing_key_path or signing_key_env.")
 
 
+def load_private_keys(
+    path: str | None = None, env: str | None = None, extra_paths=(), extra_envs=()
+) -> list:
+    """The signing key and the extra keys of a threshold, primary first (checked before any push).
+
+    Raises:
+      ConfigError: naming the field and the path or variable of a key that is missing,
+        unreadable or malformed, or of a key given twice (a threshold counts distinct keys).
+    """
+    keys = [(None, load_private_key(path, env))]
+    for field, sources in (
+        ("extra_signing_key_paths", [(p, None) for p in extra_paths]),
+        ("extra_signing_key_envs", [(None, e) for e in extra_envs]),
+    ):
+        for i, (p, e) in enumerate(sources):
+            try:
+                keys.append((f"{field}.{i}", load_private_key(p, e)))
+            except ConfigError as err:
+                raise ConfigError(f"{field}.{i}: {err}") from None
+    seen = {}
+    for where, key in keys:
+        kid = key_id(key.public_key())
+        if kid in seen:
+            first = seen[kid] or "the signing key"
+            raise ConfigError(
+                f"{where}: key {kid} is the same key as {first}; a threshold counts distinct "
+                "keys: give each key once"
+            )
+        seen[kid] = where
+    return [key for _, key in keys]
+
+
 def parse_public_key(data: bytes | str, where: str):
     """An Ed25519 public key from PEM or base64/hex raw bytes."""
     from cryptography.hazmat.primitives import serialization

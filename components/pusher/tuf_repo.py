@@ -232,8 +232,10 @@ class Repository:
                 raise ConfigError(
                     f"the signing key{'s' if len(signers) > 1 else ''} "
                     f"{', '.join(keyid(s)[:16] for s in signers)} hold{'' if len(signers) > 1 else 's'} "
-                    f"{len(held)} of the {spec.threshold} signature(s) role {role!r} needs in {where}: "
-                    "sign with the repository's key(s), or rotate them with `tfxopt ota-rotate-key`"
+                    f"{len(held)} of the {spec.threshold} signature(s) role {role!r} needs "
+                    f"(threshold {spec.threshold}) in {where}: sign with the repository's keys "
+                    "(the others with --extra-signing-key-path/-env, or the Pusher's "
+                    "extra_signing_key_paths/envs), or rotate them with `tfxopt ota-rotate-key`"
                 )
 
     def set_channel(
