@@ -116,7 +116,9 @@ class QuantizerConfig(StrictModel):
     exclude_layers: list[str] = pydantic.Field(
         default_factory=list,
         description="Keras layer names left in float (integer modes): layers without an int8 "
-        "kernel or too sensitive to quantize.",
+        "kernel or too sensitive to quantize. An op fused from several layers (Conv2D + "
+        "BatchNormalization + ReLU) stays in float when any of them is named (or its name as "
+        "records give it, conv2d+batch_normalization+re_lu).",
     )
     verification: VerificationConfig = pydantic.Field(
         default_factory=VerificationConfig,

@@ -102,7 +102,7 @@ def requantizer(model, config: QuantizerConfig, samples, first: bytes, batch_siz
     return selective.Requantizer(
         converter,
         first,
-        [layer.name for layer in model.layers],
+        fb_lib.LayerMap.of(model),
         representative_dataset(debug),
         config.integer_only_io,
     )
@@ -195,7 +195,7 @@ def check_integer_ops(ops: list[dict], config: QuantizerConfig) -> None:
     """
     if config.mode not in INTEGER_MODES:
         return
-    stray = [op for op in fb_lib.float_ops(ops) if op["layer"] not in config.exclude_layers]
+    stray = [op for op in fb_lib.float_ops(ops) if not fb_lib.covers(op, config.exclude_layers)]
     if not stray:
         return
     named = ", ".join(fb_lib.describe(op) for op in stray)

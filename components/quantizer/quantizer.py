@@ -101,11 +101,35 @@ def _is_clustered(kernel: dict, max_values: int) -> bool:
 
 
 def _check_layers(model, config: QuantizerConfig) -> None:
-    names = [layer.name for layer in model.layers]
-    unknown = [n for n in config.exclude_layers if n not in names]
+    """Every ``exclude_layers`` entry names a layer that computes something (a fused op's joined
+    name, ``conv2d+batch_normalization+re_lu`` as records give it, names each of its layers).
+    The converted flatbuffer is checked again before it is re-quantized: an entry no op comes
+    from is refused there (:func:`components.quantizer.selective.check_excluded`)."""
+    layer_map = fb_lib.LayerMap.of(model)
+    names = list(layer_map.names)
+    usable = [n for n in names if n not in layer_map.opless]
+    joined = [e for e in config.exclude_layers if fb_lib.JOIN in e]
+    if joined and config.mode in QAT_MODES:
+        raise ConfigError(
+            f"quantizer.exclude_layers: {joined} join layer names with {fb_lib.JOIN!r} (a fused "
+            f"op's name); mode {config.mode!r} excludes single layers: list them one by one "
+            f"(layers: {usable})."
+        )
+    unknown = [
+        e for e in config.exclude_layers if any(p not in names for p in e.split(fb_lib.JOIN))
+    ]
     if unknown:
         raise ConfigError(
-            f"quantizer.exclude_layers names {unknown}, not layers of the model (layers: {names})."
+            f"quantizer.exclude_layers names {unknown}, not layers of the model; layers that "
+            f"can stay in float: {usable}."
+        )
+    opless = [
+        e for e in config.exclude_layers if all(p in layer_map.opless for p in e.split(fb_lib.JOIN))
+    ]
+    if opless:
+        raise ConfigError(
+            f"quantizer.exclude_layers names {opless}, layer(s) with nothing to compute at "
+            f"inference (no op to keep in float); layers that can stay in float: {usable}."
         )
 
 
@@ -244,7 +268,7 @@ def quantize(model, examples_uri: str, data: DataConfig, config: QuantizerConfig
     _runner(flatbuffer)  # a flatbuffer the runtime cannot load is a broken conversion
     record["converted_from"] = "keras_call"
     record["tflite_inputs"] = plan.to_dict()
-    layer_names = [layer.name for layer in model.layers]
+    layer_names = fb_lib.LayerMap.of(model)
 
     eval_x, eval_y = examples_lib.load_arrays(
         examples_uri, data.eval_split, data, model, limit=config.max_eval_examples
@@ -343,14 +367,15 @@ def _selective(requantizer, flatbuffer, config, task, before, eval_x, eval_y, re
       (the flatbuffer to keep, its eval outputs, the config with the layers kept in float added
       to ``exclude_layers``).
     """
-    errors = [e for e in requantizer.layer_errors() if e["layer"] not in config.exclude_layers]
+    excluded = fb_lib.split_names(config.exclude_layers)
+    errors = [e for e in requantizer.layer_errors() if not excluded & set(e["layers"])]
     plain_pred = _run_flatbuffer(_runner(flatbuffer), eval_x)
     plain = _metric(task, plain_pred, eval_y)
 
     def evaluate(spared):
         candidate = requantizer.flatbuffer([*config.exclude_layers, *spared])
         pred = _run_flatbuffer(_runner(candidate), eval_x)
-        float_ops = fb_lib.float_ops(fb_lib.operators(candidate))
+        float_ops = fb_lib.float_ops(fb_lib.operators(candidate, requantizer.layer_names))
         return _metric(task, pred, eval_y), (candidate, pred), {"float_ops": len(float_ops)}
 
     scores = {e["layer"]: e["rmse_over_scale"] or 0.0 for e in errors}
