@@ -218,10 +218,13 @@ def _check_no_candidate_lost_to_verification_within_the_rule(case, summary: dict
         assert not within, (model["name"], value, baseline, failure["summary"])
 
 
-def test_default_recipe_blesses_an_int8_candidate_of_the_mobilenet_style_model(tmp_path, capsys):
+def test_default_recipe_keeps_the_mobilenet_style_int8_candidate_within_the_rule(tmp_path, capsys):
     """``tfxopt run --model M --examples E`` (the default recipe) on the depthwise/BatchNorm
-    model: pruning costs it far more than the gate allows, and the int8 candidate with accuracy
-    control is blessed within the 1-point rule (issue 29's target)."""
+    model: the int8 candidate with accuracy control keeps within the 1-point rule (issue 29's
+    target), so it passes every accuracy rule; whether it is blessed then rests on the latency rule
+    alone (``min_speedup`` against the float32 baseline), which depends on the processor (int8
+    is faster than float32 with VNNI, not always on AVX2-only CPUs). The verdict is worked out
+    here from the rules table: blessed iff a candidate passed every rule, the smallest of them."""
     from pipelines import cli
 
     case = zoo.BUILDERS["mobilenet_block"](str(tmp_path / "case"))
@@ -235,16 +238,33 @@ def test_default_recipe_blesses_an_int8_candidate_of_the_mobilenet_style_model(t
     models = {m["name"]: m for m in summary["models"]}
     baseline = models["baseline"]["accuracy"]
     int8 = models["int8"]
-    # Worked out here from the metrics: the int8 candidate is within 1 point, and the gate blessed
-    # an int8 candidate (the smallest passing one).
+    assert not int8.get("failure"), int8.get("failure")
+    # Worked out here from the metrics: the int8 candidate is within 1 point ...
     assert (baseline - int8["accuracy"]) * 100 <= 1.0 + 1e-9
+    rules = {r["rule"]: r for r in int8["rules"]}
+    assert rules["max_accuracy_drop_points"]["passed"], rules
+    # ... so only a rule that is not about accuracy can reject it: the processor-bound latency.
+    failed = sorted(name for name, r in rules.items() if not r["passed"])
+    assert set(failed) <= {"min_speedup", "max_latency_ms"}, failed
+    assert int8["passed_all"] == (not failed), (int8["passed_all"], failed)
+    passing = {
+        name: m["metrics"]["size_bytes"]
+        for name, m in models.items()
+        if m["role"] == "candidate" and m.get("passed_all")
+    }
     gate = summary["gate"]
-    assert gate["blessed"], gate
-    assert gate["selected"] in {"small", "pruned_int8", "int8"}, gate  # the full-int8 recipes
+    assert gate["blessed"] == bool(passing), (gate, passing)
+    if passing:
+        assert gate["selected"] == min(passing, key=passing.get), (gate["selected"], passing)
     steps = output.glob("pipeline-root/Quantizer_*/*/*/quantization.json")
     records = [json.loads(p.read_text()) for p in steps]
     controlled = [r for r in records if "accuracy_control" in r]
     assert len(controlled) == 1 and controlled[0]["accuracy_control"]["within_budget"]
+    print(
+        f"mobilenet_block default recipe: int8 drop {(baseline - int8['accuracy']) * 100:.2f} "
+        f"points, speedup {rules['min_speedup']['value']:.3f}, rules failed {failed or 'none'}, "
+        f"decision {gate.get('selected') or 'NOT BLESSED'}"
+    )
 
 
 def _check_pushed_answers_tf_examples(case: zoo.ZooCase, serving) -> None:
