@@ -273,8 +273,7 @@ def cluster_model(model, train_ds, eval_ds, config: ClustererConfig, compile_arg
             one_shot,
             "layers left unclustered",
         )
-        left_out = {n: "left out by accuracy_control" for n in selection.selected if n not in kept}
-        selection = optimization.Selection(kept, {**selection.skipped, **left_out})
+        selection = selection.keeping(kept, "left out by accuracy_control")
     from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 
     clustered = [

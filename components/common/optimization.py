@@ -69,6 +69,11 @@ class Selection:
     selected: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def keeping(self, kept: list[str], reason: str) -> Selection:
+        """This selection narrowed to ``kept``; the selected layers not kept are skipped for ``reason``."""
+        left_out = {name: reason for name in self.selected if name not in kept}
+        return Selection(list(kept), {**self.skipped, **left_out})
+
 
 def check_functional(model, technique: str, field_name: str) -> None:
     """Raises ModelInputError for models the toolkit cannot wrap (subclassed, nested models).

@@ -361,10 +361,7 @@ def prune_model(
             one_shot,
             "layers left unpruned",
         )
-        left_out = {
-            n: "left out by accuracy_control" for n in selection.selected if n not in pruned
-        }
-        selection = optimization.Selection(pruned, {**selection.skipped, **left_out})
+        selection = selection.keeping(pruned, "left out by accuracy_control")
     stripped = tuned.model
     per_layer = layer_sparsity(stripped, selection.selected)
     for name, entry in per_layer.items():
